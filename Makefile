@@ -1,0 +1,115 @@
+# herold: one Makefile for the broker, the clients, the tests and the benchmarks.
+# `make` builds build/herold, build/herold-pub and build/herold-tail.
+# `make run` installs what is missing, builds and starts the broker.
+# `make check` installs what is missing, builds, runs every test, then runs them all again
+# built with AddressSanitizer and UndefinedBehaviorSanitizer (build/asan/).
+
+PKGS      := libzmq msgpack libwebsockets jansson openssl
+# Debian packages that provide the build and test dependencies.
+DEB_PKGS  := build-essential pkg-config libzmq3-dev libmsgpack-dev libwebsockets-dev \
+             libssl-dev libjansson-dev check python3 python3-pytest python3-zmq \
+             python3-msgpack python3-websockets
+
+CC        ?= cc
+WARN      := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+BASEFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) -g -MMD -MP -Ibroker
+OPTFLAGS  := -O2
+SANFLAGS  := -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
+CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null)
+
+# BUILD selects the flavour: build/ (optimised) or build/asan/ (sanitizers).
+BUILD     ?= build
+ifeq ($(BUILD),build/asan)
+  MODEFLAGS := $(SANFLAGS)
+  MODELDFLAGS := -fsanitize=address,undefined
+else
+  MODEFLAGS := $(OPTFLAGS)
+  MODELDFLAGS :=
+endif
+CFLAGS_ALL = $(BASEFLAGS) $(MODEFLAGS) $(PKG_CFLAGS) $(CFLAGS)
+LDFLAGS_ALL = $(MODELDFLAGS) $(LDFLAGS)
+
+BROKER_SRCS := $(filter-out broker/main.c,$(wildcard broker/*.c))
+BROKER_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(BROKER_SRCS))
+CORE_LIB    := $(BUILD)/libherold-core.a
+CLIENT_SRCS := $(wildcard clients/*.c)
+CLIENT_BINS := $(patsubst clients/%.c,$(BUILD)/%,$(CLIENT_SRCS))
+UNIT_SRCS   := $(wildcard tests/unit/test_*.c)
+UNIT_BINS   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
+BENCH_SRCS  := $(wildcard bench/*.c)
+BENCH_BINS  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
+
+.PHONY: all deps run check check-build test unit e2e asan bench clean format
+.DEFAULT_GOAL := all
+
+all: $(BUILD)/herold $(CLIENT_BINS) $(UNIT_BINS) $(BENCH_BINS)
+
+# Installs only what is missing: dpkg-query answers in milliseconds when all is there.
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    echo "installing:$$missing"; \
+	    SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	    $$SUDO apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(CORE_LIB): $(BROKER_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/herold: $(BUILD)/obj/broker/main.o $(CORE_LIB)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS)
+
+# Clients are standalone programs; they may use the core library's helpers.
+$(BUILD)/%: $(BUILD)/obj/clients/%.o $(CORE_LIB)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS)
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(CORE_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(CHECK_LIBS) $(PKG_LIBS)
+
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(CORE_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS)
+
+run: deps all
+	@mkdir -p var
+	./$(BUILD)/herold --data var
+
+# Unit tests (Check), then end-to-end tests (pytest) against the binaries in $(BUILD).
+test: all
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; CK_DEFAULT_TIMEOUT=60 $$t; done
+	HEROLD_BUILD=$(BUILD) /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e
+
+unit: all
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+
+e2e: all
+	HEROLD_BUILD=$(BUILD) /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e
+
+check: deps
+	$(MAKE) BUILD=build test
+	$(MAKE) BUILD=build/asan test
+
+asan:
+	$(MAKE) BUILD=build/asan all
+
+bench: all
+
+clean:
+	rm -rf build
+
+format:
+	clang-format -i broker/*.[ch] clients/*.[ch] tests/unit/*.c bench/*.c
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

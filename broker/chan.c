@@ -1,0 +1,99 @@
+#include "chan.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "mem.h"
+
+struct chan {
+    pthread_mutex_t lock;
+    pthread_cond_t not_full;
+    void **ring;
+    size_t capacity;
+    size_t head; /* index of the oldest item */
+    size_t length;
+    bool is_closed;
+    chan_wake_fn wake;
+    void *wake_ctx;
+    void (*free_item)(void *);
+};
+
+chan_t *chan_new(size_t capacity, chan_wake_fn wake, void *wake_ctx, void (*free_item)(void *))
+{
+    chan_t *chan = xcalloc(1, sizeof(*chan));
+    pthread_mutex_init(&chan->lock, NULL);
+    pthread_cond_init(&chan->not_full, NULL);
+    chan->ring = xcalloc(capacity, sizeof(void *));
+    chan->capacity = capacity;
+    chan->wake = wake;
+    chan->wake_ctx = wake_ctx;
+    chan->free_item = free_item;
+    return chan;
+}
+
+void chan_free(chan_t *chan)
+{
+    if (chan == NULL) {
+        return;
+    }
+    if (chan->free_item != NULL) {
+        for (size_t i = 0; i < chan->length; i++) {
+            chan->free_item(chan->ring[(chan->head + i) % chan->capacity]);
+        }
+    }
+    pthread_cond_destroy(&chan->not_full);
+    pthread_mutex_destroy(&chan->lock);
+    free(chan->ring);
+    free(chan);
+}
+
+bool chan_push(chan_t *chan, void *item)
+{
+    pthread_mutex_lock(&chan->lock);
+    while (chan->length == chan->capacity && !chan->is_closed) {
+        pthread_cond_wait(&chan->not_full, &chan->lock);
+    }
+    if (chan->is_closed) {
+        pthread_mutex_unlock(&chan->lock);
+        return false;
+    }
+    chan->ring[(chan->head + chan->length) % chan->capacity] = item;
+    bool was_empty = chan->length++ == 0;
+    pthread_mutex_unlock(&chan->lock);
+    if (was_empty && chan->wake != NULL) {
+        chan->wake(chan->wake_ctx);
+    }
+    return true;
+}
+
+size_t chan_drain(chan_t *chan, void **items, size_t max)
+{
+    pthread_mutex_lock(&chan->lock);
+    size_t count = chan->length < max ? chan->length : max;
+    for (size_t i = 0; i < count; i++) {
+        items[i] = chan->ring[chan->head];
+        chan->head = (chan->head + 1) % chan->capacity;
+    }
+    chan->length -= count;
+    if (count > 0) {
+        pthread_cond_broadcast(&chan->not_full);
+    }
+    pthread_mutex_unlock(&chan->lock);
+    return count;
+}
+
+void chan_close(chan_t *chan)
+{
+    pthread_mutex_lock(&chan->lock);
+    chan->is_closed = true;
+    pthread_cond_broadcast(&chan->not_full);
+    pthread_mutex_unlock(&chan->lock);
+}
+
+size_t chan_length(chan_t *chan)
+{
+    pthread_mutex_lock(&chan->lock);
+    size_t length = chan->length;
+    pthread_mutex_unlock(&chan->lock);
+    return length;
+}

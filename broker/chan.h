@@ -1,0 +1,44 @@
+#ifndef HEROLD_CHAN_H
+#define HEROLD_CHAN_H
+
+/*
+ * A bounded FIFO of pointers between two threads: the queue between pipeline stages.
+ *
+ * Producers block in chan_push while the channel is full, which is how backpressure
+ * travels upstream (a full dispatch queue slows ingest, which slows acks, which slows
+ * publishers). The consumer drains without blocking and is woken by a callback that the
+ * producer invokes after each push that made the channel non-empty (for the
+ * libwebsockets thread that callback is lws_cancel_service).
+ *
+ * A mutex and two condition variables: simple and fast enough for batches of events;
+ * bench/ will show whether a lock-free ring is worth it.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct chan chan_t;
+
+/* Called by producers, outside the lock, when the channel went from empty to non-empty. */
+typedef void (*chan_wake_fn)(void *ctx);
+
+/* A channel holding at most capacity items (capacity > 0). The channel does not own its
+ * items: chan_free releases the remaining ones with free_item when it is not NULL. */
+chan_t *chan_new(size_t capacity, chan_wake_fn wake, void *wake_ctx, void (*free_item)(void *));
+
+void chan_free(chan_t *chan);
+
+/* Appends item, waiting while the channel is full. Returns true, or false without
+ * taking the item when the channel was closed (then the caller still owns it). */
+bool chan_push(chan_t *chan, void *item);
+
+/* Moves up to max items into items[] in FIFO order without waiting; returns the count. */
+size_t chan_drain(chan_t *chan, void **items, size_t max);
+
+/* Wakes every blocked producer; later pushes fail. Items already queued stay drainable. */
+void chan_close(chan_t *chan);
+
+/* The number of queued items (a snapshot). */
+size_t chan_length(chan_t *chan);
+
+#endif

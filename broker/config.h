@@ -1,0 +1,48 @@
+#ifndef HEROLD_CONFIG_H
+#define HEROLD_CONFIG_H
+
+/*
+ * The broker's configuration: one struct, filled from (in rising precedence) built-in
+ * defaults, a config file (--config FILE: `name = value` lines using the long flag names,
+ * `#` comments), the environment (HEROLD_<NAME>, e.g. HEROLD_HTTP, HEROLD_JWT_SECRET_FILE)
+ * and the command line flags. Read once in main before any thread starts.
+ */
+
+#include <stdio.h>
+
+#include "errors.h"
+
+#define CONFIG_DEFAULT_HTTP "127.0.0.1:8080"
+#define CONFIG_DEFAULT_INGEST "tcp://127.0.0.1:5560"
+#define CONFIG_DEFAULT_DATA "./var"
+#define CONFIG_MAX_LINE_BYTES 4096
+
+typedef struct config {
+    char *http;            /* ADDR:PORT as given */
+    char *http_address;    /* parsed from http */
+    int http_port;
+    char *ingest;          /* ZeroMQ endpoint */
+    char *data_dir;
+    char *jwt_secret_file; /* NULL: DATA/jwt.secret */
+    char *log_level;
+    int is_help;           /* --help was given */
+} config_t;
+
+/* Fills cfg from the sources above. Returns 0, or HEROLD_E_CONFIG with err naming the
+ * bad flag, line or value. On failure cfg is cleared. Release with config_clear. */
+int config_load(config_t *cfg, int argc, char **argv, struct herr *err);
+
+/* Frees what cfg owns. */
+void config_clear(config_t *cfg);
+
+/* Prints the flags and their defaults. */
+void config_usage(FILE *out);
+
+/* The secret file in effect: the configured one or DATA/jwt.secret. Caller frees. */
+char *config_jwt_secret_path(const config_t *cfg);
+
+/* Splits "ADDR:PORT" (port 1..65535). Returns 0 or HEROLD_E_CONFIG. *address is a new
+ * string the caller owns. */
+int config_parse_http(const char *text, char **address, int *port, struct herr *err);
+
+#endif

@@ -1,0 +1,235 @@
+#include "http.h"
+
+#include <libwebsockets.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "mem.h"
+
+#define HTTP_MAX_HEADER_BYTES 16384
+/* The service loop returns at least this often, so that the main loop sees its stop flag
+ * even when no traffic and no signal wakes it. */
+#define HTTP_TICK_US (200 * LWS_US_PER_MS)
+
+struct http {
+    struct lws_context *context;
+    ws_t *ws;
+    lws_sorted_usec_list_t tick;
+};
+
+/* Per-connection state that libwebsockets allocates and zeroes for us. */
+struct http_conn {
+    ws_session_t *session; /* set once the upgrade was accepted */
+    int status;            /* the pending plain HTTP response */
+    const char *body;
+    size_t body_len;
+};
+
+static const char body_ok[] = "ok\n";
+static const char body_not_found[] = "not found\n";
+
+static bool uri_is(struct lws *wsi, const char *path)
+{
+    char uri[256];
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) >= (int)sizeof(uri)) {
+        return false;
+    }
+    if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) < 0) {
+        return false;
+    }
+    return strcmp(uri, path) == 0;
+}
+
+/* Sends the status line and headers now; the body follows in HTTP_WRITEABLE. */
+static int respond(struct lws *wsi, struct http_conn *conn, int status, const char *body,
+                   size_t len)
+{
+    unsigned char buf[LWS_PRE + 512];
+    unsigned char *start = buf + LWS_PRE;
+    unsigned char *p = start;
+    unsigned char *end = buf + sizeof(buf);
+
+    conn->status = status;
+    conn->body = body;
+    conn->body_len = len;
+    if (lws_add_http_common_headers(wsi, (unsigned int)status, "text/plain", (lws_filepos_t)len,
+                                    &p, end) != 0 ||
+        lws_finalize_write_http_header(wsi, start, &p, end) != 0) {
+        return -1;
+    }
+    lws_callback_on_writable(wsi);
+    return 0;
+}
+
+/* Answers a refused upgrade with a complete HTTP/1.1 response written in one piece: the
+ * connection is still plain HTTP, and lws's own status helper answers HTTP/1.0 here, which
+ * strict WebSocket clients do not accept. */
+static void refuse_upgrade(struct lws *wsi, int status)
+{
+    char body[160];
+    char response[LWS_PRE + 512];
+    int code = status == 401 ? HEROLD_E_UNAUTHORIZED : HEROLD_E_NOT_FOUND;
+    int body_len = snprintf(body, sizeof(body), "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}",
+                            herold_error_code(code), herold_error_text(code));
+    int len = snprintf(response + LWS_PRE, sizeof(response) - LWS_PRE,
+                       "HTTP/1.1 %d %s\r\n"
+                       "content-type: application/json\r\n"
+                       "content-length: %d\r\n"
+                       "%s"
+                       "connection: close\r\n\r\n%s",
+                       status, status == 401 ? "Unauthorized" : "Not Found", body_len,
+                       status == 401 ? "www-authenticate: Bearer\r\n" : "", body);
+    lws_write(wsi, (unsigned char *)response + LWS_PRE, (size_t)len, LWS_WRITE_HTTP_HEADERS);
+}
+
+static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                    size_t len)
+{
+    struct http_conn *conn = user;
+    http_t *http = lws_context_user(lws_get_context(wsi));
+
+    switch (reason) {
+    case LWS_CALLBACK_HTTP:
+        if (uri_is(wsi, "/healthz")) {
+            return respond(wsi, conn, 200, body_ok, sizeof(body_ok) - 1);
+        }
+        return respond(wsi, conn, 404, body_not_found, sizeof(body_not_found) - 1);
+
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        if (conn == NULL || conn->status == 0) {
+            return 0;
+        }
+        if (lws_write(wsi, (unsigned char *)conn->body, conn->body_len, LWS_WRITE_HTTP_FINAL) !=
+            (int)conn->body_len) {
+            return -1;
+        }
+        conn->status = 0;
+        return lws_http_transaction_completed(wsi) ? -1 : 0;
+
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
+        int status = 404;
+        if (uri_is(wsi, "/v1.0/ws")) {
+            conn->session = ws_handshake(http->ws, wsi, &status);
+        }
+        if (conn->session == NULL) {
+            refuse_upgrade(wsi, status);
+            return -1;
+        }
+        return 0;
+    }
+
+    case LWS_CALLBACK_ESTABLISHED:
+        ws_session_open(conn->session);
+        return 0;
+
+    case LWS_CALLBACK_RECEIVE:
+        return ws_session_receive(conn->session, in, len, lws_is_final_fragment(wsi) != 0,
+                                  lws_frame_is_binary(wsi) != 0);
+
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        return ws_session_writeable(conn->session);
+
+    case LWS_CALLBACK_CLOSED:
+    case LWS_CALLBACK_WSI_DESTROY:
+        /* CLOSED follows an established session; WSI_DESTROY also covers an upgrade that
+         * was accepted but never completed. */
+        if (conn != NULL && conn->session != NULL) {
+            ws_session_closed(conn->session);
+            conn->session = NULL;
+        }
+        return 0;
+
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        if (ws_dispatch_pending(http->ws)) {
+            lws_cancel_service(lws_get_context(wsi));
+        }
+        return 0;
+
+    default:
+        return lws_callback_http_dummy(wsi, reason, user, in, len);
+    }
+}
+
+static const struct lws_protocols protocols[] = {
+    {"herold", callback, sizeof(struct http_conn), 4096, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+static void lws_log_to_ours(int level, const char *line)
+{
+    size_t len = strlen(line);
+    while (len > 0 && line[len - 1] == '\n') {
+        len--;
+    }
+    log_msg(level == LLL_ERR ? LOG_LEVEL_ERROR : LOG_LEVEL_WARN, "lws: %.*s", (int)len, line);
+}
+
+static void tick(lws_sorted_usec_list_t *sul)
+{
+    http_t *http = lws_container_of(sul, http_t, tick);
+    lws_sul_schedule(http->context, 0, &http->tick, tick, HTTP_TICK_US);
+}
+
+http_t *http_new(const char *address, int port, ws_t *ws, struct herr *err)
+{
+    struct lws_context_creation_info info;
+    http_t *http = xcalloc(1, sizeof(*http));
+    http->ws = ws;
+
+    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_to_ours);
+    memset(&info, 0, sizeof(info));
+    info.port = port;
+    info.iface = address;
+    info.protocols = protocols;
+    info.user = http;
+    info.max_http_header_data = HTTP_MAX_HEADER_BYTES;
+    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
+    http->context = lws_create_context(&info);
+    if (http->context == NULL) {
+        free(http);
+        herr_set(err, HEROLD_E_SYSTEM, "http: cannot listen on %s:%d", address, port);
+        return NULL;
+    }
+    lws_sul_schedule(http->context, 0, &http->tick, tick, HTTP_TICK_US);
+    return http;
+}
+
+void http_free(http_t *http)
+{
+    if (http == NULL) {
+        return;
+    }
+    lws_sul_cancel(&http->tick);
+    lws_context_destroy(http->context);
+    free(http);
+}
+
+int http_service(http_t *http)
+{
+    return lws_service(http->context, 0) < 0 ? -1 : 0;
+}
+
+void http_wake(http_t *http)
+{
+    lws_cancel_service(http->context);
+}
+
+void http_drain(http_t *http, int timeout_ms)
+{
+    struct timespec start;
+    struct timespec now;
+    ws_close_all(http->ws);
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    while (ws_session_count(http->ws) > 0) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long elapsed =
+            (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+        if (elapsed >= timeout_ms) {
+            break;
+        }
+        lws_service(http->context, 0);
+    }
+}

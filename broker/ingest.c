@@ -1,0 +1,303 @@
+#include "ingest.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <msgpack.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "event.h"
+#include "log.h"
+#include "mem.h"
+
+#define INGEST_POLL_MS 100
+
+struct ingest {
+    void *socket;
+    chan_t *out;
+    pthread_t thread;
+    bool is_started;
+    atomic_bool is_stopping;
+    uint64_t next_seq;
+};
+
+ingest_t *ingest_new(void *zmq_context, const char *endpoint, chan_t *out, struct herr *err)
+{
+    void *socket = zmq_socket(zmq_context, ZMQ_ROUTER);
+    if (socket == NULL) {
+        herr_set(err, HEROLD_E_SYSTEM, "ingest: zmq_socket failed: %s", zmq_strerror(errno));
+        return NULL;
+    }
+    int64_t max_frame = INGEST_MAX_FRAME_BYTES;
+    int linger = 0;
+    int handover = 1; /* a reconnecting publisher with the same identity takes over */
+    zmq_setsockopt(socket, ZMQ_MAXMSGSIZE, &max_frame, sizeof(max_frame));
+    zmq_setsockopt(socket, ZMQ_LINGER, &linger, sizeof(linger));
+    zmq_setsockopt(socket, ZMQ_ROUTER_HANDOVER, &handover, sizeof(handover));
+    if (zmq_bind(socket, endpoint) != 0) {
+        herr_set(err, HEROLD_E_SYSTEM, "ingest: zmq_bind(%s) failed: %s", endpoint,
+                 zmq_strerror(errno));
+        zmq_close(socket);
+        return NULL;
+    }
+    ingest_t *ingest = xcalloc(1, sizeof(*ingest));
+    ingest->socket = socket;
+    ingest->out = out;
+    ingest->next_seq = 1;
+    atomic_init(&ingest->is_stopping, false);
+    return ingest;
+}
+
+/* ---- replies ---- */
+
+static void pack_str(msgpack_packer *pk, const char *p, size_t len)
+{
+    msgpack_pack_str(pk, len);
+    msgpack_pack_str_body(pk, p, len);
+}
+
+static void pack_cstr(msgpack_packer *pk, const char *s)
+{
+    pack_str(pk, s, strlen(s));
+}
+
+/* Sends the envelope frames verbatim, then the reply. A failed send (the peer vanished)
+ * is not an error of ours: ROUTER drops what it cannot route. */
+static void send_reply(ingest_t *ingest, zmq_msg_t *frames, size_t envelope_count,
+                       const msgpack_sbuffer *reply)
+{
+    for (size_t i = 0; i < envelope_count; i++) {
+        zmq_msg_t copy;
+        zmq_msg_init(&copy);
+        zmq_msg_copy(&copy, &frames[i]);
+        if (zmq_msg_send(&copy, ingest->socket, ZMQ_SNDMORE) < 0) {
+            zmq_msg_close(&copy);
+            return;
+        }
+    }
+    zmq_send(ingest->socket, reply->data, reply->size, 0);
+}
+
+static void reply_ok(ingest_t *ingest, zmq_msg_t *frames, size_t envelope_count, hstr_t id,
+                     uint64_t seq)
+{
+    msgpack_sbuffer buf;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&buf);
+    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 3);
+    pack_cstr(&pk, "id");
+    pack_str(&pk, id.p, id.len);
+    pack_cstr(&pk, "ok");
+    msgpack_pack_true(&pk);
+    pack_cstr(&pk, "seq");
+    msgpack_pack_uint64(&pk, seq);
+    send_reply(ingest, frames, envelope_count, &buf);
+    msgpack_sbuffer_destroy(&buf);
+}
+
+/* The id of a refused message, when it can be read: a top-level str under "id" of at
+ * most EVENT_MAX_ID_BYTES valid bytes. Otherwise nil is sent. */
+static bool refused_id(const void *payload, size_t len, msgpack_zone *zone, hstr_t *id)
+{
+    msgpack_object root;
+    size_t offset = 0;
+    if (len > EVENT_MAX_MESSAGE_BYTES ||
+        msgpack_unpack(payload, len, &offset, zone, &root) != MSGPACK_UNPACK_SUCCESS ||
+        root.type != MSGPACK_OBJECT_MAP) {
+        return false;
+    }
+    for (uint32_t i = 0; i < root.via.map.size; i++) {
+        msgpack_object_kv *kv = &root.via.map.ptr[i];
+        if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == 2 &&
+            memcmp(kv->key.via.str.ptr, "id", 2) == 0 && kv->val.type == MSGPACK_OBJECT_STR &&
+            kv->val.via.str.size <= EVENT_MAX_ID_BYTES &&
+            path_utf8_is_valid(kv->val.via.str.ptr, kv->val.via.str.size)) {
+            id->p = kv->val.via.str.ptr;
+            id->len = kv->val.via.str.size;
+            return true;
+        }
+    }
+    return false;
+}
+
+static void reply_error(ingest_t *ingest, zmq_msg_t *frames, size_t envelope_count,
+                        const void *payload, size_t payload_len, const struct herr *err)
+{
+    msgpack_sbuffer buf;
+    msgpack_packer pk;
+    msgpack_zone zone;
+    hstr_t id;
+    msgpack_zone_init(&zone, 2048);
+    msgpack_sbuffer_init(&buf);
+    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 4);
+    pack_cstr(&pk, "id");
+    if (payload != NULL && refused_id(payload, payload_len, &zone, &id)) {
+        pack_str(&pk, id.p, id.len);
+    } else {
+        msgpack_pack_nil(&pk);
+    }
+    pack_cstr(&pk, "ok");
+    msgpack_pack_false(&pk);
+    pack_cstr(&pk, "error");
+    pack_cstr(&pk, herold_error_code(err->code));
+    pack_cstr(&pk, "message");
+    pack_cstr(&pk, err->message);
+    send_reply(ingest, frames, envelope_count, &buf);
+    msgpack_sbuffer_destroy(&buf);
+    msgpack_zone_destroy(&zone);
+}
+
+/* ---- one message ---- */
+
+static void handle_message(ingest_t *ingest, zmq_msg_t *frames, size_t frame_count,
+                           bool is_truncated)
+{
+    struct herr err;
+    /* frames[0] is the identity ROUTER prepends; a REQ peer adds an empty delimiter. */
+    size_t envelope_count = 1;
+    if (frame_count >= 3 && zmq_msg_size(&frames[1]) == 0) {
+        envelope_count = 2;
+    }
+    if (is_truncated || frame_count != envelope_count + 1) {
+        herr_set(&err, HEROLD_E_BAD_ENVELOPE,
+                 "message: expected one payload frame after the envelope, got %s",
+                 is_truncated ? "more than 4 frames" : "a different count");
+        reply_error(ingest, frames, envelope_count, NULL, 0, &err);
+        return;
+    }
+
+    zmq_msg_t *payload = &frames[envelope_count];
+    const void *data = zmq_msg_data(payload);
+    size_t len = zmq_msg_size(payload);
+    event_t *event = NULL;
+    if (event_decode(data, len, &event, &err) != 0) {
+        log_msg(LOG_LEVEL_DEBUG, "ingest: refused a message: %s: %s",
+                herold_error_code(err.code), err.message);
+        reply_error(ingest, frames, envelope_count, data, len, &err);
+        return;
+    }
+
+    event->seq = ingest->next_seq;
+    /* The reply needs the id after the event is handed over: keep a copy. */
+    char id[EVENT_MAX_ID_BYTES];
+    size_t id_len = event->id.len;
+    memcpy(id, event->id.p, id_len);
+    if (!chan_push(ingest->out, event)) {
+        event_free(event);
+        herr_set(&err, HEROLD_E_UNAVAILABLE, "broker: shutting down");
+        reply_error(ingest, frames, envelope_count, data, len, &err);
+        return;
+    }
+    ingest->next_seq++;
+    reply_ok(ingest, frames, envelope_count, (hstr_t){id, id_len}, ingest->next_seq - 1);
+}
+
+/* Reads one whole message (all its frames) if one is waiting. Returns false when none. */
+static bool receive_one(ingest_t *ingest)
+{
+    zmq_msg_t frames[INGEST_MAX_FRAMES];
+    size_t frame_count = 0;
+    bool is_truncated = false;
+    int more = 1;
+
+    while (more) {
+        zmq_msg_t spare;
+        /* Frames past the bound are read (a message is atomic) and dropped. */
+        zmq_msg_t *frame = frame_count < INGEST_MAX_FRAMES ? &frames[frame_count] : &spare;
+        zmq_msg_init(frame);
+        int flags = frame_count == 0 && !is_truncated ? ZMQ_DONTWAIT : 0;
+        if (zmq_msg_recv(frame, ingest->socket, flags) < 0) {
+            zmq_msg_close(frame);
+            if (frame_count == 0) {
+                return false;
+            }
+            /* Frames of one message arrive together; this is only an interrupt. */
+            if (errno == EINTR) {
+                continue;
+            }
+            break;
+        }
+        more = zmq_msg_more(frame);
+        if (frame == &spare) {
+            is_truncated = true;
+            zmq_msg_close(&spare);
+        } else {
+            frame_count++;
+        }
+    }
+    handle_message(ingest, frames, frame_count, is_truncated);
+    for (size_t i = 0; i < frame_count; i++) {
+        zmq_msg_close(&frames[i]);
+    }
+    return true;
+}
+
+static void *ingest_main(void *arg)
+{
+    ingest_t *ingest = arg;
+    zmq_pollitem_t item = {.socket = ingest->socket, .events = ZMQ_POLLIN};
+
+    while (!atomic_load(&ingest->is_stopping)) {
+        int rc = zmq_poll(&item, 1, INGEST_POLL_MS);
+        if (rc < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            log_msg(LOG_LEVEL_ERROR, "ingest: zmq_poll failed: %s", zmq_strerror(errno));
+            break;
+        }
+        for (int i = 0; i < INGEST_BATCH_MAX && !atomic_load(&ingest->is_stopping); i++) {
+            if (!receive_one(ingest)) {
+                break;
+            }
+        }
+    }
+    return NULL;
+}
+
+int ingest_start(ingest_t *ingest, struct herr *err)
+{
+    sigset_t all;
+    sigset_t old;
+    /* Signals belong to the main thread, which must see them to stop. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int rc = pthread_create(&ingest->thread, NULL, ingest_main, ingest);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        return herr_set(err, HEROLD_E_SYSTEM, "ingest: pthread_create failed: %s", strerror(rc));
+    }
+    ingest->is_started = true;
+    return 0;
+}
+
+void ingest_stop(ingest_t *ingest)
+{
+    if (ingest->is_started) {
+        atomic_store(&ingest->is_stopping, true);
+        chan_close(ingest->out);
+        pthread_join(ingest->thread, NULL);
+        ingest->is_started = false;
+    }
+    if (ingest->socket != NULL) {
+        zmq_close(ingest->socket);
+        ingest->socket = NULL;
+    }
+}
+
+void ingest_free(ingest_t *ingest)
+{
+    if (ingest == NULL) {
+        return;
+    }
+    ingest_stop(ingest);
+    free(ingest);
+}

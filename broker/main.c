@@ -1,0 +1,274 @@
+/*
+ * herold: wiring only. Configuration, then the modules from the store side to the client
+ * side (auth, subscriptions, the dispatch channel, WebSocket layer, HTTP listener, ingest),
+ * then the service loop until SIGINT or SIGTERM, then an orderly shutdown in reverse.
+ *
+ * Threads: the main thread runs the libwebsockets service loop (http, ws, subs, dispatch);
+ * the ingest thread owns the ZeroMQ socket. The dispatch channel joins them.
+ */
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <zmq.h>
+
+#include "auth.h"
+#include "chan.h"
+#include "config.h"
+#include "event.h"
+#include "http.h"
+#include "ingest.h"
+#include "log.h"
+#include "mem.h"
+#include "subs.h"
+#include "ws.h"
+
+/* Events accepted by ingest and not yet dispatched; beyond this, ingest waits. */
+#define HEROLD_DISPATCH_QUEUE 4096
+#define HEROLD_DRAIN_MS 2000
+#define HEROLD_TOKEN_DEFAULT_TTL 43200
+#define HEROLD_TOKEN_MAX_TTL (400LL * 24 * 3600)
+
+static volatile sig_atomic_t stop_requested;
+
+struct herold {
+    config_t config;
+    auth_t *auth;
+    subs_t *subs;
+    chan_t *events;
+    ws_t *ws;
+    http_t *http;
+    void *zmq;
+    ingest_t *ingest;
+};
+
+static void on_stop_signal(int signo)
+{
+    (void)signo;
+    stop_requested = 1;
+}
+
+static void wake_dispatch(void *ctx)
+{
+    struct herold *h = ctx;
+    http_wake(h->http);
+}
+
+/* mkdir -p with mode 0700 for what it creates. */
+static int make_directory(const char *path, struct herr *err)
+{
+    char *copy = xstrdup(path);
+    for (char *p = copy + 1; ; p++) {
+        if (*p == '/' || *p == '\0') {
+            char saved = *p;
+            *p = '\0';
+            if (mkdir(copy, 0700) != 0 && errno != EEXIST) {
+                herr_set(err, HEROLD_E_SYSTEM, "data: mkdir(%s) failed: %s", copy,
+                         strerror(errno));
+                free(copy);
+                return HEROLD_E_SYSTEM;
+            }
+            *p = saved;
+            if (saved == '\0') {
+                break;
+            }
+        }
+    }
+    free(copy);
+    return 0;
+}
+
+/* The secret in effect, created on first use so that `make run` needs no setup. */
+static auth_t *open_auth(const config_t *cfg, struct herr *err)
+{
+    char *path = config_jwt_secret_path(cfg);
+    auth_t *auth = NULL;
+    if (cfg->jwt_secret_file != NULL || make_directory(cfg->data_dir, err) == 0) {
+        if (auth_secret_file_ensure(path, err) == 0) {
+            auth = auth_new_from_file(path, err);
+        }
+    }
+    free(path);
+    return auth;
+}
+
+/* herold token USER [--groups g1,g2] [--ttl SECONDS] [broker options] */
+static int command_token(int argc, char **argv)
+{
+    const char *user = NULL;
+    char *groups_text = NULL;
+    long long ttl = HEROLD_TOKEN_DEFAULT_TTL;
+    char **rest = xcalloc((size_t)argc + 1, sizeof(char *));
+    int rest_count = 0;
+    struct herr err;
+    config_t cfg;
+    int status = 1;
+
+    rest[rest_count++] = argv[0];
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--groups") == 0 && i + 1 < argc) {
+            groups_text = argv[++i];
+        } else if (strcmp(argv[i], "--ttl") == 0 && i + 1 < argc) {
+            char *end;
+            errno = 0;
+            ttl = strtoll(argv[++i], &end, 10);
+            if (errno != 0 || *end != '\0' || ttl < 1 || ttl > HEROLD_TOKEN_MAX_TTL) {
+                fprintf(stderr, "herold token: --ttl must be 1..%lld seconds\n",
+                        HEROLD_TOKEN_MAX_TTL);
+                free(rest);
+                return 2;
+            }
+        } else if (argv[i][0] != '-' && user == NULL) {
+            user = argv[i];
+        } else {
+            rest[rest_count++] = argv[i];
+        }
+    }
+    if (user == NULL) {
+        fprintf(stderr, "usage: herold token USER [--groups g1,g2] [--ttl SECONDS] "
+                        "[--data DIR | --jwt-secret-file FILE]\n");
+        free(rest);
+        return 2;
+    }
+    if (config_load(&cfg, rest_count, rest, &err) != 0) {
+        fprintf(stderr, "herold token: %s\n", err.message);
+        free(rest);
+        return 2;
+    }
+    free(rest);
+
+    char *groups_copy = groups_text != NULL ? xstrdup(groups_text) : NULL;
+    const char *groups[AUTH_MAX_GROUPS + 1];
+    size_t group_count = 0;
+    for (char *save = NULL, *g = groups_copy != NULL ? strtok_r(groups_copy, ",", &save) : NULL;
+         g != NULL; g = strtok_r(NULL, ",", &save)) {
+        if (group_count == AUTH_MAX_GROUPS) {
+            fprintf(stderr, "herold token: at most %d groups\n", AUTH_MAX_GROUPS);
+            goto out;
+        }
+        groups[group_count++] = g;
+    }
+
+    auth_t *auth = open_auth(&cfg, &err);
+    if (auth == NULL) {
+        fprintf(stderr, "herold token: %s\n", err.message);
+        goto out;
+    }
+    char *token = auth_token_sign(auth, user, groups, group_count, (int64_t)time(NULL),
+                                  (int64_t)ttl, &err);
+    auth_free(auth);
+    if (token == NULL) {
+        fprintf(stderr, "herold token: %s\n", err.message);
+        goto out;
+    }
+    printf("%s\n", token);
+    free(token);
+    status = 0;
+out:
+    free(groups_copy);
+    config_clear(&cfg);
+    return status;
+}
+
+static void install_signal_handlers(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    /* No SA_RESTART: the service loop's poll must return with EINTR. */
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+static void release_event(void *item)
+{
+    event_free(item);
+}
+
+static void shutdown_broker(struct herold *h)
+{
+    if (h->ingest != NULL) {
+        ingest_stop(h->ingest);
+    }
+    if (h->http != NULL) {
+        http_drain(h->http, HEROLD_DRAIN_MS);
+    }
+    http_free(h->http);
+    ingest_free(h->ingest);
+    ws_free(h->ws);
+    subs_free(h->subs);
+    chan_free(h->events);
+    if (h->zmq != NULL) {
+        zmq_ctx_term(h->zmq);
+    }
+    auth_free(h->auth);
+    config_clear(&h->config);
+}
+
+static int run_broker(int argc, char **argv)
+{
+    struct herold h;
+    struct herr err;
+    memset(&h, 0, sizeof(h));
+
+    if (config_load(&h.config, argc, argv, &err) != 0) {
+        fprintf(stderr, "herold: %s\n", err.message);
+        return 2;
+    }
+    if (h.config.is_help) {
+        config_usage(stdout);
+        return 0;
+    }
+    log_set_level((enum log_level)log_level_parse(h.config.log_level));
+    install_signal_handlers();
+
+    h.auth = open_auth(&h.config, &err);
+    if (h.auth == NULL) {
+        log_msg(LOG_LEVEL_ERROR, "herold: %s", err.message);
+        shutdown_broker(&h);
+        return 1;
+    }
+    h.subs = subs_new();
+    h.events = chan_new(HEROLD_DISPATCH_QUEUE, wake_dispatch, &h, release_event);
+    h.ws = ws_new(h.auth, h.subs, h.events);
+    h.http = http_new(h.config.http_address, h.config.http_port, h.ws, &err);
+    if (h.http == NULL) {
+        log_msg(LOG_LEVEL_ERROR, "herold: %s", err.message);
+        shutdown_broker(&h);
+        return 1;
+    }
+    h.zmq = zmq_ctx_new();
+    h.ingest = ingest_new(h.zmq, h.config.ingest, h.events, &err);
+    if (h.ingest == NULL || ingest_start(h.ingest, &err) != 0) {
+        log_msg(LOG_LEVEL_ERROR, "herold: %s", err.message);
+        shutdown_broker(&h);
+        return 1;
+    }
+    log_msg(LOG_LEVEL_INFO, "herold: ready http=http://%s:%d ingest=%s data=%s",
+            h.config.http_address, h.config.http_port, h.config.ingest, h.config.data_dir);
+
+    while (!stop_requested) {
+        if (http_service(h.http) != 0) {
+            log_msg(LOG_LEVEL_ERROR, "herold: the service loop failed");
+            break;
+        }
+    }
+    log_msg(LOG_LEVEL_INFO, "herold: shutting down");
+    shutdown_broker(&h);
+    log_msg(LOG_LEVEL_INFO, "herold: stopped");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && strcmp(argv[1], "token") == 0) {
+        return command_token(argc, argv);
+    }
+    return run_broker(argc, argv);
+}

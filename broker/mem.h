@@ -1,0 +1,45 @@
+#ifndef HEROLD_MEM_H
+#define HEROLD_MEM_H
+
+/*
+ * Allocation that never returns NULL: out of memory is fatal (a message, then abort).
+ * Limits on every client-controlled size keep inputs from driving herold there.
+ * Also the string view used for wire strings, which are not NUL-terminated.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <string.h>
+
+/* A borrowed, not necessarily NUL-terminated string. */
+typedef struct hstr {
+    const char *p;
+    size_t len;
+} hstr_t;
+
+#define HSTR_LIT(s) ((hstr_t){(s), sizeof(s) - 1})
+
+static inline hstr_t hstr_from_cstr(const char *s)
+{
+    return (hstr_t){s, s != NULL ? strlen(s) : 0};
+}
+
+static inline bool hstr_eq(hstr_t a, hstr_t b)
+{
+    return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0);
+}
+
+static inline bool hstr_eq_cstr(hstr_t a, const char *s)
+{
+    return hstr_eq(a, hstr_from_cstr(s));
+}
+
+void *xmalloc(size_t size);
+void *xcalloc(size_t count, size_t size);
+void *xrealloc(void *ptr, size_t size);
+char *xstrdup(const char *s);
+
+/* A NUL-terminated copy of the first len bytes of p. Caller owns the result (free()). */
+char *xstrndup(const char *p, size_t len);
+
+#endif

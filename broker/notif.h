@@ -1,0 +1,59 @@
+#ifndef HEROLD_NOTIF_H
+#define HEROLD_NOTIF_H
+
+/*
+ * A notification payload: the part of a Graph notification item that depends only on the
+ * event, encoded once as JSON members and shared by refcount by every recipient.
+ *
+ * An item for subscription S is `{"subscriptionId":…,"subscriptionExpirationDateTime":…,`
+ * followed by the shared members and `}`; notif_item_write composes it without
+ * re-encoding the event. The shared members are: changeType, resource, resourceData
+ * (`@odata.type` = `#herold.<kind>` or `#herold.resource`, `@odata.id` = resource, `id` =
+ * the last path segment), then tenantId, previousResource, actor when the event has them,
+ * and eventTime (the event's time, ISO 8601 UTC with milliseconds).
+ *
+ * Refcounts are plain integers: a notif is only touched by the thread that dispatches
+ * (the libwebsockets thread). Make them atomic when delivery spreads over threads.
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "event.h"
+
+typedef struct notif {
+    int refcount;
+    uint64_t seq;
+    size_t members_len;
+    char members[]; /* JSON members without the braces, NUL-terminated */
+} notif_t;
+
+/* Encodes the shared part of event's notification items. Returns a notif with refcount 1
+ * that the caller owns (release with notif_release). */
+notif_t *notif_new(const event_t *event);
+
+/* Adds a reference; returns notif. */
+notif_t *notif_ref(notif_t *notif);
+
+/* Drops a reference, freeing on the last. NULL is a no-op. */
+void notif_release(notif_t *notif);
+
+/* The byte length of the item notif_item_write produces for these subscription fields. */
+size_t notif_item_length(const notif_t *notif, const char *subscription_id,
+                         const char *expiration);
+
+/* Writes the item for one subscription into out, which has room for at least
+ * notif_item_length() bytes; returns the bytes written (no NUL). The subscription id and
+ * expiration are herold-generated strings that need no JSON escaping. */
+size_t notif_item_write(const notif_t *notif, const char *subscription_id, const char *expiration,
+                        char *out);
+
+/* Formats ms since the epoch as ISO 8601 UTC with milliseconds ("2026-11-27T10:00:00.000Z")
+ * into out (at least 25 bytes). */
+void notif_format_time_ms(int64_t ms, char *out, size_t cap);
+
+/* Formats seconds since the epoch the way Graph emits expirationDateTime: seven fractional
+ * digits and Z ("2026-11-27T10:00:00.0000000Z") into out (at least 29 bytes). */
+void notif_format_graph_time(int64_t seconds, char *out, size_t cap);
+
+#endif

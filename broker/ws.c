@@ -1,0 +1,619 @@
+#include "ws.h"
+
+#include <assert.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <libwebsockets.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "event.h"
+#include "log.h"
+#include "mem.h"
+#include "notif.h"
+
+/* Seconds a session that must close may take to flush its last frames. */
+#define WS_CLOSE_FLUSH_SECONDS 10
+
+/* One FIFO entry: a notification item for one subscription, or a whole text frame
+ * (an answer to an op or a lifecycle frame). */
+struct out_entry {
+    notif_t *notif; /* NULL for a text frame */
+    char *text;     /* owned; NULL for a notification */
+    size_t text_len;
+    char sub_id[SUBS_ID_BYTES + 1];
+    char sub_expiration[SUBS_EXPIRATION_BYTES + 1];
+};
+
+struct ws_session {
+    ws_t *ws;
+    struct lws *wsi;
+    auth_principal_t *principal;
+    sub_t **subs;
+    size_t sub_count;
+    size_t sub_capacity;
+    struct out_entry *queue; /* ring */
+    size_t queue_head;
+    size_t queue_length;
+    size_t queue_capacity;
+    char *rx;
+    size_t rx_len;
+    bool is_rx_oversize;
+    uint64_t last_sent_seq;
+    bool is_overflowed;       /* only the missed frame is left to send */
+    bool is_close_pending;    /* close with close_status at the next WRITEABLE */
+    enum lws_close_status close_status;
+    ws_session_t *prev;
+    ws_session_t *next;
+};
+
+struct ws {
+    const auth_t *auth;
+    subs_t *subs;
+    chan_t *events;
+    ws_session_t *sessions;
+    size_t session_count;
+};
+
+ws_t *ws_new(const auth_t *auth, subs_t *subs, chan_t *events)
+{
+    ws_t *ws = xcalloc(1, sizeof(*ws));
+    ws->auth = auth;
+    ws->subs = subs;
+    ws->events = events;
+    return ws;
+}
+
+void ws_free(ws_t *ws)
+{
+    if (ws == NULL) {
+        return;
+    }
+    assert(ws->sessions == NULL);
+    free(ws);
+}
+
+/* ---- the queue ---- */
+
+static void entry_clear(struct out_entry *entry)
+{
+    notif_release(entry->notif);
+    free(entry->text);
+    memset(entry, 0, sizeof(*entry));
+}
+
+static struct out_entry *queue_at(ws_session_t *s, size_t i)
+{
+    return &s->queue[(s->queue_head + i) % s->queue_capacity];
+}
+
+static void queue_clear(ws_session_t *s)
+{
+    for (size_t i = 0; i < s->queue_length; i++) {
+        entry_clear(queue_at(s, i));
+    }
+    s->queue_head = 0;
+    s->queue_length = 0;
+}
+
+/* Room for one more entry; the ring grows by doubling up to its bound. */
+static struct out_entry *queue_append(ws_session_t *s)
+{
+    if (s->queue_length == s->queue_capacity) {
+        size_t capacity = s->queue_capacity == 0 ? 8 : s->queue_capacity * 2;
+        struct out_entry *ring = xcalloc(capacity, sizeof(*ring));
+        for (size_t i = 0; i < s->queue_length; i++) {
+            ring[i] = *queue_at(s, i);
+        }
+        free(s->queue);
+        s->queue = ring;
+        s->queue_capacity = capacity;
+        s->queue_head = 0;
+    }
+    struct out_entry *entry = queue_at(s, s->queue_length++);
+    memset(entry, 0, sizeof(*entry));
+    return entry;
+}
+
+static void queue_pop(ws_session_t *s)
+{
+    assert(s->queue_length > 0);
+    entry_clear(queue_at(s, 0));
+    s->queue_head = (s->queue_head + 1) % s->queue_capacity;
+    s->queue_length--;
+}
+
+/* The client stopped reading: drop what it has not been sent, tell it where to resume
+ * from, and close. */
+static void session_overflow(ws_session_t *s)
+{
+    char frame[128];
+    queue_clear(s);
+    s->is_overflowed = true;
+    int len = snprintf(frame, sizeof(frame),
+                       "{\"op\":\"lifecycle\",\"lifecycleEvent\":\"missed\",\"cursor\":\"%" PRIu64
+                       "\"}",
+                       s->last_sent_seq);
+    struct out_entry *entry = queue_append(s);
+    entry->text = xstrndup(frame, (size_t)len);
+    entry->text_len = (size_t)len;
+    log_msg(LOG_LEVEL_INFO, "ws: session of %s overflowed its queue of %d entries; closing",
+            s->principal->user, WS_QUEUE_MAX_ENTRIES);
+    /* A client that never reads cannot hold the connection open forever. */
+    lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, WS_CLOSE_FLUSH_SECONDS);
+    lws_callback_on_writable(s->wsi);
+}
+
+/* Queues a text frame (takes ownership of text). */
+static void queue_text(ws_session_t *s, char *text, size_t len)
+{
+    if (s->is_overflowed || s->is_close_pending) {
+        free(text);
+        return;
+    }
+    if (s->queue_length >= WS_QUEUE_MAX_ENTRIES) {
+        free(text);
+        session_overflow(s);
+        return;
+    }
+    struct out_entry *entry = queue_append(s);
+    entry->text = text;
+    entry->text_len = len;
+    if (s->queue_length == 1) {
+        lws_callback_on_writable(s->wsi);
+    }
+}
+
+static void queue_json(ws_session_t *s, json_t *message)
+{
+    char *text = json_dumps(message, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(message);
+    if (text == NULL) {
+        log_msg(LOG_LEVEL_ERROR, "ws: json_dumps failed (out of memory)");
+        abort();
+    }
+    queue_text(s, text, strlen(text));
+}
+
+static void queue_notification(ws_session_t *s, notif_t *notif, const sub_t *sub)
+{
+    if (s->is_overflowed || s->is_close_pending) {
+        return;
+    }
+    if (s->queue_length >= WS_QUEUE_MAX_ENTRIES) {
+        session_overflow(s);
+        return;
+    }
+    struct out_entry *entry = queue_append(s);
+    entry->notif = notif_ref(notif);
+    memcpy(entry->sub_id, sub->id, sizeof(entry->sub_id));
+    memcpy(entry->sub_expiration, sub->expiration, sizeof(entry->sub_expiration));
+    if (s->queue_length == 1) {
+        lws_callback_on_writable(s->wsi);
+    }
+}
+
+/* ---- answers ---- */
+
+static json_t *ref_value(const char *ref)
+{
+    return ref != NULL ? json_string(ref) : json_null();
+}
+
+static void answer_error(ws_session_t *s, const char *ref, int code, const char *message)
+{
+    json_t *answer = json_pack("{s:s, s:o, s:{s:s, s:s}}", "op", "error", "ref", ref_value(ref),
+                               "error", "code", herold_error_code(code), "message", message);
+    queue_json(s, answer);
+}
+
+/* ---- ops ---- */
+
+static char *expand_me(const char *resource, const char *user)
+{
+    const char *rest = NULL;
+    if (strcmp(resource, "me") == 0 || strcmp(resource, "/me") == 0) {
+        rest = "";
+    } else if (strncmp(resource, "me/", 3) == 0) {
+        rest = resource + 2;
+    } else if (strncmp(resource, "/me/", 4) == 0) {
+        rest = resource + 3;
+    }
+    if (rest == NULL) {
+        return xstrdup(resource);
+    }
+    size_t len = strlen("/users/") + strlen(user) + strlen(rest) + 1;
+    char *expanded = xmalloc(len);
+    snprintf(expanded, len, "/users/%s%s", user, rest);
+    return expanded;
+}
+
+static void op_subscribe(ws_session_t *s, json_t *message, const char *ref)
+{
+    struct herr err;
+    unsigned mask = EVENT_CHANGE_ALL;
+    json_t *resource = json_object_get(message, "resource");
+    json_t *change_type = json_object_get(message, "changeType");
+
+    if (!json_is_string(resource)) {
+        answer_error(s, ref, HEROLD_E_BAD_REQUEST, "resource: a string is required");
+        return;
+    }
+    if (change_type != NULL && !json_is_string(change_type)) {
+        answer_error(s, ref, HEROLD_E_BAD_REQUEST, "changeType: must be a string");
+        return;
+    }
+    if (change_type != NULL && event_change_mask_parse(json_string_value(change_type),
+                                                       json_string_length(change_type), &mask,
+                                                       &err) != 0) {
+        answer_error(s, ref, err.code, err.message);
+        return;
+    }
+    if (s->sub_count >= WS_MAX_SUBSCRIPTIONS_PER_CONNECTION) {
+        char text[128];
+        snprintf(text, sizeof(text), "subscriptions: at most %d per connection",
+                 WS_MAX_SUBSCRIPTIONS_PER_CONNECTION);
+        answer_error(s, ref, HEROLD_E_LIMIT, text);
+        return;
+    }
+
+    char *pattern = expand_me(json_string_value(resource), s->principal->user);
+    sub_t *sub;
+    int rc = subs_add(s->ws->subs, pattern, strlen(pattern), mask, s->principal, s,
+                      s->principal->expires_at, &sub, &err);
+    free(pattern);
+    if (rc != 0) {
+        char text[HERR_MESSAGE_MAX + 16];
+        snprintf(text, sizeof(text), "resource: %s", err.message);
+        answer_error(s, ref, rc, text);
+        return;
+    }
+    if (s->sub_count == s->sub_capacity) {
+        s->sub_capacity = s->sub_capacity == 0 ? 4 : s->sub_capacity * 2;
+        s->subs = xrealloc(s->subs, s->sub_capacity * sizeof(*s->subs));
+    }
+    s->subs[s->sub_count++] = sub;
+
+    char types[32] = "";
+    for (unsigned bit = EVENT_CREATED; bit <= EVENT_DELETED; bit <<= 1) {
+        if (mask & bit) {
+            if (types[0] != '\0') {
+                strcat(types, ",");
+            }
+            strcat(types, event_change_name((event_change_t)bit));
+        }
+    }
+    json_t *answer =
+        json_pack("{s:s, s:o, s:s, s:s, s:s, s:s}", "op", "subscribed", "ref", ref_value(ref),
+                  "subscriptionId", sub->id, "resource", sub->resource, "changeType", types,
+                  "expirationDateTime", sub->expiration);
+    queue_json(s, answer);
+}
+
+static void op_unsubscribe(ws_session_t *s, json_t *message, const char *ref)
+{
+    json_t *id = json_object_get(message, "subscriptionId");
+    if (!json_is_string(id)) {
+        answer_error(s, ref, HEROLD_E_BAD_REQUEST, "subscriptionId: a string is required");
+        return;
+    }
+    for (size_t i = 0; i < s->sub_count; i++) {
+        if (strcmp(s->subs[i]->id, json_string_value(id)) == 0) {
+            subs_remove(s->ws->subs, s->subs[i]);
+            s->subs[i] = s->subs[--s->sub_count];
+            json_t *answer = json_pack("{s:s, s:o, s:O}", "op", "unsubscribed", "ref",
+                                       ref_value(ref), "subscriptionId", id);
+            queue_json(s, answer);
+            return;
+        }
+    }
+    answer_error(s, ref, HEROLD_E_NOT_FOUND,
+                 "subscriptionId: no subscription with this id on this connection");
+}
+
+static void handle_message(ws_session_t *s, const char *data, size_t len)
+{
+    json_error_t jerr;
+    json_t *message = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (message == NULL) {
+        char text[200];
+        snprintf(text, sizeof(text), "not valid JSON: %s", jerr.text);
+        answer_error(s, NULL, HEROLD_E_BAD_JSON, text);
+        return;
+    }
+    if (!json_is_object(message)) {
+        answer_error(s, NULL, HEROLD_E_BAD_JSON, "a message must be a JSON object");
+        json_decref(message);
+        return;
+    }
+
+    const char *ref = NULL;
+    json_t *ref_json = json_object_get(message, "ref");
+    if (ref_json != NULL && !json_is_null(ref_json)) {
+        if (!json_is_string(ref_json) || json_string_length(ref_json) > WS_MAX_REF_BYTES) {
+            answer_error(s, NULL, HEROLD_E_BAD_REQUEST, "ref: must be a string of at most 128 bytes");
+            json_decref(message);
+            return;
+        }
+        ref = json_string_value(ref_json);
+    }
+
+    json_t *op = json_object_get(message, "op");
+    if (!json_is_string(op)) {
+        answer_error(s, ref, HEROLD_E_BAD_REQUEST, "op: a string is required");
+    } else if (strcmp(json_string_value(op), "subscribe") == 0) {
+        op_subscribe(s, message, ref);
+    } else if (strcmp(json_string_value(op), "unsubscribe") == 0) {
+        op_unsubscribe(s, message, ref);
+    } else if (strcmp(json_string_value(op), "ping") == 0) {
+        queue_json(s, json_pack("{s:s, s:o}", "op", "pong", "ref", ref_value(ref)));
+    } else {
+        answer_error(s, ref, HEROLD_E_UNKNOWN_OP,
+                     "op: not one of subscribe, unsubscribe, ping");
+    }
+    json_decref(message);
+}
+
+/* ---- session lifecycle ---- */
+
+/* The bearer token of an upgrade request: the Authorization header, else the
+ * access_token query parameter. Returns its length, 0 when absent, -1 when unusable. */
+static int request_token(struct lws *wsi, char *buf, int cap)
+{
+    int header_len = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
+    if (header_len > 0) {
+        if (header_len >= cap || lws_hdr_copy(wsi, buf, cap, WSI_TOKEN_HTTP_AUTHORIZATION) < 0) {
+            return -1;
+        }
+        if (strncasecmp(buf, "Bearer ", 7) != 0) {
+            return -1;
+        }
+        char *token = buf + 7;
+        while (*token == ' ') {
+            token++;
+        }
+        size_t len = strlen(token);
+        while (len > 0 && token[len - 1] == ' ') {
+            len--;
+        }
+        memmove(buf, token, len);
+        buf[len] = '\0';
+        return (int)len;
+    }
+    const char *value = lws_get_urlarg_by_name(wsi, "access_token=", buf, cap);
+    if (value == NULL) {
+        return 0;
+    }
+    size_t len = strlen(value);
+    memmove(buf, value, len + 1);
+    return (int)len;
+}
+
+ws_session_t *ws_handshake(ws_t *ws, struct lws *wsi, int *http_status)
+{
+    char token[AUTH_MAX_TOKEN_BYTES + 64];
+    struct herr err;
+    auth_principal_t *principal = NULL;
+
+    int len = request_token(wsi, token, (int)sizeof(token));
+    if (len <= 0) {
+        log_msg(LOG_LEVEL_INFO, "ws: handshake refused: %s",
+                len == 0 ? "no token" : "unusable Authorization header");
+        *http_status = 401;
+        return NULL;
+    }
+    if (auth_token_verify(ws->auth, token, (size_t)len, (int64_t)time(NULL), &principal, &err) !=
+        0) {
+        log_msg(LOG_LEVEL_INFO, "ws: handshake refused: %s", err.message);
+        *http_status = herold_error_status(err.code);
+        return NULL;
+    }
+    ws_session_t *s = xcalloc(1, sizeof(*s));
+    s->ws = ws;
+    s->wsi = wsi;
+    s->principal = principal;
+    s->next = ws->sessions;
+    if (ws->sessions != NULL) {
+        ws->sessions->prev = s;
+    }
+    ws->sessions = s;
+    ws->session_count++;
+    return s;
+}
+
+void ws_session_open(ws_session_t *s)
+{
+    log_msg(LOG_LEVEL_DEBUG, "ws: session of %s open", s->principal->user);
+}
+
+int ws_session_receive(ws_session_t *s, const void *data, size_t len, bool is_final,
+                       bool is_binary)
+{
+    if (!s->is_rx_oversize) {
+        if (s->rx_len + len > WS_MAX_MESSAGE_BYTES) {
+            s->is_rx_oversize = true;
+        } else {
+            if (s->rx == NULL) {
+                s->rx = xmalloc(WS_MAX_MESSAGE_BYTES);
+            }
+            memcpy(s->rx + s->rx_len, data, len);
+            s->rx_len += len;
+        }
+    }
+    if (!is_final) {
+        return 0;
+    }
+    if (s->is_rx_oversize) {
+        char text[96];
+        snprintf(text, sizeof(text), "message: larger than the %d-byte limit",
+                 WS_MAX_MESSAGE_BYTES);
+        answer_error(s, NULL, HEROLD_E_TOO_LARGE, text);
+    } else if (is_binary) {
+        answer_error(s, NULL, HEROLD_E_BAD_REQUEST, "message: binary frames are not accepted");
+    } else {
+        handle_message(s, s->rx, s->rx_len);
+    }
+    s->rx_len = 0;
+    s->is_rx_oversize = false;
+    return 0;
+}
+
+/* Writes one notify frame from the consecutive notification entries at the head. */
+static int write_notify_batch(ws_session_t *s)
+{
+    size_t count = 0;
+    size_t items_len = 0;
+    while (count < s->queue_length && count < WS_BATCH_MAX_ITEMS) {
+        struct out_entry *entry = queue_at(s, count);
+        if (entry->notif == NULL) {
+            break;
+        }
+        items_len += notif_item_length(entry->notif, entry->sub_id, entry->sub_expiration);
+        count++;
+    }
+    assert(count > 0);
+    uint64_t cursor = queue_at(s, count - 1)->notif->seq;
+    char head[64];
+    int head_len = snprintf(head, sizeof(head), "{\"op\":\"notify\",\"cursor\":\"%" PRIu64
+                                                "\",\"value\":[", cursor);
+    size_t frame_len = (size_t)head_len + items_len + (count - 1) + 2;
+    unsigned char *buf = xmalloc(LWS_PRE + frame_len);
+    char *p = (char *)buf + LWS_PRE;
+    memcpy(p, head, (size_t)head_len);
+    p += head_len;
+    for (size_t i = 0; i < count; i++) {
+        struct out_entry *entry = queue_at(s, i);
+        if (i > 0) {
+            *p++ = ',';
+        }
+        p += notif_item_write(entry->notif, entry->sub_id, entry->sub_expiration, p);
+    }
+    *p++ = ']';
+    *p++ = '}';
+    assert((size_t)(p - (char *)buf - LWS_PRE) == frame_len);
+    int written = lws_write(s->wsi, buf + LWS_PRE, frame_len, LWS_WRITE_TEXT);
+    free(buf);
+    if (written < (int)frame_len) {
+        return -1;
+    }
+    for (size_t i = 0; i < count; i++) {
+        queue_pop(s);
+    }
+    s->last_sent_seq = cursor;
+    return 0;
+}
+
+int ws_session_writeable(ws_session_t *s)
+{
+    if (s->is_close_pending) {
+        static const char reason_going_away[] = "shutting down";
+        static const char reason_overflow[] = "queue overflow";
+        const char *reason =
+            s->close_status == LWS_CLOSE_STATUS_GOINGAWAY ? reason_going_away : reason_overflow;
+        lws_close_reason(s->wsi, s->close_status, (unsigned char *)reason, strlen(reason));
+        return -1;
+    }
+    if (s->queue_length == 0) {
+        return 0;
+    }
+    struct out_entry *head = queue_at(s, 0);
+    if (head->notif != NULL) {
+        if (write_notify_batch(s) != 0) {
+            return -1;
+        }
+    } else {
+        unsigned char *buf = xmalloc(LWS_PRE + head->text_len);
+        memcpy(buf + LWS_PRE, head->text, head->text_len);
+        int written = lws_write(s->wsi, buf + LWS_PRE, head->text_len, LWS_WRITE_TEXT);
+        free(buf);
+        if (written < (int)head->text_len) {
+            return -1;
+        }
+        queue_pop(s);
+        if (s->is_overflowed && s->queue_length == 0) {
+            /* The missed frame is out (or buffered by lws, which flushes before the next
+             * WRITEABLE): close at the next one. */
+            s->is_close_pending = true;
+            s->close_status = LWS_CLOSE_STATUS_POLICY_VIOLATION;
+        }
+    }
+    if (s->queue_length > 0 || s->is_close_pending) {
+        lws_callback_on_writable(s->wsi);
+    }
+    return 0;
+}
+
+void ws_session_closed(ws_session_t *s)
+{
+    ws_t *ws = s->ws;
+    for (size_t i = 0; i < s->sub_count; i++) {
+        subs_remove(ws->subs, s->subs[i]);
+    }
+    queue_clear(s);
+    if (s->prev != NULL) {
+        s->prev->next = s->next;
+    } else {
+        ws->sessions = s->next;
+    }
+    if (s->next != NULL) {
+        s->next->prev = s->prev;
+    }
+    ws->session_count--;
+    log_msg(LOG_LEVEL_DEBUG, "ws: session of %s closed", s->principal->user);
+    auth_principal_free(s->principal);
+    free(s->subs);
+    free(s->queue);
+    free(s->rx);
+    free(s);
+}
+
+/* ---- dispatch ---- */
+
+struct dispatch_ctx {
+    const event_t *event;
+    notif_t *notif; /* encoded on the first match */
+};
+
+static bool dispatch_match(sub_t *sub, void *opaque)
+{
+    struct dispatch_ctx *ctx = opaque;
+    ws_session_t *s = sub->channel;
+    if (ctx->notif == NULL) {
+        ctx->notif = notif_new(ctx->event);
+    }
+    queue_notification(s, ctx->notif, sub);
+    return true;
+}
+
+bool ws_dispatch_pending(ws_t *ws)
+{
+    void *items[WS_EVENTS_PER_TURN];
+    size_t count = chan_drain(ws->events, items, WS_EVENTS_PER_TURN);
+    for (size_t i = 0; i < count; i++) {
+        event_t *event = items[i];
+        struct dispatch_ctx ctx = {.event = event};
+        subs_match_event(ws->subs, event, dispatch_match, &ctx);
+        notif_release(ctx.notif);
+        event_free(event);
+    }
+    return count == WS_EVENTS_PER_TURN;
+}
+
+void ws_close_all(ws_t *ws)
+{
+    for (ws_session_t *s = ws->sessions; s != NULL; s = s->next) {
+        if (!s->is_close_pending) {
+            s->is_close_pending = true;
+            s->close_status = LWS_CLOSE_STATUS_GOINGAWAY;
+        }
+        lws_callback_on_writable(s->wsi);
+    }
+}
+
+size_t ws_session_count(const ws_t *ws)
+{
+    return ws->session_count;
+}

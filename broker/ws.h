@@ -1,0 +1,76 @@
+#ifndef HEROLD_WS_H
+#define HEROLD_WS_H
+
+/*
+ * WebSocket sessions at /v1.0/ws (schemas/ws-protocol.md): the handshake's token check,
+ * the client ops (subscribe, unsubscribe, ping), and delivery of notifications.
+ *
+ * Dispatch lives here too: events accepted by ingest arrive on a channel, are matched
+ * against the subscriptions (subs.h), and every match is queued on the owning session.
+ * Each session has one bounded FIFO holding, in order, its answers to ops and its
+ * notification items; the writer sends one frame per WRITEABLE callback, batching
+ * consecutive items into one notify frame. A session whose FIFO would exceed
+ * WS_QUEUE_MAX_ENTRIES is not given more: its queue is dropped, it is sent a `missed`
+ * lifecycle frame carrying the cursor of the last item it was sent, and it is closed with
+ * 1008, so a client that stops reading costs bounded memory.
+ *
+ * Everything here runs on the libwebsockets service thread, which http.c drives; ws.c
+ * never owns the context. Sessions are freed only from the CLOSED callback.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "auth.h"
+#include "chan.h"
+#include "subs.h"
+
+struct lws;
+
+#define WS_MAX_MESSAGE_BYTES 16384      /* one client message after reassembly */
+#define WS_MAX_REF_BYTES 128
+#define WS_MAX_SUBSCRIPTIONS_PER_CONNECTION 256
+#define WS_QUEUE_MAX_ENTRIES 1024
+#define WS_BATCH_MAX_ITEMS 64
+#define WS_EVENTS_PER_TURN 256          /* events dispatched per loop turn */
+
+typedef struct ws ws_t;
+typedef struct ws_session ws_session_t;
+
+/* A WebSocket layer checking tokens with auth and creating subscriptions in subs (both
+ * borrowed), fed with events from the channel events (borrowed; items are event_t *,
+ * which ws frees after dispatch). */
+ws_t *ws_new(const auth_t *auth, subs_t *subs, chan_t *events);
+
+/* Frees the layer. Every session must have been closed. NULL is a no-op. */
+void ws_free(ws_t *ws);
+
+/* The handshake check for an upgrade request on wsi. Returns a new session (owned by
+ * ws until ws_session_closed) or NULL with *http_status set (401 for a bad token). */
+ws_session_t *ws_handshake(ws_t *ws, struct lws *wsi, int *http_status);
+
+/* The connection is established. */
+void ws_session_open(ws_session_t *session);
+
+/* A received fragment. Returns 0, or -1 to close the connection. */
+int ws_session_receive(ws_session_t *session, const void *data, size_t len, bool is_final,
+                       bool is_binary);
+
+/* The connection is writeable. Returns 0, or -1 to close it. */
+int ws_session_writeable(ws_session_t *session);
+
+/* The connection is gone: removes its subscriptions and frees the session. */
+void ws_session_closed(ws_session_t *session);
+
+/* Drains the event channel: matches and queues up to WS_EVENTS_PER_TURN events. Returns
+ * true when events may remain (the caller should come back soon). */
+bool ws_dispatch_pending(ws_t *ws);
+
+/* Starts closing every session with 1001 (going away). */
+void ws_close_all(ws_t *ws);
+
+/* The number of open sessions. */
+size_t ws_session_count(const ws_t *ws);
+
+#endif

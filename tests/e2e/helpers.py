@@ -1,0 +1,426 @@
+"""End-to-end helpers: a real herold on free loopback ports, and clients for it.
+
+Every binary comes from $HEROLD_BUILD (default build/, relative to the repository root), so
+the same tests run against the optimised and the sanitizer build. Each test gets its own
+broker with its own --data directory. Nothing here sleeps to synchronise: tests wait for
+answers (the `subscribed` answer, the ingest ack, a control event) with timeouts, so that a
+bug fails a test instead of hanging it.
+"""
+
+import asyncio
+import base64
+import collections
+import hashlib
+import hmac
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import msgpack
+import pytest
+import websockets
+import zmq
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+_build = pathlib.Path(os.environ.get("HEROLD_BUILD", "build"))
+BUILD = _build if _build.is_absolute() else REPO / _build
+HEROLD = BUILD / "herold"
+HEROLD_PUB = BUILD / "herold-pub"
+HEROLD_TAIL = BUILD / "herold-tail"
+
+# Seconds any single wait may take before the test fails (answers, acks, items).
+TIMEOUT = 10.0
+# The sanitizer build starts and stops more slowly.
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 20.0
+
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def free_port():
+    """A loopback TCP port that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sanitizer_problems(text):
+    return [m for m in SANITIZER_MARKERS if m in text]
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text):
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def make_jwt(secret, claims, header=None):
+    """An HS256 JWT signed in Python (independent of herold's signer)."""
+    if header is None:
+        header = {"alg": "HS256", "typ": "JWT"}
+    signing_input = (
+        b64url(json.dumps(header, separators=(",", ":")).encode())
+        + "."
+        + b64url(json.dumps(claims, separators=(",", ":")).encode())
+    )
+    signature = hmac.new(secret, signing_input.encode("ascii"), hashlib.sha256).digest()
+    return signing_input + "." + b64url(signature)
+
+
+def jwt_claims(token):
+    return json.loads(b64url_decode(token.split(".")[1]))
+
+
+def graph_time(seconds):
+    """Graph's expirationDateTime format, as the broker formats a token's exp."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + ".0000000Z"
+
+
+def ms_time(ms):
+    """ISO 8601 UTC with milliseconds, as the broker formats eventTime."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + ".%03dZ" % (ms % 1000)
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+class LinePump(threading.Thread):
+    """Drains a process's pipe line by line so that it never blocks on a full pipe, keeps
+    the text, optionally copies it to a file, and lets a test wait for a line."""
+
+    def __init__(self, pipe, path=None):
+        super().__init__(daemon=True)
+        self.pipe = pipe
+        self.path = path
+        self.lines = []
+        self.cond = threading.Condition()
+        self.eof = False
+        self.start()
+
+    def run(self):
+        out = open(self.path, "w", encoding="utf-8", errors="replace") if self.path else None
+        try:
+            for raw in iter(self.pipe.readline, b""):
+                line = raw.decode("utf-8", errors="replace")
+                if out:
+                    out.write(line)
+                    out.flush()
+                with self.cond:
+                    self.lines.append(line)
+                    self.cond.notify_all()
+        finally:
+            if out:
+                out.close()
+            with self.cond:
+                self.eof = True
+                self.cond.notify_all()
+
+    def wait_for(self, needle, timeout):
+        """The first line containing needle, or None at EOF or timeout."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for line in self.lines:
+                    if needle in line:
+                        return line
+                remaining = deadline - time.monotonic()
+                if self.eof or remaining <= 0:
+                    return None
+                self.cond.wait(remaining)
+
+    def wait_count(self, needle, count, timeout):
+        """The first count lines containing needle, or None at EOF or timeout."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                found = [line for line in self.lines if needle in line]
+                if len(found) >= count:
+                    return found[:count]
+                remaining = deadline - time.monotonic()
+                if self.eof or remaining <= 0:
+                    return None
+                self.cond.wait(remaining)
+
+    def finish(self, timeout=STOP_TIMEOUT):
+        self.join(timeout)
+        return self.text()
+
+    def text(self):
+        with self.cond:
+            return "".join(self.lines)
+
+
+class Broker:
+    """A herold process on free loopback ports with helpers to talk to it."""
+
+    def __init__(self, tmp_path):
+        self.tmp_path = tmp_path
+        self.data = tmp_path / "data"
+        self.http_port = free_port()
+        self.ingest_port = free_port()
+        self.ingest = "tcp://127.0.0.1:%d" % self.ingest_port
+        self.ws_url = "ws://127.0.0.1:%d/v1.0/ws" % self.http_port
+        self.stderr_path = tmp_path / "herold.stderr"
+        self.proc = None
+        self.pump = None
+        self.returncode = None
+        self.zctx = zmq.Context()
+        self._dealer = None
+        self.client_problems = []
+
+    # ---- lifecycle ----
+
+    def start(self):
+        assert HEROLD.exists(), "%s does not exist: build first (HEROLD_BUILD=%s)" % (HEROLD, BUILD)
+        self.proc = subprocess.Popen(
+            [str(HEROLD), "--http", "127.0.0.1:%d" % self.http_port, "--ingest", self.ingest,
+             "--data", str(self.data)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.pump = LinePump(self.proc.stderr, self.stderr_path)
+        line = self.pump.wait_for("ready", START_TIMEOUT)
+        if line is None:
+            self.proc.kill()
+            self.proc.wait()
+            pytest.fail("herold did not print its ready line within %ss; stderr:\n%s"
+                        % (START_TIMEOUT, self.pump.finish()))
+
+    def stop(self):
+        """SIGTERM and wait. Returns the exit code; safe to call twice."""
+        if self.returncode is None and self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.returncode = self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                self.returncode = "did not exit within %ss of SIGTERM" % STOP_TIMEOUT
+        return self.returncode
+
+    def close_zmq(self):
+        if self._dealer is not None:
+            self._dealer.close(linger=0)
+            self._dealer = None
+        self.zctx.destroy(linger=0)
+
+    def stderr_text(self):
+        return self.pump.text() if self.pump else ""
+
+    # ---- tokens ----
+
+    def token(self, user, groups=(), ttl=None):
+        """A token made by `herold token`, signed with this broker's secret."""
+        args = [str(HEROLD), "token", user, "--data", str(self.data)]
+        if groups:
+            args += ["--groups", ",".join(groups)]
+        if ttl is not None:
+            args += ["--ttl", str(ttl)]
+        done = subprocess.run(args, capture_output=True, timeout=TIMEOUT)
+        self._note_client_stderr("herold token", done.stderr)
+        assert done.returncode == 0, "herold token failed: %r" % done.stderr
+        token = done.stdout.decode().strip()
+        assert token.count(".") == 2, "not a JWT: %r" % token
+        return token
+
+    def secret(self):
+        """The broker's HS256 secret: DATA/jwt.secret without trailing newlines."""
+        return (self.data / "jwt.secret").read_bytes().rstrip(b"\n")
+
+    def python_token(self, user, groups=(), exp_offset=3600, header=None, secret=None):
+        now = int(time.time())
+        claims = {"sub": user, "iat": now, "exp": now + exp_offset}
+        if groups:
+            claims["groups"] = list(groups)
+        return make_jwt(self.secret() if secret is None else secret, claims, header)
+
+    # ---- ingest ----
+
+    def event(self, **fields):
+        """An event map with sensible defaults; a field given as None is left out."""
+        ev = {
+            "id": str(uuid.uuid4()),
+            "source": "e2e",
+            "type": "updated",
+            "time": now_ms(),
+            "readers": ["*"],
+        }
+        ev.update(fields)
+        return {k: v for k, v in ev.items() if v is not None}
+
+    def dealer(self):
+        if self._dealer is None:
+            self._dealer = self.zctx.socket(zmq.DEALER)
+            self._dealer.setsockopt(zmq.LINGER, 0)
+            self._dealer.connect(self.ingest)
+        return self._dealer
+
+    def recv_reply(self, sock):
+        assert sock.poll(TIMEOUT * 1000, zmq.POLLIN), "no ingest reply within %ss" % TIMEOUT
+        frames = sock.recv_multipart()
+        return msgpack.unpackb(frames[-1], raw=False)
+
+    def publish_raw(self, payload):
+        """Sends one message (bytes) on the shared DEALER; returns the reply map."""
+        sock = self.dealer()
+        sock.send(payload)
+        return self.recv_reply(sock)
+
+    def publish_event(self, ev):
+        return self.publish_raw(msgpack.packb(ev, use_bin_type=True))
+
+    def publish(self, **fields):
+        """Publishes event(**fields); returns the reply map."""
+        return self.publish_event(self.event(**fields))
+
+    def publish_ok(self, **fields):
+        reply = self.publish(**fields)
+        assert reply.get("ok") is True, "event refused: %r" % reply
+        return reply
+
+    def publish_many(self, payloads):
+        """Pipelines many messages (bytes, or event maps) and returns the replies in order."""
+        sock = self.dealer()
+        for p in payloads:
+            sock.send(p if isinstance(p, bytes) else msgpack.packb(p, use_bin_type=True))
+        return [self.recv_reply(sock) for _ in payloads]
+
+    # ---- command-line clients ----
+
+    def _note_client_stderr(self, what, stderr):
+        text = stderr.decode("utf-8", errors="replace") if isinstance(stderr, bytes) else stderr
+        if sanitizer_problems(text):
+            self.client_problems.append("%s:\n%s" % (what, text))
+
+    def pub_cli(self, args, stdin=None, timeout=30):
+        """Runs herold-pub against this broker; returns the CompletedProcess (text)."""
+        done = subprocess.run([str(HEROLD_PUB), "--ingest", self.ingest] + list(args),
+                              input=stdin, capture_output=True, text=True, timeout=timeout)
+        self._note_client_stderr("herold-pub", done.stderr)
+        return done
+
+    # ---- HTTP ----
+
+    def http_get(self, path):
+        """(status, body bytes) of GET path."""
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d%s" % (self.http_port, path),
+                                        timeout=TIMEOUT) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    # ---- WebSocket ----
+
+    async def connect(self, user="anna", groups=(), token=None, **kwargs):
+        """An open Client; the token goes in the Authorization header."""
+        if token is None:
+            token = self.token(user, groups)
+        ws = await asyncio.wait_for(
+            websockets.connect(self.ws_url, extra_headers={"Authorization": "Bearer " + token},
+                               **kwargs),
+            TIMEOUT)
+        return Client(ws, token)
+
+
+class Client:
+    """A WebSocket client that separates answers from notification items.
+
+    Answers come in op order and share one queue with notifications, so request() reads
+    frames until the answer, keeping any notification items it passes for next_item()."""
+
+    def __init__(self, ws, token=None):
+        self.ws = ws
+        self.token = token
+        self.items = collections.deque()
+        self.cursors = []
+        self._refs = 0
+
+    def next_ref(self):
+        self._refs += 1
+        return "r%d" % self._refs
+
+    async def send(self, message):
+        await self.ws.send(message if isinstance(message, str) else json.dumps(message))
+
+    async def recv_frame(self):
+        raw = await asyncio.wait_for(self.ws.recv(), TIMEOUT)
+        assert isinstance(raw, str), "binary frame from the broker: %r" % raw[:100]
+        frame = json.loads(raw)
+        assert isinstance(frame, dict), "frame is not an object: %r" % raw[:200]
+        return frame
+
+    def _take_notify(self, frame):
+        assert isinstance(frame.get("cursor"), str), "notify without string cursor: %r" % frame
+        value = frame.get("value")
+        assert isinstance(value, list) and 1 <= len(value) <= 64, "bad batch: %r" % frame
+        self.cursors.append(frame["cursor"])
+        self.items.extend(value)
+
+    async def answer(self):
+        """The next frame that is not a notification (notifications are kept)."""
+        while True:
+            frame = await self.recv_frame()
+            if frame.get("op") == "notify":
+                self._take_notify(frame)
+                continue
+            return frame
+
+    async def request(self, message):
+        """Sends message and returns its answer; checks that the ref is echoed."""
+        await self.send(message)
+        answer = await self.answer()
+        assert answer.get("ref") == message.get("ref"), \
+            "answer %r does not echo the ref of %r" % (answer, message)
+        return answer
+
+    async def subscribe(self, resource, change_type=None, expect_ok=True):
+        msg = {"op": "subscribe", "ref": self.next_ref(), "resource": resource}
+        if change_type is not None:
+            msg["changeType"] = change_type
+        answer = await self.request(msg)
+        if expect_ok:
+            assert answer.get("op") == "subscribed", "subscribe %r refused: %r" % (msg, answer)
+        return answer
+
+    async def ping(self, ref=None):
+        ref = ref or self.next_ref()
+        answer = await self.request({"op": "ping", "ref": ref})
+        assert answer == {"op": "pong", "ref": ref}, "ping answered %r" % answer
+        return answer
+
+    async def next_item(self):
+        while not self.items:
+            frame = await self.recv_frame()
+            assert frame.get("op") == "notify", "expected a notification, got %r" % frame
+            self._take_notify(frame)
+        return self.items.popleft()
+
+    async def items_until(self, predicate):
+        """Items up to and including the first one for which predicate is true."""
+        got = []
+        while True:
+            item = await self.next_item()
+            got.append(item)
+            if predicate(item):
+                return got
+
+    async def items_until_actor(self, actor):
+        return await self.items_until(lambda it: it.get("actor") == actor)
+
+    async def close(self):
+        await asyncio.wait_for(self.ws.close(), TIMEOUT)
+
+
+def run(coro):
+    """Runs a test coroutine with an overall bound, so nothing can hang the suite."""
+    return asyncio.run(asyncio.wait_for(coro, 60))

@@ -1,0 +1,188 @@
+"""A client that stops reading must not cost the broker unbounded memory nor hold up
+anyone else: its bounded queue overflows, it gets a `missed` lifecycle frame and a close
+with 1008, and the broker keeps serving.
+
+The slow client is a plain TCP socket speaking just enough WebSocket (RFC 6455) by hand,
+with a tiny receive buffer, so that nothing on the client side soaks up what the broker
+sends. Notification items do not carry the event's data map, so to fill the broker's
+queue fast the slow client holds 64 subscriptions matching every event (64 items per
+event) and the events have long paths (about 3 KB per item)."""
+
+import base64
+import hashlib
+import json
+import os
+import socket
+
+from helpers import TIMEOUT, run
+
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
+
+
+class RawWebSocket:
+    """A minimal blocking WebSocket client that reads only when told to."""
+
+    def __init__(self, port, token, rcvbuf=4096):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # Set before connect so that the advertised window stays small.
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(TIMEOUT)
+        self.sock.connect(("127.0.0.1", port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = (
+            "GET /v1.0/ws HTTP/1.1\r\n"
+            "Host: 127.0.0.1:%d\r\n"
+            "Upgrade: websocket\r\n"
+            "Connection: Upgrade\r\n"
+            "Sec-WebSocket-Key: %s\r\n"
+            "Sec-WebSocket-Version: 13\r\n"
+            "Authorization: Bearer %s\r\n\r\n" % (port, key, token))
+        self.sock.sendall(request.encode())
+        self.buf = bytearray()
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        end = self.buf.index(b"\r\n\r\n")
+        head = bytes(self.buf[:end]).decode("latin-1")
+        del self.buf[:end + 4]
+        assert head.startswith("HTTP/1.1 101"), "handshake refused: %r" % head
+        accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+        assert accept in head, "wrong Sec-WebSocket-Accept in %r" % head
+
+    def _fill(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise EOFError("connection closed by the broker")
+        self.buf += chunk
+
+    def _take(self, n):
+        while len(self.buf) < n:
+            self._fill()
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    def send_text(self, text):
+        payload = text.encode()
+        mask = os.urandom(4)
+        n = len(payload)
+        if n < 126:
+            header = bytes([0x81, 0x80 | n])
+        elif n < 65536:
+            header = bytes([0x81, 0x80 | 126]) + n.to_bytes(2, "big")
+        else:
+            header = bytes([0x81, 0x80 | 127]) + n.to_bytes(8, "big")
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(header + mask + masked)
+
+    def recv_message(self):
+        """(opcode, payload) of the next whole message; control frames come alone."""
+        opcode = None
+        data = bytearray()
+        while True:
+            b0, b1 = self._take(2)
+            fin, op = b0 & 0x80, b0 & 0x0F
+            assert not b1 & 0x80, "the server must not mask frames"
+            n = b1 & 0x7F
+            if n == 126:
+                n = int.from_bytes(self._take(2), "big")
+            elif n == 127:
+                n = int.from_bytes(self._take(8), "big")
+            payload = self._take(n)
+            if op >= OP_CLOSE:
+                if op == OP_PING:
+                    continue  # lws keepalive; irrelevant here
+                return op, payload
+            if op != OP_CONT:
+                opcode = op
+            data += payload
+            if fin:
+                return opcode, bytes(data)
+
+    def recv_json(self):
+        op, payload = self.recv_message()
+        assert op == OP_TEXT, "expected a text frame, got opcode %d: %r" % (op, payload[:100])
+        return json.loads(payload)
+
+    def close(self):
+        self.sock.close()
+
+
+def long_path(root, tag):
+    # 31 segments, about 940 bytes: within the 32-segment, 1024-byte limits.
+    return root + "".join("/%s%s" % (tag, "x" * (29 - len(tag))) for _ in range(30))
+
+
+def test_slow_consumer_gets_missed_and_1008_while_the_broker_stays_healthy(broker):
+    events_count = 300
+    subscriptions = 64
+
+    async def body():
+        healthy = await broker.connect("anna")
+        await healthy.subscribe("/slow")
+
+        slow = RawWebSocket(broker.http_port, broker.token("bert"))
+        for i in range(subscriptions):
+            slow.send_text(json.dumps({"op": "subscribe", "ref": "s%d" % i,
+                                       "resource": "/slow"}))
+        for i in range(subscriptions):
+            answer = slow.recv_json()
+            assert answer["op"] == "subscribed" and answer["ref"] == "s%d" % i, answer
+
+        # From here on the slow client reads nothing until every event has been dispatched.
+        events = [broker.event(resource=long_path("/slow", "e%d" % i),
+                               previous=long_path("/prev", "p%d" % i),
+                               actor="n%d" % i, tenant="t" * 128)
+                  for i in range(events_count)]
+        replies = broker.publish_many(events)
+        assert all(r["ok"] for r in replies), [r for r in replies if not r["ok"]][:2]
+
+        # The healthy client hears every event, in order: dispatch went on for everyone.
+        got = await healthy.items_until_actor("n%d" % (events_count - 1))
+        assert [it["actor"] for it in got] == ["n%d" % i for i in range(events_count)]
+
+        # Now read what the slow client was sent.
+        cursors = []
+        item_count = 0
+        lifecycle = None
+        close_code = None
+        while True:
+            op, payload = slow.recv_message()
+            if op == OP_CLOSE:
+                assert len(payload) >= 2, "close frame without a code"
+                close_code = int.from_bytes(payload[:2], "big")
+                break
+            assert op == OP_TEXT, op
+            frame = json.loads(payload)
+            assert lifecycle is None, "frame after the missed frame: %r" % frame
+            if frame["op"] == "notify":
+                assert 1 <= len(frame["value"]) <= 64
+                cursors.append(frame["cursor"])
+                item_count += len(frame["value"])
+            else:
+                lifecycle = frame
+        slow.close()
+
+        assert lifecycle is not None, "no lifecycle frame before the close"
+        assert set(lifecycle) == {"op", "lifecycleEvent", "cursor"}, lifecycle
+        assert lifecycle["op"] == "lifecycle" and lifecycle["lifecycleEvent"] == "missed"
+        assert isinstance(lifecycle["cursor"], str)
+        expected_cursor = cursors[-1] if cursors else "0"
+        assert lifecycle["cursor"] == expected_cursor, \
+            "missed carries the cursor of the last item sent"
+        assert close_code == 1008, "close code %r" % close_code
+        assert item_count < events_count * subscriptions, "nothing was dropped?"
+        assert [int(c) for c in cursors] == sorted(int(c) for c in cursors)
+
+        # The broker is healthy: the other client still gets events, new clients connect.
+        broker.publish_ok(resource="/slow/after", actor="after")
+        assert [it["actor"] for it in await healthy.items_until_actor("after")] == ["after"]
+        fresh = await broker.connect("carl")
+        await fresh.subscribe("/slow")
+        broker.publish_ok(resource="/slow/again", actor="again")
+        assert (await fresh.next_item())["actor"] == "again"
+        assert broker.http_get("/healthz") == (200, b"ok\n")
+        await healthy.close()
+        await fresh.close()
+
+    run(body())

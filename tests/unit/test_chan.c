@@ -1,0 +1,165 @@
+/* The channel between pipeline stages: order, bounds, wake-ups, close, ownership. */
+
+#include <check.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "chan.h"
+
+static int wake_count;
+
+static void count_wake(void *ctx)
+{
+    (void)ctx;
+    __atomic_add_fetch(&wake_count, 1, __ATOMIC_SEQ_CST);
+}
+
+static int freed_count;
+
+static void count_free(void *item)
+{
+    freed_count++;
+    free(item);
+}
+
+START_TEST(test_chan_keeps_fifo_order)
+{
+    chan_t *chan = chan_new(8, NULL, NULL, NULL);
+    void *out[8];
+    for (uintptr_t i = 1; i <= 5; i++) {
+        ck_assert(chan_push(chan, (void *)i));
+    }
+    ck_assert_uint_eq(chan_drain(chan, out, 3), 3);
+    for (uintptr_t i = 6; i <= 10; i++) {
+        ck_assert(chan_push(chan, (void *)i)); /* wraps around the ring */
+    }
+    ck_assert_uint_eq(chan_length(chan), 7);
+    ck_assert_uint_eq(chan_drain(chan, out + 3, 5), 5);
+    for (uintptr_t i = 0; i < 8; i++) {
+        ck_assert_ptr_eq(out[i], (void *)(i + 1));
+    }
+    ck_assert_uint_eq(chan_drain(chan, out, 8), 2);
+    ck_assert_ptr_eq(out[0], (void *)9);
+    ck_assert_ptr_eq(out[1], (void *)10);
+    ck_assert_uint_eq(chan_drain(chan, out, 8), 0);
+    chan_free(chan);
+}
+END_TEST
+
+START_TEST(test_chan_wakes_only_when_it_becomes_non_empty)
+{
+    void *out[4];
+    wake_count = 0;
+    chan_t *chan = chan_new(4, count_wake, NULL, NULL);
+    chan_push(chan, (void *)1);
+    chan_push(chan, (void *)2);
+    ck_assert_int_eq(wake_count, 1);
+    chan_drain(chan, out, 4);
+    chan_push(chan, (void *)3);
+    ck_assert_int_eq(wake_count, 2);
+    chan_free(chan);
+}
+END_TEST
+
+START_TEST(test_chan_push_after_close_is_refused)
+{
+    void *out[2];
+    chan_t *chan = chan_new(2, NULL, NULL, NULL);
+    ck_assert(chan_push(chan, (void *)1));
+    chan_close(chan);
+    ck_assert(!chan_push(chan, (void *)2));
+    /* What was queued before the close is still delivered. */
+    ck_assert_uint_eq(chan_drain(chan, out, 2), 1);
+    ck_assert_ptr_eq(out[0], (void *)1);
+    chan_free(chan);
+}
+END_TEST
+
+START_TEST(test_chan_free_releases_queued_items)
+{
+    freed_count = 0;
+    chan_t *chan = chan_new(4, NULL, NULL, count_free);
+    chan_push(chan, malloc(8));
+    chan_push(chan, malloc(8));
+    chan_free(chan);
+    ck_assert_int_eq(freed_count, 2);
+    chan_free(NULL);
+}
+END_TEST
+
+struct producer_args {
+    chan_t *chan;
+    uintptr_t count;
+};
+
+static void *produce(void *arg)
+{
+    struct producer_args *p = arg;
+    for (uintptr_t i = 1; i <= p->count; i++) {
+        if (!chan_push(p->chan, (void *)i)) {
+            break;
+        }
+    }
+    return NULL;
+}
+
+START_TEST(test_chan_full_channel_blocks_producer_until_drained)
+{
+    /* A producer of 10000 items through a channel of 4 must hand over every item, in
+     * order: it can only finish if it blocks while full and resumes after a drain. */
+    enum { COUNT = 10000 };
+    chan_t *chan = chan_new(4, NULL, NULL, NULL);
+    struct producer_args args = {chan, COUNT};
+    pthread_t thread;
+    pthread_create(&thread, NULL, produce, &args);
+    uintptr_t expected = 1;
+    while (expected <= COUNT) {
+        void *out[4];
+        size_t n = chan_drain(chan, out, 4);
+        ck_assert_uint_le(chan_length(chan), 4);
+        for (size_t i = 0; i < n; i++) {
+            ck_assert_ptr_eq(out[i], (void *)expected);
+            expected++;
+        }
+    }
+    pthread_join(thread, NULL);
+    chan_free(chan);
+}
+END_TEST
+
+START_TEST(test_chan_close_releases_a_blocked_producer)
+{
+    chan_t *chan = chan_new(1, NULL, NULL, NULL);
+    struct producer_args args = {chan, 3};
+    pthread_t thread;
+    pthread_create(&thread, NULL, produce, &args);
+    /* The producer fills the channel and blocks on the second item; close frees it. */
+    while (chan_length(chan) == 0) {
+        sched_yield();
+    }
+    chan_close(chan);
+    pthread_join(thread, NULL);
+    ck_assert_uint_eq(chan_length(chan), 1);
+    chan_free(chan);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *suite = suite_create("chan");
+    TCase *tc = tcase_create("chan");
+    tcase_add_test(tc, test_chan_keeps_fifo_order);
+    tcase_add_test(tc, test_chan_wakes_only_when_it_becomes_non_empty);
+    tcase_add_test(tc, test_chan_push_after_close_is_refused);
+    tcase_add_test(tc, test_chan_free_releases_queued_items);
+    tcase_add_test(tc, test_chan_full_channel_blocks_producer_until_drained);
+    tcase_add_test(tc, test_chan_close_releases_a_blocked_producer);
+    suite_add_tcase(suite, tc);
+    SRunner *runner = srunner_create(suite);
+    srunner_run_all(runner, CK_NORMAL);
+    int failed = srunner_ntests_failed(runner);
+    srunner_free(runner);
+    return failed == 0 ? 0 : 1;
+}

@@ -1,0 +1,177 @@
+/* Configuration: defaults, the three sources and their precedence, and every refusal. */
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+
+#define ARGC(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+static void clear_environment(void)
+{
+    unsetenv("HEROLD_HTTP");
+    unsetenv("HEROLD_INGEST");
+    unsetenv("HEROLD_DATA");
+    unsetenv("HEROLD_JWT_SECRET_FILE");
+    unsetenv("HEROLD_LOG_LEVEL");
+}
+
+static char *write_temp_file(const char *text)
+{
+    char *path = strdup("/tmp/herold-test-config-XXXXXX");
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    return path;
+}
+
+START_TEST(test_config_defaults)
+{
+    config_t cfg;
+    struct herr err;
+    char *argv[] = {"herold"};
+    clear_environment();
+    ck_assert_int_eq(config_load(&cfg, ARGC(argv), argv, &err), 0);
+    ck_assert_str_eq(cfg.http, CONFIG_DEFAULT_HTTP);
+    ck_assert_str_eq(cfg.http_address, "127.0.0.1");
+    ck_assert_int_eq(cfg.http_port, 8080);
+    ck_assert_str_eq(cfg.ingest, CONFIG_DEFAULT_INGEST);
+    ck_assert_str_eq(cfg.data_dir, CONFIG_DEFAULT_DATA);
+    char *secret = config_jwt_secret_path(&cfg);
+    ck_assert_str_eq(secret, CONFIG_DEFAULT_DATA "/jwt.secret");
+    free(secret);
+    config_clear(&cfg);
+}
+END_TEST
+
+START_TEST(test_config_flags_beat_environment_beat_file)
+{
+    config_t cfg;
+    struct herr err;
+    clear_environment();
+    char *path = write_temp_file("# a comment\n\nhttp = 127.0.0.1:7001\ningest=tcp://127.0.0.1:7002\n"
+                                 "data = /tmp/from-file\nlog-level = warn\n");
+    setenv("HEROLD_INGEST", "tcp://127.0.0.1:7102", 1);
+    setenv("HEROLD_DATA", "/tmp/from-env", 1);
+    char *argv[] = {"herold", "--config", path, "--data=/tmp/from-flag"};
+    ck_assert_int_eq(config_load(&cfg, ARGC(argv), argv, &err), 0);
+    ck_assert_str_eq(cfg.http, "127.0.0.1:7001");              /* file only */
+    ck_assert_int_eq(cfg.http_port, 7001);
+    ck_assert_str_eq(cfg.ingest, "tcp://127.0.0.1:7102");      /* env beats file */
+    ck_assert_str_eq(cfg.data_dir, "/tmp/from-flag");          /* flag beats env */
+    ck_assert_str_eq(cfg.log_level, "warn");
+    config_clear(&cfg);
+    clear_environment();
+    unlink(path);
+    free(path);
+}
+END_TEST
+
+START_TEST(test_config_help)
+{
+    config_t cfg;
+    struct herr err;
+    char *argv[] = {"herold", "--data", "x", "--help"};
+    ck_assert_int_eq(config_load(&cfg, ARGC(argv), argv, &err), 0);
+    ck_assert(cfg.is_help);
+    config_clear(&cfg);
+}
+END_TEST
+
+static void assert_refused(int argc, char **argv, const char *fragment)
+{
+    config_t cfg;
+    struct herr err;
+    ck_assert_int_eq(config_load(&cfg, argc, argv, &err), HEROLD_E_CONFIG);
+    ck_assert_msg(strstr(err.message, fragment) != NULL, "'%s' lacks '%s'", err.message,
+                  fragment);
+    ck_assert_ptr_null(cfg.http);
+    ck_assert_ptr_null(cfg.data_dir);
+}
+
+START_TEST(test_config_refuses_bad_flags)
+{
+    clear_environment();
+    char *unknown[] = {"herold", "--no-such-flag", "1"};
+    assert_refused(ARGC(unknown), unknown, "unknown option");
+    char *bare[] = {"herold", "stray"};
+    assert_refused(ARGC(bare), bare, "unexpected argument");
+    char *missing[] = {"herold", "--data"};
+    assert_refused(ARGC(missing), missing, "needs a value");
+    char *level[] = {"herold", "--log-level", "loud"};
+    assert_refused(ARGC(level), level, "log-level");
+    char *no_config[] = {"herold", "--config", "/nonexistent/herold.conf"};
+    assert_refused(ARGC(no_config), no_config, "cannot open");
+}
+END_TEST
+
+START_TEST(test_config_http_port_bounds)
+{
+    char *address = NULL;
+    int port = 0;
+    struct herr err;
+    ck_assert_int_eq(config_parse_http("127.0.0.1:1", &address, &port, &err), 0);
+    ck_assert_int_eq(port, 1);
+    free(address);
+    ck_assert_int_eq(config_parse_http("127.0.0.1:65535", &address, &port, &err), 0);
+    ck_assert_int_eq(port, 65535);
+    free(address);
+    ck_assert_int_eq(config_parse_http("127.0.0.1:0", &address, &port, &err), HEROLD_E_CONFIG);
+    ck_assert_int_eq(config_parse_http("127.0.0.1:65536", &address, &port, &err),
+                     HEROLD_E_CONFIG);
+    ck_assert_int_eq(config_parse_http("127.0.0.1", &address, &port, &err), HEROLD_E_CONFIG);
+    ck_assert_int_eq(config_parse_http(":80", &address, &port, &err), HEROLD_E_CONFIG);
+    ck_assert_int_eq(config_parse_http("127.0.0.1:80x", &address, &port, &err),
+                     HEROLD_E_CONFIG);
+    ck_assert_int_eq(config_parse_http("127.0.0.1:", &address, &port, &err), HEROLD_E_CONFIG);
+}
+END_TEST
+
+START_TEST(test_config_file_errors_name_the_line)
+{
+    clear_environment();
+    char *path = write_temp_file("http = 127.0.0.1:7001\nbogus = 1\n");
+    char *argv[] = {"herold", "--config", path};
+    assert_refused(ARGC(argv), argv, ":2: unknown option 'bogus'");
+    unlink(path);
+    free(path);
+
+    path = write_temp_file("no equals sign here\n");
+    char *argv2[] = {"herold", "--config", path};
+    assert_refused(ARGC(argv2), argv2, ":1: expected `name = value`");
+    unlink(path);
+    free(path);
+
+    char *long_line = malloc(CONFIG_MAX_LINE_BYTES + 16);
+    memset(long_line, 'a', CONFIG_MAX_LINE_BYTES + 8);
+    strcpy(long_line + CONFIG_MAX_LINE_BYTES + 8, "\n");
+    path = write_temp_file(long_line);
+    char *argv3[] = {"herold", "--config", path};
+    assert_refused(ARGC(argv3), argv3, "longer than");
+    unlink(path);
+    free(path);
+    free(long_line);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *suite = suite_create("config");
+    TCase *tc = tcase_create("config");
+    tcase_add_test(tc, test_config_defaults);
+    tcase_add_test(tc, test_config_flags_beat_environment_beat_file);
+    tcase_add_test(tc, test_config_help);
+    tcase_add_test(tc, test_config_refuses_bad_flags);
+    tcase_add_test(tc, test_config_http_port_bounds);
+    tcase_add_test(tc, test_config_file_errors_name_the_line);
+    suite_add_tcase(suite, tc);
+    SRunner *runner = srunner_create(suite);
+    srunner_run_all(runner, CK_NORMAL);
+    int failed = srunner_ntests_failed(runner);
+    srunner_free(runner);
+    return failed == 0 ? 0 : 1;
+}
