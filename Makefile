@@ -84,6 +84,9 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(CORE_LIB)
 
 run: deps all
 	@mkdir -p var
+	@echo "herold: HTTP and WebSocket on http://127.0.0.1:8080 (/v1.0/ws), events on tcp://127.0.0.1:5560"
+	@echo "herold: get a token with:  $(BUILD)/herold token alice --groups staff --data var"
+	@echo "herold: stop with Ctrl-C"
 	./$(BUILD)/herold --data var
 
 # Unit tests (Check), then end-to-end tests (pytest) against the binaries in $(BUILD).

@@ -26,9 +26,9 @@
  * bottom up to (not including) the root, so an index returns to one node when its last
  * entry goes.
  *
- * The hash is 64-bit FNV-1a. Subscription paths come from clients, so a table could be
- * fed colliding segments on purpose; the per-user subscription limit bounds how long a
- * probe run can get.
+ * The hash is 64-bit FNV-1a, which is not keyed. Subscription paths come from clients, so
+ * a table could be fed colliding segments on purpose; the subscription limits bound how
+ * long a probe run can get, and a keyed hash (SipHash) is the remedy if that ever matters.
  */
 
 #define CHILD_TABLE_MIN_CAPACITY 4
@@ -354,8 +354,8 @@ static bool match_from(struct match *m, const struct node *node, size_t depth)
     }
 }
 
-size_t index_match(const index_t *idx, const path_t *resource, unsigned change,
-                   index_match_fn fn, void *ctx)
+size_t index_match(const index_t *idx, const path_t *resource, unsigned change, index_match_fn fn,
+                   void *ctx)
 {
     struct match m = {resource, change, fn, ctx, 0};
 

@@ -1,15 +1,14 @@
 #include "path.h"
 
 #include <assert.h>
-#include <stdint.h>
 
 /*
  * Parsing is one forward pass over the text. Each byte is classified once: `/` ends a
  * segment, other ASCII is checked for control characters, and a byte >= 0x80 must begin
  * a complete, well-formed UTF-8 sequence that is then skipped as a whole. `/` (0x2f) can
  * never occur inside a multi-byte UTF-8 sequence, so splitting on it before decoding is
- * safe. The first problem by position is the one reported, so a publisher fixing errors
- * one at a time fixes them left to right.
+ * safe. The first problem the scan meets is the one reported: a bad byte at its offset, a
+ * bad segment (empty, `.`, `..`, `*`, one too many) when the segment ends.
  *
  * The length limit is checked before the scan so that the work done on any input is
  * bounded by PATH_MAX_BYTES. The segment limit is checked as each segment ends, before it
@@ -112,8 +111,7 @@ static int finish_segment(const char *text, size_t start, size_t end, bool allow
     return 0;
 }
 
-static int parse(const char *text, size_t len, bool allow_wildcard, path_t *out,
-                 struct herr *err)
+static int parse(const char *text, size_t len, bool allow_wildcard, path_t *out, struct herr *err)
 {
     const unsigned char *s = (const unsigned char *)text;
     size_t start;
@@ -124,8 +122,8 @@ static int parse(const char *text, size_t len, bool allow_wildcard, path_t *out,
     out->segment_count = 0;
 
     if (len > PATH_MAX_BYTES) {
-        return herr_set(err, HEROLD_E_BAD_PATH, "longer than %d bytes (%zu bytes)",
-                        PATH_MAX_BYTES, len);
+        return herr_set(err, HEROLD_E_BAD_PATH, "longer than %d bytes (%zu bytes)", PATH_MAX_BYTES,
+                        len);
     }
     if (len == 0) {
         return herr_set(err, HEROLD_E_BAD_PATH, "empty; a path starts with '/'");
@@ -134,8 +132,7 @@ static int parse(const char *text, size_t len, bool allow_wildcard, path_t *out,
         return herr_set(err, HEROLD_E_BAD_PATH, "does not start with '/'");
     }
     if (len == 1) {
-        return herr_set(err, HEROLD_E_BAD_PATH, "'/' alone is not a path: at least one segment "
-                                                "is required");
+        return herr_set(err, HEROLD_E_BAD_PATH, "no segment; '/' alone is not a path");
     }
 
     start = 1;
@@ -162,8 +159,7 @@ static int parse(const char *text, size_t len, bool allow_wildcard, path_t *out,
         }
     }
     if (start == len) {
-        return herr_set(err, HEROLD_E_BAD_PATH, "empty segment at byte %zu (trailing '/')",
-                        start);
+        return herr_set(err, HEROLD_E_BAD_PATH, "empty segment at byte %zu (trailing '/')", start);
     }
     return finish_segment(text, start, len, allow_wildcard, out, err);
 }

@@ -7,14 +7,18 @@
 
 #include "path.h"
 
+/* At most this much of a path is quoted in a failure message. */
+#define QUOTE_MAX 60
+#define QUOTE(len) ((int)((len) < QUOTE_MAX ? (len) : QUOTE_MAX))
+
 /* Parses len bytes of text as a resource (or a pattern) and asserts success. */
 static void expect_ok(const char *text, size_t len, bool is_pattern, path_t *out)
 {
     struct herr err;
     herr_clear(&err);
-    int rc = is_pattern ? path_parse_pattern(text, len, out, &err)
-                        : path_parse(text, len, out, &err);
-    ck_assert_msg(rc == 0, "'%.*s' refused: %s", (int)len, text, err.message);
+    int rc =
+        is_pattern ? path_parse_pattern(text, len, out, &err) : path_parse(text, len, out, &err);
+    ck_assert_msg(rc == 0, "'%.*s' refused: %s", QUOTE(len), text, err.message);
 }
 
 /* Asserts that len bytes of text are refused with BAD_PATH and a message containing
@@ -24,12 +28,12 @@ static void expect_bad(const char *text, size_t len, bool is_pattern, const char
     struct herr err;
     path_t out;
     herr_clear(&err);
-    int rc = is_pattern ? path_parse_pattern(text, len, &out, &err)
-                        : path_parse(text, len, &out, &err);
-    ck_assert_msg(rc == HEROLD_E_BAD_PATH, "'%.*s' accepted (rc %d)", (int)len, text, rc);
+    int rc =
+        is_pattern ? path_parse_pattern(text, len, &out, &err) : path_parse(text, len, &out, &err);
+    ck_assert_msg(rc == HEROLD_E_BAD_PATH, "'%.*s' accepted (rc %d)", QUOTE(len), text, rc);
     ck_assert_int_eq(err.code, HEROLD_E_BAD_PATH);
     ck_assert_msg(strstr(err.message, needle) != NULL, "'%.*s': message '%s' lacks '%s'",
-                  (int)len, text, err.message, needle);
+                  QUOTE(len), text, err.message, needle);
     ck_assert(strncmp(err.message, "resource", 8) != 0);
     ck_assert(strncmp(err.message, "pattern", 7) != 0);
 }
@@ -349,23 +353,23 @@ END_TEST
 
 START_TEST(test_path_matches_rules)
 {
-    ck_assert(matches("/a/b", "/a/b"));              /* equal */
-    ck_assert(matches("/a", "/a/b/c"));              /* beneath */
-    ck_assert(matches("/a/b", "/a/b/c"));            /* beneath */
-    ck_assert(!matches("/a/b", "/a/c"));             /* sibling */
-    ck_assert(!matches("/a/b", "/a/bc"));            /* a segment prefix is not a prefix */
+    ck_assert(matches("/a/b", "/a/b"));   /* equal */
+    ck_assert(matches("/a", "/a/b/c"));   /* beneath */
+    ck_assert(matches("/a/b", "/a/b/c")); /* beneath */
+    ck_assert(!matches("/a/b", "/a/c"));  /* sibling */
+    ck_assert(!matches("/a/b", "/a/bc")); /* a segment prefix is not a prefix */
     ck_assert(!matches("/a/bc", "/a/b"));
-    ck_assert(!matches("/a/b", "/a"));               /* pattern longer than resource */
+    ck_assert(!matches("/a/b", "/a")); /* pattern longer than resource */
     ck_assert(!matches("/a/b/c", "/a/b"));
-    ck_assert(matches("/a/*", "/a/x"));              /* wildcard */
-    ck_assert(matches("/a/*", "/a/x/y"));            /* wildcard, then beneath */
-    ck_assert(!matches("/a/*", "/a"));               /* a wildcard needs a segment */
+    ck_assert(matches("/a/*", "/a/x"));   /* wildcard */
+    ck_assert(matches("/a/*", "/a/x/y")); /* wildcard, then beneath */
+    ck_assert(!matches("/a/*", "/a"));    /* a wildcard needs a segment */
     ck_assert(matches("/*/b", "/x/b/c"));
     ck_assert(!matches("/*/b", "/x/c"));
     ck_assert(matches("/*/*", "/x/y"));
     ck_assert(!matches("/*/*/*", "/x/y"));
-    ck_assert(!matches("/A", "/a"));                 /* byte for byte, no case folding */
-    ck_assert(!matches("/x%20y", "/x y"));           /* no percent-decoding */
+    ck_assert(!matches("/A", "/a"));       /* byte for byte, no case folding */
+    ck_assert(!matches("/x%20y", "/x y")); /* no percent-decoding */
     ck_assert(matches("/caf\xc3\xa9", "/caf\xc3\xa9/menu"));
 }
 END_TEST
