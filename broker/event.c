@@ -65,10 +65,17 @@ enum field {
 };
 
 static const char *const field_names[FIELD_COUNT] = {
-    [FIELD_ID] = "id",         [FIELD_SOURCE] = "source",   [FIELD_TYPE] = "type",
-    [FIELD_RESOURCE] = "resource", [FIELD_PREVIOUS] = "previous", [FIELD_TIME] = "time",
-    [FIELD_ACTOR] = "actor",   [FIELD_READERS] = "readers", [FIELD_KIND] = "kind",
-    [FIELD_TENANT] = "tenant", [FIELD_DATA] = "data",
+    [FIELD_ID] = "id",
+    [FIELD_SOURCE] = "source",
+    [FIELD_TYPE] = "type",
+    [FIELD_RESOURCE] = "resource",
+    [FIELD_PREVIOUS] = "previous",
+    [FIELD_TIME] = "time",
+    [FIELD_ACTOR] = "actor",
+    [FIELD_READERS] = "readers",
+    [FIELD_KIND] = "kind",
+    [FIELD_TENANT] = "tenant",
+    [FIELD_DATA] = "data",
 };
 
 /* The order in which missing required fields are reported. */
@@ -134,9 +141,9 @@ enum wire_kind { WIRE_SCALAR, WIRE_STR, WIRE_BIN, WIRE_EXT, WIRE_ARRAY, WIRE_MAP
 
 struct wire_head {
     enum wire_kind kind;
-    size_t size;     /* bytes of the whole object; of the header alone for containers */
-    size_t body;     /* str, bin, ext: payload bytes (at the end of size) */
-    uint64_t count;  /* array: elements; map: key/value pairs */
+    size_t size;      /* bytes of the whole object; of the header alone for containers */
+    size_t body;      /* str, bin, ext: payload bytes (at the end of size) */
+    uint64_t count;   /* array: elements; map: key/value pairs */
     const char *what; /* type name for messages */
 };
 
@@ -288,8 +295,8 @@ static int scan_object(const unsigned char *p, size_t len, size_t *pos, struct h
         int rc = wire_head_read(p, len, *pos, &h);
         if (rc == WIRE_TRUNCATED) {
             return herr_set(err, HEROLD_E_MALFORMED,
-                            "message: truncated: the object at offset %zu ends after the "
-                            "last byte (%zu)",
+                            "message: truncated: the object at offset %zu runs past the end "
+                            "of the message (%zu bytes)",
                             *pos, len);
         }
         if (rc == WIRE_INVALID) {
@@ -347,13 +354,12 @@ static hstr_t str_view(const event_t *event, const msgpack_object *o)
 }
 
 /* Checks that o is a str of min_len..max_len bytes of valid UTF-8 and sets *out to it. */
-static int take_str(const event_t *event, const msgpack_object *o, const char *what,
-                    size_t min_len, size_t max_len, hstr_t *out, struct herr *err)
+static int take_str(const event_t *event, const msgpack_object *o, const char *what, size_t min_len,
+                    size_t max_len, hstr_t *out, struct herr *err)
 {
     if (o->type == MSGPACK_OBJECT_BIN) {
         return herr_set(err, HEROLD_E_FIELD_TYPE,
-                        "%s: must be a str, got bin (msgpack bin is not accepted for text)",
-                        what);
+                        "%s: must be a str, got bin (msgpack bin is not accepted for text)", what);
     }
     if (o->type != MSGPACK_OBJECT_STR) {
         return herr_set(err, HEROLD_E_FIELD_TYPE, "%s: must be a str, got %s", what,
@@ -374,8 +380,8 @@ static int take_str(const event_t *event, const msgpack_object *o, const char *w
     return 0;
 }
 
-static int take_path(const event_t *event, const msgpack_object *o, const char *what,
-                     hstr_t *text, path_t *path, struct herr *err)
+static int take_path(const event_t *event, const msgpack_object *o, const char *what, hstr_t *text,
+                     path_t *path, struct herr *err)
 {
     struct herr path_err;
     int rc = take_str(event, o, what, 0, PATH_MAX_BYTES, text, err);
@@ -437,8 +443,7 @@ static int take_time(const msgpack_object *o, int64_t *out, struct herr *err)
     return 0;
 }
 
-static int take_kind(const event_t *event, const msgpack_object *o, hstr_t *out,
-                     struct herr *err)
+static int take_kind(const event_t *event, const msgpack_object *o, hstr_t *out, struct herr *err)
 {
     int rc = take_str(event, o, "kind", 1, EVENT_MAX_SHORT_BYTES, out, err);
     if (rc != 0) {
@@ -493,8 +498,7 @@ static int take_readers(event_t *event, const msgpack_object *o, struct herr *er
 }
 
 /* Appends ".key" or "[index]" to a data label, cutting what does not fit. */
-static void label_child(char *child, const char *parent, const msgpack_object *key,
-                        size_t index)
+static void label_child(char *child, const char *parent, const msgpack_object *key, size_t index)
 {
     if (key != NULL) {
         char buf[SHOWN_BUFFER];
@@ -512,8 +516,7 @@ static void label_child(char *child, const char *parent, const msgpack_object *k
 /* Data becomes JSON in rich notifications, so it must have a JSON form: str keys, valid
  * UTF-8, finite numbers, no bin or ext; and at most EVENT_MAX_DATA_DEPTH nested
  * containers. Recursion is bounded by the scan's MESSAGE_MAX_DEPTH. */
-static int check_data_value(const msgpack_object *o, const char *label, int depth,
-                            struct herr *err)
+static int check_data_value(const msgpack_object *o, const char *label, int depth, struct herr *err)
 {
     char child[LABEL_BUFFER];
     switch (o->type) {
@@ -560,8 +563,8 @@ static int check_data_value(const msgpack_object *o, const char *label, int dept
     for (size_t i = 0; i < o->via.map.size; i++) {
         const msgpack_object_kv *kv = &o->via.map.ptr[i];
         if (kv->key.type != MSGPACK_OBJECT_STR) {
-            return herr_set(err, HEROLD_E_FIELD_TYPE, "%s: key %zu must be a str, got %s", label,
-                            i, object_type_name(&kv->key));
+            return herr_set(err, HEROLD_E_FIELD_TYPE, "%s: key %zu must be a str, got %s", label, i,
+                            object_type_name(&kv->key));
         }
         if (!path_utf8_is_valid(kv->key.via.str.ptr, kv->key.via.str.size)) {
             return herr_set(err, HEROLD_E_BAD_UTF8, "%s: key %zu is not valid UTF-8", label, i);
@@ -642,8 +645,8 @@ static int field_lookup(const char *p, size_t len)
 }
 
 /* Unpacks the object at *pos (already proven sound by the scan) and moves *pos past it. */
-static int unpack_at(msgpack_unpacked *result, const event_t *event, size_t *pos,
-                     uint64_t entry, struct herr *err)
+static int unpack_at(msgpack_unpacked *result, const event_t *event, size_t *pos, uint64_t entry,
+                     struct herr *err)
 {
     msgpack_unpack_return rc = msgpack_unpack_next(result, event->raw, event->raw_len, pos);
     if (rc != MSGPACK_UNPACK_SUCCESS) {
@@ -669,12 +672,14 @@ static int decode_fields(event_t *event, struct herr *err)
     assert(rc == WIRE_OK);
     if (top.kind != WIRE_MAP) {
         return herr_set(err, HEROLD_E_MALFORMED,
-                        "message: the top level is a %s; an event is one msgpack map", top.what);
+                        "message: the top level is a msgpack %s; an event is one msgpack map",
+                        top.what);
     }
     if (pos != len) {
         return herr_set(err, HEROLD_E_MALFORMED,
-                        "message: %zu bytes follow the map; a message carries one event",
-                        len - pos);
+                        "message: %zu byte%s after the end of the map; a message carries one "
+                        "event",
+                        len - pos, len - pos == 1 ? "" : "s");
     }
 
     unsigned seen = 0;
@@ -692,8 +697,8 @@ static int decode_fields(event_t *event, struct herr *err)
         const msgpack_object *k = &key.data;
         if (k->type != MSGPACK_OBJECT_STR) {
             rc = herr_set(err, HEROLD_E_MALFORMED,
-                          "message: the key of entry %" PRIu64 " is a %s; keys must be str", i,
-                          object_type_name(k));
+                          "message: the key of entry %" PRIu64 " is a msgpack %s; keys must be str",
+                          i, object_type_name(k));
             break;
         }
         int field = field_lookup(k->via.str.ptr, k->via.str.size);
@@ -777,8 +782,8 @@ bool event_peek_id(const void *message, size_t len, hstr_t *id)
         if (wire_head_read(p, len, pos, &key) != WIRE_OK) {
             return false;
         }
-        bool is_id = key.kind == WIRE_STR && key.body == 2 &&
-                     memcmp(p + pos + key.size - 2, "id", 2) == 0;
+        bool is_id =
+            key.kind == WIRE_STR && key.body == 2 && memcmp(p + pos + key.size - 2, "id", 2) == 0;
         if (scan_object(p, len, &pos, NULL) != 0) {
             return false;
         }
@@ -920,8 +925,7 @@ int event_principal_validate(const char *p, size_t len, const char *what, struct
                           (c == 0xc2 && i + 1 < id_len && (unsigned char)id[i + 1] <= 0x9f);
         if (is_control) {
             return herr_set(err, HEROLD_E_BAD_PRINCIPAL,
-                            "%s: '%s' has a control character in its id", what,
-                            shown(buf, p, len));
+                            "%s: '%s' has a control character in its id", what, shown(buf, p, len));
         }
         if (c == ' ') {
             return herr_set(err, HEROLD_E_BAD_PRINCIPAL, "%s: '%s' has a space in its id", what,

@@ -102,44 +102,17 @@ static void reply_ok(ingest_t *ingest, zmq_msg_t *frames, size_t envelope_count,
     msgpack_sbuffer_destroy(&buf);
 }
 
-/* The id of a refused message, when it can be read: a top-level str under "id" of at
- * most EVENT_MAX_ID_BYTES valid bytes. Otherwise nil is sent. */
-static bool refused_id(const void *payload, size_t len, msgpack_zone *zone, hstr_t *id)
-{
-    msgpack_object root;
-    size_t offset = 0;
-    if (len > EVENT_MAX_MESSAGE_BYTES ||
-        msgpack_unpack(payload, len, &offset, zone, &root) != MSGPACK_UNPACK_SUCCESS ||
-        root.type != MSGPACK_OBJECT_MAP) {
-        return false;
-    }
-    for (uint32_t i = 0; i < root.via.map.size; i++) {
-        msgpack_object_kv *kv = &root.via.map.ptr[i];
-        if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == 2 &&
-            memcmp(kv->key.via.str.ptr, "id", 2) == 0 && kv->val.type == MSGPACK_OBJECT_STR &&
-            kv->val.via.str.size <= EVENT_MAX_ID_BYTES &&
-            path_utf8_is_valid(kv->val.via.str.ptr, kv->val.via.str.size)) {
-            id->p = kv->val.via.str.ptr;
-            id->len = kv->val.via.str.size;
-            return true;
-        }
-    }
-    return false;
-}
-
 static void reply_error(ingest_t *ingest, zmq_msg_t *frames, size_t envelope_count,
                         const void *payload, size_t payload_len, const struct herr *err)
 {
     msgpack_sbuffer buf;
     msgpack_packer pk;
-    msgpack_zone zone;
     hstr_t id;
-    msgpack_zone_init(&zone, 2048);
     msgpack_sbuffer_init(&buf);
     msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 4);
     pack_cstr(&pk, "id");
-    if (payload != NULL && refused_id(payload, payload_len, &zone, &id)) {
+    if (payload != NULL && event_peek_id(payload, payload_len, &id)) {
         pack_str(&pk, id.p, id.len);
     } else {
         msgpack_pack_nil(&pk);
@@ -152,7 +125,6 @@ static void reply_error(ingest_t *ingest, zmq_msg_t *frames, size_t envelope_cou
     pack_cstr(&pk, err->message);
     send_reply(ingest, frames, envelope_count, &buf);
     msgpack_sbuffer_destroy(&buf);
-    msgpack_zone_destroy(&zone);
 }
 
 /* ---- one message ---- */
