@@ -37,7 +37,11 @@ ingest_t *ingest_new(void *zmq_context, const char *endpoint, chan_t *out, struc
     int64_t max_frame = INGEST_MAX_FRAME_BYTES;
     int linger = 0;
     int handover = 1; /* a reconnecting publisher with the same identity takes over */
+    int mandatory = 1; /* a reply that cannot be queued is reported, not silently lost */
+    int reply_hwm = INGEST_MAX_UNREAD_REPLIES;
     zmq_setsockopt(socket, ZMQ_MAXMSGSIZE, &max_frame, sizeof(max_frame));
+    zmq_setsockopt(socket, ZMQ_ROUTER_MANDATORY, &mandatory, sizeof(mandatory));
+    zmq_setsockopt(socket, ZMQ_SNDHWM, &reply_hwm, sizeof(reply_hwm));
     zmq_setsockopt(socket, ZMQ_LINGER, &linger, sizeof(linger));
     zmq_setsockopt(socket, ZMQ_ROUTER_HANDOVER, &handover, sizeof(handover));
     if (zmq_bind(socket, endpoint) != 0) {
@@ -67,8 +71,9 @@ static void pack_cstr(msgpack_packer *pk, const char *s)
     pack_str(pk, s, strlen(s));
 }
 
-/* Sends the envelope frames verbatim, then the reply. A failed send (the peer vanished)
- * is not an error of ours: ROUTER drops what it cannot route. */
+/* Sends the envelope frames verbatim, then the reply. The socket never blocks here: a
+ * peer that has gone (EHOSTUNREACH) or that leaves INGEST_MAX_UNREAD_REPLIES replies unread
+ * (EAGAIN) does not get this reply, which is logged; the event itself was handled. */
 static void send_reply(ingest_t *ingest, zmq_msg_t *frames, size_t envelope_count,
                        const msgpack_sbuffer *reply)
 {
@@ -76,12 +81,14 @@ static void send_reply(ingest_t *ingest, zmq_msg_t *frames, size_t envelope_coun
         zmq_msg_t copy;
         zmq_msg_init(&copy);
         zmq_msg_copy(&copy, &frames[i]);
-        if (zmq_msg_send(&copy, ingest->socket, ZMQ_SNDMORE) < 0) {
+        if (zmq_msg_send(&copy, ingest->socket, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
             zmq_msg_close(&copy);
+            /* Only the first frame can fail: ZeroMQ queues a message whole. */
+            log_msg(LOG_LEVEL_WARN, "ingest: reply not sent: %s", zmq_strerror(errno));
             return;
         }
     }
-    zmq_send(ingest->socket, reply->data, reply->size, 0);
+    zmq_send(ingest->socket, reply->data, reply->size, ZMQ_DONTWAIT);
 }
 
 static void reply_ok(ingest_t *ingest, zmq_msg_t *frames, size_t envelope_count, hstr_t id,

@@ -31,9 +31,11 @@ struct lws;
 #define WS_MAX_MESSAGE_BYTES 16384      /* one client message after reassembly */
 #define WS_MAX_REF_BYTES 128
 #define WS_MAX_SUBSCRIPTIONS_PER_CONNECTION 256
-#define WS_QUEUE_MAX_ENTRIES 1024
-#define WS_BATCH_MAX_ITEMS 64
-#define WS_EVENTS_PER_TURN 256          /* events dispatched per loop turn */
+#define WS_QUEUE_MAX_ENTRIES 8192
+/* A session gains at most WS_EVENTS_PER_TURN items per loop turn and may send one frame
+ * per turn, so a frame holds more than that: a client that keeps reading keeps up. */
+#define WS_BATCH_MAX_ITEMS 128
+#define WS_EVENTS_PER_TURN 64           /* events dispatched per loop turn */
 
 typedef struct ws ws_t;
 typedef struct ws_session ws_session_t;

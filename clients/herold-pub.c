@@ -70,6 +70,7 @@ struct options {
     bool has_time;
     uint64_t repeat;
     bool has_repeat;
+    uint64_t rate; /* --rate: events/s; 0 when not given */
     bool has_event_flags; /* a flag that only makes sense with --resource */
     bool is_quiet;
 };
@@ -562,6 +563,7 @@ struct publisher {
     struct timespec first_send;
     struct timespec last_reply;
     struct timespec last_progress; /* the last reply, or the send that ended an idle spell */
+    uint64_t rate;                 /* events/s to pace sends at; 0: as fast as acks allow */
 };
 
 static struct timespec monotonic_now(void)
@@ -696,11 +698,21 @@ static int publish(struct publisher *pub, struct source *source)
         bool wants_input = false;
         bool wants_writable = false;
 
+        long pace_ms = -1;
         while (pub->outstanding < PUB_WINDOW) {
             if (!has_pending) {
                 enum source_result result;
                 if (is_source_done) {
                     break;
+                }
+                if (pub->rate > 0 && pub->sent > 0) {
+                    /* Event n is due n/rate seconds after the first send. */
+                    double due = (double)pub->sent / (double)pub->rate;
+                    double elapsed = seconds_between(pub->first_send, monotonic_now());
+                    if (elapsed < due) {
+                        pace_ms = (long)((due - elapsed) * 1000.0) + 1;
+                        break;
+                    }
                 }
                 if (source_next(source, &payload, &result) != 0) {
                     fprintf(stderr, "herold-pub: reading stdin failed: %s\n", strerror(errno));
@@ -753,6 +765,9 @@ static int publish(struct publisher *pub, struct source *source)
                 goto out;
             }
         }
+        if (pace_ms >= 0 && (timeout_ms < 0 || pace_ms < timeout_ms)) {
+            timeout_ms = pace_ms;
+        }
         if (zmq_poll(items, wants_input ? 2 : 1, timeout_ms) < 0) {
             if (errno == EINTR) {
                 continue;
@@ -781,12 +796,13 @@ static void usage(FILE *out)
     fputs("usage: herold-pub [--ingest ENDPOINT] [--id ID] [--source S] [--type T]\n"
           "                  [--resource PATH] [--readers r1,r2] [--time MS] [--actor A]\n"
           "                  [--kind K] [--tenant T] [--previous PATH] [--data JSON]\n"
-          "                  [--repeat N] [--quiet]\n"
+          "                  [--repeat N] [--rate EVENTS_PER_SECOND] [--quiet]\n"
           "\n"
           "With --resource, publishes one event built from the flags (id: a random UUID;\n"
           "source: cli; type: updated; time: now in ms; readers: none), or with --repeat N\n"
           "N copies with the ids ID-1..ID-N and a summary on stderr. Without --resource,\n"
           "sends each JSON line of stdin as a msgpack map, as it is.\n"
+          "--rate paces sends (default: as fast as the window of unanswered events allows).\n"
           "Prints each reply as a JSON line (unless --quiet).\n"
           "--ingest defaults to " PUB_DEFAULT_INGEST ".\n"
           "Exit status: 0 all acked, 1 any refused, 2 usage or connection error.\n",
@@ -837,6 +853,7 @@ static int parse_options(int argc, char **argv, struct options *options)
         OPT_PREVIOUS,
         OPT_DATA,
         OPT_REPEAT,
+        OPT_RATE,
         OPT_QUIET,
         OPT_HELP,
     };
@@ -854,6 +871,7 @@ static int parse_options(int argc, char **argv, struct options *options)
         {"previous", required_argument, NULL, OPT_PREVIOUS},
         {"data", required_argument, NULL, OPT_DATA},
         {"repeat", required_argument, NULL, OPT_REPEAT},
+        {"rate", required_argument, NULL, OPT_RATE},
         {"quiet", no_argument, NULL, OPT_QUIET},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
@@ -868,7 +886,7 @@ static int parse_options(int argc, char **argv, struct options *options)
     opterr = 0;
     while ((opt = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
         options->has_event_flags |= opt != OPT_INGEST && opt != OPT_RESOURCE &&
-                                     opt != OPT_QUIET && opt != OPT_HELP && opt != '?';
+                                     opt != OPT_RATE && opt != OPT_QUIET && opt != OPT_HELP && opt != '?';
         switch (opt) {
         case OPT_INGEST:
             options->ingest = optarg;
@@ -923,6 +941,12 @@ static int parse_options(int argc, char **argv, struct options *options)
                 return -1;
             }
             options->has_repeat = true;
+            break;
+        case OPT_RATE:
+            if (!parse_count(optarg, &options->rate)) {
+                fprintf(stderr, "herold-pub: --rate needs events per second, at least 1\n");
+                return -1;
+            }
             break;
         case OPT_QUIET:
             options->is_quiet = true;
@@ -1030,7 +1054,8 @@ int main(int argc, char **argv)
     }
 
     void *context = zmq_ctx_new();
-    struct publisher pub = {.endpoint = options.ingest, .is_quiet = options.is_quiet};
+    struct publisher pub = {
+        .endpoint = options.ingest, .is_quiet = options.is_quiet, .rate = options.rate};
     pub.socket = context != NULL ? open_socket(context, options.ingest) : NULL;
     if (pub.socket != NULL && publish(&pub, &source) == 0) {
         pub.refused += source.local_refusals;
