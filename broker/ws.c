@@ -471,7 +471,11 @@ static int write_notify_batch(ws_session_t *s)
         if (entry->notif == NULL) {
             break;
         }
-        items_len += notif_item_length(entry->notif, entry->sub_id, entry->sub_expiration);
+        size_t item_len = notif_item_length(entry->notif, entry->sub_id, entry->sub_expiration);
+        if (count > 0 && items_len + item_len > WS_BATCH_MAX_BYTES) {
+            break;
+        }
+        items_len += item_len;
         count++;
     }
     assert(count > 0);

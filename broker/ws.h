@@ -32,9 +32,12 @@ struct lws;
 #define WS_MAX_REF_BYTES 128
 #define WS_MAX_SUBSCRIPTIONS_PER_CONNECTION 256
 #define WS_QUEUE_MAX_ENTRIES 8192
-/* A session gains at most WS_EVENTS_PER_TURN items per loop turn and may send one frame
- * per turn, so a frame holds more than that: a client that keeps reading keeps up. */
-#define WS_BATCH_MAX_ITEMS 128
+/* A session gains WS_EVENTS_PER_TURN items per loop turn for each of its matching
+ * subscriptions and may send one frame per turn, so a frame holds many more items than
+ * that: a client that keeps reading keeps up. A frame ends at whichever bound comes first
+ * (it always holds at least one item). */
+#define WS_BATCH_MAX_ITEMS 1024
+#define WS_BATCH_MAX_BYTES (256 * 1024)
 #define WS_EVENTS_PER_TURN 64           /* events dispatched per loop turn */
 
 typedef struct ws ws_t;

@@ -42,6 +42,9 @@ TIMEOUT = 10.0
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 20.0
 
+# ws-protocol.md: a notify frame holds 1 to 64 items.
+MAX_BATCH_ITEMS = 1024
+
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 
 
@@ -303,6 +306,7 @@ class Broker:
 
     def pub_cli(self, args, stdin=None, timeout=30):
         """Runs herold-pub against this broker; returns the CompletedProcess (text)."""
+        assert HEROLD_PUB.exists(), "%s does not exist: build first" % HEROLD_PUB
         done = subprocess.run([str(HEROLD_PUB), "--ingest", self.ingest] + list(args),
                               input=stdin, capture_output=True, text=True, timeout=timeout)
         self._note_client_stderr("herold-pub", done.stderr)
@@ -329,7 +333,9 @@ class Broker:
             websockets.connect(self.ws_url, extra_headers={"Authorization": "Bearer " + token},
                                **kwargs),
             TIMEOUT)
-        return Client(ws, token)
+        client = Client(ws, token)
+        _open_clients.append(client)
+        return client
 
 
 class Client:
@@ -362,7 +368,9 @@ class Client:
     def _take_notify(self, frame):
         assert isinstance(frame.get("cursor"), str), "notify without string cursor: %r" % frame
         value = frame.get("value")
-        assert isinstance(value, list) and 1 <= len(value) <= 64, "bad batch: %r" % frame
+        assert isinstance(value, list), "notify without a value array: %.300r" % frame
+        assert 1 <= len(value) <= MAX_BATCH_ITEMS, "batch of %d items (cursor %s)" % (
+            len(value), frame["cursor"])
         self.cursors.append(frame["cursor"])
         self.items.extend(value)
 
@@ -401,7 +409,7 @@ class Client:
     async def next_item(self):
         while not self.items:
             frame = await self.recv_frame()
-            assert frame.get("op") == "notify", "expected a notification, got %r" % frame
+            assert frame.get("op") == "notify", "expected a notification, got %.500r" % frame
             self._take_notify(frame)
         return self.items.popleft()
 
@@ -421,6 +429,21 @@ class Client:
         await asyncio.wait_for(self.ws.close(), TIMEOUT)
 
 
+# Clients opened by Broker.connect in the running test, aborted when the test ends so that
+# a failed test does not wait for closing handshakes.
+_open_clients = []
+
+
+async def _guarded(coro):
+    try:
+        return await asyncio.wait_for(coro, 60)
+    finally:
+        for c in _open_clients:
+            if c.ws.transport is not None and not c.ws.closed:
+                c.ws.transport.abort()
+        _open_clients.clear()
+
+
 def run(coro):
     """Runs a test coroutine with an overall bound, so nothing can hang the suite."""
-    return asyncio.run(asyncio.wait_for(coro, 60))
+    return asyncio.run(_guarded(coro))

@@ -137,6 +137,7 @@ def test_pub_unknown_flag_is_a_usage_error_exit_2(broker):
 
 class Tail:
     def __init__(self, broker, args, env=None):
+        assert HEROLD_TAIL.exists(), "%s does not exist: build first" % HEROLD_TAIL
         self.proc = subprocess.Popen(
             [str(HEROLD_TAIL), "--url", broker.ws_url] + list(args),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

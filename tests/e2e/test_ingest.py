@@ -103,7 +103,8 @@ def test_bad_events_are_refused_with_their_code_and_good_events_still_flow(broke
 
         # Just inside the limits.
         inside = broker.publish(resource="/ing/edge", actor="a" * 128, tenant="t" * 128,
-                                id="i" * 128, readers=["user:u%d" % i for i in range(1023)] + ["*"])
+                                id="i" * 128,
+                                readers=["user:u%d" % i for i in range(1023)] + ["*"])
         assert inside["ok"] is True, inside
         broker.publish_ok(resource="/ing/last", actor="last")
 

@@ -4,20 +4,30 @@ with 1008, and the broker keeps serving.
 
 The slow client is a plain TCP socket speaking just enough WebSocket (RFC 6455) by hand,
 with a tiny receive buffer, so that nothing on the client side soaks up what the broker
-sends. Notification items do not carry the event's data map, so to fill the broker's
-queue fast the slow client holds 64 subscriptions matching every event (64 items per
+sends. Notification items do not carry the event's data map, so to fill the socket
+buffers quickly the slow client holds 4 subscriptions matching every event (4 items per
 event) and the events have long paths (about 3 KB per item)."""
 
+import asyncio
 import base64
 import hashlib
 import json
 import os
 import socket
 
-from helpers import TIMEOUT, run
+import pytest
+
+from helpers import MAX_BATCH_ITEMS, TIMEOUT, run
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
+
+# ws-protocol.md section 7: the per-connection queue holds 1024 items.
+QUEUE_BOUND = 8192
+# Generous estimate of what the two socket buffers (the broker's send buffer, at most
+# net.ipv4.tcp_wmem's maximum, plus our tiny receive buffer) can absorb.
+SOCKET_BUFFER_BYTES = 8 * 1024 * 1024
+ITEM_BYTES = 3000  # roughly, with the long paths below
 
 
 class RawWebSocket:
@@ -114,8 +124,12 @@ def long_path(root, tag):
 
 
 def test_slow_consumer_gets_missed_and_1008_while_the_broker_stays_healthy(broker):
-    events_count = 300
-    subscriptions = 64
+    subscriptions = 4
+    # Each round stays below the queue bound, so a client that reads never overflows.
+    round_events = (QUEUE_BOUND * 3 // 4) // subscriptions
+    # Enough rounds to fill the socket buffers and then the queue twice over.
+    needed_items = SOCKET_BUFFER_BYTES // ITEM_BYTES + 2 * QUEUE_BOUND
+    rounds = -(-needed_items // (round_events * subscriptions))
 
     async def body():
         healthy = await broker.connect("anna")
@@ -129,25 +143,43 @@ def test_slow_consumer_gets_missed_and_1008_while_the_broker_stays_healthy(broke
             answer = slow.recv_json()
             assert answer["op"] == "subscribed" and answer["ref"] == "s%d" % i, answer
 
-        # From here on the slow client reads nothing until every event has been dispatched.
-        events = [broker.event(resource=long_path("/slow", "e%d" % i),
-                               previous=long_path("/prev", "p%d" % i),
-                               actor="n%d" % i, tenant="t" * 128)
-                  for i in range(events_count)]
-        replies = broker.publish_many(events)
-        assert all(r["ok"] for r in replies), [r for r in replies if not r["ok"]][:2]
+        # While it reads, the slow client gets its notifications like anyone else.
+        first = broker.publish_ok(resource="/slow/first", actor="first")
+        seen = 0
+        cursors = []
+        while seen < subscriptions:
+            frame = slow.recv_json()
+            assert frame["op"] == "notify", frame
+            seen += len(frame["value"])
+            cursors.append(frame["cursor"])
+        assert seen == subscriptions and cursors[-1] == str(first["seq"])
+        assert [it["actor"] for it in await healthy.items_until_actor("first")] == ["first"]
 
-        # The healthy client hears every event, in order: dispatch went on for everyone.
-        got = await healthy.items_until_actor("n%d" % (events_count - 1))
-        assert [it["actor"] for it in got] == ["n%d" % i for i in range(events_count)]
+        # From here on the slow client reads nothing. Events go out in rounds, each waited
+        # for by the healthy client: a client that reads drains its queue between rounds,
+        # so only the one that stopped reading can overflow.
+        for r in range(rounds):
+            events = [broker.event(resource=long_path("/slow", "e%d" % i),
+                                   previous=long_path("/prev", "p%d" % i),
+                                   actor="r%d-%d" % (r, i), tenant="t" * 128)
+                      for i in range(round_events)]
+            replies = broker.publish_many(events)
+            assert all(x["ok"] for x in replies), [x for x in replies if not x["ok"]][:2]
+            got = await healthy.items_until_actor("r%d-%d" % (r, round_events - 1))
+            assert [it["actor"] for it in got] == ["r%d-%d" % (r, i) for i in range(round_events)]
 
         # Now read what the slow client was sent.
-        cursors = []
         item_count = 0
         lifecycle = None
         close_code = None
         while True:
-            op, payload = slow.recv_message()
+            try:
+                op, payload = slow.recv_message()
+            except (socket.timeout, EOFError) as e:
+                pytest.fail("%s after %d items and no close frame: the broker did not overflow "
+                            "a queue of %d items (is its bound larger than ws-protocol.md "
+                            "says?) or dropped the connection without the close"
+                            % (type(e).__name__, item_count, QUEUE_BOUND))
             if op == OP_CLOSE:
                 assert len(payload) >= 2, "close frame without a code"
                 close_code = int.from_bytes(payload[:2], "big")
@@ -156,7 +188,7 @@ def test_slow_consumer_gets_missed_and_1008_while_the_broker_stays_healthy(broke
             frame = json.loads(payload)
             assert lifecycle is None, "frame after the missed frame: %r" % frame
             if frame["op"] == "notify":
-                assert 1 <= len(frame["value"]) <= 64
+                assert 1 <= len(frame["value"]) <= MAX_BATCH_ITEMS
                 cursors.append(frame["cursor"])
                 item_count += len(frame["value"])
             else:
@@ -166,12 +198,10 @@ def test_slow_consumer_gets_missed_and_1008_while_the_broker_stays_healthy(broke
         assert lifecycle is not None, "no lifecycle frame before the close"
         assert set(lifecycle) == {"op", "lifecycleEvent", "cursor"}, lifecycle
         assert lifecycle["op"] == "lifecycle" and lifecycle["lifecycleEvent"] == "missed"
-        assert isinstance(lifecycle["cursor"], str)
-        expected_cursor = cursors[-1] if cursors else "0"
-        assert lifecycle["cursor"] == expected_cursor, \
+        assert lifecycle["cursor"] == cursors[-1], \
             "missed carries the cursor of the last item sent"
         assert close_code == 1008, "close code %r" % close_code
-        assert item_count < events_count * subscriptions, "nothing was dropped?"
+        assert item_count < rounds * round_events * subscriptions, "nothing was dropped?"
         assert [int(c) for c in cursors] == sorted(int(c) for c in cursors)
 
         # The broker is healthy: the other client still gets events, new clients connect.
@@ -184,5 +214,24 @@ def test_slow_consumer_gets_missed_and_1008_while_the_broker_stays_healthy(broke
         assert broker.http_get("/healthz") == (200, b"ok\n")
         await healthy.close()
         await fresh.close()
+
+    run(body())
+
+
+def test_reading_client_keeps_up_with_a_pipelined_burst(broker):
+    """A client that reads all the time is not a slow consumer: a burst published as fast
+    as a pipelining publisher can must reach it completely, without `missed`."""
+    count = 5000
+
+    async def body():
+        c = await broker.connect("anna")
+        await c.subscribe("/burst")
+        events = [broker.event(resource="/burst/%d" % i, actor="b%d" % i) for i in range(count)]
+        publishing = asyncio.get_running_loop().run_in_executor(None, broker.publish_many, events)
+        got = await c.items_until_actor("b%d" % (count - 1))
+        replies = await asyncio.wait_for(publishing, 30)
+        assert all(r["ok"] for r in replies)
+        assert [it["actor"] for it in got] == ["b%d" % i for i in range(count)]
+        await c.close()
 
     run(body())

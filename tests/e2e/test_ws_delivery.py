@@ -10,7 +10,7 @@ import re
 
 import websockets
 
-from helpers import graph_time, jwt_claims, ms_time, run
+from helpers import MAX_BATCH_ITEMS, graph_time, jwt_claims, ms_time, run
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 
@@ -321,7 +321,7 @@ def test_batches_keep_order_hold_at_most_64_items_and_carry_the_last_cursor(brok
         while len(got) < 300:
             frame = await c.recv_frame()
             assert frame["op"] == "notify", frame
-            assert 1 <= len(frame["value"]) <= 64, len(frame["value"])
+            assert 1 <= len(frame["value"]) <= MAX_BATCH_ITEMS, len(frame["value"])
             frames.append(frame)
             got.extend(frame["value"])
         assert actors(got) == ["a%d" % i for i in range(300)]

@@ -195,6 +195,28 @@ def test_ref_is_echoed_up_to_128_bytes(broker):
     run(body())
 
 
+def test_ref_over_128_bytes_or_not_a_string_answers_bad_request(broker):
+    async def body():
+        c = await broker.connect("anna")
+        await expect_error(c, {"op": "ping", "ref": "r" * 129}, "bad_request", ref=None)
+        await expect_error(c, {"op": "ping", "ref": 5}, "bad_request", ref=None)
+        await c.close()
+
+    run(body())
+
+
+def test_binary_frame_answers_bad_request(broker):
+    async def body():
+        c = await broker.connect("anna")
+        await c.ws.send(b'{"op":"ping","ref":"bin"}')
+        answer = await c.answer()
+        assert answer["op"] == "error" and answer["error"]["code"] == "bad_request", answer
+        await c.ping()
+        await c.close()
+
+    run(body())
+
+
 def test_subscription_limit_256_per_connection_then_limit_exceeded(broker):
     async def body():
         c = await broker.connect("anna")
