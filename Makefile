@@ -42,7 +42,9 @@ UNIT_BINS   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 BENCH_SRCS  := $(wildcard bench/*.c)
 BENCH_BINS  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 
-.PHONY: all deps run check check-build test unit e2e asan bench clean format
+.PHONY: all deps run check test unit e2e asan bench clean format
+# Keep objects: they are intermediate files of pattern rules, which make would delete.
+.SECONDARY:
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/herold $(CLIENT_BINS) $(UNIT_BINS) $(BENCH_BINS)
