@@ -11,9 +11,13 @@
 #include "mem.h"
 #include "path.h"
 
-static const char item_head_id[] = "{\"subscriptionId\":\"";
-static const char item_head_exp[] = "\",\"subscriptionExpirationDateTime\":\"";
+static const char item_open[] = "{\"id\":\"";
+static const char item_subscription[] = "\",\"subscriptionId\":\"";
+static const char item_expiration[] = "\",\"subscriptionExpirationDateTime\":\"";
+static const char item_client_state[] = "\",\"clientState\":";
 static const char item_head_end[] = "\",";
+
+#define LIT_LEN(s) (sizeof(s) - 1)
 
 void notif_format_time_ms(int64_t ms, char *out, size_t cap)
 {
@@ -85,7 +89,7 @@ notif_t *notif_new(const event_t *event)
     assert(text_len >= 2 && text[0] == '{' && text[text_len - 1] == '}');
     size_t members_len = text_len - 2;
     notif_t *notif = xmalloc(sizeof(*notif) + members_len + 1);
-    notif->refcount = 1;
+    atomic_init(&notif->refcount, 1);
     notif->seq = event->seq;
     notif->members_len = members_len;
     memcpy(notif->members, text + 1, members_len);
@@ -96,22 +100,36 @@ notif_t *notif_new(const event_t *event)
 
 notif_t *notif_ref(notif_t *notif)
 {
-    notif->refcount++;
+    atomic_fetch_add_explicit(&notif->refcount, 1, memory_order_relaxed);
     return notif;
 }
 
 void notif_release(notif_t *notif)
 {
-    if (notif != NULL && --notif->refcount == 0) {
+    if (notif != NULL &&
+        atomic_fetch_sub_explicit(&notif->refcount, 1, memory_order_acq_rel) == 1) {
         free(notif);
     }
 }
 
-size_t notif_item_length(const notif_t *notif, const char *subscription_id,
-                         const char *expiration)
+/* The seq part of the item id, in decimal. */
+static size_t format_seq(const notif_t *notif, char *out)
 {
-    return sizeof(item_head_id) - 1 + strlen(subscription_id) + sizeof(item_head_exp) - 1 +
-           strlen(expiration) + sizeof(item_head_end) - 1 + notif->members_len + 1;
+    return (size_t)snprintf(out, 24, "%" PRIu64, notif->seq);
+}
+
+size_t notif_item_length(const notif_t *notif, const notif_item_head_t *head)
+{
+    char seq[24];
+    size_t len = LIT_LEN(item_open) + strlen(head->subscription_id) + 1 + format_seq(notif, seq) +
+                 LIT_LEN(item_subscription) + strlen(head->subscription_id) +
+                 LIT_LEN(item_expiration) + strlen(head->expiration);
+    if (head->client_state_json != NULL) {
+        len += LIT_LEN(item_client_state) + strlen(head->client_state_json) + 1;
+    } else {
+        len += LIT_LEN(item_head_end);
+    }
+    return len + notif->members_len + 1;
 }
 
 static char *append(char *out, const char *p, size_t len)
@@ -120,15 +138,26 @@ static char *append(char *out, const char *p, size_t len)
     return out + len;
 }
 
-size_t notif_item_write(const notif_t *notif, const char *subscription_id, const char *expiration,
-                        char *out)
+size_t notif_item_write(const notif_t *notif, const notif_item_head_t *head, char *out)
 {
+    char seq[24];
+    size_t seq_len = format_seq(notif, seq);
     char *p = out;
-    p = append(p, item_head_id, sizeof(item_head_id) - 1);
-    p = append(p, subscription_id, strlen(subscription_id));
-    p = append(p, item_head_exp, sizeof(item_head_exp) - 1);
-    p = append(p, expiration, strlen(expiration));
-    p = append(p, item_head_end, sizeof(item_head_end) - 1);
+    p = append(p, item_open, LIT_LEN(item_open));
+    p = append(p, head->subscription_id, strlen(head->subscription_id));
+    *p++ = '-';
+    p = append(p, seq, seq_len);
+    p = append(p, item_subscription, LIT_LEN(item_subscription));
+    p = append(p, head->subscription_id, strlen(head->subscription_id));
+    p = append(p, item_expiration, LIT_LEN(item_expiration));
+    p = append(p, head->expiration, strlen(head->expiration));
+    if (head->client_state_json != NULL) {
+        p = append(p, item_client_state, LIT_LEN(item_client_state));
+        p = append(p, head->client_state_json, strlen(head->client_state_json));
+        *p++ = ',';
+    } else {
+        p = append(p, item_head_end, LIT_LEN(item_head_end));
+    }
     p = append(p, notif->members, notif->members_len);
     *p++ = '}';
     return (size_t)(p - out);

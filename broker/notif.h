@@ -5,24 +5,27 @@
  * A notification payload: the part of a Graph notification item that depends only on the
  * event, encoded once as JSON members and shared by refcount by every recipient.
  *
- * An item for subscription S is `{"subscriptionId":…,"subscriptionExpirationDateTime":…,`
- * followed by the shared members and `}`; notif_item_write composes it without
- * re-encoding the event. The shared members are: changeType, resource, resourceData
+ * An item for subscription S is `{"id":"<S>-<seq>","subscriptionId":…,
+ * "subscriptionExpirationDateTime":…,` then `"clientState":…,` when S has one, followed by
+ * the shared members and `}`; notif_item_write composes it without re-encoding the event.
+ * The item id is stable: the same event delivered to the same subscription again (a
+ * retry, a replay) carries the same id. The shared members are: changeType, resource, resourceData
  * (`@odata.type` = `#herold.<kind>` or `#herold.resource`, `@odata.id` = resource, `id` =
  * the last path segment), then tenantId, previousResource, actor when the event has them,
  * and eventTime (the event's time, ISO 8601 UTC with milliseconds).
  *
- * Refcounts are plain integers: a notif is only touched by the thread that dispatches
- * (the libwebsockets thread). Make them atomic when delivery spreads over threads.
+ * Refcounts are atomic: a notif is shared by WebSocket queues on the service thread and
+ * webhook batches on the delivery thread. The payload itself is immutable.
  */
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "event.h"
 
 typedef struct notif {
-    int refcount;
+    atomic_int refcount;
     uint64_t seq;
     size_t members_len;
     char members[]; /* JSON members without the braces, NUL-terminated */
@@ -38,15 +41,20 @@ notif_t *notif_ref(notif_t *notif);
 /* Drops a reference, freeing on the last. NULL is a no-op. */
 void notif_release(notif_t *notif);
 
-/* The byte length of the item notif_item_write produces for these subscription fields. */
-size_t notif_item_length(const notif_t *notif, const char *subscription_id,
-                         const char *expiration);
+/* The per-subscription part of an item. Every string is herold-generated or already
+ * JSON-encoded, so none needs escaping here. */
+typedef struct notif_item_head {
+    const char *subscription_id;
+    const char *expiration;        /* Graph format, see notif_format_graph_time */
+    const char *client_state_json; /* a JSON string literal with its quotes, or NULL */
+} notif_item_head_t;
+
+/* The byte length of the item notif_item_write produces for head. */
+size_t notif_item_length(const notif_t *notif, const notif_item_head_t *head);
 
 /* Writes the item for one subscription into out, which has room for at least
- * notif_item_length() bytes; returns the bytes written (no NUL). The subscription id and
- * expiration are herold-generated strings that need no JSON escaping. */
-size_t notif_item_write(const notif_t *notif, const char *subscription_id, const char *expiration,
-                        char *out);
+ * notif_item_length() bytes; returns the bytes written (no NUL). */
+size_t notif_item_write(const notif_t *notif, const notif_item_head_t *head, char *out);
 
 /* Formats ms since the epoch as ISO 8601 UTC with milliseconds ("2026-11-27T10:00:00.000Z")
  * into out (at least 25 bytes). */

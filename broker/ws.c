@@ -471,7 +471,8 @@ static int write_notify_batch(ws_session_t *s)
         if (entry->notif == NULL) {
             break;
         }
-        size_t item_len = notif_item_length(entry->notif, entry->sub_id, entry->sub_expiration);
+        notif_item_head_t item_head = {entry->sub_id, entry->sub_expiration, NULL};
+        size_t item_len = notif_item_length(entry->notif, &item_head);
         if (count > 0 && items_len + item_len > WS_BATCH_MAX_BYTES) {
             break;
         }
@@ -493,7 +494,8 @@ static int write_notify_batch(ws_session_t *s)
         if (i > 0) {
             *p++ = ',';
         }
-        p += notif_item_write(entry->notif, entry->sub_id, entry->sub_expiration, p);
+        notif_item_head_t item_head = {entry->sub_id, entry->sub_expiration, NULL};
+        p += notif_item_write(entry->notif, &item_head, p);
     }
     *p++ = ']';
     *p++ = '}';

@@ -35,6 +35,7 @@ def test_pub_flags_publish_one_event_with_every_field(broker):
 
         item = await c.next_item()
         assert item == {
+            "id": "%s-%d" % (sub["subscriptionId"], replies[0]["seq"]),
             "subscriptionId": sub["subscriptionId"],
             "subscriptionExpirationDateTime": sub["expirationDateTime"],
             "changeType": "created",

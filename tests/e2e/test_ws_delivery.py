@@ -48,6 +48,7 @@ def test_delivery_one_event_every_item_field_matches_what_was_published(broker):
         assert frame["cursor"] == str(reply["seq"]), "cursor is the seq of the last item"
         assert len(frame["value"]) == 1, frame
         assert frame["value"][0] == {
+            "id": "%s-%d" % (answer["subscriptionId"], reply["seq"]),
             "subscriptionId": answer["subscriptionId"],
             "subscriptionExpirationDateTime": graph_time(exp),
             "changeType": "created",
@@ -73,9 +74,10 @@ def test_delivery_without_optional_fields_omits_them_and_uses_herold_resource_ty
         c = await broker.connect("anna")
         answer = await c.subscribe("/files")
         assert answer["changeType"] == "created,updated,deleted", "default is every type"
-        broker.publish_ok(type="deleted", resource="/files/share/a.txt", time=1000)
+        reply = broker.publish_ok(type="deleted", resource="/files/share/a.txt", time=1000)
         item = await c.next_item()
         assert item == {
+            "id": "%s-%d" % (answer["subscriptionId"], reply["seq"]),
             "subscriptionId": answer["subscriptionId"],
             "subscriptionExpirationDateTime": answer["expirationDateTime"],
             "changeType": "deleted",

@@ -22,16 +22,23 @@ static void make_event(event_t *event, const char *resource, const char *previou
     event->time_ms = 1795000000123LL;
 }
 
-static json_t *item_json(const notif_t *notif, const char *id, const char *expiration)
+static json_t *item_json_with_state(const notif_t *notif, const char *id, const char *expiration,
+                                    const char *client_state_json)
 {
-    size_t len = notif_item_length(notif, id, expiration);
+    notif_item_head_t head = {id, expiration, client_state_json};
+    size_t len = notif_item_length(notif, &head);
     char *buf = malloc(len);
-    ck_assert_uint_eq(notif_item_write(notif, id, expiration, buf), len);
+    ck_assert_uint_eq(notif_item_write(notif, &head, buf), len);
     json_error_t jerr;
     json_t *item = json_loadb(buf, len, 0, &jerr);
     ck_assert_msg(item != NULL, "item is not JSON: %s", jerr.text);
     free(buf);
     return item;
+}
+
+static json_t *item_json(const notif_t *notif, const char *id, const char *expiration)
+{
+    return item_json_with_state(notif, id, expiration, NULL);
 }
 
 START_TEST(test_notif_item_has_graph_fields)
@@ -46,6 +53,8 @@ START_TEST(test_notif_item_has_graph_fields)
     json_t *item = item_json(notif, "sub-1", "2026-11-27T10:00:00.0000000Z");
 
     ck_assert_str_eq(json_string_value(json_object_get(item, "subscriptionId")), "sub-1");
+    ck_assert_str_eq(json_string_value(json_object_get(item, "id")), "sub-1-42");
+    ck_assert_ptr_null(json_object_get(item, "clientState"));
     ck_assert_str_eq(json_string_value(json_object_get(item, "subscriptionExpirationDateTime")),
                      "2026-11-27T10:00:00.0000000Z");
     ck_assert_str_eq(json_string_value(json_object_get(item, "changeType")), "updated");
@@ -78,6 +87,19 @@ START_TEST(test_notif_optional_fields_absent_and_default_type)
     ck_assert_str_eq(json_string_value(json_object_get(data, "@odata.type")), "#herold.resource");
     ck_assert_str_eq(json_string_value(json_object_get(item, "eventTime")),
                      "2026-11-18T11:06:40.123Z");
+    json_decref(item);
+    notif_release(notif);
+}
+END_TEST
+
+START_TEST(test_notif_client_state_is_spliced_in)
+{
+    event_t event;
+    make_event(&event, "/a/b", NULL);
+    notif_t *notif = notif_new(&event);
+    json_t *item = item_json_with_state(notif, "s", "e", "\"secret \\\"state\\\"\"");
+    ck_assert_str_eq(json_string_value(json_object_get(item, "clientState")), "secret \"state\"");
+    ck_assert_str_eq(json_string_value(json_object_get(item, "resource")), "/a/b");
     json_decref(item);
     notif_release(notif);
 }
@@ -116,6 +138,7 @@ int main(void)
     TCase *tc = tcase_create("notif");
     tcase_add_test(tc, test_notif_item_has_graph_fields);
     tcase_add_test(tc, test_notif_optional_fields_absent_and_default_type);
+    tcase_add_test(tc, test_notif_client_state_is_spliced_in);
     tcase_add_test(tc, test_notif_refcount_shares_one_payload);
     tcase_add_test(tc, test_notif_graph_time_format);
     suite_add_tcase(suite, tc);
