@@ -4,10 +4,10 @@
 # `make check` installs what is missing, builds, runs every test, then runs them all again
 # built with AddressSanitizer and UndefinedBehaviorSanitizer (build/asan/).
 
-PKGS      := libzmq msgpack libwebsockets jansson openssl
+PKGS      := libzmq msgpack libwebsockets jansson openssl libcurl
 # Debian packages that provide the build and test dependencies.
 DEB_PKGS  := build-essential pkg-config libzmq3-dev libmsgpack-dev libwebsockets-dev \
-             libssl-dev libjansson-dev check python3 python3-pytest python3-zmq \
+             libssl-dev libjansson-dev libcurl4-openssl-dev check python3 python3-pytest python3-zmq \
              python3-msgpack python3-websockets
 
 CC        ?= cc

@@ -14,19 +14,48 @@ struct option_def {
     const char *env;   /* environment variable */
     size_t offset;     /* of the char * member in config_t */
     const char *help;
+    bool is_flag;      /* takes no value on the command line ("true" when given) */
 };
 
 static const struct option_def option_defs[] = {
     {"http", "HEROLD_HTTP", offsetof(config_t, http),
-     "ADDR:PORT of the HTTP and WebSocket listener (default " CONFIG_DEFAULT_HTTP ")"},
+     "ADDR:PORT of the HTTP and WebSocket listener (default " CONFIG_DEFAULT_HTTP ")", false},
     {"ingest", "HEROLD_INGEST", offsetof(config_t, ingest),
-     "ZeroMQ endpoint of the ingest socket (default " CONFIG_DEFAULT_INGEST ")"},
+     "ZeroMQ endpoint of the ingest socket (default " CONFIG_DEFAULT_INGEST ")", false},
     {"data", "HEROLD_DATA", offsetof(config_t, data_dir),
-     "data directory, created if missing (default " CONFIG_DEFAULT_DATA ")"},
+     "data directory, created if missing (default " CONFIG_DEFAULT_DATA ")", false},
     {"jwt-secret-file", "HEROLD_JWT_SECRET_FILE", offsetof(config_t, jwt_secret_file),
-     "HS256 token secret; created with a random secret if missing (default DATA/jwt.secret)"},
+     "HS256 token secret; created with a random secret if missing (default DATA/jwt.secret)", false},
     {"log-level", "HEROLD_LOG_LEVEL", offsetof(config_t, log_level),
-     "debug, info, warn or error (default info)"},
+     "debug, info, warn or error (default info)", false},
+    {"webhook-allow-private", "HEROLD_WEBHOOK_ALLOW_PRIVATE",
+     offsetof(config_t, webhook_allow_private_text),
+     "allow webhook targets on loopback, private, link-local addresses (default off)", true},
+    {"webhook-ca-file", "HEROLD_WEBHOOK_CA_FILE", offsetof(config_t, webhook_ca_file),
+     "a CA file trusted for https webhooks besides the system's", false},
+    {"webhook-batch-items", "HEROLD_WEBHOOK_BATCH_ITEMS",
+     offsetof(config_t, webhook_batch_items_text), "items per webhook request, 1..1000 (default 100)", false},
+    {"webhook-first-retry-ms", "HEROLD_WEBHOOK_FIRST_RETRY_MS",
+     offsetof(config_t, webhook_first_retry_ms_text),
+     "bound of the first retry after a failed delivery (default 5000)", false},
+    {"webhook-max-retry-ms", "HEROLD_WEBHOOK_MAX_RETRY_MS",
+     offsetof(config_t, webhook_max_retry_ms_text),
+     "longest wait between delivery retries (default 600000)", false},
+    {"webhook-retry-horizon", "HEROLD_WEBHOOK_RETRY_HORIZON",
+     offsetof(config_t, webhook_retry_horizon_text),
+     "seconds after which a failing delivery is given up (default 14400)", false},
+    {"subscription-min-seconds", "HEROLD_SUBSCRIPTION_MIN_SECONDS",
+     offsetof(config_t, subscription_min_seconds_text),
+     "expirations closer than this are raised to it (default 2700)", false},
+    {"subscription-max-minutes", "HEROLD_SUBSCRIPTION_MAX_MINUTES",
+     offsetof(config_t, subscription_max_minutes_text),
+     "expirations further ahead are refused (default 42300)", false},
+    {"reauthorization-lead", "HEROLD_REAUTHORIZATION_LEAD",
+     offsetof(config_t, reauthorization_lead_text),
+     "seconds before expiry that reauthorizationRequired is sent (default 600)", false},
+    {"max-subscriptions-per-user", "HEROLD_MAX_SUBSCRIPTIONS_PER_USER",
+     offsetof(config_t, max_subscriptions_per_user_text),
+     "persistent subscriptions one user may hold (default 1000)", false},
 };
 
 #define OPTION_COUNT (sizeof(option_defs) / sizeof(option_defs[0]))
@@ -59,10 +88,10 @@ void config_usage(FILE *out)
                  "       herold token USER [--groups g1,g2] [--ttl SECONDS] [--data DIR | "
                  "--jwt-secret-file FILE]\n\noptions:\n");
     for (size_t i = 0; i < OPTION_COUNT; i++) {
-        fprintf(out, "  --%-18s %s\n", option_defs[i].name, option_defs[i].help);
+        fprintf(out, "  --%-28s %s\n", option_defs[i].name, option_defs[i].help);
     }
-    fprintf(out, "  --%-18s %s\n", "config FILE", "read `name = value` lines (names as above)");
-    fprintf(out, "  --%-18s %s\n", "help", "print this text");
+    fprintf(out, "  --%-28s %s\n", "config FILE", "read `name = value` lines (names as above)");
+    fprintf(out, "  --%-28s %s\n", "help", "print this text");
     fprintf(out, "\nEvery option may also be set in the environment as HEROLD_<NAME> "
                  "(e.g. HEROLD_HTTP).\nPrecedence: flags, environment, config file, "
                  "defaults.\n");
@@ -138,8 +167,40 @@ int config_parse_http(const char *text, char **address, int *port, struct herr *
     return 0;
 }
 
+/* A whole decimal number in [min, max]; absent (NULL) gives fallback. */
+static int parse_number(const char *name, const char *text, int64_t fallback, int64_t min,
+                        int64_t max, int64_t *out, struct herr *err)
+{
+    char *end;
+    if (text == NULL) {
+        *out = fallback;
+        return 0;
+    }
+    errno = 0;
+    long long value = strtoll(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0' || value < min || value > max) {
+        return herr_set(err, HEROLD_E_CONFIG, "%s: '%.32s' is not a number in %lld..%lld", name,
+                        text, (long long)min, (long long)max);
+    }
+    *out = value;
+    return 0;
+}
+
+static int parse_bool(const char *name, const char *text, bool *out, struct herr *err)
+{
+    if (text == NULL || strcmp(text, "false") == 0 || strcmp(text, "0") == 0) {
+        *out = false;
+    } else if (strcmp(text, "true") == 0 || strcmp(text, "1") == 0) {
+        *out = true;
+    } else {
+        return herr_set(err, HEROLD_E_CONFIG, "%s: '%.32s' is not true or false", name, text);
+    }
+    return 0;
+}
+
 static int finish(config_t *cfg, struct herr *err)
 {
+    int64_t value;
     if (cfg->http == NULL) {
         cfg->http = xstrdup(CONFIG_DEFAULT_HTTP);
     }
@@ -155,6 +216,40 @@ static int finish(config_t *cfg, struct herr *err)
     if (log_level_parse(cfg->log_level) < 0) {
         return herr_set(err, HEROLD_E_CONFIG, "log-level: '%.32s' is not debug, info, warn or error",
                         cfg->log_level);
+    }
+    if (parse_bool("webhook-allow-private", cfg->webhook_allow_private_text,
+                   &cfg->webhook_allow_private, err) != 0 ||
+        parse_number("webhook-batch-items", cfg->webhook_batch_items_text, 100, 1, 1000,
+                      &value, err) != 0) {
+        return HEROLD_E_CONFIG;
+    }
+    cfg->webhook_batch_items = (int)value;
+    if (parse_number("webhook-first-retry-ms", cfg->webhook_first_retry_ms_text, 5000, 1, 10000,
+                     &value, err) != 0) {
+        return HEROLD_E_CONFIG;
+    }
+    cfg->webhook_first_retry_ms = (int)value;
+    if (parse_number("webhook-max-retry-ms", cfg->webhook_max_retry_ms_text, 600000, 1,
+                     86400000, &value, err) != 0) {
+        return HEROLD_E_CONFIG;
+    }
+    cfg->webhook_max_retry_ms = (int)value;
+    if (parse_number("webhook-retry-horizon", cfg->webhook_retry_horizon_text, 14400, 1,
+                     30 * 86400, &cfg->webhook_retry_horizon_s, err) != 0 ||
+        parse_number("subscription-min-seconds", cfg->subscription_min_seconds_text, 2700, 1,
+                     86400, &cfg->subscription_min_seconds, err) != 0 ||
+        parse_number("subscription-max-minutes", cfg->subscription_max_minutes_text, 42300, 1,
+                     525600, &cfg->subscription_max_minutes, err) != 0 ||
+        parse_number("reauthorization-lead", cfg->reauthorization_lead_text, 600, 0, 86400,
+                     &cfg->reauthorization_lead_s, err) != 0 ||
+        parse_number("max-subscriptions-per-user", cfg->max_subscriptions_per_user_text, 1000, 0,
+                     1000000, &value, err) != 0) {
+        return HEROLD_E_CONFIG;
+    }
+    cfg->max_subscriptions_per_user = (int)value;
+    if (cfg->subscription_min_seconds > cfg->subscription_max_minutes * 60) {
+        return herr_set(err, HEROLD_E_CONFIG,
+                        "subscription-min-seconds: larger than subscription-max-minutes");
     }
     return config_parse_http(cfg->http, &cfg->http_address, &cfg->http_port, err);
 }
@@ -207,6 +302,9 @@ int config_load(config_t *cfg, int argc, char **argv, struct herr *err)
         if (def == NULL) {
             rc = herr_set(err, HEROLD_E_CONFIG, "unknown option '%.64s' (see --help)", arg);
             break;
+        }
+        if (value == NULL && def->is_flag) {
+            value = "true";
         }
         if (value == NULL) {
             if (i + 1 >= argc) {

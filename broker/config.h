@@ -8,6 +8,8 @@
  * and the command line flags. Read once in main before any thread starts.
  */
 
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "errors.h"
@@ -25,6 +27,26 @@ typedef struct config {
     char *data_dir;
     char *jwt_secret_file; /* NULL: DATA/jwt.secret */
     char *log_level;
+    /* Subscriptions and webhooks, as given (strings) and parsed. */
+    char *webhook_allow_private_text;
+    char *webhook_ca_file;
+    char *webhook_batch_items_text;
+    char *webhook_first_retry_ms_text;
+    char *webhook_max_retry_ms_text;
+    char *webhook_retry_horizon_text;
+    char *subscription_min_seconds_text;
+    char *subscription_max_minutes_text;
+    char *reauthorization_lead_text;
+    char *max_subscriptions_per_user_text;
+    bool webhook_allow_private;
+    int webhook_batch_items;
+    int webhook_first_retry_ms;
+    int webhook_max_retry_ms;
+    int64_t webhook_retry_horizon_s;
+    int64_t subscription_min_seconds;
+    int64_t subscription_max_minutes;
+    int64_t reauthorization_lead_s;
+    int max_subscriptions_per_user;
     int is_help;           /* --help was given */
 } config_t;
 

@@ -33,6 +33,9 @@
     X(BAD_REQUEST, "bad_request", 400, "the request is not valid")                                \
     X(UNKNOWN_OP, "unknown_op", 400, "the op is not known")                                       \
     X(NOT_FOUND, "not_found", 404, "no such object")                                              \
+    X(METHOD_NOT_ALLOWED, "method_not_allowed", 405, "the method is not allowed on this resource") \
+    X(CONFLICT, "conflict", 409, "an identical object exists")                                    \
+    X(UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", 415, "the body must be application/json") \
     X(LIMIT, "limit_exceeded", 429, "a limit was reached")                                        \
     X(UNAUTHORIZED, "unauthorized", 401, "the token is missing or not valid")                     \
     X(TOKEN_EXPIRED, "token_expired", 401, "the token has expired")                               \

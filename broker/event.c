@@ -934,3 +934,16 @@ int event_principal_validate(const char *p, size_t len, const char *what, struct
     }
     return 0;
 }
+
+size_t event_change_mask_format(unsigned mask, char *out, size_t cap)
+{
+    size_t len = 0;
+    out[0] = '\0';
+    for (unsigned bit = EVENT_CREATED; bit <= EVENT_DELETED; bit <<= 1) {
+        if (mask & bit) {
+            len += (size_t)snprintf(out + len, len < cap ? cap - len : 0, "%s%s",
+                                    len > 0 ? "," : "", event_change_name((event_change_t)bit));
+        }
+    }
+    return len;
+}

@@ -109,6 +109,10 @@ event_change_t event_change_parse(const char *p, size_t len);
  * unknown or repeated name. */
 int event_change_mask_parse(const char *p, size_t len, unsigned *mask, struct herr *err);
 
+/* Writes mask as Graph's comma list in the order created,updated,deleted into out (at
+ * least 24 bytes); returns the length. */
+size_t event_change_mask_format(unsigned mask, char *out, size_t cap);
+
 /* Validates one reader principal: `*`, `user:<id>` or `group:<id>`. Returns 0 or
  * HEROLD_E_BAD_PRINCIPAL with err set; `what` names the field in the message. */
 int event_principal_validate(const char *p, size_t len, const char *what, struct herr *err);

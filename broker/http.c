@@ -16,13 +16,16 @@
 
 struct http {
     struct lws_context *context;
+    http_routes_t routes;
     ws_t *ws;
     lws_sorted_usec_list_t tick;
+    int64_t last_sweep;
 };
 
 /* Per-connection state that libwebsockets allocates and zeroes for us. */
 struct http_conn {
     ws_session_t *session; /* set once the upgrade was accepted */
+    rest_request_t *request; /* the API request in progress */
     int status;            /* the pending plain HTTP response */
     const char *body;
     size_t body_len;
@@ -93,12 +96,27 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 
     switch (reason) {
     case LWS_CALLBACK_HTTP:
+        rest_request_closed(conn->request); /* the previous request on this connection */
+        conn->request = NULL;
         if (uri_is(wsi, "/healthz")) {
             return respond(wsi, conn, 200, body_ok, sizeof(body_ok) - 1);
         }
+        if (in != NULL && rest_is_route(in)) {
+            conn->request = rest_request_begin(http->routes.rest, wsi, in);
+            return 0;
+        }
         return respond(wsi, conn, 404, body_not_found, sizeof(body_not_found) - 1);
 
+    case LWS_CALLBACK_HTTP_BODY:
+        return conn->request != NULL ? rest_request_body(conn->request, in, len) : 0;
+
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        return conn->request != NULL ? rest_request_body_complete(conn->request) : 0;
+
     case LWS_CALLBACK_HTTP_WRITEABLE:
+        if (conn != NULL && conn->request != NULL) {
+            return rest_request_writeable(conn->request);
+        }
         if (conn == NULL || conn->status == 0) {
             return 0;
         }
@@ -133,17 +151,23 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return ws_session_writeable(conn->session);
 
     case LWS_CALLBACK_CLOSED:
+    case LWS_CALLBACK_CLOSED_HTTP:
     case LWS_CALLBACK_WSI_DESTROY:
         /* CLOSED follows an established session; WSI_DESTROY also covers an upgrade that
-         * was accepted but never completed. */
+         * was accepted but never completed, and every plain HTTP connection. */
         if (conn != NULL && conn->session != NULL) {
             ws_session_closed(conn->session);
             conn->session = NULL;
         }
+        if (conn != NULL && conn->request != NULL) {
+            rest_request_closed(conn->request);
+            conn->request = NULL;
+        }
         return 0;
 
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
-        if (ws_dispatch_pending(http->ws)) {
+        rest_drain_results(http->routes.rest);
+        if (dispatch_pending(http->routes.dispatch)) {
             lws_cancel_service(lws_get_context(wsi));
         }
         return 0;
@@ -170,14 +194,20 @@ static void lws_log_to_ours(int level, const char *line)
 static void tick(lws_sorted_usec_list_t *sul)
 {
     http_t *http = lws_container_of(sul, http_t, tick);
+    int64_t now = (int64_t)time(NULL);
+    if (now != http->last_sweep) {
+        http->last_sweep = now;
+        dispatch_sweep(http->routes.dispatch, now, http->routes.reauthorization_lead);
+    }
     lws_sul_schedule(http->context, 0, &http->tick, tick, HTTP_TICK_US);
 }
 
-http_t *http_new(const char *address, int port, ws_t *ws, struct herr *err)
+http_t *http_new(const char *address, int port, const http_routes_t *routes, struct herr *err)
 {
     struct lws_context_creation_info info;
     http_t *http = xcalloc(1, sizeof(*http));
-    http->ws = ws;
+    http->routes = *routes;
+    http->ws = routes->ws;
 
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_to_ours);
     memset(&info, 0, sizeof(info));

@@ -4,9 +4,13 @@
 /*
  * The HTTP listener: the libwebsockets context, its service loop, and request routing.
  *
- *   GET /healthz     200 "ok"
- *   GET /v1.0/ws     WebSocket upgrade, handed to ws.c after the token check
- *   anything else    404
+ *   GET /healthz          200 "ok"
+ *   GET /v1.0/ws          WebSocket upgrade, handed to ws.c after the token check
+ *   /v1.0/subscriptions…  the subscription API (rest.c)
+ *   anything else         404
+ *
+ * The service thread also drives the dispatch of events and webhook results when woken,
+ * and the lifecycle sweep once a second.
  *
  * http owns the context and runs on the thread that calls http_service (the main thread);
  * only http_wake may be called from other threads.
@@ -14,14 +18,24 @@
 
 #include <stdbool.h>
 
+#include "dispatch.h"
 #include "errors.h"
+#include "rest.h"
 #include "ws.h"
 
 typedef struct http http_t;
 
-/* Listens on address:port and routes WebSocket sessions to ws (borrowed). Returns NULL
- * with err set when the context cannot be created or the port cannot be bound. */
-http_t *http_new(const char *address, int port, ws_t *ws, struct herr *err);
+/* The modules the listener serves (borrowed). */
+typedef struct http_routes {
+    ws_t *ws;
+    rest_t *rest;
+    dispatch_t *dispatch;
+    int64_t reauthorization_lead; /* seconds, for dispatch_sweep */
+} http_routes_t;
+
+/* Listens on address:port and serves routes. Returns NULL with err set when the context
+ * cannot be created or the port cannot be bound. */
+http_t *http_new(const char *address, int port, const http_routes_t *routes, struct herr *err);
 
 /* Destroys the context, closing every connection. NULL is a no-op. */
 void http_free(http_t *http);

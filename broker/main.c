@@ -19,16 +19,25 @@
 #include "auth.h"
 #include "chan.h"
 #include "config.h"
+#include "dispatch.h"
 #include "event.h"
 #include "http.h"
 #include "ingest.h"
 #include "log.h"
 #include "mem.h"
+#include "rest.h"
 #include "subs.h"
+#include "webhook.h"
 #include "ws.h"
 
 /* Events accepted by ingest and not yet dispatched; beyond this, ingest waits. */
 #define HEROLD_DISPATCH_QUEUE 4096
+/* Answers of the webhook thread not yet handled by the service thread. */
+/* Generous, so that the delivery thread never waits on it while the service thread waits
+ * to hand it commands: results are rare (validation answers are capped, one 410 per
+ * subscription). */
+#define HEROLD_WEBHOOK_RESULTS_QUEUE 65536
+#define HEROLD_WEBHOOK_STOP_MS 2000
 #define HEROLD_DRAIN_MS 2000
 #define HEROLD_TOKEN_DEFAULT_TTL 43200
 #define HEROLD_TOKEN_MAX_TTL (400LL * 24 * 3600)
@@ -40,7 +49,11 @@ struct herold {
     auth_t *auth;
     subs_t *subs;
     chan_t *events;
+    chan_t *webhook_results;
     ws_t *ws;
+    webhook_t *webhook;
+    dispatch_t *dispatch;
+    rest_t *rest;
     http_t *http;
     void *zmq;
     ingest_t *ingest;
@@ -191,6 +204,11 @@ static void release_event(void *item)
     event_free(item);
 }
 
+static void release_result(void *item)
+{
+    free(item);
+}
+
 static void shutdown_broker(struct herold *h)
 {
     if (h->ingest != NULL) {
@@ -199,11 +217,18 @@ static void shutdown_broker(struct herold *h)
     if (h->http != NULL) {
         http_drain(h->http, HEROLD_DRAIN_MS);
     }
+    if (h->webhook != NULL) {
+        webhook_stop(h->webhook, HEROLD_WEBHOOK_STOP_MS);
+    }
     http_free(h->http);
     ingest_free(h->ingest);
+    rest_free(h->rest);
+    dispatch_free(h->dispatch);
     ws_free(h->ws);
     subs_free(h->subs);
+    webhook_free(h->webhook);
     chan_free(h->events);
+    chan_free(h->webhook_results);
     if (h->zmq != NULL) {
         zmq_ctx_term(h->zmq);
     }
@@ -236,8 +261,38 @@ static int run_broker(int argc, char **argv)
     }
     h.subs = subs_new();
     h.events = chan_new(HEROLD_DISPATCH_QUEUE, wake_dispatch, &h, release_event);
-    h.ws = ws_new(h.auth, h.subs, h.events);
-    h.http = http_new(h.config.http_address, h.config.http_port, h.ws, &err);
+    h.webhook_results = chan_new(HEROLD_WEBHOOK_RESULTS_QUEUE, wake_dispatch, &h, release_result);
+    h.ws = ws_new(h.auth, h.subs);
+
+    webhook_config_t webhook_config;
+    webhook_config_init(&webhook_config);
+    webhook_config.max_batch_items = h.config.webhook_batch_items;
+    webhook_config.first_retry_ms = h.config.webhook_first_retry_ms;
+    webhook_config.max_retry_ms = h.config.webhook_max_retry_ms;
+    webhook_config.retry_horizon_ms = h.config.webhook_retry_horizon_s * 1000;
+    webhook_config.allow_private = h.config.webhook_allow_private;
+    webhook_config.ca_file = h.config.webhook_ca_file;
+    h.webhook = webhook_new(&webhook_config, h.webhook_results, &err);
+    if (h.webhook == NULL || webhook_start(h.webhook, &err) != 0) {
+        log_msg(LOG_LEVEL_ERROR, "herold: %s", err.message);
+        shutdown_broker(&h);
+        return 1;
+    }
+    h.dispatch = dispatch_new(h.subs, h.ws, h.webhook, h.events);
+    rest_config_t rest_config = {
+        .allow_private = h.config.webhook_allow_private,
+        .min_expiration_seconds = h.config.subscription_min_seconds,
+        .max_expiration_minutes = h.config.subscription_max_minutes,
+        .max_subscriptions_per_user = h.config.max_subscriptions_per_user,
+    };
+    h.rest = rest_new(&rest_config, h.auth, h.subs, h.dispatch, h.webhook, h.webhook_results);
+    http_routes_t routes = {
+        .ws = h.ws,
+        .rest = h.rest,
+        .dispatch = h.dispatch,
+        .reauthorization_lead = h.config.reauthorization_lead_s,
+    };
+    h.http = http_new(h.config.http_address, h.config.http_port, &routes, &err);
     if (h.http == NULL) {
         log_msg(LOG_LEVEL_ERROR, "herold: %s", err.message);
         shutdown_broker(&h);

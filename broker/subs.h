@@ -5,10 +5,15 @@
  * Subscriptions: their records and the index that finds them.
  *
  * subs owns every subscription record and the matching index, and is the only code that
- * updates the index. A subscription belongs to an owner (a principal, borrowed: the
- * channel that created it keeps the principal alive longer than the subscription) and is
- * delivered through an opaque channel pointer (for now a WebSocket session; webhooks
- * follow).
+ * updates the index. There are three kinds:
+ *   - connection: created by a WebSocket `subscribe` op, lives as long as the connection;
+ *     its owner principal is borrowed from the session, `channel` is the session;
+ *   - websocket: created through REST with notificationUrl `websocket:`, persistent,
+ *     delivered to every live session of its owner;
+ *   - webhook: created through REST with an http(s) notificationUrl, persistent.
+ * Persistent subscriptions own a copy of their owner's principal (the groups as of
+ * creation, the latest PATCH or reauthorize), are kept in creation order for listing, and
+ * are found by id through a hash table.
  *
  * subs_match_event finds every subscription an event concerns: those matching the
  * resource and, for a move, the previous path, each reported once, filtered by change
@@ -33,12 +38,39 @@
 
 typedef struct subs subs_t;
 
+typedef enum sub_kind {
+    SUB_CONNECTION,
+    SUB_WEBSOCKET,
+    SUB_WEBHOOK,
+} sub_kind_t;
+
+/* What REST stores about a persistent subscription, beyond the matching fields. Strings
+ * are owned by the record. */
+typedef struct sub_rest {
+    char *resource_given;          /* resource as the client wrote it */
+    char *notification_url;        /* "websocket:" or the webhook URL */
+    char *lifecycle_url;           /* NULL when none */
+    char *client_state;            /* NULL when none */
+    char *client_state_json;       /* client_state as a JSON string literal, or NULL */
+    char *application_id;          /* the creating token's azp, or NULL */
+    char *encryption_certificate;  /* NULL when none */
+    char *encryption_certificate_id;
+    bool include_resource_data;
+    unsigned char secret[32];      /* webhook signing key */
+    uint64_t created_order;        /* position in creation order, for paging */
+    bool is_reauthorization_sent;  /* for the current expiration */
+} sub_rest_t;
+
 typedef struct sub {
     char id[SUBS_ID_BYTES + 1];
+    sub_kind_t kind;
+    sub_rest_t rest;                   /* persistent kinds only */
+    struct sub *prev_persistent;       /* creation-order list of persistent subscriptions */
+    struct sub *next_persistent;
     char *resource;                    /* the pattern text, owned */
     path_t pattern;                    /* views into resource */
     unsigned change_mask;              /* EVENT_* bits */
-    const auth_principal_t *owner;     /* borrowed */
+    const auth_principal_t *owner;     /* borrowed (connection) or owned (persistent) */
     void *channel;                     /* where notifications go; borrowed */
     int64_t expires_at;                /* seconds since the epoch */
     char expiration[SUBS_EXPIRATION_BYTES + 1]; /* expires_at in Graph's format */
@@ -61,8 +93,31 @@ int subs_add(subs_t *subs, const char *resource, size_t len, unsigned change_mas
              const auth_principal_t *owner, void *channel, int64_t expires_at, sub_t **out,
              struct herr *err);
 
-/* Removes and frees a subscription returned by subs_add. */
+/* Creates a persistent subscription (kind SUB_WEBSOCKET or SUB_WEBHOOK) like subs_add;
+ * takes ownership of *owner (sets it NULL) and of the strings in *rest (which it clears).
+ * Assigns rest->created_order. Returns 0, or the errors of subs_add with nothing taken. */
+int subs_add_persistent(subs_t *subs, sub_kind_t kind, const char *resource, size_t len,
+                        unsigned change_mask, auth_principal_t **owner, sub_rest_t *rest,
+                        int64_t expires_at, sub_t **out, struct herr *err);
+
+/* Removes and frees a subscription returned by subs_add or subs_add_persistent. */
 void subs_remove(subs_t *subs, sub_t *sub);
+
+/* The persistent subscription with this id, or NULL. */
+sub_t *subs_find(subs_t *subs, const char *id);
+
+/* The oldest persistent subscription, and the next one in creation order (NULL at end). */
+sub_t *subs_first_persistent(subs_t *subs);
+sub_t *subs_next_persistent(const sub_t *sub);
+
+/* The number of persistent subscriptions owned by user. */
+size_t subs_count_owned(subs_t *subs, const char *user);
+
+/* Sets a new expiration (and its Graph text) and re-arms the reauthorization notice. */
+void subs_set_expiration(sub_t *sub, int64_t expires_at);
+
+/* Replaces a persistent subscription's owner principal (takes ownership of *owner). */
+void subs_set_owner(sub_t *sub, auth_principal_t **owner);
 
 /* Calls fn for each subscription that event concerns and whose owner may read it.
  * event->seq must be non-zero and increase from one call to the next. Returns the number

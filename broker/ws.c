@@ -26,6 +26,7 @@ struct out_entry {
     size_t text_len;
     char sub_id[SUBS_ID_BYTES + 1];
     char sub_expiration[SUBS_EXPIRATION_BYTES + 1];
+    char *client_state_json; /* owned; NULL when the subscription has none */
 };
 
 struct ws_session {
@@ -53,17 +54,15 @@ struct ws_session {
 struct ws {
     const auth_t *auth;
     subs_t *subs;
-    chan_t *events;
     ws_session_t *sessions;
     size_t session_count;
 };
 
-ws_t *ws_new(const auth_t *auth, subs_t *subs, chan_t *events)
+ws_t *ws_new(const auth_t *auth, subs_t *subs)
 {
     ws_t *ws = xcalloc(1, sizeof(*ws));
     ws->auth = auth;
     ws->subs = subs;
-    ws->events = events;
     return ws;
 }
 
@@ -82,6 +81,7 @@ static void entry_clear(struct out_entry *entry)
 {
     notif_release(entry->notif);
     free(entry->text);
+    free(entry->client_state_json);
     memset(entry, 0, sizeof(*entry));
 }
 
@@ -191,6 +191,9 @@ static void queue_notification(ws_session_t *s, notif_t *notif, const sub_t *sub
     entry->notif = notif_ref(notif);
     memcpy(entry->sub_id, sub->id, sizeof(entry->sub_id));
     memcpy(entry->sub_expiration, sub->expiration, sizeof(entry->sub_expiration));
+    if (sub->kind != SUB_CONNECTION && sub->rest.client_state_json != NULL) {
+        entry->client_state_json = xstrdup(sub->rest.client_state_json);
+    }
     if (s->queue_length == 1) {
         lws_callback_on_writable(s->wsi);
     }
@@ -277,15 +280,8 @@ static void op_subscribe(ws_session_t *s, json_t *message, const char *ref)
     }
     s->subs[s->sub_count++] = sub;
 
-    char types[32] = "";
-    for (unsigned bit = EVENT_CREATED; bit <= EVENT_DELETED; bit <<= 1) {
-        if (mask & bit) {
-            if (types[0] != '\0') {
-                strcat(types, ",");
-            }
-            strcat(types, event_change_name((event_change_t)bit));
-        }
-    }
+    char types[32];
+    event_change_mask_format(mask, types, sizeof(types));
     json_t *answer =
         json_pack("{s:s, s:o, s:s, s:s, s:s, s:s}", "op", "subscribed", "ref", ref_value(ref),
                   "subscriptionId", sub->id, "resource", sub->resource, "changeType", types,
@@ -471,7 +467,8 @@ static int write_notify_batch(ws_session_t *s)
         if (entry->notif == NULL) {
             break;
         }
-        notif_item_head_t item_head = {entry->sub_id, entry->sub_expiration, NULL};
+        notif_item_head_t item_head = {entry->sub_id, entry->sub_expiration,
+                                       entry->client_state_json};
         size_t item_len = notif_item_length(entry->notif, &item_head);
         if (count > 0 && items_len + item_len > WS_BATCH_MAX_BYTES) {
             break;
@@ -494,7 +491,8 @@ static int write_notify_batch(ws_session_t *s)
         if (i > 0) {
             *p++ = ',';
         }
-        notif_item_head_t item_head = {entry->sub_id, entry->sub_expiration, NULL};
+        notif_item_head_t item_head = {entry->sub_id, entry->sub_expiration,
+                                       entry->client_state_json};
         p += notif_item_write(entry->notif, &item_head, p);
     }
     *p++ = ']';
@@ -576,36 +574,31 @@ void ws_session_closed(ws_session_t *s)
     free(s);
 }
 
-/* ---- dispatch ---- */
+/* ---- delivery ---- */
 
-struct dispatch_ctx {
-    const event_t *event;
-    notif_t *notif; /* encoded on the first match */
-};
-
-static bool dispatch_match(sub_t *sub, void *opaque)
+void ws_session_deliver(ws_session_t *session, notif_t *notif, const sub_t *sub)
 {
-    struct dispatch_ctx *ctx = opaque;
-    ws_session_t *s = sub->channel;
-    if (ctx->notif == NULL) {
-        ctx->notif = notif_new(ctx->event);
-    }
-    queue_notification(s, ctx->notif, sub);
-    return true;
+    queue_notification(session, notif, sub);
 }
 
-bool ws_dispatch_pending(ws_t *ws)
+void ws_deliver_to_user(ws_t *ws, const char *user, notif_t *notif, const sub_t *sub)
 {
-    void *items[WS_EVENTS_PER_TURN];
-    size_t count = chan_drain(ws->events, items, WS_EVENTS_PER_TURN);
-    for (size_t i = 0; i < count; i++) {
-        event_t *event = items[i];
-        struct dispatch_ctx ctx = {.event = event};
-        subs_match_event(ws->subs, event, dispatch_match, &ctx);
-        notif_release(ctx.notif);
-        event_free(event);
+    for (ws_session_t *s = ws->sessions; s != NULL; s = s->next) {
+        if (strcmp(s->principal->user, user) == 0) {
+            queue_notification(s, notif, sub);
+        }
     }
-    return count == WS_EVENTS_PER_TURN;
+}
+
+void ws_lifecycle_to_user(ws_t *ws, const char *user, const char *lifecycle_event,
+                          const char *subscription_id)
+{
+    for (ws_session_t *s = ws->sessions; s != NULL; s = s->next) {
+        if (strcmp(s->principal->user, user) == 0) {
+            queue_json(s, json_pack("{s:s, s:s, s:s}", "op", "lifecycle", "lifecycleEvent",
+                                    lifecycle_event, "subscriptionId", subscription_id));
+        }
+    }
 }
 
 void ws_close_all(ws_t *ws)

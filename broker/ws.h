@@ -3,11 +3,8 @@
 
 /*
  * WebSocket sessions at /v1.0/ws (schemas/ws-protocol.md): the handshake's token check,
- * the client ops (subscribe, unsubscribe, ping), and delivery of notifications.
- *
- * Dispatch lives here too: events accepted by ingest arrive on a channel, are matched
- * against the subscriptions (subs.h), and every match is queued on the owning session.
- * Each session has one bounded FIFO holding, in order, its answers to ops and its
+ * the client ops (subscribe, unsubscribe, ping), and delivery of notifications that
+ * dispatch.c hands over. Each session has one bounded FIFO holding, in order, its answers to ops and its
  * notification items; the writer sends one frame per WRITEABLE callback, batching
  * consecutive items into one notify frame. A session whose FIFO would exceed
  * WS_QUEUE_MAX_ENTRIES is not given more: its queue is dropped, it is sent a `missed`
@@ -23,7 +20,7 @@
 #include <stdint.h>
 
 #include "auth.h"
-#include "chan.h"
+#include "notif.h"
 #include "subs.h"
 
 struct lws;
@@ -32,21 +29,19 @@ struct lws;
 #define WS_MAX_REF_BYTES 128
 #define WS_MAX_SUBSCRIPTIONS_PER_CONNECTION 256
 #define WS_QUEUE_MAX_ENTRIES 8192
-/* A session gains WS_EVENTS_PER_TURN items per loop turn for each of its matching
+/* A session gains DISPATCH_EVENTS_PER_TURN items per loop turn for each of its matching
  * subscriptions and may send one frame per turn, so a frame holds many more items than
  * that: a client that keeps reading keeps up. A frame ends at whichever bound comes first
  * (it always holds at least one item). */
 #define WS_BATCH_MAX_ITEMS 1024
 #define WS_BATCH_MAX_BYTES (256 * 1024)
-#define WS_EVENTS_PER_TURN 64           /* events dispatched per loop turn */
 
 typedef struct ws ws_t;
 typedef struct ws_session ws_session_t;
 
 /* A WebSocket layer checking tokens with auth and creating subscriptions in subs (both
- * borrowed), fed with events from the channel events (borrowed; items are event_t *,
- * which ws frees after dispatch). */
-ws_t *ws_new(const auth_t *auth, subs_t *subs, chan_t *events);
+ * borrowed). */
+ws_t *ws_new(const auth_t *auth, subs_t *subs);
 
 /* Frees the layer. Every session must have been closed. NULL is a no-op. */
 void ws_free(ws_t *ws);
@@ -68,9 +63,16 @@ int ws_session_writeable(ws_session_t *session);
 /* The connection is gone: removes its subscriptions and frees the session. */
 void ws_session_closed(ws_session_t *session);
 
-/* Drains the event channel: matches and queues up to WS_EVENTS_PER_TURN events. Returns
- * true when events may remain (the caller should come back soon). */
-bool ws_dispatch_pending(ws_t *ws);
+/* Queues the item of notif for sub on session (the channel of a connection subscription).
+ * Takes its own reference to notif. */
+void ws_session_deliver(ws_session_t *session, notif_t *notif, const sub_t *sub);
+
+/* Queues the item of notif for sub on every live session of user (websocket: delivery). */
+void ws_deliver_to_user(ws_t *ws, const char *user, notif_t *notif, const sub_t *sub);
+
+/* Sends {"op":"lifecycle","lifecycleEvent":…,"subscriptionId":…} to every session of user. */
+void ws_lifecycle_to_user(ws_t *ws, const char *user, const char *lifecycle_event,
+                          const char *subscription_id);
 
 /* Starts closing every session with 1001 (going away). */
 void ws_close_all(ws_t *ws);

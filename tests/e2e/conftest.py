@@ -1,8 +1,21 @@
-"""pytest wiring for the end-to-end tests: one fresh broker per test (helpers.Broker)."""
+"""pytest wiring for the end-to-end tests: one fresh broker per test (helpers.Broker).
+
+Extra broker flags come from the closest `broker_args` marker (a test's own marker replaces
+its module's `pytestmark`):
+
+    @pytest.mark.broker_args("--webhook-allow-private", "--subscription-min-seconds", 2)
+
+`receivers` makes webhook receivers (receiver.Receiver) that are closed before the broker
+stops, so no broker request waits on a sleeping handler at shutdown."""
 
 import pytest
 
 from helpers import Broker, sanitizer_problems
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "broker_args(*flags): extra command-line flags for the broker fixture")
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
@@ -15,7 +28,8 @@ def pytest_runtest_makereport(item, call):
 @pytest.fixture
 def broker(tmp_path, request):
     """A fresh herold for one test. At teardown: SIGTERM, exit code 0, no sanitizer report."""
-    b = Broker(tmp_path)
+    marker = request.node.get_closest_marker("broker_args")
+    b = Broker(tmp_path, marker.args if marker else ())
     try:
         b.start()
     except BaseException:
@@ -38,3 +52,21 @@ def broker(tmp_path, request):
             b.client_problems)
         assert rc == 0, "herold exit code after SIGTERM: %r (stderr in %s)" % (
             rc, b.stderr_path)
+
+
+@pytest.fixture
+def receivers(broker):
+    """A factory of webhook receivers: receivers("name") -> receiver.Receiver. Depends on
+    broker so that the receivers are closed first at teardown."""
+    from receiver import Receiver
+
+    made = []
+
+    def make(name="receiver"):
+        r = Receiver(name)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.close()

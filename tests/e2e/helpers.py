@@ -9,10 +9,13 @@ bug fails a test instead of hanging it.
 
 import asyncio
 import base64
+import calendar
 import collections
 import hashlib
 import hmac
+import http.client
 import json
+import re
 import os
 import pathlib
 import signal
@@ -98,6 +101,98 @@ def now_ms():
     return int(time.time() * 1000)
 
 
+# ---- REST helpers ----
+
+SUBSCRIPTIONS = "/v1.0/subscriptions"
+JSON_TYPE = "application/json"
+# A POST may wait for a webhook validation (10 s in the broker) before it answers.
+REST_TIMEOUT = 20.0
+
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+GRAPH_TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{7}Z$")
+ERROR_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$")
+
+
+def iso_z(seconds):
+    """An expirationDateTime to send: whole seconds, three fractional digits, Z."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + ".000Z"
+
+
+def parse_graph_time(text):
+    """Seconds since the epoch of a Graph time `YYYY-MM-DDTHH:MM:SS.fffffffZ`."""
+    assert GRAPH_TIME_RE.match(text), "not Graph's time format: %r" % text
+    whole = calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S"))
+    return whole + float("0." + text[20:-1])
+
+
+def sub_body(notification_url="websocket:", resource="/dms/cabinets/bau",
+             change_type="created,updated", seconds=3600, **extra):
+    """A valid creation body expiring `seconds` from now (whole seconds); extra members
+    are added, and a member given as None is left out."""
+    body = {
+        "changeType": change_type,
+        "notificationUrl": notification_url,
+        "resource": resource,
+        "expirationDateTime": iso_z(int(time.time()) + seconds),
+    }
+    body.update(extra)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+class RestResponse:
+    """Status, headers (case-insensitive) and body of one REST exchange."""
+
+    def __init__(self, method, path, sent, status, headers, body):
+        self.method = method
+        self.path = path
+        self.sent = sent
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def header(self, name):
+        return self.headers.get(name)
+
+    def json(self):
+        try:
+            return json.loads(self.body)
+        except ValueError as e:
+            raise AssertionError("body of %s is not JSON (%s)" % (self, e))
+
+    def __str__(self):
+        return "%s %s %.300r -> %d %r %.600r" % (
+            self.method, self.path, self.sent, self.status, dict(self.headers.items()),
+            self.body)
+
+    __repr__ = __str__
+
+
+def expect_error(resp, status, code):
+    """Asserts that resp is a Graph-shaped error (schemas/subscriptions.md) with this status
+    and code (or one of a tuple of codes), checks innerError and the request-id header, and
+    returns the error object."""
+    assert resp.status == status, "expected %d %s, got %s" % (status, code, resp)
+    ctype = resp.header("Content-Type") or ""
+    assert ctype.split(";")[0].strip().lower() == JSON_TYPE, "Content-Type of %s" % resp
+    body = resp.json()
+    assert isinstance(body, dict) and set(body) == {"error"}, "error body of %s" % resp
+    err = body["error"]
+    codes = (code,) if isinstance(code, str) else tuple(code)
+    assert err.get("code") in codes, "expected code %s: %s" % ("/".join(codes), resp)
+    assert isinstance(err.get("message"), str) and err["message"], "no message: %s" % resp
+    inner = err.get("innerError")
+    assert isinstance(inner, dict), "no innerError: %s" % resp
+    assert isinstance(inner.get("date"), str) and ERROR_DATE_RE.match(inner["date"]), \
+        "innerError.date of %s" % resp
+    date = calendar.timegm(time.strptime(inner["date"], "%Y-%m-%dT%H:%M:%S"))
+    assert abs(date - time.time()) < 120, "innerError.date is not now (UTC): %s" % resp
+    rid = inner.get("request-id")
+    assert isinstance(rid, str) and UUID_RE.match(rid), "innerError.request-id of %s" % resp
+    assert resp.header("request-id") == rid, \
+        "request-id header differs from innerError.request-id: %s" % resp
+    return err
+
+
 class LinePump(threading.Thread):
     """Drains a process's pipe line by line so that it never blocks on a full pipe, keeps
     the text, optionally copies it to a file, and lets a test wait for a line."""
@@ -167,8 +262,9 @@ class LinePump(threading.Thread):
 class Broker:
     """A herold process on free loopback ports with helpers to talk to it."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, extra_args=()):
         self.tmp_path = tmp_path
+        self.extra_args = [str(a) for a in extra_args]
         self.data = tmp_path / "data"
         self.http_port = free_port()
         self.ingest_port = free_port()
@@ -180,6 +276,7 @@ class Broker:
         self.returncode = None
         self.zctx = zmq.Context()
         self._dealer = None
+        self._tokens = {}
         self.client_problems = []
 
     # ---- lifecycle ----
@@ -188,15 +285,15 @@ class Broker:
         assert HEROLD.exists(), "%s does not exist: build first (HEROLD_BUILD=%s)" % (HEROLD, BUILD)
         self.proc = subprocess.Popen(
             [str(HEROLD), "--http", "127.0.0.1:%d" % self.http_port, "--ingest", self.ingest,
-             "--data", str(self.data)],
+             "--data", str(self.data)] + self.extra_args,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.pump = LinePump(self.proc.stderr, self.stderr_path)
         line = self.pump.wait_for("ready", START_TIMEOUT)
         if line is None:
             self.proc.kill()
             self.proc.wait()
-            pytest.fail("herold did not print its ready line within %ss; stderr:\n%s"
-                        % (START_TIMEOUT, self.pump.finish()))
+            pytest.fail("herold %s did not print its ready line within %ss; stderr:\n%s"
+                        % (" ".join(self.extra_args), START_TIMEOUT, self.pump.finish()))
 
     def stop(self):
         """SIGTERM and wait. Returns the exit code; safe to call twice."""
@@ -322,6 +419,77 @@ class Broker:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as e:
             return e.code, e.read()
+
+    # ---- REST (/v1.0/subscriptions, schemas/subscriptions.md) ----
+
+    def rest_token(self, user, groups=()):
+        """A `herold token` for user, made once per (user, groups) and reused."""
+        key = (user, tuple(groups))
+        if key not in self._tokens:
+            self._tokens[key] = self.token(user, groups)
+        return self._tokens[key]
+
+    def rest(self, method, path, body=None, *, user="anna", groups=(), token=None,
+             auth=True, content_type=JSON_TYPE, headers=None, timeout=REST_TIMEOUT):
+        """One HTTP request on a fresh connection; returns a RestResponse.
+
+        body: a dict or list (sent as JSON), bytes or str (sent as is), or None (no body).
+        token: the bearer token; default a token of user (with groups); auth=False sends no
+        Authorization header. content_type=None sends no Content-Type."""
+        if isinstance(body, (dict, list)):
+            data = json.dumps(body, ensure_ascii=False).encode()
+        elif isinstance(body, str):
+            data = body.encode()
+        else:
+            data = body
+        hdrs = {}
+        if auth:
+            hdrs["Authorization"] = "Bearer " + (
+                token if token is not None else self.rest_token(user, groups))
+        if data is not None and content_type is not None:
+            hdrs["Content-Type"] = content_type
+        hdrs.update(headers or {})
+        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=timeout)
+        try:
+            conn.request(method, path, body=data, headers=hdrs)
+            resp = conn.getresponse()
+            return RestResponse(method, path, data, resp.status, resp.headers, resp.read())
+        finally:
+            conn.close()
+
+    @property
+    def origin(self):
+        """http://<host> as the broker sees it in our Host header."""
+        return "http://127.0.0.1:%d" % self.http_port
+
+    def create(self, body, expect=201, **kwargs):
+        """POST /v1.0/subscriptions; asserts the status and returns the response."""
+        resp = self.rest("POST", SUBSCRIPTIONS, body, **kwargs)
+        assert resp.status == expect, "create %r: expected %d, %s" % (body, expect, resp)
+        return resp
+
+    def get_sub(self, sub_id, **kwargs):
+        return self.rest("GET", SUBSCRIPTIONS + "/" + sub_id, **kwargs)
+
+    def list_all(self, top=None, **kwargs):
+        """Every subscription of the caller, following @odata.nextLink; returns the list
+        of pages (each the parsed body)."""
+        path = SUBSCRIPTIONS + ("" if top is None else "?$top=%d" % top)
+        pages = []
+        while path is not None:
+            resp = self.rest("GET", path, **kwargs)
+            assert resp.status == 200, "list: %s" % resp
+            page = resp.json()
+            pages.append(page)
+            assert len(pages) <= 1000, "nextLink never ends"
+            link = page.get("@odata.nextLink")
+            if link is None:
+                path = None
+            else:
+                prefix = self.origin + "/v1.0/subscriptions?"
+                assert link.startswith(prefix), "nextLink %r is not below %s" % (link, prefix)
+                path = link[len(self.origin):]
+        return pages
 
     # ---- WebSocket ----
 

@@ -17,6 +17,7 @@ static void clear_environment(void)
     unsetenv("HEROLD_DATA");
     unsetenv("HEROLD_JWT_SECRET_FILE");
     unsetenv("HEROLD_LOG_LEVEL");
+    unsetenv("HEROLD_WEBHOOK_ALLOW_PRIVATE");
 }
 
 static char *write_temp_file(const char *text)
@@ -158,6 +159,50 @@ START_TEST(test_config_file_errors_name_the_line)
 }
 END_TEST
 
+START_TEST(test_config_subscription_and_webhook_options)
+{
+    config_t cfg;
+    struct herr err;
+    clear_environment();
+    char *defaults[] = {"herold"};
+    ck_assert_int_eq(config_load(&cfg, ARGC(defaults), defaults, &err), 0);
+    ck_assert(!cfg.webhook_allow_private);
+    ck_assert_int_eq(cfg.webhook_batch_items, 100);
+    ck_assert_int_eq(cfg.subscription_min_seconds, 2700);
+    ck_assert_int_eq(cfg.subscription_max_minutes, 42300);
+    ck_assert_int_eq(cfg.webhook_retry_horizon_s, 4 * 3600);
+    config_clear(&cfg);
+
+    /* A flag without a value, followed by another option. */
+    char *flags[] = {"herold", "--webhook-allow-private", "--webhook-batch-items", "1000",
+                     "--subscription-min-seconds", "2", "--reauthorization-lead=0"};
+    ck_assert_int_eq(config_load(&cfg, ARGC(flags), flags, &err), 0);
+    ck_assert(cfg.webhook_allow_private);
+    ck_assert_int_eq(cfg.webhook_batch_items, 1000);
+    ck_assert_int_eq(cfg.subscription_min_seconds, 2);
+    ck_assert_int_eq(cfg.reauthorization_lead_s, 0);
+    config_clear(&cfg);
+
+    setenv("HEROLD_WEBHOOK_ALLOW_PRIVATE", "false", 1);
+    ck_assert_int_eq(config_load(&cfg, ARGC(defaults), defaults, &err), 0);
+    ck_assert(!cfg.webhook_allow_private);
+    config_clear(&cfg);
+    setenv("HEROLD_WEBHOOK_ALLOW_PRIVATE", "maybe", 1);
+    assert_refused(ARGC(defaults), defaults, "not true or false");
+    unsetenv("HEROLD_WEBHOOK_ALLOW_PRIVATE");
+
+    char *too_many[] = {"herold", "--webhook-batch-items", "1001"};
+    assert_refused(ARGC(too_many), too_many, "webhook-batch-items");
+    char *zero[] = {"herold", "--webhook-batch-items", "0"};
+    assert_refused(ARGC(zero), zero, "webhook-batch-items");
+    char *word[] = {"herold", "--subscription-max-minutes", "lots"};
+    assert_refused(ARGC(word), word, "subscription-max-minutes");
+    char *inverted[] = {"herold", "--subscription-min-seconds", "7200", "--subscription-max-minutes",
+                        "60"};
+    assert_refused(ARGC(inverted), inverted, "larger than");
+}
+END_TEST
+
 int main(void)
 {
     Suite *suite = suite_create("config");
@@ -168,6 +213,7 @@ int main(void)
     tcase_add_test(tc, test_config_refuses_bad_flags);
     tcase_add_test(tc, test_config_http_port_bounds);
     tcase_add_test(tc, test_config_file_errors_name_the_line);
+    tcase_add_test(tc, test_config_subscription_and_webhook_options);
     suite_add_tcase(suite, tc);
     SRunner *runner = srunner_create(suite);
     srunner_run_all(runner, CK_NORMAL);

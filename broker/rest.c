@@ -1,0 +1,1050 @@
+#include "rest.h"
+
+#include <ctype.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <libwebsockets.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "errors.h"
+#include "event.h"
+#include "log.h"
+#include "mem.h"
+#include "notif.h"
+#include "path.h"
+
+#define REST_PREFIX "/v1.0/subscriptions"
+#define REST_WEBSOCKET_URL "websocket:"
+#define REST_MAX_PENDING 1024
+
+enum method {
+    METHOD_OTHER,
+    METHOD_GET,
+    METHOD_POST,
+    METHOD_PATCH,
+    METHOD_DELETE,
+};
+
+/* What a create or PATCH needs once its URLs are validated. */
+struct change {
+    bool is_create;
+    sub_kind_t kind;
+    char *resource;            /* expanded pattern (create) */
+    unsigned change_mask;
+    int64_t expires_at;
+    bool has_expiration;
+    sub_rest_t rest;           /* create: the new record's REST fields */
+    char *new_url;             /* PATCH: the new notificationUrl, or NULL */
+    char *urls_to_validate[2]; /* in order; NULL entries are skipped */
+    int next_validation;
+};
+
+struct rest_request {
+    rest_t *rest;
+    struct lws *wsi;
+    enum method method;
+    char id[SUBS_ID_BYTES + 1]; /* from the path, or empty */
+    bool is_reauthorize;
+    char host[128];
+    char request_id[SUBS_ID_BYTES + 1];
+    auth_principal_t *principal;
+    char *body;
+    size_t body_len;
+    bool is_body_too_large;
+    bool is_answered;
+    bool are_headers_sent;
+    int status;
+    char *response;
+    size_t response_len;
+    bool is_close_after;
+    uint64_t pending_id;       /* non-zero while a validation runs */
+    struct change *change;
+};
+
+struct pending {
+    uint64_t id;
+    rest_request_t *request;
+};
+
+struct rest {
+    rest_config_t config;
+    const auth_t *auth;
+    subs_t *subs;
+    dispatch_t *dispatch;
+    webhook_t *webhook;
+    chan_t *results;
+    struct pending pending[REST_MAX_PENDING];
+    size_t pending_count;
+    uint64_t next_pending_id;
+};
+
+rest_t *rest_new(const rest_config_t *config, const auth_t *auth, subs_t *subs,
+                 dispatch_t *dispatch, webhook_t *webhook, chan_t *webhook_results)
+{
+    rest_t *rest = xcalloc(1, sizeof(*rest));
+    rest->config = *config;
+    rest->auth = auth;
+    rest->subs = subs;
+    rest->dispatch = dispatch;
+    rest->webhook = webhook;
+    rest->results = webhook_results;
+    rest->next_pending_id = 1;
+    return rest;
+}
+
+void rest_free(rest_t *rest)
+{
+    free(rest);
+}
+
+bool rest_is_route(const char *uri)
+{
+    size_t len = strlen(REST_PREFIX);
+    return strncmp(uri, REST_PREFIX, len) == 0 && (uri[len] == '\0' || uri[len] == '/');
+}
+
+/* ---- small helpers ---- */
+
+static void change_free(struct change *change)
+{
+    if (change == NULL) {
+        return;
+    }
+    free(change->resource);
+    free(change->new_url);
+    free(change->urls_to_validate[0]);
+    free(change->urls_to_validate[1]);
+    free(change->rest.resource_given);
+    free(change->rest.notification_url);
+    free(change->rest.lifecycle_url);
+    free(change->rest.client_state);
+    free(change->rest.client_state_json);
+    free(change->rest.application_id);
+    free(change->rest.encryption_certificate);
+    free(change->rest.encryption_certificate_id);
+    free(change);
+}
+
+static json_t *string_or_null(const char *s)
+{
+    return s != NULL ? json_string(s) : json_null();
+}
+
+static size_t utf8_chars(const char *s)
+{
+    size_t count = 0;
+    for (; *s != '\0'; s++) {
+        count += ((unsigned char)*s & 0xc0) != 0x80;
+    }
+    return count;
+}
+
+/* Parses ISO 8601 as Graph clients write it: YYYY-MM-DDTHH:MM:SS, optional fraction of
+ * any length, then Z or ±HH:MM. Returns 0 with *seconds (fraction dropped) or -1. */
+static int parse_datetime(const char *text, int64_t *seconds)
+{
+    struct tm tm;
+    int used = 0;
+    memset(&tm, 0, sizeof(tm));
+    if (sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+               &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &used) != 6 ||
+        used != 19) {
+        return -1;
+    }
+    const char *p = text + used;
+    if (*p == '.') {
+        p++;
+        if (!isdigit((unsigned char)*p)) {
+            return -1;
+        }
+        while (isdigit((unsigned char)*p)) {
+            p++;
+        }
+    }
+    int offset = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int hours;
+        int minutes;
+        if (sscanf(p + 1, "%2d:%2d", &hours, &minutes) != 2 || strlen(p) != 6 || hours > 23 ||
+            minutes > 59) {
+            return -1;
+        }
+        offset = (hours * 60 + minutes) * 60 * (*p == '-' ? -1 : 1);
+        p += 6;
+    } else {
+        return -1;
+    }
+    if (*p != '\0' || tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 ||
+        tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60) {
+        return -1;
+    }
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    *seconds = (int64_t)timegm(&tm) - offset;
+    return 0;
+}
+
+/* ---- responses ---- */
+
+static int write_headers(rest_request_t *req, int status, size_t body_len)
+{
+    unsigned char buf[LWS_PRE + 1024];
+    unsigned char *start = buf + LWS_PRE;
+    unsigned char *p = start;
+    unsigned char *end = buf + sizeof(buf);
+    struct lws *wsi = req->wsi;
+
+    if (lws_add_http_common_headers(wsi, (unsigned int)status,
+                                    body_len > 0 ? "application/json" : NULL,
+                                    (lws_filepos_t)body_len, &p, end) != 0 ||
+        lws_add_http_header_by_name(wsi, (const unsigned char *)"request-id:",
+                                    (const unsigned char *)req->request_id,
+                                    (int)strlen(req->request_id), &p, end) != 0) {
+        return -1;
+    }
+    if (status == 401 &&
+        lws_add_http_header_by_name(wsi, (const unsigned char *)"www-authenticate:",
+                                    (const unsigned char *)"Bearer", 6, &p, end) != 0) {
+        return -1;
+    }
+    if (req->is_close_after &&
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close",
+                                     5, &p, end) != 0) {
+        return -1;
+    }
+    return lws_finalize_write_http_header(wsi, start, &p, end) != 0 ? -1 : 0;
+}
+
+/* Answers with status and body (taken; NULL for none). Headers and body go out in the
+ * connection's WRITEABLE callbacks, one write each, so an answer may be decided in any
+ * callback (a validation result arrives in another connection's). */
+static int respond(rest_request_t *req, int status, json_t *body)
+{
+    req->is_answered = true;
+    req->status = status;
+    if (body != NULL) {
+        req->response = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        json_decref(body);
+        req->response_len = strlen(req->response);
+    }
+    lws_callback_on_writable(req->wsi);
+    return 0;
+}
+
+static int respond_error(rest_request_t *req, int code, const char *message)
+{
+    char date[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
+    json_t *body = json_pack("{s:{s:s, s:s, s:{s:s, s:s}}}", "error", "code",
+                             herold_error_code(code), "message", message, "innerError", "date",
+                             date, "request-id", req->request_id);
+    log_msg(LOG_LEVEL_DEBUG, "rest: %d %s: %s", herold_error_status(code), herold_error_code(code),
+            message);
+    return respond(req, herold_error_status(code), body);
+}
+
+static void context_url(const rest_request_t *req, const char *suffix, char *out, size_t cap)
+{
+    snprintf(out, cap, "http://%s/v1.0/%s", req->host, suffix);
+}
+
+/* A subscription as the API shows it. A list item (is_listed) has no @odata.context of
+ * its own and never shows clientState. */
+static json_t *subscription_json(const rest_request_t *req, const sub_t *sub, bool is_listed,
+                                 const char *signing_secret)
+{
+    char types[32];
+    char context[256];
+    bool with_client_state = !is_listed;
+    event_change_mask_format(sub->change_mask, types, sizeof(types));
+    json_t *o = json_object();
+    if (!is_listed) {
+        context_url(req, "$metadata#subscriptions/$entity", context, sizeof(context));
+        json_object_set_new(o, "@odata.context", json_string(context));
+    }
+    json_object_set_new(o, "id", json_string(sub->id));
+    json_object_set_new(o, "resource", json_string(sub->rest.resource_given));
+    json_object_set_new(o, "applicationId", string_or_null(sub->rest.application_id));
+    json_object_set_new(o, "changeType", json_string(types));
+    json_object_set_new(o, "clientState",
+                        string_or_null(with_client_state ? sub->rest.client_state : NULL));
+    json_object_set_new(o, "notificationUrl", json_string(sub->rest.notification_url));
+    json_object_set_new(o, "notificationQueryOptions", json_null());
+    json_object_set_new(o, "lifecycleNotificationUrl", string_or_null(sub->rest.lifecycle_url));
+    json_object_set_new(o, "expirationDateTime", json_string(sub->expiration));
+    json_object_set_new(o, "creatorId", json_string(sub->owner->user));
+    json_object_set_new(o, "includeResourceData", json_boolean(sub->rest.include_resource_data));
+    json_object_set_new(o, "latestSupportedTlsVersion", json_string("v1_2"));
+    json_object_set_new(o, "encryptionCertificate",
+                        string_or_null(sub->rest.encryption_certificate));
+    json_object_set_new(o, "encryptionCertificateId",
+                        string_or_null(sub->rest.encryption_certificate_id));
+    json_object_set_new(o, "notificationUrlAppId", json_null());
+    if (signing_secret != NULL) {
+        json_object_set_new(o, "signingSecret", json_string(signing_secret));
+    }
+    return o;
+}
+
+/* ---- request parsing ---- */
+
+static enum method request_method(struct lws *wsi)
+{
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0) {
+        return METHOD_GET;
+    }
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0) {
+        return METHOD_POST;
+    }
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_PATCH_URI) > 0) {
+        return METHOD_PATCH;
+    }
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_DELETE_URI) > 0) {
+        return METHOD_DELETE;
+    }
+    return METHOD_OTHER;
+}
+
+static void request_host(struct lws *wsi, char *out, size_t cap)
+{
+    char host[128];
+    int len = lws_hdr_total_length(wsi, WSI_TOKEN_HOST);
+    if (len <= 0 || len >= (int)sizeof(host) ||
+        lws_hdr_copy(wsi, host, sizeof(host), WSI_TOKEN_HOST) < 0) {
+        snprintf(out, cap, "localhost");
+        return;
+    }
+    /* The host ends up in URLs we emit: accept only what a host:port may contain. */
+    for (char *p = host; *p != '\0'; p++) {
+        if (!isalnum((unsigned char)*p) && strchr(".-:[]", *p) == NULL) {
+            snprintf(out, cap, "localhost");
+            return;
+        }
+    }
+    snprintf(out, cap, "%s", host);
+}
+
+static int authenticate(rest_request_t *req)
+{
+    char header[AUTH_MAX_TOKEN_BYTES + 64];
+    struct herr err;
+    struct lws *wsi = req->wsi;
+    int len = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
+    if (len <= 0) {
+        return herr_set(&err, HEROLD_E_UNAUTHORIZED, "Authorization: a bearer token is required");
+    }
+    if (len >= (int)sizeof(header) ||
+        lws_hdr_copy(wsi, header, sizeof(header), WSI_TOKEN_HTTP_AUTHORIZATION) < 0 ||
+        strncasecmp(header, "Bearer ", 7) != 0) {
+        return HEROLD_E_UNAUTHORIZED;
+    }
+    const char *token = header + 7;
+    while (*token == ' ') {
+        token++;
+    }
+    if (auth_token_verify(req->rest->auth, token, strlen(token), (int64_t)time(NULL),
+                          &req->principal, &err) != 0) {
+        log_msg(LOG_LEVEL_INFO, "rest: token refused: %s", err.message);
+        return HEROLD_E_UNAUTHORIZED;
+    }
+    return 0;
+}
+
+static bool content_type_is_json(struct lws *wsi)
+{
+    char value[128];
+    int len = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE);
+    if (len <= 0 || len >= (int)sizeof(value) ||
+        lws_hdr_copy(wsi, value, sizeof(value), WSI_TOKEN_HTTP_CONTENT_TYPE) < 0) {
+        return false;
+    }
+    size_t base = strcspn(value, ";");
+    while (base > 0 && value[base - 1] == ' ') {
+        base--;
+    }
+    return base == strlen("application/json") && strncasecmp(value, "application/json", base) == 0;
+}
+
+/* ---- handlers ---- */
+
+static int finish_change(rest_request_t *req);
+
+/* Starts the next pending URL validation, or applies the change when none is left. */
+static int continue_change(rest_request_t *req)
+{
+    rest_t *rest = req->rest;
+    struct change *change = req->change;
+    while (change->next_validation < 2 && change->urls_to_validate[change->next_validation] == NULL) {
+        change->next_validation++;
+    }
+    if (change->next_validation >= 2) {
+        return finish_change(req);
+    }
+    if (rest->pending_count == REST_MAX_PENDING) {
+        return respond_error(req, HEROLD_E_UNAVAILABLE, "too many validations under way");
+    }
+    webhook_command_t *command = webhook_command_new(WEBHOOK_CMD_VALIDATE);
+    command->request_id = rest->next_pending_id++;
+    command->url = xstrdup(change->urls_to_validate[change->next_validation]);
+    command->url_name = change->next_validation == 0 ? "notificationUrl" : "lifecycleNotificationUrl";
+    req->pending_id = command->request_id;
+    rest->pending[rest->pending_count++] = (struct pending){command->request_id, req};
+    webhook_send(rest->webhook, &command);
+    return 0;
+}
+
+static const sub_t *find_identical(rest_t *rest, const char *user, const char *resource,
+                                   unsigned mask, const char *url)
+{
+    for (const sub_t *s = subs_first_persistent(rest->subs); s != NULL;
+         s = subs_next_persistent(s)) {
+        if (strcmp(s->owner->user, user) == 0 && strcmp(s->resource, resource) == 0 &&
+            s->change_mask == mask && strcmp(s->rest.notification_url, url) == 0) {
+            return s;
+        }
+    }
+    return NULL;
+}
+
+/* Checks the limits that can change while a validation runs; 0 or an answered error. */
+static int check_create_limits(rest_request_t *req, struct change *change)
+{
+    rest_t *rest = req->rest;
+    if (subs_count_owned(rest->subs, req->principal->user) >=
+        (size_t)rest->config.max_subscriptions_per_user) {
+        char text[128];
+        snprintf(text, sizeof(text), "subscriptions: at most %d per user",
+                 rest->config.max_subscriptions_per_user);
+        respond_error(req, HEROLD_E_LIMIT, text);
+        return -1;
+    }
+    if (find_identical(rest, req->principal->user, change->resource, change->change_mask,
+                       change->rest.notification_url) != NULL) {
+        respond_error(req, HEROLD_E_CONFLICT,
+                      "an identical subscription (resource, changeType, notificationUrl) exists");
+        return -1;
+    }
+    return 0;
+}
+
+static int finish_change(rest_request_t *req)
+{
+    rest_t *rest = req->rest;
+    struct change *change = req->change;
+    struct herr err;
+
+    if (!change->is_create) {
+        sub_t *sub = subs_find(rest->subs, req->id);
+        if (sub == NULL || strcmp(sub->owner->user, req->principal->user) != 0) {
+            return respond_error(req, HEROLD_E_NOT_FOUND, "no such subscription");
+        }
+        if (change->new_url != NULL) {
+            free(sub->rest.notification_url);
+            sub->rest.notification_url = change->new_url;
+            change->new_url = NULL;
+        }
+        if (change->has_expiration) {
+            subs_set_expiration(sub, change->expires_at);
+        }
+        auth_principal_t *owner = auth_principal_dup(req->principal);
+        subs_set_owner(sub, &owner);
+        if (sub->kind == SUB_WEBHOOK) {
+            dispatch_webhook_target_put(rest->dispatch, sub);
+        }
+        return respond(req, 200, subscription_json(req, sub, false, NULL));
+    }
+
+    if (check_create_limits(req, change) != 0) {
+        return 0;
+    }
+    char secret_text[80] = "";
+    if (change->kind == SUB_WEBHOOK) {
+        webhook_secret_new(change->rest.secret, secret_text, sizeof(secret_text));
+    }
+    auth_principal_t *owner = auth_principal_dup(req->principal);
+    sub_t *sub;
+    int rc = subs_add_persistent(rest->subs, change->kind, change->resource,
+                                 strlen(change->resource), change->change_mask, &owner,
+                                 &change->rest, change->expires_at, &sub, &err);
+    if (rc != 0) {
+        auth_principal_free(owner);
+        return respond_error(req, rc, err.message);
+    }
+    if (sub->kind == SUB_WEBHOOK) {
+        dispatch_webhook_target_put(rest->dispatch, sub);
+    }
+    log_msg(LOG_LEVEL_INFO, "rest: %s created subscription %s", sub->owner->user, sub->id);
+    return respond(req, 201, subscription_json(req, sub, false,
+                                               sub->kind == SUB_WEBHOOK ? secret_text : NULL));
+}
+
+/* Reads and checks expirationDateTime; 0 with *expires_at, or an answered error. */
+static int read_expiration(rest_request_t *req, json_t *value, int64_t *expires_at)
+{
+    int64_t requested;
+    int64_t now = (int64_t)time(NULL);
+    if (!json_is_string(value) || parse_datetime(json_string_value(value), &requested) != 0) {
+        respond_error(req, HEROLD_E_BAD_REQUEST,
+                      "expirationDateTime: an ISO 8601 date and time such as "
+                      "2026-11-28T10:00:00.0000000Z is required");
+        return -1;
+    }
+    if (requested <= now) {
+        respond_error(req, HEROLD_E_BAD_REQUEST, "expirationDateTime: lies in the past");
+        return -1;
+    }
+    if (requested > now + req->rest->config.max_expiration_minutes * 60) {
+        char text[128];
+        snprintf(text, sizeof(text), "expirationDateTime: more than %" PRId64 " minutes ahead",
+                 req->rest->config.max_expiration_minutes);
+        respond_error(req, HEROLD_E_BAD_REQUEST, text);
+        return -1;
+    }
+    if (requested < now + req->rest->config.min_expiration_seconds) {
+        requested = now + req->rest->config.min_expiration_seconds;
+    }
+    *expires_at = requested;
+    return 0;
+}
+
+/* Checks a webhook URL; 0, or an answered error naming member. */
+static int check_url(rest_request_t *req, const char *member, const char *url)
+{
+    struct herr err;
+    int rc = webhook_url_check_named(member, url, req->rest->config.allow_private, &err);
+    if (rc != 0) {
+        respond_error(req, rc, err.message);
+        return -1;
+    }
+    return 0;
+}
+
+static const char *optional_string(rest_request_t *req, json_t *body, const char *member,
+                                   size_t max_bytes, bool *is_bad)
+{
+    json_t *value = json_object_get(body, member);
+    if (value == NULL || json_is_null(value)) {
+        return NULL;
+    }
+    if (!json_is_string(value) || json_string_length(value) > max_bytes) {
+        char text[128];
+        snprintf(text, sizeof(text), "%s: must be a string of at most %zu bytes", member,
+                 max_bytes);
+        respond_error(req, HEROLD_E_BAD_REQUEST, text);
+        *is_bad = true;
+        return NULL;
+    }
+    return json_string_value(value);
+}
+
+/* The pattern a resource stands for: a leading / is optional, me/ means /users/<user>/. */
+static char *expand_resource(const char *resource, const char *user)
+{
+    const char *rest = resource[0] == '/' ? resource + 1 : resource;
+    if (strcmp(rest, "me") == 0 || strncmp(rest, "me/", 3) == 0) {
+        size_t len = strlen("/users/") + strlen(user) + strlen(rest + 2) + 1;
+        char *out = xmalloc(len);
+        snprintf(out, len, "/users/%s%s", user, rest + 2);
+        return out;
+    }
+    size_t len = strlen(rest) + 2;
+    char *out = xmalloc(len);
+    snprintf(out, len, "/%s", rest);
+    return out;
+}
+
+static int handle_create(rest_request_t *req, json_t *body)
+{
+    struct herr err;
+    bool is_bad = false;
+    struct change *change = xcalloc(1, sizeof(*change));
+    change->is_create = true;
+    req->change = change;
+
+    json_t *change_type = json_object_get(body, "changeType");
+    json_t *url = json_object_get(body, "notificationUrl");
+    json_t *resource = json_object_get(body, "resource");
+    json_t *expiration = json_object_get(body, "expirationDateTime");
+    const char *missing = !json_is_string(change_type) ? "changeType"
+                          : !json_is_string(url)       ? "notificationUrl"
+                          : !json_is_string(resource)  ? "resource"
+                          : expiration == NULL         ? "expirationDateTime"
+                                                       : NULL;
+    if (missing != NULL) {
+        char text[96];
+        snprintf(text, sizeof(text), "%s: a string is required", missing);
+        return respond_error(req, HEROLD_E_BAD_REQUEST, text);
+    }
+    if (event_change_mask_parse(json_string_value(change_type), json_string_length(change_type),
+                                &change->change_mask, &err) != 0) {
+        return respond_error(req, err.code, err.message);
+    }
+    change->resource = expand_resource(json_string_value(resource), req->principal->user);
+    path_t pattern;
+    if (path_parse_pattern(change->resource, strlen(change->resource), &pattern, &err) != 0) {
+        char text[HERR_MESSAGE_MAX + 16];
+        snprintf(text, sizeof(text), "resource: %s", err.message);
+        return respond_error(req, HEROLD_E_BAD_PATH, text);
+    }
+    if (read_expiration(req, expiration, &change->expires_at) != 0) {
+        return 0;
+    }
+
+    const char *url_text = json_string_value(url);
+    if (strcmp(url_text, REST_WEBSOCKET_URL) == 0) {
+        change->kind = SUB_WEBSOCKET;
+    } else {
+        if (check_url(req, "notificationUrl", url_text) != 0) {
+            return 0;
+        }
+        change->kind = SUB_WEBHOOK;
+        change->urls_to_validate[0] = xstrdup(url_text);
+    }
+    const char *lifecycle = optional_string(req, body, "lifecycleNotificationUrl",
+                                            WEBHOOK_MAX_URL_BYTES + 1, &is_bad);
+    if (is_bad) {
+        return 0;
+    }
+    if (lifecycle != NULL) {
+        if (check_url(req, "lifecycleNotificationUrl", lifecycle) != 0) {
+            return 0;
+        }
+        change->urls_to_validate[1] = xstrdup(lifecycle);
+    }
+    const char *client_state = optional_string(req, body, "clientState", 4 * 128, &is_bad);
+    if (is_bad) {
+        return 0;
+    }
+    if (client_state != NULL && utf8_chars(client_state) > REST_MAX_CLIENT_STATE_CHARS) {
+        return respond_error(req, HEROLD_E_BAD_REQUEST,
+                             "clientState: longer than 128 characters");
+    }
+    const char *certificate = optional_string(req, body, "encryptionCertificate",
+                                              REST_MAX_CERTIFICATE_BYTES, &is_bad);
+    const char *certificate_id =
+        is_bad ? NULL : optional_string(req, body, "encryptionCertificateId", 256, &is_bad);
+    if (is_bad) {
+        return 0;
+    }
+    json_t *include = json_object_get(body, "includeResourceData");
+    if (include != NULL && !json_is_boolean(include) && !json_is_null(include)) {
+        return respond_error(req, HEROLD_E_BAD_REQUEST, "includeResourceData: must be a boolean");
+    }
+
+    change->rest.resource_given = xstrdup(json_string_value(resource));
+    change->rest.notification_url = xstrdup(url_text);
+    change->rest.lifecycle_url = lifecycle != NULL ? xstrdup(lifecycle) : NULL;
+    if (client_state != NULL) {
+        change->rest.client_state = xstrdup(client_state);
+        json_t *state = json_string(client_state);
+        change->rest.client_state_json = json_dumps(state, JSON_ENCODE_ANY);
+        json_decref(state);
+    }
+    change->rest.application_id =
+        req->principal->application != NULL ? xstrdup(req->principal->application) : NULL;
+    change->rest.encryption_certificate = certificate != NULL ? xstrdup(certificate) : NULL;
+    change->rest.encryption_certificate_id =
+        certificate_id != NULL ? xstrdup(certificate_id) : NULL;
+    change->rest.include_resource_data = json_is_true(include);
+
+    if (check_create_limits(req, change) != 0) {
+        return 0;
+    }
+    return continue_change(req);
+}
+
+/* A member of a PATCH body that herold does not change: refused unless it repeats the
+ * stored value. */
+static bool differs(json_t *body, const char *member, const char *stored)
+{
+    json_t *value = json_object_get(body, member);
+    if (value == NULL) {
+        return false;
+    }
+    if (json_is_null(value)) {
+        return stored != NULL;
+    }
+    return !json_is_string(value) || stored == NULL || strcmp(json_string_value(value), stored) != 0;
+}
+
+static int handle_patch(rest_request_t *req, sub_t *sub, json_t *body)
+{
+    char types[32];
+    struct change *change = xcalloc(1, sizeof(*change));
+    req->change = change;
+    event_change_mask_format(sub->change_mask, types, sizeof(types));
+
+    static const char *const fixed[] = {"resource", "clientState", "lifecycleNotificationUrl",
+                                        "encryptionCertificate", "encryptionCertificateId"};
+    const char *stored[] = {sub->rest.resource_given, sub->rest.client_state,
+                            sub->rest.lifecycle_url, sub->rest.encryption_certificate,
+                            sub->rest.encryption_certificate_id};
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
+        if (differs(body, fixed[i], stored[i])) {
+            char text[96];
+            snprintf(text, sizeof(text), "%s: cannot be changed", fixed[i]);
+            return respond_error(req, HEROLD_E_BAD_REQUEST, text);
+        }
+    }
+    json_t *include = json_object_get(body, "includeResourceData");
+    if (include != NULL && !json_is_null(include) &&
+        (!json_is_boolean(include) || json_is_true(include) != sub->rest.include_resource_data)) {
+        return respond_error(req, HEROLD_E_BAD_REQUEST, "includeResourceData: cannot be changed");
+    }
+    json_t *change_type = json_object_get(body, "changeType");
+    if (change_type != NULL) {
+        unsigned mask;
+        if (!json_is_string(change_type) ||
+            event_change_mask_parse(json_string_value(change_type),
+                                    json_string_length(change_type), &mask, NULL) != 0 ||
+            mask != sub->change_mask) {
+            return respond_error(req, HEROLD_E_BAD_REQUEST, "changeType: cannot be changed");
+        }
+    }
+    json_t *expiration = json_object_get(body, "expirationDateTime");
+    if (expiration != NULL) {
+        if (read_expiration(req, expiration, &change->expires_at) != 0) {
+            return 0;
+        }
+        change->has_expiration = true;
+    }
+    json_t *url = json_object_get(body, "notificationUrl");
+    if (url != NULL && strcmp(json_string_value(url) != NULL ? json_string_value(url) : "",
+                              sub->rest.notification_url) != 0) {
+        const char *text = json_string_value(url);
+        if (text == NULL || sub->kind == SUB_WEBSOCKET || strcmp(text, REST_WEBSOCKET_URL) == 0) {
+            return respond_error(req, HEROLD_E_BAD_REQUEST,
+                                 "notificationUrl: can change only from one http(s) URL to "
+                                 "another");
+        }
+        if (check_url(req, "notificationUrl", text) != 0) {
+            return 0;
+        }
+        change->new_url = xstrdup(text);
+        change->urls_to_validate[0] = xstrdup(text);
+    }
+    return continue_change(req);
+}
+
+/* The list: only the caller's, oldest first, a page at a time. */
+static int handle_list(rest_request_t *req)
+{
+    rest_t *rest = req->rest;
+    char arg[64];
+    long top = REST_MAX_PAGE;
+    uint64_t after = 0;
+    if (lws_get_urlarg_by_name(req->wsi, "$top=", arg, sizeof(arg)) != NULL) {
+        char *end;
+        top = strtol(arg + 5, &end, 10);
+        if (*end != '\0' || end == arg + 5 || top < 1 || top > REST_MAX_PAGE) {
+            return respond_error(req, HEROLD_E_BAD_REQUEST, "$top: must be 1..100");
+        }
+    }
+    if (lws_get_urlarg_by_name(req->wsi, "$skiptoken=", arg, sizeof(arg)) != NULL) {
+        char *end;
+        after = strtoull(arg + 11, &end, 16);
+        if (*end != '\0' || end == arg + 11) {
+            return respond_error(req, HEROLD_E_BAD_REQUEST, "$skiptoken: not a token of ours");
+        }
+    }
+    char context[256];
+    context_url(req, "$metadata#subscriptions", context, sizeof(context));
+    json_t *list = json_pack("{s:s}", "@odata.context", context);
+    json_t *value = json_array();
+    const sub_t *last = NULL;
+    bool has_more = false;
+    for (const sub_t *s = subs_first_persistent(rest->subs); s != NULL;
+         s = subs_next_persistent(s)) {
+        if (s->rest.created_order <= after || strcmp(s->owner->user, req->principal->user) != 0) {
+            continue;
+        }
+        if ((long)json_array_size(value) == top) {
+            has_more = true;
+            break;
+        }
+        json_array_append_new(value, subscription_json(req, s, true, NULL));
+        last = s;
+    }
+    json_object_set_new(list, "value", value);
+    if (has_more) {
+        char next[320];
+        char suffix[96];
+        snprintf(suffix, sizeof(suffix), "subscriptions?$top=%ld&$skiptoken=%" PRIx64, top,
+                 last->rest.created_order);
+        context_url(req, suffix, next, sizeof(next));
+        json_object_set_new(list, "@odata.nextLink", json_string(next));
+    }
+    return respond(req, 200, list);
+}
+
+static int handle(rest_request_t *req)
+{
+    rest_t *rest = req->rest;
+    int rc = authenticate(req);
+    if (rc != 0) {
+        return respond_error(req, rc, "a valid bearer token is required");
+    }
+    if (req->method == METHOD_OTHER) {
+        return respond_error(req, HEROLD_E_METHOD_NOT_ALLOWED,
+                             "the method is not allowed on this resource");
+    }
+
+    json_t *body = NULL;
+    bool has_body = req->method == METHOD_POST || req->method == METHOD_PATCH;
+    if (has_body && !req->is_reauthorize) {
+        if (!content_type_is_json(req->wsi)) {
+            return respond_error(req, HEROLD_E_UNSUPPORTED_MEDIA_TYPE,
+                                 "Content-Type: must be application/json");
+        }
+        json_error_t jerr;
+        body = json_loadb(req->body != NULL ? req->body : "", req->body_len,
+                          JSON_REJECT_DUPLICATES, &jerr);
+        if (body == NULL || !json_is_object(body)) {
+            json_decref(body);
+            char text[200];
+            snprintf(text, sizeof(text), "the body must be a JSON object%s%s",
+                     body == NULL ? ": " : "", body == NULL ? jerr.text : "");
+            return respond_error(req, HEROLD_E_BAD_JSON, text);
+        }
+    }
+
+    if (req->id[0] == '\0') {
+        if (req->is_reauthorize) {
+            rc = respond_error(req, HEROLD_E_NOT_FOUND, "no such resource");
+        } else if (req->method == METHOD_POST) {
+            rc = handle_create(req, body);
+        } else if (req->method == METHOD_GET) {
+            rc = handle_list(req);
+        } else {
+            rc = respond_error(req, HEROLD_E_METHOD_NOT_ALLOWED,
+                               "the method is not allowed on the collection");
+        }
+        json_decref(body);
+        return rc;
+    }
+
+    sub_t *sub = subs_find(rest->subs, req->id);
+    if (sub == NULL || strcmp(sub->owner->user, req->principal->user) != 0) {
+        json_decref(body);
+        return respond_error(req, HEROLD_E_NOT_FOUND, "no such subscription");
+    }
+    if (req->is_reauthorize) {
+        if (req->method != METHOD_POST) {
+            return respond_error(req, HEROLD_E_METHOD_NOT_ALLOWED, "reauthorize takes POST");
+        }
+        auth_principal_t *owner = auth_principal_dup(req->principal);
+        subs_set_owner(sub, &owner);
+        sub->rest.is_reauthorization_sent = false;
+        return respond(req, 204, NULL);
+    }
+    switch (req->method) {
+    case METHOD_GET:
+        rc = respond(req, 200, subscription_json(req, sub, false, NULL));
+        break;
+    case METHOD_DELETE:
+        log_msg(LOG_LEVEL_INFO, "rest: %s deleted subscription %s", req->principal->user, sub->id);
+        dispatch_remove_subscription(rest->dispatch, sub);
+        rc = respond(req, 204, NULL);
+        break;
+    case METHOD_PATCH:
+        rc = handle_patch(req, sub, body);
+        break;
+    default:
+        rc = respond_error(req, HEROLD_E_METHOD_NOT_ALLOWED,
+                           "the method is not allowed on a subscription");
+        break;
+    }
+    json_decref(body);
+    return rc;
+}
+
+/* ---- the request life cycle ---- */
+
+static bool parse_route(rest_request_t *req, const char *uri)
+{
+    const char *rest = uri + strlen(REST_PREFIX);
+    if (*rest == '\0') {
+        return true;
+    }
+    rest++; /* '/' */
+    size_t id_len = strcspn(rest, "/");
+    if (id_len == 0 || id_len > SUBS_ID_BYTES) {
+        return false;
+    }
+    memcpy(req->id, rest, id_len);
+    req->id[id_len] = '\0';
+    rest += id_len;
+    if (*rest == '\0') {
+        return true;
+    }
+    if (strcmp(rest, "/reauthorize") == 0) {
+        req->is_reauthorize = true;
+        return true;
+    }
+    return false;
+}
+
+rest_request_t *rest_request_begin(rest_t *rest, struct lws *wsi, const char *uri)
+{
+    rest_request_t *req = xcalloc(1, sizeof(*req));
+    req->rest = rest;
+    req->wsi = wsi;
+    req->method = request_method(wsi);
+    subs_new_id(req->request_id);
+    request_host(wsi, req->host, sizeof(req->host));
+
+    if (!parse_route(req, uri)) {
+        respond_error(req, HEROLD_E_NOT_FOUND, "no such resource");
+        return req;
+    }
+    if (req->method == METHOD_POST || req->method == METHOD_PATCH) {
+        char value[32];
+        int len = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH);
+        long long content_length = 0;
+        if (len > 0 && len < (int)sizeof(value) &&
+            lws_hdr_copy(wsi, value, sizeof(value), WSI_TOKEN_HTTP_CONTENT_LENGTH) >= 0) {
+            content_length = strtoll(value, NULL, 10);
+        }
+        if (content_length > REST_MAX_BODY_BYTES) {
+            req->is_close_after = true;
+            char text[96];
+            snprintf(text, sizeof(text), "the body is larger than %d bytes", REST_MAX_BODY_BYTES);
+            respond_error(req, HEROLD_E_TOO_LARGE, text);
+            return req;
+        }
+        bool is_chunked = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0;
+        if (content_length > 0 || is_chunked) {
+            return req; /* the body follows */
+        }
+    }
+    handle(req);
+    return req;
+}
+
+int rest_request_body(rest_request_t *req, const void *data, size_t len)
+{
+    if (req->is_answered || req->is_body_too_large) {
+        return 0;
+    }
+    if (req->body_len + len > REST_MAX_BODY_BYTES) {
+        req->is_body_too_large = true;
+        req->is_close_after = true;
+        char text[96];
+        snprintf(text, sizeof(text), "the body is larger than %d bytes", REST_MAX_BODY_BYTES);
+        return respond_error(req, HEROLD_E_TOO_LARGE, text);
+    }
+    req->body = xrealloc(req->body, req->body_len + len + 1);
+    memcpy(req->body + req->body_len, data, len);
+    req->body_len += len;
+    return 0;
+}
+
+int rest_request_body_complete(rest_request_t *req)
+{
+    if (req->is_answered) {
+        return 0;
+    }
+    return handle(req);
+}
+
+int rest_request_writeable(rest_request_t *req)
+{
+    if (!req->is_answered || req->pending_id != 0) {
+        return 0;
+    }
+    if (!req->are_headers_sent) {
+        if (write_headers(req, req->status, req->response_len) != 0) {
+            return -1;
+        }
+        req->are_headers_sent = true;
+        if (req->response_len > 0) {
+            lws_callback_on_writable(req->wsi);
+            return 0;
+        }
+    } else if (req->response_len > 0) {
+        unsigned char *buf = xmalloc(LWS_PRE + req->response_len);
+        memcpy(buf + LWS_PRE, req->response, req->response_len);
+        int written = lws_write(req->wsi, buf + LWS_PRE, req->response_len, LWS_WRITE_HTTP_FINAL);
+        free(buf);
+        if (written < (int)req->response_len) {
+            return -1;
+        }
+    }
+    if (req->is_close_after) {
+        return -1;
+    }
+    return lws_http_transaction_completed(req->wsi) ? -1 : 0;
+}
+
+void rest_request_closed(rest_request_t *req)
+{
+    if (req == NULL) {
+        return;
+    }
+    rest_t *rest = req->rest;
+    for (size_t i = 0; i < rest->pending_count; i++) {
+        if (rest->pending[i].request == req) {
+            rest->pending[i] = rest->pending[--rest->pending_count];
+            break;
+        }
+    }
+    auth_principal_free(req->principal);
+    change_free(req->change);
+    free(req->body);
+    free(req->response);
+    free(req);
+}
+
+static void validation_answered(rest_t *rest, const webhook_result_t *result)
+{
+    rest_request_t *req = NULL;
+    for (size_t i = 0; i < rest->pending_count; i++) {
+        if (rest->pending[i].id == result->request_id) {
+            req = rest->pending[i].request;
+            rest->pending[i] = rest->pending[--rest->pending_count];
+            break;
+        }
+    }
+    if (req == NULL) {
+        return; /* the client went away */
+    }
+    req->pending_id = 0;
+    if (result->code != 0) {
+        log_msg(LOG_LEVEL_INFO, "rest: validation failed: %s", result->message);
+        respond_error(req, result->code, result->message);
+        return;
+    }
+    req->change->next_validation++;
+    continue_change(req);
+}
+
+void rest_drain_results(rest_t *rest)
+{
+    void *items[64];
+    size_t count;
+    while ((count = chan_drain(rest->results, items, 64)) > 0) {
+        for (size_t i = 0; i < count; i++) {
+            webhook_result_t *result = items[i];
+            if (result->kind == WEBHOOK_RESULT_VALIDATED) {
+                validation_answered(rest, result);
+            } else if (result->kind == WEBHOOK_RESULT_GONE) {
+                sub_t *sub = subs_find(rest->subs, result->subscription_id);
+                if (sub != NULL) {
+                    log_msg(LOG_LEVEL_INFO, "rest: subscription %s removed: endpoint answered 410",
+                            sub->id);
+                    dispatch_remove_subscription(rest->dispatch, sub);
+                }
+            }
+            free(result);
+        }
+    }
+}

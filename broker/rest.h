@@ -1,0 +1,86 @@
+#ifndef HEROLD_REST_H
+#define HEROLD_REST_H
+
+/*
+ * The Graph-compatible subscription API (DESIGN 3.2, schemas/subscriptions.md):
+ *
+ *   POST   /v1.0/subscriptions                      create (201)
+ *   GET    /v1.0/subscriptions[?$top=&$skiptoken=]  list the caller's own, oldest first
+ *   GET    /v1.0/subscriptions/{id}                 one (404 unless the caller owns it)
+ *   PATCH  /v1.0/subscriptions/{id}                 renew expirationDateTime, change notificationUrl
+ *   DELETE /v1.0/subscriptions/{id}                 204
+ *   POST   /v1.0/subscriptions/{id}/reauthorize     204, refreshes the owner's groups
+ *
+ * Every request carries a bearer token, checked before anything else. Bodies are JSON
+ * objects of at most REST_MAX_BODY_BYTES; unknown members are ignored, as Graph clients
+ * send some of their own. A webhook URL (notificationUrl, lifecycleNotificationUrl) is
+ * validated by the webhook thread before anything is stored: the request stays open
+ * while the handshake runs, so the service loop never waits for it, and the answer
+ * resumes the request (or is dropped if the client has gone). Errors use Graph's body
+ * with a request-id.
+ *
+ * Runs on the service thread; http.c calls the rest_request_* functions from its
+ * callbacks.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "auth.h"
+#include "chan.h"
+#include "dispatch.h"
+#include "subs.h"
+#include "webhook.h"
+
+struct lws;
+
+#define REST_MAX_BODY_BYTES 16384
+#define REST_MAX_PAGE 100
+#define REST_MAX_CLIENT_STATE_CHARS 128
+#define REST_MAX_CERTIFICATE_BYTES 8192
+
+typedef struct rest rest_t;
+typedef struct rest_request rest_request_t;
+
+typedef struct rest_config {
+    bool allow_private;                 /* webhook targets in private ranges */
+    int64_t min_expiration_seconds;     /* closer expirations are raised to this */
+    int64_t max_expiration_minutes;     /* further ones are refused */
+    int max_subscriptions_per_user;
+} rest_config_t;
+
+/* The API over subs, dispatch and webhook (borrowed); validation answers arrive on
+ * webhook_results (borrowed), drained by rest_drain_results. */
+rest_t *rest_new(const rest_config_t *config, const auth_t *auth, subs_t *subs,
+                 dispatch_t *dispatch, webhook_t *webhook, chan_t *webhook_results);
+
+/* Frees the API; requests still open must have been closed. NULL is a no-op. */
+void rest_free(rest_t *rest);
+
+/* True when uri is one of the API's paths (the caller routes the request here). */
+bool rest_is_route(const char *uri);
+
+/* A request for uri began on wsi (its headers are parsed). Returns a request state that
+ * the caller keeps with the connection, and that ends with rest_request_closed. Answers
+ * at once when no body is expected. Returns -1 in *status_out to close the connection. */
+rest_request_t *rest_request_begin(rest_t *rest, struct lws *wsi, const char *uri);
+
+/* A piece of the body. Returns 0, or -1 to close the connection. */
+int rest_request_body(rest_request_t *request, const void *data, size_t len);
+
+/* The body is complete: handles the request. Returns 0, or -1 to close. */
+int rest_request_body_complete(rest_request_t *request);
+
+/* The connection is writeable: sends the response body. Returns 0 to keep the connection,
+ * -1 to close it. */
+int rest_request_writeable(rest_request_t *request);
+
+/* The connection is gone: frees the request; a validation still running is ignored. */
+void rest_request_closed(rest_request_t *request);
+
+/* Handles webhook results: validation answers resume their requests; 410 Gone removes a
+ * subscription. */
+void rest_drain_results(rest_t *rest);
+
+#endif

@@ -1,0 +1,187 @@
+#ifndef HEROLD_WEBHOOK_H
+#define HEROLD_WEBHOOK_H
+
+/*
+ * Webhook delivery: one thread running a libcurl multi handle, fed by the service thread
+ * through a command channel and answering through a result channel.
+ *
+ * Targets. Each webhook subscription has a target (its URL, secret, clientState, lifecycle
+ * URL, expiration) and its own queue of items, so a slow or failing endpoint never delays
+ * another. At most one request per target is in flight, which keeps each target's items
+ * in order. Items waiting for a target are sent as one batch `{"value":[…]}` of up to
+ * max_batch_items, after a short batching window (batch_window_ms) that lets a burst
+ * travel together.
+ *
+ * Signatures (Standard Webhooks). Each request carries `webhook-id` (stable across the
+ * retries of one batch), `webhook-timestamp` (seconds, the time of this attempt) and
+ * `webhook-signature: v1,<base64 HMAC-SHA256 over "id.timestamp.body">`, keyed with the
+ * subscription's secret (the bytes behind `whsec_`). Any 2xx within request_timeout_ms
+ * is a delivery.
+ *
+ * Retries. A failed batch (no connection, timeout, or a status other than 2xx and 410) is
+ * retried with exponential backoff and jitter: the first retry within first_retry_ms, then
+ * doubling up to max_retry_ms between attempts, until retry_horizon_ms after its first
+ * attempt. `Retry-After` (seconds or an HTTP date) on 429 and 503 sets the next attempt,
+ * bounded by the horizon. While a target fails, its queue keeps filling (never silently
+ * dropped) up to WEBHOOK_MAX_QUEUED_ITEMS; beyond that the oldest items are dropped and a
+ * `missed` lifecycle notification tells the subscriber. When a batch is finally given up, a
+ * `missed` lifecycle notification goes to the lifecycle URL, and delivery goes on with the
+ * next batch. 410 Gone ends the subscription: a WEBHOOK_RESULT_GONE result tells the
+ * service thread, which removes it.
+ *
+ * Validation. webhook_validate POSTs `url?validationToken=<random>` (text/plain, empty
+ * body); the endpoint must answer 200 with exactly the token as body within
+ * WEBHOOK_VALIDATION_TIMEOUT_MS. The answer comes back as a WEBHOOK_RESULT_VALIDATED result.
+ *
+ * Security. URLs must be http or https. Every connection's resolved address is checked
+ * when the socket is opened (so a DNS answer cannot slip past the check): loopback,
+ * private (RFC 1918, unique-local fc00::/7), link-local, carrier-grade NAT, unspecified,
+ * broadcast and multicast addresses are refused unless allow_private. Redirects are not
+ * followed. TLS peers are verified against the system CAs plus ca_file when given.
+ * Connections are kept alive and reused per host.
+ *
+ * Threads: webhook_new, webhook_start, webhook_stop and webhook_free belong to the main
+ * thread; webhook_send to the service thread, which also drains the results channel
+ * (chan_drain; each item is a webhook_result_t * that the drainer owns and releases with
+ * free()); everything else happens on the delivery thread. The service thread must stop
+ * calling webhook_send before webhook_free.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "chan.h"
+#include "errors.h"
+#include "notif.h"
+
+#define WEBHOOK_VALIDATION_TIMEOUT_MS 10000
+#define WEBHOOK_MAX_QUEUED_ITEMS 10000      /* per target, while its endpoint fails */
+#define WEBHOOK_MAX_URL_BYTES 2048
+#define WEBHOOK_MAX_RESPONSE_BYTES 4096     /* read of a response body, beyond is ignored */
+#define WEBHOOK_SECRET_BYTES 32             /* random bytes behind whsec_ */
+
+typedef struct webhook webhook_t;
+
+typedef struct webhook_config {
+    int max_batch_items;       /* default 100 */
+    int batch_window_ms;       /* default 10 */
+    int request_timeout_ms;    /* default 10000 */
+    int first_retry_ms;        /* default 5000: "the first retry within 10 s" */
+    int max_retry_ms;          /* default 600000 */
+    int64_t retry_horizon_ms;  /* default 4 h */
+    bool allow_private;        /* --webhook-allow-private */
+    const char *ca_file;       /* --webhook-ca-file, or NULL */
+} webhook_config_t;
+
+/* What a target needs to deliver to one subscription. Strings are owned by the command
+ * that carries them (see webhook_command_t). */
+typedef struct webhook_target_spec {
+    char subscription_id[37];
+    char *notification_url;
+    char *lifecycle_url;       /* NULL: no lifecycle notifications */
+    char *client_state_json;   /* JSON string literal with quotes, or NULL */
+    char expiration[29];       /* Graph format */
+    unsigned char secret[WEBHOOK_SECRET_BYTES];
+    char *tenant_id;           /* NULL or the owner's tenant, for lifecycle items */
+} webhook_target_spec_t;
+
+typedef enum webhook_command_kind {
+    WEBHOOK_CMD_TARGET_PUT,    /* create or replace the target of spec.subscription_id */
+    WEBHOOK_CMD_TARGET_REMOVE, /* drop the target and its queue; in-flight answers ignored */
+    WEBHOOK_CMD_NOTIFY,        /* queue notif (one reference, taken) for subscription_id */
+    WEBHOOK_CMD_VALIDATE,      /* validate url; answer with request_id */
+    WEBHOOK_CMD_LIFECYCLE,     /* POST a lifecycle notification (spec + lifecycle_event) */
+} webhook_command_kind_t;
+
+/* One command from the service thread. The command and everything it points to are
+ * owned by whoever holds it: webhook_send takes ownership. */
+typedef struct webhook_command {
+    webhook_command_kind_t kind;
+    webhook_target_spec_t spec;        /* TARGET_PUT, LIFECYCLE (subscription_id alone for
+                                          REMOVE and NOTIFY) */
+    notif_t *notif;                    /* NOTIFY */
+    uint64_t request_id;               /* VALIDATE */
+    char *url;                         /* VALIDATE */
+    const char *lifecycle_event;       /* LIFECYCLE: "subscriptionRemoved",
+                                          "reauthorizationRequired", "missed" (static) */
+    const char *url_name;              /* VALIDATE: the property named in the result's
+                                          message, "notificationUrl" when NULL or
+                                          "lifecycleNotificationUrl" (static) */
+} webhook_command_t;
+
+typedef enum webhook_result_kind {
+    WEBHOOK_RESULT_VALIDATED, /* request_id, code (0 = valid), message */
+    WEBHOOK_RESULT_GONE,      /* subscription_id: the endpoint answered 410 */
+} webhook_result_kind_t;
+
+typedef struct webhook_result {
+    webhook_result_kind_t kind;
+    uint64_t request_id;
+    char subscription_id[37];
+    int code;                 /* 0 or a HEROLD_E_* code */
+    char message[HERR_MESSAGE_MAX];
+} webhook_result_t;
+
+/* Fills config with the defaults above. */
+void webhook_config_init(webhook_config_t *config);
+
+/* A delivery layer with the given configuration (copied; ca_file is borrowed and must
+ * outlive it). Results are pushed onto results (borrowed), whose wake callback brings
+ * the service thread; the delivery thread waits while results is full, so the service
+ * thread must keep draining it. Calls curl_global_init (webhook_free the matching
+ * curl_global_cleanup). Returns NULL with err set when libcurl cannot be initialised. */
+webhook_t *webhook_new(const webhook_config_t *config, chan_t *results, struct herr *err);
+
+/* Starts the delivery thread. Returns 0 or HEROLD_E_SYSTEM. */
+int webhook_start(webhook_t *webhook, struct herr *err);
+
+/* Stops the thread: requests in flight get until deadline_ms to finish, then are
+ * abandoned. Queued commands are released. */
+void webhook_stop(webhook_t *webhook, int deadline_ms);
+
+/* Frees the layer (stopping it first if needed). NULL is a no-op. */
+void webhook_free(webhook_t *webhook);
+
+/* Hands a command to the delivery thread (takes ownership of *command and sets it to
+ * NULL). Waits while the command channel is full. After webhook_stop the command is
+ * released at once. */
+void webhook_send(webhook_t *webhook, webhook_command_t **command);
+
+/* A new zeroed command of the given kind. Release with webhook_command_free. */
+webhook_command_t *webhook_command_new(webhook_command_kind_t kind);
+
+/* Releases a command and what it owns (strings, the notif reference). NULL is a no-op. */
+void webhook_command_free(webhook_command_t *command);
+
+/* Checks a notificationUrl or lifecycleNotificationUrl before anything is stored:
+ * http or https, a host, at most WEBHOOK_MAX_URL_BYTES, no user:password part, and no
+ * literal address in a refused range, nor the name localhost or *.localhost (unless
+ * allow_private). Hosts given by name are checked again at every connection. Returns 0
+ * or HEROLD_E_BAD_REQUEST / HEROLD_E_FORBIDDEN with err naming the rule. Any thread. */
+int webhook_url_check(const char *url, bool allow_private, struct herr *err);
+
+/* webhook_url_check with the property named in err's message (name, e.g.
+ * "lifecycleNotificationUrl", is borrowed); webhook_url_check uses "notificationUrl". */
+int webhook_url_check_named(const char *name, const char *url, bool allow_private,
+                            struct herr *err);
+
+/* True when the address (struct sockaddr_in or sockaddr_in6) is in a refused range. */
+bool webhook_address_is_private(const void *sockaddr, size_t len);
+
+/* A new signing secret: `whsec_` + base64 of WEBHOOK_SECRET_BYTES random bytes, written
+ * to text (at least 64 bytes), and the raw bytes to secret. */
+void webhook_secret_new(unsigned char secret[WEBHOOK_SECRET_BYTES], char *text, size_t cap);
+
+/* The Standard Webhooks signature "v1,<base64>" of id.timestamp.body under secret,
+ * written to out (at least 64 bytes). */
+void webhook_sign(const unsigned char secret[WEBHOOK_SECRET_BYTES], const char *id,
+                  int64_t timestamp, const char *body, size_t body_len, char *out, size_t cap);
+
+/* webhook_sign with a key of any length (key_len > 0): secrets that herold did not mint,
+ * such as the 24-byte key of the published Standard Webhooks test vector. */
+void webhook_sign_key(const unsigned char *key, size_t key_len, const char *id,
+                      int64_t timestamp, const char *body, size_t body_len, char *out,
+                      size_t cap);
+
+#endif

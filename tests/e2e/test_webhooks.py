@@ -1,0 +1,384 @@
+"""Webhooks (schemas/subscriptions.md): the validation handshake at creation, and delivery
+to a notificationUrl: the request format and Standard Webhooks signature, the reader check,
+retries, Retry-After, 410 Gone, giving up after the retry horizon, independence of
+endpoints, and batching.
+
+The receivers are real HTTP servers on 127.0.0.1 (receiver.py), so the broker runs with
+--webhook-allow-private and short retry timings. To prove that an item was NOT delivered, a
+test publishes a control event afterwards: a target's items leave in order, so once the
+control item has arrived the forbidden one can no longer come."""
+
+import base64
+import hashlib
+import hmac
+import threading
+import time
+
+import pytest
+
+from helpers import (SUBSCRIPTIONS, expect_error, iso_z, run, sub_body)
+from receiver import Reply, check_signed, wait_for
+
+pytestmark = pytest.mark.broker_args(
+    "--webhook-allow-private", "--webhook-first-retry-ms", 200, "--webhook-max-retry-ms", 500,
+    "--webhook-retry-horizon", 2)
+
+# 2026-11-27T10:00:00.123Z
+EVENT_TIME_MS = 1795773600123
+VALIDATION_TIMEOUT = 10.0
+
+
+def actors(items):
+    return [it.get("actor") for it in items]
+
+
+def item_id(sub, reply):
+    return "%s-%d" % (sub["id"], reply["seq"])
+
+
+# ---- validation ----
+
+def test_validation_handshake_with_the_echoed_token_creates_the_subscription(broker,
+                                                                            receivers):
+    hook = receivers("hook")
+    first = broker.create(sub_body(hook.url("/hook"), resource="/dms/a")).json()
+    second = broker.create(sub_body(hook.url("/hook"), resource="/dms/b")).json()
+    vals = hook.validations()
+    assert len(vals) == 2, hook.requests
+    tokens = [v.query["validationToken"] for v in vals]
+    assert all(len(t) == 1 and t[0] for t in tokens), tokens
+    assert tokens[0] != tokens[1], "every validation has its own token"
+    for v in vals:
+        assert v.method == "POST" and v.path == "/hook", v
+        assert (v.headers.get("Content-Type") or "").split(";")[0].strip() == "text/plain"
+    listed = broker.rest("GET", SUBSCRIPTIONS).json()["value"]
+    assert [s["id"] for s in listed] == [first["id"], second["id"]]
+
+
+@pytest.mark.parametrize("answer", ["wrong", 404, 500])
+def test_validation_failure_refuses_400_and_stores_nothing(broker, receivers, answer):
+    hook = receivers("hook")
+    hook.validation = answer
+    err = expect_error(broker.rest("POST", SUBSCRIPTIONS, sub_body(hook.url())), 400,
+                       "bad_request")
+    print("validation answered %r: %r" % (answer, err["message"]))
+    assert len(hook.validations()) == 1
+    assert broker.rest("GET", SUBSCRIPTIONS).json()["value"] == []
+    # Nothing stored means nothing delivered either.
+    hook.validation = "echo"
+    control = receivers("control")
+    broker.create(sub_body(control.url(), resource="/dms"))
+    broker.publish_ok(resource="/dms/cabinets/bau/1", actor="control")
+    control.wait_items(1)
+    assert hook.posts() == []
+
+
+def test_validation_timeout_after_10_seconds_refuses_400(broker, receivers):
+    hook = receivers("hook")
+    hook.validation_delay = VALIDATION_TIMEOUT + 2
+    started = time.monotonic()
+    resp = broker.rest("POST", SUBSCRIPTIONS, sub_body(hook.url()))
+    elapsed = time.monotonic() - started
+    expect_error(resp, 400, "bad_request")
+    assert VALIDATION_TIMEOUT - 1 <= elapsed <= VALIDATION_TIMEOUT + 1.5, \
+        "answered after %.2f s" % elapsed
+    assert broker.rest("GET", SUBSCRIPTIONS).json()["value"] == []
+
+
+def test_failing_lifecycle_url_validation_refuses_400(broker, receivers):
+    hook, life = receivers("hook"), receivers("life")
+    life.validation = "wrong"
+    expect_error(broker.rest("POST", SUBSCRIPTIONS, sub_body(
+        hook.url(), lifecycleNotificationUrl=life.url("/life"))), 400, "bad_request")
+    assert len(life.validations()) == 1, "the lifecycle URL is validated too"
+    assert broker.rest("GET", SUBSCRIPTIONS).json()["value"] == []
+    # Also for a websocket: subscription, which has only the lifecycle URL to validate.
+    expect_error(broker.rest("POST", SUBSCRIPTIONS, sub_body(
+        "websocket:", lifecycleNotificationUrl=life.url("/life"))), 400, "bad_request")
+    assert len(life.validations()) == 2
+    assert broker.rest("GET", SUBSCRIPTIONS).json()["value"] == []
+
+
+@pytest.mark.broker_args()
+def test_private_target_without_allow_private_is_refused_403(broker, receivers):
+    hook = receivers("hook")
+    for url in (hook.url("/hook"), "http://10.1.2.3/hook", "http://192.168.0.10:8080/hook",
+                "http://[::1]:%d/hook" % hook.port, "http://169.254.169.254/latest"):
+        expect_error(broker.rest("POST", SUBSCRIPTIONS, sub_body(url)), 403, "forbidden")
+    expect_error(broker.rest("POST", SUBSCRIPTIONS, sub_body(
+        "websocket:", lifecycleNotificationUrl=hook.url("/life"))), 403, "forbidden")
+    assert hook.requests == [], "a refused target is never contacted"
+    assert broker.rest("GET", SUBSCRIPTIONS).json()["value"] == []
+    broker.create(sub_body("websocket:"))
+
+
+def test_slow_validation_does_not_block_other_requests_or_deliveries(broker, receivers):
+    slow = receivers("slow")
+    slow.validation_delay = 3.0
+    result = {}
+
+    def create():
+        result["resp"] = broker.rest("POST", SUBSCRIPTIONS, sub_body(slow.url()))
+        result["done"] = time.monotonic()
+
+    creator = threading.Thread(target=create, daemon=True)
+    creator.start()
+    slow.wait_for(slow.validations, what="the validation request")
+
+    async def others():
+        listed = broker.rest("GET", SUBSCRIPTIONS)
+        assert listed.status == 200 and listed.json()["value"] == [], \
+            "nothing is stored before validation: %s" % listed
+        rest_done = time.monotonic()
+        c = await broker.connect("bert")
+        await c.subscribe("/fast")
+        broker.publish_ok(resource="/fast/1", actor="fast")
+        item = await c.next_item()
+        assert item["actor"] == "fast"
+        ws_done = time.monotonic()
+        await c.close()
+        return rest_done, ws_done
+
+    rest_done, ws_done = run(others())
+    creator.join(VALIDATION_TIMEOUT + 5)
+    assert not creator.is_alive()
+    assert result["resp"].status == 201, result["resp"]
+    assert rest_done < result["done"], "the REST request waited for the validation"
+    assert ws_done < result["done"], "the WebSocket delivery waited for the validation"
+
+
+# ---- delivery ----
+
+def test_webhook_delivers_the_item_signed_with_the_subscription_secret(broker, receivers):
+    hook = receivers("hook")
+    sub = broker.create(sub_body(hook.url("/hook"), resource="/dms/cabinets/bau",
+                                 change_type="created,updated", clientState="cs-42")).json()
+    reply = broker.publish(
+        id="evt-4711", source="dms", type="created", resource="/dms/cabinets/bau/documents/4711",
+        previous="/dms/cabinets/eingang/documents/4711", time=EVENT_TIME_MS, actor="user:bert",
+        kind="document", tenant="stadt-musterhausen", readers=["user:anna"],
+        data={"title": "Bauantrag"})
+    assert reply["ok"] is True, reply
+
+    req = hook.wait_posts(1)[0]
+    assert req.method == "POST" and req.path == "/hook" and req.query == {}, req
+    assert (req.headers.get("Content-Type") or "").split(";")[0].strip() == "application/json"
+    body = req.json()
+    assert set(body) == {"value"} and len(body["value"]) == 1, body
+    assert body["value"][0] == {
+        "id": item_id(sub, reply),
+        "subscriptionId": sub["id"],
+        "subscriptionExpirationDateTime": sub["expirationDateTime"],
+        "clientState": "cs-42",
+        "changeType": "created",
+        "resource": "/dms/cabinets/bau/documents/4711",
+        "resourceData": {
+            "@odata.type": "#herold.document",
+            "@odata.id": "/dms/cabinets/bau/documents/4711",
+            "id": "4711",
+        },
+        "tenantId": "stadt-musterhausen",
+        "previousResource": "/dms/cabinets/eingang/documents/4711",
+        "eventTime": "2026-11-27T10:00:00.123Z",
+        "actor": "user:bert",
+    }
+
+    # The Standard Webhooks signature, computed here from the creation response alone.
+    msg_id = req.headers["webhook-id"]
+    timestamp = req.headers["webhook-timestamp"]
+    assert msg_id.startswith("msg_") and timestamp.isdigit(), dict(req.headers)
+    assert abs(int(timestamp) - time.time()) < 60
+    key = base64.b64decode(sub["signingSecret"][len("whsec_"):])
+    message = "%s.%s.%s" % (msg_id, timestamp, req.body.decode())
+    mac = hmac.new(key, message.encode(), hashlib.sha256).digest()
+    assert req.headers["webhook-signature"] == "v1," + base64.b64encode(mac).decode()
+    other_key = hashlib.sha256(key).digest()
+    assert hmac.new(other_key, message.encode(), hashlib.sha256).digest() != mac
+
+
+def test_webhook_without_client_state_omits_it_and_each_subscription_has_its_own_secret(
+        broker, receivers):
+    hook = receivers("hook")
+    a = broker.create(sub_body(hook.url("/a"), resource="/files")).json()
+    b = broker.create(sub_body(hook.url("/b"), resource="/files")).json()
+    assert a["signingSecret"] != b["signingSecret"]
+    reply = broker.publish_ok(resource="/files/share/x.txt", type="created", time=1000)
+    hook.wait_posts(1, "/a")
+    hook.wait_posts(1, "/b")
+    for sub, path in ((a, "/a"), (b, "/b")):
+        req = hook.posts(path)[0]
+        check_signed(req, sub["signingSecret"])
+        item = req.json()["value"][0]
+        assert "clientState" not in item
+        assert item["id"] == item_id(sub, reply)
+        assert item["resourceData"]["@odata.type"] == "#herold.resource"
+
+
+def test_webhook_reader_check_delivers_only_what_the_owner_may_read(broker, receivers):
+    anna, bert = receivers("anna"), receivers("bert")
+    broker.create(sub_body(anna.url(), resource="/dms"))
+    broker.create(sub_body(bert.url(), resource="/dms"), user="bert", groups=("bau",))
+    for readers, actor in ((["user:bert"], "bert-only"), (["group:bau"], "bau-group"),
+                           (["user:anna"], "anna-only"), (["*"], "everyone")):
+        broker.publish_ok(resource="/dms/d/1", readers=readers, actor=actor)
+    assert actors(anna.wait_for(lambda: (lambda i: i if "everyone" in actors(i) else None)(
+        anna.items()))) == ["anna-only", "everyone"]
+    assert actors(bert.wait_for(lambda: (lambda i: i if "everyone" in actors(i) else None)(
+        bert.items()))) == ["bert-only", "bau-group", "everyone"]
+
+
+def test_patch_and_reauthorize_refresh_the_owner_groups(broker, receivers):
+    hook = receivers("hook")
+    sub = broker.create(sub_body(hook.url(), resource="/dms"), groups=("bau",)).json()
+    path = "%s/%s" % (SUBSCRIPTIONS, sub["id"])
+
+    def published(actor, readers):
+        broker.publish_ok(resource="/dms/x", readers=readers, actor=actor)
+
+    def until(actor):
+        return actors(hook.wait_for(lambda: (lambda i: i if actor in actors(i) else None)(
+            hook.items()), what="item " + actor))
+
+    published("g1", ["group:bau"])
+    assert until("g1") == ["g1"]
+    # A PATCH with a token without groups: the stored groups become none.
+    resp = broker.rest("PATCH", path, {"expirationDateTime": iso_z(int(time.time()) + 7200)})
+    assert resp.status == 200, resp
+    published("g2", ["group:bau"])
+    published("c1", ["user:anna"])
+    assert until("c1") == ["g1", "c1"]
+    # reauthorize with a token carrying the group again.
+    resp = broker.rest("POST", path + "/reauthorize", groups=("bau",))
+    assert resp.status == 204, resp
+    published("g3", ["group:bau"])
+    assert until("g3") == ["g1", "c1", "g3"]
+
+
+def test_retry_after_503_sends_the_same_batch_again(broker, receivers):
+    hook = receivers("hook")
+    hook.script(503, 200)
+    sub = broker.create(sub_body(hook.url())).json()
+    reply = broker.publish_ok(resource="/dms/cabinets/bau/1", actor="retried")
+    first, second = hook.wait_posts(2)[:2]
+    assert first.body == second.body
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    assert second.arrived >= first.finished, "the retry came after the failed attempt"
+    for req in (first, second):
+        check_signed(req, sub["signingSecret"])
+    assert [it["id"] for it in second.json()["value"]] == [item_id(sub, reply)]
+
+    # The next event is a new batch with a new webhook-id, sent once.
+    reply2 = broker.publish_ok(resource="/dms/cabinets/bau/2", actor="next")
+    third = hook.wait_posts(3)[2]
+    assert third.headers["webhook-id"] != first.headers["webhook-id"]
+    assert [it["id"] for it in third.json()["value"]] == [item_id(sub, reply2)]
+    assert len(hook.posts()) == 3
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_retry_after_header_is_honoured(broker, receivers, status):
+    hook = receivers("hook")
+    hook.script((status, {"Retry-After": "1"}), 200)
+    broker.create(sub_body(hook.url()))
+    broker.publish_ok(resource="/dms/cabinets/bau/1")
+    first, second = hook.wait_posts(2)[:2]
+    gap = second.arrived - first.finished
+    # --webhook-first-retry-ms is 200: without Retry-After the retry would come sooner.
+    assert gap >= 0.9, "retry %.3f s after a %d with Retry-After: 1" % (gap, status)
+    assert first.body == second.body
+
+
+def test_410_gone_deletes_the_subscription(broker, receivers):
+    hook = receivers("hook")
+    hook.script(410)
+    sub = broker.create(sub_body(hook.url())).json()
+    broker.publish_ok(resource="/dms/cabinets/bau/1")
+    hook.wait_posts(1)
+    wait_for(lambda: broker.get_sub(sub["id"]).status == 404, what="GET 404 after 410")
+    expect_error(broker.get_sub(sub["id"]), 404, "not_found")
+    assert broker.rest("GET", SUBSCRIPTIONS).json()["value"] == []
+
+
+def test_give_up_after_the_retry_horizon_sends_missed_and_delivery_goes_on(broker, receivers):
+    hook, life = receivers("hook"), receivers("life")
+    hook.default = Reply(503)
+    sub = broker.create(sub_body(hook.url(), clientState="cs-m",
+                                 lifecycleNotificationUrl=life.url("/life"))).json()
+    broker.publish_ok(resource="/dms/cabinets/bau/1", actor="lost")
+    req = life.wait_posts(1, timeout=10)[0]
+    check_signed(req, sub["signingSecret"])
+    assert (req.headers.get("Content-Type") or "").split(";")[0].strip() == "application/json"
+    body = req.json()
+    assert set(body) == {"value"} and len(body["value"]) == 1, body
+    item = body["value"][0]
+    assert item["lifecycleEvent"] == "missed", item
+    assert item["subscriptionId"] == sub["id"]
+    assert item["subscriptionExpirationDateTime"] == sub["expirationDateTime"]
+    assert item["clientState"] == "cs-m"
+    assert set(item) <= {"subscriptionId", "subscriptionExpirationDateTime", "tenantId",
+                         "clientState", "lifecycleEvent"}, item
+
+    attempts = hook.posts()
+    assert len(attempts) >= 2, "retried before giving up: %r" % attempts
+    assert len({a.headers["webhook-id"] for a in attempts}) == 1
+    assert len({a.body for a in attempts}) == 1
+    assert req.arrived - attempts[0].arrived >= 1.0, "gave up before the 2 s horizon"
+
+    # The subscription lives on and the next batch is delivered.
+    assert broker.get_sub(sub["id"]).status == 200
+    hook.default = Reply(200)
+    reply = broker.publish_ok(resource="/dms/cabinets/bau/2", actor="after")
+    hook.wait_for(lambda: item_id(sub, reply) in [i["id"] for i in hook.items()],
+                  what="the next event after giving up")
+
+
+def test_slow_endpoint_does_not_delay_a_healthy_one(broker, receivers):
+    slow, healthy = receivers("slow"), receivers("healthy")
+    slow.default = Reply(200, delay=2.0)
+    broker.create(sub_body(slow.url(), resource="/slow"))
+    broker.create(sub_body(healthy.url(), resource="/fast"))
+    # First occupy the slow endpoint: its first request is held for 2 s.
+    broker.publish_ok(resource="/slow/first")
+    slow.wait_posts(1)
+    n = 10
+    published = {}
+    for i in range(n):
+        resource = "/%s/%d" % ("slow" if i % 2 == 0 else "fast", i)
+        published[resource] = time.monotonic()
+        broker.publish_ok(resource=resource)
+    healthy.wait_items(n // 2)
+    slow.wait_items(n // 2 + 1, timeout=20)
+    healthy_posts = healthy.posts()
+    healthy_last = max(p.arrived for p in healthy_posts)
+    slow_last = max(p.arrived for p in slow.posts())
+    assert healthy_last < slow_last, \
+        "the healthy endpoint's last request came %.3f s after the slow one's" % (
+            healthy_last - slow_last)
+
+    delays = sorted(p.arrived - published[it["resource"]]
+                    for p in healthy_posts for it in p.json()["value"])
+    p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))]
+    print("healthy endpoint: %d items in %d POSTs, per-event delay p99 %.1f ms (max %.1f ms); "
+          "slow endpoint: %d POSTs, last %.2f s after the healthy one's last" % (
+              len(delays), len(healthy_posts), p99 * 1000, delays[-1] * 1000,
+              len(slow.posts()), slow_last - healthy_last))
+
+
+def test_pipelined_events_are_batched_in_order(broker, receivers):
+    hook = receivers("hook")
+    sub = broker.create(sub_body(hook.url(), resource="/dms/batch")).json()
+    events = [broker.event(resource="/dms/batch/%d" % i, actor="b%d" % i) for i in range(50)]
+    replies = broker.publish_many(events)
+    assert all(r.get("ok") for r in replies), replies
+    items = hook.wait_items(50)
+    assert len(items) == 50, items
+    posts = hook.posts()
+    assert len(posts) < 50, "50 events in %d POSTs: not batched" % len(posts)
+    assert all(1 <= len(p.json()["value"]) <= 100 for p in posts)
+    assert [it["id"] for it in items] == [item_id(sub, r) for r in replies]
+    assert actors(items) == ["b%d" % i for i in range(50)]
+    seqs = [int(it["id"].rsplit("-", 1)[1]) for it in items]
+    assert seqs == sorted(seqs)
+    for p in posts:
+        check_signed(p, sub["signingSecret"])
+    print("50 events in %d POSTs: %r" % (len(posts), [len(p.json()["value"]) for p in posts]))
