@@ -115,7 +115,18 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 
     case LWS_CALLBACK_HTTP_WRITEABLE:
         if (conn != NULL && conn->request != NULL) {
-            return rest_request_writeable(conn->request);
+            enum rest_write_result result = rest_request_writeable(conn->request);
+            if (result == REST_WRITE_MORE) {
+                return 0;
+            }
+            /* Free it now: lws may reuse or drop this connection's state at the end of the
+             * transaction without another callback that would. */
+            rest_request_closed(conn->request);
+            conn->request = NULL;
+            if (result == REST_WRITE_CLOSE) {
+                return -1;
+            }
+            return lws_http_transaction_completed(wsi) ? -1 : 0;
         }
         if (conn == NULL || conn->status == 0) {
             return 0;

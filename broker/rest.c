@@ -956,19 +956,19 @@ int rest_request_body_complete(rest_request_t *req)
     return handle(req);
 }
 
-int rest_request_writeable(rest_request_t *req)
+enum rest_write_result rest_request_writeable(rest_request_t *req)
 {
     if (!req->is_answered || req->pending_id != 0) {
-        return 0;
+        return REST_WRITE_MORE;
     }
     if (!req->are_headers_sent) {
         if (write_headers(req, req->status, req->response_len) != 0) {
-            return -1;
+            return REST_WRITE_CLOSE;
         }
         req->are_headers_sent = true;
         if (req->response_len > 0) {
             lws_callback_on_writable(req->wsi);
-            return 0;
+            return REST_WRITE_MORE;
         }
     } else if (req->response_len > 0) {
         unsigned char *buf = xmalloc(LWS_PRE + req->response_len);
@@ -976,13 +976,10 @@ int rest_request_writeable(rest_request_t *req)
         int written = lws_write(req->wsi, buf + LWS_PRE, req->response_len, LWS_WRITE_HTTP_FINAL);
         free(buf);
         if (written < (int)req->response_len) {
-            return -1;
+            return REST_WRITE_CLOSE;
         }
     }
-    if (req->is_close_after) {
-        return -1;
-    }
-    return lws_http_transaction_completed(req->wsi) ? -1 : 0;
+    return req->is_close_after ? REST_WRITE_CLOSE : REST_WRITE_DONE;
 }
 
 void rest_request_closed(rest_request_t *req)

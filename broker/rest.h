@@ -72,9 +72,14 @@ int rest_request_body(rest_request_t *request, const void *data, size_t len);
 /* The body is complete: handles the request. Returns 0, or -1 to close. */
 int rest_request_body_complete(rest_request_t *request);
 
-/* The connection is writeable: sends the response body. Returns 0 to keep the connection,
- * -1 to close it. */
-int rest_request_writeable(rest_request_t *request);
+enum rest_write_result {
+    REST_WRITE_MORE = 0,   /* more to send, or the answer is not decided yet */
+    REST_WRITE_DONE = 1,   /* the response is out: free the request, end the transaction */
+    REST_WRITE_CLOSE = -1, /* free the request and close the connection */
+};
+
+/* The connection is writeable: sends the response, one write per call. */
+enum rest_write_result rest_request_writeable(rest_request_t *request);
 
 /* The connection is gone: frees the request; a validation still running is ignored. */
 void rest_request_closed(rest_request_t *request);

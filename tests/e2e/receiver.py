@@ -6,8 +6,8 @@ a free port. It plays both roles the broker expects of a webhook endpoint:
 
 - validation: a POST whose query string carries `validationToken` is answered according to
   `receiver.validation` ("echo": 200 text/plain with the token, the correct answer;
-  "wrong": 200 with another body; an int: that status; and `validation_delay` seconds
-  before answering, for timeout tests);
+  "wrong": 200 with another body; "newline": the token and a newline; an int: that status; ("redirect", url): 307 to url with
+  the same token; and `validation_delay` seconds before answering, for timeout tests);
 - notifications: every other POST is recorded and answered with the next entry of the
   scripted replies (`receiver.script(...)`), or with `receiver.default` once the script is
   exhausted. A reply can carry headers (Retry-After) and a delay.
@@ -17,7 +17,7 @@ time) under a threading.Condition, so tests wait for what they expect with
 `receiver.wait_for(predicate, timeout)` instead of sleeping.
 
 Delays wait on an Event that close() sets, so closing a receiver never waits for a sleeping
-handler.
+handler; close() also cuts kept-alive connections, so a closed receiver is unreachable.
 """
 
 import base64
@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import http.server
 import json
+import socket
 import threading
 import time
 import urllib.parse
@@ -101,6 +102,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format, *args):
         pass
 
+    def setup(self):
+        super().setup()
+        with self.server.receiver.cond:
+            self.server.receiver._connections.add(self.connection)
+
+    def finish(self):
+        with self.server.receiver.cond:
+            self.server.receiver._connections.discard(self.connection)
+        try:
+            super().finish()
+        except OSError:
+            pass
+
     def _read_body(self):
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             chunks = []
@@ -142,6 +156,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._answer(200, token.encode())
             elif mode == "wrong":
                 self._answer(200, (token + "x").encode())
+            elif mode == "newline":
+                self._answer(200, (token + "\n").encode())
+            elif isinstance(mode, tuple) and mode[0] == "redirect":
+                location = mode[1] + "?" + urllib.parse.urlencode({"validationToken": token})
+                self._answer(307, headers={"Location": location})
             else:
                 self._answer(int(mode), b"no validation here")
         else:
@@ -175,6 +194,7 @@ class Receiver:
         self.default = Reply(200)
         self._script = collections.deque()
         self._closing = threading.Event()
+        self._connections = set()  # accepted connections still open (keep-alive)
         self.server = _Server(("127.0.0.1", 0), _Handler)
         self.server.receiver = self
         self.port = self.server.server_address[1]
@@ -249,9 +269,22 @@ class Receiver:
             self.items(path)), timeout, "%d items" % count)
 
     def close(self):
+        """Stops serving and frees the port (after which connections are refused). Sleeping
+        handlers wake up and answer at once. Safe to call twice."""
+        if self._closing.is_set():
+            return
         self._closing.set()
         self.server.shutdown()
         self.server.server_close()
+        # Kept-alive connections outlive the listening socket: cut them too, so that a
+        # closed receiver is really unreachable.
+        with self.cond:
+            connections = list(self._connections)
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 def wait_for(predicate, timeout=TIMEOUT, interval=0.05, what=None):

@@ -9,6 +9,7 @@ test publishes a control event afterwards: a target's items leave in order, so o
 control item has arrived the forbidden one can no longer come."""
 
 import base64
+import email.utils
 import hashlib
 import hmac
 import threading
@@ -16,7 +17,7 @@ import time
 
 import pytest
 
-from helpers import (SUBSCRIPTIONS, expect_error, iso_z, run, sub_body)
+from helpers import SUBSCRIPTIONS, expect_error, iso_z, run, sub_body
 from receiver import Reply, check_signed, wait_for
 
 pytestmark = pytest.mark.broker_args(
@@ -55,7 +56,7 @@ def test_validation_handshake_with_the_echoed_token_creates_the_subscription(bro
     assert [s["id"] for s in listed] == [first["id"], second["id"]]
 
 
-@pytest.mark.parametrize("answer", ["wrong", 404, 500])
+@pytest.mark.parametrize("answer", ["wrong", "newline", 404, 500])
 def test_validation_failure_refuses_400_and_stores_nothing(broker, receivers, answer):
     hook = receivers("hook")
     hook.validation = answer
@@ -71,6 +72,15 @@ def test_validation_failure_refuses_400_and_stores_nothing(broker, receivers, an
     broker.publish_ok(resource="/dms/cabinets/bau/1", actor="control")
     control.wait_items(1)
     assert hook.posts() == []
+
+
+def test_validation_redirect_is_not_followed(broker, receivers):
+    hook, target = receivers("hook"), receivers("target")
+    hook.validation = ("redirect", target.url("/elsewhere"))
+    expect_error(broker.rest("POST", SUBSCRIPTIONS, sub_body(hook.url())), 400, "bad_request")
+    assert len(hook.validations()) == 1
+    assert target.requests == [], "the redirect was followed"
+    assert broker.rest("GET", SUBSCRIPTIONS).json()["value"] == []
 
 
 def test_validation_timeout_after_10_seconds_refuses_400(broker, receivers):
@@ -145,6 +155,51 @@ def test_slow_validation_does_not_block_other_requests_or_deliveries(broker, rec
     assert result["resp"].status == 201, result["resp"]
     assert rest_done < result["done"], "the REST request waited for the validation"
     assert ws_done < result["done"], "the WebSocket delivery waited for the validation"
+
+
+def test_concurrent_identical_creations_store_one(broker, receivers):
+    """The 409 rule must hold while validations are in flight: two identical requests
+    that both wait for their validation must not both be stored."""
+    hook = receivers("hook")
+    hook.validation_delay = 1.0
+    body = sub_body(hook.url())
+    results = []
+
+    def create():
+        results.append(broker.rest("POST", SUBSCRIPTIONS, body))
+
+    threads = [threading.Thread(target=create, daemon=True) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(VALIDATION_TIMEOUT + 5)
+    statuses = sorted(r.status for r in results)
+    assert statuses == [201, 409], [str(r) for r in results]
+    expect_error([r for r in results if r.status == 409][0], 409, "conflict")
+    assert len(broker.rest("GET", SUBSCRIPTIONS).json()["value"]) == 1
+
+
+def test_shutdown_during_a_slow_validation_exits_cleanly(broker, receivers):
+    hook = receivers("hook")
+    hook.validation_delay = VALIDATION_TIMEOUT + 2
+    outcome = []
+
+    def create():
+        try:
+            outcome.append(broker.rest("POST", SUBSCRIPTIONS, sub_body(hook.url())).status)
+        except Exception as e:  # the connection may be closed without an answer
+            outcome.append(type(e).__name__)
+
+    creator = threading.Thread(target=create, daemon=True)
+    creator.start()
+    hook.wait_for(hook.validations, what="the validation request")
+    started = time.monotonic()
+    rc = broker.stop()
+    print("stopped %.2f s after SIGTERM during a validation; the client got %r" % (
+        time.monotonic() - started, outcome))
+    assert rc == 0, rc
+    creator.join(5)
+    assert outcome and outcome[0] != 201, outcome
 
 
 # ---- delivery ----
@@ -254,6 +309,20 @@ def test_patch_and_reauthorize_refresh_the_owner_groups(broker, receivers):
     assert until("g3") == ["g1", "c1", "g3"]
 
 
+def test_deleted_subscription_gets_no_more_notifications(broker, receivers):
+    gone, control = receivers("gone"), receivers("control")
+    sub = broker.create(sub_body(gone.url(), resource="/dms")).json()
+    broker.create(sub_body(control.url(), resource="/dms"))
+    broker.publish_ok(resource="/dms/1", actor="before")
+    gone.wait_items(1)
+    assert broker.rest("DELETE", "%s/%s" % (SUBSCRIPTIONS, sub["id"])).status == 204
+    broker.publish_ok(resource="/dms/2", actor="after")
+    control.wait_for(lambda: "after" in actors(control.items()), what="the control item")
+    # The control target got the later event; give the deleted one the same chance.
+    time.sleep(0.2)
+    assert actors(gone.items()) == ["before"]
+
+
 def test_retry_after_503_sends_the_same_batch_again(broker, receivers):
     hook = receivers("hook")
     hook.script(503, 200)
@@ -288,6 +357,57 @@ def test_retry_after_header_is_honoured(broker, receivers, status):
     assert first.body == second.body
 
 
+def test_retry_after_as_an_http_date_is_honoured(broker, receivers):
+    hook = receivers("hook")
+    broker.create(sub_body(hook.url()))
+    # An HTTP date has whole seconds: two seconds ahead is at least one second ahead.
+    hook.script(Reply(503, {"Retry-After": email.utils.formatdate(time.time() + 2,
+                                                                  usegmt=True)}), 200)
+    broker.publish_ok(resource="/dms/cabinets/bau/1")
+    first, second = hook.wait_posts(2)[:2]
+    gap = second.arrived - first.finished
+    assert gap >= 0.9, "retry %.3f s after Retry-After: %s" % (
+        gap, first.headers.get("webhook-timestamp"))
+
+
+def test_any_2xx_is_a_delivery(broker, receivers):
+    hook = receivers("hook")
+    sub = broker.create(sub_body(hook.url())).json()
+    ids = []
+    for status in (200, 202, 204):
+        hook.default = Reply(status)
+        reply = broker.publish_ok(resource="/dms/cabinets/bau/%d" % status)
+        ids.append(item_id(sub, reply))
+        hook.wait_for(lambda: ids[-1] in [i["id"] for i in hook.items()])
+    reply = broker.publish_ok(resource="/dms/cabinets/bau/control")
+    ids.append(item_id(sub, reply))
+    hook.wait_for(lambda: ids[-1] in [i["id"] for i in hook.items()])
+    assert [i["id"] for i in hook.items()] == ids, "a 2xx answer was retried"
+
+
+def test_redirect_answer_is_not_followed_but_retried(broker, receivers):
+    hook, target = receivers("hook"), receivers("target")
+    sub = broker.create(sub_body(hook.url())).json()
+    hook.script(Reply(307, {"Location": target.url("/elsewhere")}), 200)
+    broker.publish_ok(resource="/dms/cabinets/bau/1")
+    first, second = hook.wait_posts(2)[:2]
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    check_signed(second, sub["signingSecret"])
+    assert target.requests == [], "the redirect was followed"
+
+
+def test_items_carry_the_renewed_expiration(broker, receivers):
+    hook = receivers("hook")
+    sub = broker.create(sub_body(hook.url(), seconds=3600)).json()
+    new = int(time.time()) + 7200
+    resp = broker.rest("PATCH", "%s/%s" % (SUBSCRIPTIONS, sub["id"]),
+                       {"expirationDateTime": iso_z(new)})
+    assert resp.status == 200, resp
+    broker.publish_ok(resource="/dms/cabinets/bau/1")
+    item = hook.wait_items(1)[0]
+    assert item["subscriptionExpirationDateTime"] == resp.json()["expirationDateTime"]
+
+
 def test_410_gone_deletes_the_subscription(broker, receivers):
     hook = receivers("hook")
     hook.script(410)
@@ -297,6 +417,18 @@ def test_410_gone_deletes_the_subscription(broker, receivers):
     wait_for(lambda: broker.get_sub(sub["id"]).status == 404, what="GET 404 after 410")
     expect_error(broker.get_sub(sub["id"]), 404, "not_found")
     assert broker.rest("GET", SUBSCRIPTIONS).json()["value"] == []
+
+
+def test_unreachable_endpoint_is_given_up_with_missed(broker, receivers):
+    hook, life = receivers("hook"), receivers("life")
+    sub = broker.create(sub_body(hook.url(), lifecycleNotificationUrl=life.url("/life"))
+                        ).json()
+    hook.close()  # the port now refuses connections
+    broker.publish_ok(resource="/dms/cabinets/bau/1")
+    req = life.wait_posts(1, timeout=10)[0]
+    check_signed(req, sub["signingSecret"])
+    item = req.json()["value"][0]
+    assert item["lifecycleEvent"] == "missed" and item["subscriptionId"] == sub["id"], item
 
 
 def test_give_up_after_the_retry_horizon_sends_missed_and_delivery_goes_on(broker, receivers):
@@ -382,3 +514,15 @@ def test_pipelined_events_are_batched_in_order(broker, receivers):
     for p in posts:
         check_signed(p, sub["signingSecret"])
     print("50 events in %d POSTs: %r" % (len(posts), [len(p.json()["value"]) for p in posts]))
+
+
+@pytest.mark.broker_args("--webhook-allow-private", "--webhook-batch-items", 5)
+def test_batch_items_flag_bounds_the_batch_size(broker, receivers):
+    hook = receivers("hook")
+    sub = broker.create(sub_body(hook.url(), resource="/dms/batch")).json()
+    replies = broker.publish_many(
+        [broker.event(resource="/dms/batch/%d" % i) for i in range(23)])
+    items = hook.wait_items(23)
+    sizes = [len(p.json()["value"]) for p in hook.posts()]
+    assert max(sizes) <= 5, sizes
+    assert [it["id"] for it in items] == [item_id(sub, r) for r in replies]
