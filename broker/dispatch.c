@@ -89,6 +89,7 @@ static void fill_spec(webhook_target_spec_t *spec, const sub_t *sub)
         sub->kind == SUB_WEBHOOK ? dup_or_null(sub->rest.notification_url) : NULL;
     spec->lifecycle_url = dup_or_null(sub->rest.lifecycle_url);
     spec->client_state_json = dup_or_null(sub->rest.client_state_json);
+    spec->include_resource_data = sub->rest.include_resource_data;
 }
 
 void dispatch_webhook_target_put(dispatch_t *dispatch, const sub_t *sub)

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <msgpack.h>
 #include <msgpack/unpack_define.h> /* MSGPACK_EMBED_STACK_SIZE */
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -946,4 +947,62 @@ size_t event_change_mask_format(unsigned mask, char *out, size_t cap)
         }
     }
     return len;
+}
+
+/* A msgpack value of a validated data map as a jansson value (check_data_value has
+ * already refused what JSON cannot hold). */
+static json_t *data_value_json(const msgpack_object *o)
+{
+    switch (o->type) {
+    case MSGPACK_OBJECT_NIL:
+        return json_null();
+    case MSGPACK_OBJECT_BOOLEAN:
+        return json_boolean(o->via.boolean);
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        return o->via.u64 <= (uint64_t)INT64_MAX ? json_integer((json_int_t)o->via.u64)
+                                                  : json_real((double)o->via.u64);
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        return json_integer((json_int_t)o->via.i64);
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64:
+        return json_real(o->via.f64);
+    case MSGPACK_OBJECT_STR:
+        return json_stringn(o->via.str.ptr, o->via.str.size);
+    case MSGPACK_OBJECT_ARRAY: {
+        json_t *array = json_array();
+        for (uint32_t i = 0; i < o->via.array.size; i++) {
+            json_array_append_new(array, data_value_json(&o->via.array.ptr[i]));
+        }
+        return array;
+    }
+    case MSGPACK_OBJECT_MAP: {
+        json_t *map = json_object();
+        for (uint32_t i = 0; i < o->via.map.size; i++) {
+            const msgpack_object_kv *kv = &o->via.map.ptr[i];
+            json_object_setn_new(map, kv->key.via.str.ptr, kv->key.via.str.size,
+                                 data_value_json(&kv->val));
+        }
+        return map;
+    }
+    default:
+        return json_null();
+    }
+}
+
+json_t *event_data_json(const event_t *event)
+{
+    if (event->data.len == 0) {
+        return NULL;
+    }
+    msgpack_unpacked unpacked;
+    size_t offset = 0;
+    msgpack_unpacked_init(&unpacked);
+    json_t *result = NULL;
+    if (msgpack_unpack_next(&unpacked, event->data.p, event->data.len, &offset) ==
+            MSGPACK_UNPACK_SUCCESS &&
+        unpacked.data.type == MSGPACK_OBJECT_MAP) {
+        result = data_value_json(&unpacked.data);
+    }
+    msgpack_unpacked_destroy(&unpacked);
+    return result;
 }

@@ -109,6 +109,11 @@ event_change_t event_change_parse(const char *p, size_t len);
  * unknown or repeated name. */
 int event_change_mask_parse(const char *p, size_t len, unsigned *mask, struct herr *err);
 
+/* The data map as a new jansson object the caller owns (json_decref), or NULL when the
+ * event has none. Used for rich notifications (includeResourceData). */
+struct json_t;
+struct json_t *event_data_json(const event_t *event);
+
 /* Writes mask as Graph's comma list in the order created,updated,deleted into out (at
  * least 24 bytes); returns the length. */
 size_t event_change_mask_format(unsigned mask, char *out, size_t cap);

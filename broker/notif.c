@@ -45,6 +45,22 @@ static json_t *json_from_view(hstr_t view)
     return value;
 }
 
+/* The members of item as text without the outer braces. Caller frees. */
+static char *encode_members(const json_t *item, size_t *len)
+{
+    char *text = json_dumps(item, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (text == NULL) {
+        fprintf(stderr, "herold: out of memory encoding a notification\n");
+        abort();
+    }
+    size_t text_len = strlen(text);
+    assert(text_len >= 2 && text[0] == '{' && text[text_len - 1] == '}');
+    memmove(text, text + 1, text_len - 2);
+    text[text_len - 2] = '\0';
+    *len = text_len - 2;
+    return text;
+}
+
 notif_t *notif_new(const event_t *event)
 {
     char type_name[160];
@@ -78,23 +94,30 @@ notif_t *notif_new(const event_t *event)
     notif_format_time_ms(event->time_ms, event_time, sizeof(event_time));
     json_object_set_new(item, "eventTime", json_string(event_time));
 
-    char *text = json_dumps(item, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(item);
-    if (text == NULL) {
-        fprintf(stderr, "herold: out of memory encoding a notification\n");
-        abort();
-    }
-    /* Strip the outer braces: the members are spliced after the per-subscription ones. */
-    size_t text_len = strlen(text);
-    assert(text_len >= 2 && text[0] == '{' && text[text_len - 1] == '}');
-    size_t members_len = text_len - 2;
+    size_t members_len;
+    char *members = encode_members(item, &members_len);
     notif_t *notif = xmalloc(sizeof(*notif) + members_len + 1);
     atomic_init(&notif->refcount, 1);
     notif->seq = event->seq;
     notif->members_len = members_len;
-    memcpy(notif->members, text + 1, members_len);
-    notif->members[members_len] = '\0';
-    free(text);
+    memcpy(notif->members, members, members_len + 1);
+    free(members);
+    notif->rich_members = NULL;
+    notif->rich_members_len = 0;
+
+    json_t *data = event_data_json(event);
+    if (data != NULL) {
+        const char *key;
+        json_t *value;
+        json_object_foreach(data, key, value) {
+            if (json_object_get(resource_data, key) == NULL) {
+                json_object_set(resource_data, key, value);
+            }
+        }
+        json_decref(data);
+        notif->rich_members = encode_members(item, &notif->rich_members_len);
+    }
+    json_decref(item);
     return notif;
 }
 
@@ -108,8 +131,14 @@ void notif_release(notif_t *notif)
 {
     if (notif != NULL &&
         atomic_fetch_sub_explicit(&notif->refcount, 1, memory_order_acq_rel) == 1) {
+        free(notif->rich_members);
         free(notif);
     }
+}
+
+static bool is_rich(const notif_t *notif, const notif_item_head_t *head)
+{
+    return head->include_resource_data && notif->rich_members != NULL;
 }
 
 /* The seq part of the item id, in decimal. */
@@ -129,7 +158,7 @@ size_t notif_item_length(const notif_t *notif, const notif_item_head_t *head)
     } else {
         len += LIT_LEN(item_head_end);
     }
-    return len + notif->members_len + 1;
+    return len + (is_rich(notif, head) ? notif->rich_members_len : notif->members_len) + 1;
 }
 
 static char *append(char *out, const char *p, size_t len)
@@ -158,7 +187,11 @@ size_t notif_item_write(const notif_t *notif, const notif_item_head_t *head, cha
     } else {
         p = append(p, item_head_end, LIT_LEN(item_head_end));
     }
-    p = append(p, notif->members, notif->members_len);
+    if (is_rich(notif, head)) {
+        p = append(p, notif->rich_members, notif->rich_members_len);
+    } else {
+        p = append(p, notif->members, notif->members_len);
+    }
     *p++ = '}';
     return (size_t)(p - out);
 }

@@ -12,13 +12,16 @@
  * retry, a replay) carries the same id. The shared members are: changeType, resource, resourceData
  * (`@odata.type` = `#herold.<kind>` or `#herold.resource`, `@odata.id` = resource, `id` =
  * the last path segment), then tenantId, previousResource, actor when the event has them,
- * and eventTime (the event's time, ISO 8601 UTC with milliseconds).
+ * and eventTime (the event's time, ISO 8601 UTC with milliseconds). Subscriptions with
+ * includeResourceData get a second encoding whose resourceData also carries the members of
+ * the event's data map (never overriding @odata.type, @odata.id or id).
  *
  * Refcounts are atomic: a notif is shared by WebSocket queues on the service thread and
  * webhook batches on the delivery thread. The payload itself is immutable.
  */
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -27,6 +30,9 @@
 typedef struct notif {
     atomic_int refcount;
     uint64_t seq;
+    char *rich_members;      /* the members with the event's data merged into resourceData
+                                (for includeResourceData), or NULL when it has no data */
+    size_t rich_members_len;
     size_t members_len;
     char members[]; /* JSON members without the braces, NUL-terminated */
 } notif_t;
@@ -47,6 +53,7 @@ typedef struct notif_item_head {
     const char *subscription_id;
     const char *expiration;        /* Graph format, see notif_format_graph_time */
     const char *client_state_json; /* a JSON string literal with its quotes, or NULL */
+    bool include_resource_data;    /* merge the event's data into resourceData */
 } notif_item_head_t;
 
 /* The byte length of the item notif_item_write produces for head. */

@@ -827,7 +827,7 @@ static void batch_start(webhook_t *webhook, target_t *t, int64_t now)
         count = (size_t)webhook->config.max_batch_items;
     }
     notif_item_head_t head = {t->spec.subscription_id, t->spec.expiration,
-                              t->spec.client_state_json};
+                              t->spec.client_state_json, t->spec.include_resource_data};
     size_t len = LIT_LEN(batch_open) + LIT_LEN(batch_close) + (count - 1);
     for (size_t i = 0; i < count; i++) {
         len += notif_item_length(t->queue[(t->queue_head + i) % t->queue_capacity], &head);

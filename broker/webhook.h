@@ -84,6 +84,7 @@ typedef struct webhook_target_spec {
     char expiration[29];       /* Graph format */
     unsigned char secret[WEBHOOK_SECRET_BYTES];
     char *tenant_id;           /* NULL or the owner's tenant, for lifecycle items */
+    bool include_resource_data; /* items carry the event's data in resourceData */
 } webhook_target_spec_t;
 
 typedef enum webhook_command_kind {

@@ -27,6 +27,7 @@ struct out_entry {
     char sub_id[SUBS_ID_BYTES + 1];
     char sub_expiration[SUBS_EXPIRATION_BYTES + 1];
     char *client_state_json; /* owned; NULL when the subscription has none */
+    bool include_resource_data;
 };
 
 struct ws_session {
@@ -194,6 +195,7 @@ static void queue_notification(ws_session_t *s, notif_t *notif, const sub_t *sub
     if (sub->kind != SUB_CONNECTION && sub->rest.client_state_json != NULL) {
         entry->client_state_json = xstrdup(sub->rest.client_state_json);
     }
+    entry->include_resource_data = sub->kind != SUB_CONNECTION && sub->rest.include_resource_data;
     if (s->queue_length == 1) {
         lws_callback_on_writable(s->wsi);
     }
@@ -468,7 +470,7 @@ static int write_notify_batch(ws_session_t *s)
             break;
         }
         notif_item_head_t item_head = {entry->sub_id, entry->sub_expiration,
-                                       entry->client_state_json};
+                                       entry->client_state_json, entry->include_resource_data};
         size_t item_len = notif_item_length(entry->notif, &item_head);
         if (count > 0 && items_len + item_len > WS_BATCH_MAX_BYTES) {
             break;
@@ -492,7 +494,7 @@ static int write_notify_batch(ws_session_t *s)
             *p++ = ',';
         }
         notif_item_head_t item_head = {entry->sub_id, entry->sub_expiration,
-                                       entry->client_state_json};
+                                       entry->client_state_json, entry->include_resource_data};
         p += notif_item_write(entry->notif, &item_head, p);
     }
     *p++ = ']';

@@ -2,6 +2,7 @@
 
 #include <check.h>
 #include <jansson.h>
+#include <msgpack.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,10 +23,10 @@ static void make_event(event_t *event, const char *resource, const char *previou
     event->time_ms = 1795000000123LL;
 }
 
-static json_t *item_json_with_state(const notif_t *notif, const char *id, const char *expiration,
-                                    const char *client_state_json)
+static json_t *item_json_full(const notif_t *notif, const char *id, const char *expiration,
+                              const char *client_state_json, bool include_resource_data)
 {
-    notif_item_head_t head = {id, expiration, client_state_json};
+    notif_item_head_t head = {id, expiration, client_state_json, include_resource_data};
     size_t len = notif_item_length(notif, &head);
     char *buf = malloc(len);
     ck_assert_uint_eq(notif_item_write(notif, &head, buf), len);
@@ -34,6 +35,12 @@ static json_t *item_json_with_state(const notif_t *notif, const char *id, const 
     ck_assert_msg(item != NULL, "item is not JSON: %s", jerr.text);
     free(buf);
     return item;
+}
+
+static json_t *item_json_with_state(const notif_t *notif, const char *id, const char *expiration,
+                                    const char *client_state_json)
+{
+    return item_json_full(notif, id, expiration, client_state_json, false);
 }
 
 static json_t *item_json(const notif_t *notif, const char *id, const char *expiration)
@@ -105,6 +112,57 @@ START_TEST(test_notif_client_state_is_spliced_in)
 }
 END_TEST
 
+START_TEST(test_notif_resource_data_only_for_subscriptions_that_ask)
+{
+    /* data = {"title": "Bauantrag", "size": 12, "id": "spoof", "tags": ["a", true]} */
+    msgpack_sbuffer buf;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&buf);
+    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 4);
+    msgpack_pack_str_with_body(&pk, "title", 5);
+    msgpack_pack_str_with_body(&pk, "Bauantrag", 9);
+    msgpack_pack_str_with_body(&pk, "size", 4);
+    msgpack_pack_int(&pk, 12);
+    msgpack_pack_str_with_body(&pk, "id", 2);
+    msgpack_pack_str_with_body(&pk, "spoof", 5);
+    msgpack_pack_str_with_body(&pk, "tags", 4);
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_str_with_body(&pk, "a", 1);
+    msgpack_pack_true(&pk);
+
+    event_t event;
+    make_event(&event, "/dms/doc/7", NULL);
+    event.data = (hstr_t){buf.data, buf.size};
+    notif_t *notif = notif_new(&event);
+
+    json_t *plain = item_json(notif, "s", "e");
+    json_t *data = json_object_get(plain, "resourceData");
+    ck_assert_ptr_null(json_object_get(data, "title"));
+    json_decref(plain);
+
+    json_t *rich = item_json_full(notif, "s", "e", NULL, true);
+    data = json_object_get(rich, "resourceData");
+    ck_assert_str_eq(json_string_value(json_object_get(data, "title")), "Bauantrag");
+    ck_assert_int_eq(json_integer_value(json_object_get(data, "size")), 12);
+    ck_assert(json_is_true(json_array_get(json_object_get(data, "tags"), 1)));
+    ck_assert_str_eq(json_string_value(json_object_get(data, "id")), "7"); /* not overridden */
+    json_decref(rich);
+    notif_release(notif);
+
+    /* Without data, asking for it changes nothing. */
+    make_event(&event, "/dms/doc/8", NULL);
+    notif = notif_new(&event);
+    ck_assert_ptr_null(notif->rich_members);
+    rich = item_json_full(notif, "s", "e", NULL, true);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(rich, "resourceData"), "id")),
+                     "8");
+    json_decref(rich);
+    notif_release(notif);
+    msgpack_sbuffer_destroy(&buf);
+}
+END_TEST
+
 START_TEST(test_notif_refcount_shares_one_payload)
 {
     event_t event;
@@ -139,6 +197,7 @@ int main(void)
     tcase_add_test(tc, test_notif_item_has_graph_fields);
     tcase_add_test(tc, test_notif_optional_fields_absent_and_default_type);
     tcase_add_test(tc, test_notif_client_state_is_spliced_in);
+    tcase_add_test(tc, test_notif_resource_data_only_for_subscriptions_that_ask);
     tcase_add_test(tc, test_notif_refcount_shares_one_payload);
     tcase_add_test(tc, test_notif_graph_time_format);
     suite_add_tcase(suite, tc);
