@@ -321,6 +321,9 @@ def delay_summary(delays):
 
 # ---- herold -----------------------------------------------------------------------------
 
+_live_herolds = set()  # a last-resort stop in main() for any left running
+
+
 class Herold:
     def __init__(self, build, workdir, name, extra_args):
         self.build = build
@@ -342,6 +345,7 @@ class Herold:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=self._log,
                                      stderr=subprocess.STDOUT)
+        _live_herolds.add(self)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -369,15 +373,31 @@ class Herold:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + STOP_TIMEOUT
-            while self.proc.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            if self.proc.poll() is None:
+            try:
+                while self.proc.poll() is None and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                self.stop_now()
+                raise
+        self.stop_now()
+        return self.returncode
+
+    def stop_now(self):
+        """The blocking form of stop(), for cancellation and the last resort in main()."""
+        if self.proc is None or self.returncode is not None:
+            return self.returncode
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
                 self.returncode = "killed: no exit within %ss of SIGTERM" % STOP_TIMEOUT
         if self.returncode is None:
             self.returncode = self.proc.returncode
         self._log.close()
+        _live_herolds.discard(self)
         return self.returncode
 
     def log_text(self):
@@ -617,10 +637,12 @@ class Run:
 
     async def __aexit__(self, *exc):
         # Receivers first, so that no request of herold's waits on a sleeping answer.
-        for r in self.receivers:
-            await r.close()
         cpu = self.herold.cpu_seconds()
-        rc = await self.herold.stop()
+        try:
+            for r in self.receivers:
+                await r.close()
+        finally:
+            rc = await self.herold.stop()
         self.result["herold_cpu_s"] = cpu
         self.result["herold_exit"] = rc
         self.result["herold_log_problems"] = self.herold.log_problems()[:20]
@@ -862,8 +884,10 @@ def parse_args(argv):
     p.add_argument("--build", type=pathlib.Path,
                    default=pathlib.Path(os.environ.get("HEROLD_BUILD", "build")))
     p.add_argument("--herold-arg", dest="herold_args", action="append", default=[],
-                   help="extra herold flag (repeatable), e.g. --herold-arg=--webhook-batch-items=500")
-    p.add_argument("--json", type=pathlib.Path, default=REPO / "bench/results/webhook_delivery.json")
+                   help="extra herold flag (repeatable), "
+                        "e.g. --herold-arg=--webhook-batch-items=500")
+    p.add_argument("--json", type=pathlib.Path,
+                   default=REPO / "bench/results/webhook_delivery.json")
     p.add_argument("--publish-child", help=argparse.SUPPRESS)
     opts = p.parse_args(argv)
     if not opts.build.is_absolute():
@@ -876,6 +900,10 @@ def parse_args(argv):
 
 
 async def bench(opts):
+    # SIGTERM and SIGHUP cancel the run like Ctrl-C does, so the finally blocks stop herold.
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, asyncio.current_task().cancel)
     results = {}
     with tempfile.TemporaryDirectory(prefix="herold-webhook-bench-") as tmp:
         workdir = pathlib.Path(tmp)
@@ -909,11 +937,19 @@ def main(argv):
     print("build: %s/herold sha256 %s mtime %s; tree HEAD %s; herold extra args: %s"
           % (build["dir"], build["herold_sha256"], build["herold_mtime"], build["tree_head"],
              " ".join(opts.herold_args) or "none"), flush=True)
+    # A shell starts background jobs with SIGINT ignored; Ctrl-C should always stop a run.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         results = asyncio.run(bench(opts))
     except BenchError as e:
         print("benchmark failed: %s" % e, file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        for herold in list(_live_herolds):
+            herold.stop_now()
     any_problem = print_report(results, opts)
     ratio = None
     if "baseline" in results and "with_slow" in results:

@@ -28,6 +28,10 @@ static const struct option_def option_defs[] = {
      "HS256 token secret; created with a random secret if missing (default DATA/jwt.secret)", false},
     {"log-level", "HEROLD_LOG_LEVEL", offsetof(config_t, log_level),
      "debug, info, warn or error (default info)", false},
+    {"tls-cert", "HEROLD_TLS_CERT", offsetof(config_t, tls_cert),
+     "PEM certificate (chain): serve https and wss on the HTTP port (TLS 1.2 or later)", false},
+    {"tls-key", "HEROLD_TLS_KEY", offsetof(config_t, tls_key), "PEM private key of --tls-cert",
+     false},
     {"webhook-allow-private", "HEROLD_WEBHOOK_ALLOW_PRIVATE",
      offsetof(config_t, webhook_allow_private_text),
      "allow webhook targets on loopback, private, link-local addresses (default off)", true},
@@ -247,6 +251,9 @@ static int finish(config_t *cfg, struct herr *err)
         return HEROLD_E_CONFIG;
     }
     cfg->max_subscriptions_per_user = (int)value;
+    if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL)) {
+        return herr_set(err, HEROLD_E_CONFIG, "tls-cert and tls-key: give both or neither");
+    }
     if (cfg->subscription_min_seconds > cfg->subscription_max_minutes * 60) {
         return herr_set(err, HEROLD_E_CONFIG,
                         "subscription-min-seconds: larger than subscription-max-minutes");

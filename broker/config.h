@@ -27,6 +27,8 @@ typedef struct config {
     char *data_dir;
     char *jwt_secret_file; /* NULL: DATA/jwt.secret */
     char *log_level;
+    char *tls_cert;        /* PEM certificate chain: serve https and wss; NULL for plain */
+    char *tls_key;         /* PEM private key for tls_cert */
     /* Subscriptions and webhooks, as given (strings) and parsed. */
     char *webhook_allow_private_text;
     char *webhook_ca_file;

@@ -1,6 +1,7 @@
 #include "http.h"
 
 #include <libwebsockets.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +33,6 @@ struct http_conn {
 };
 
 static const char body_ok[] = "ok\n";
-static const char body_not_found[] = "not found\n";
 
 static bool uri_is(struct lws *wsi, const char *path)
 {
@@ -101,11 +101,9 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         if (uri_is(wsi, "/healthz")) {
             return respond(wsi, conn, 200, body_ok, sizeof(body_ok) - 1);
         }
-        if (in != NULL && rest_is_route(in)) {
-            conn->request = rest_request_begin(http->routes.rest, wsi, in);
-            return 0;
-        }
-        return respond(wsi, conn, 404, body_not_found, sizeof(body_not_found) - 1);
+        /* Everything else is the API's, which answers unknown paths with Graph's 404. */
+        conn->request = rest_request_begin(http->routes.rest, wsi, in != NULL ? in : "");
+        return 0;
 
     case LWS_CALLBACK_HTTP_BODY:
         return conn->request != NULL ? rest_request_body(conn->request, in, len) : 0;
@@ -228,10 +226,23 @@ http_t *http_new(const char *address, int port, const http_routes_t *routes, str
     info.user = http;
     info.max_http_header_data = HTTP_MAX_HEADER_BYTES;
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
+    if (routes->tls_cert != NULL) {
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        info.ssl_cert_filepath = routes->tls_cert;
+        info.ssl_private_key_filepath = routes->tls_key;
+        /* TLS 1.2 is the floor. */
+        info.ssl_options_set = SSL_OP_NO_SSLv2 | SSL_OP_NO_SSLv3 | SSL_OP_NO_TLSv1 |
+                               SSL_OP_NO_TLSv1_1;
+        /* HTTP/1.1 only: WebSockets and the handlers here speak it; h2 would need its own
+         * stream handling. */
+        info.alpn = "http/1.1";
+    }
     http->context = lws_create_context(&info);
     if (http->context == NULL) {
         free(http);
-        herr_set(err, HEROLD_E_SYSTEM, "http: cannot listen on %s:%d", address, port);
+        herr_set(err, HEROLD_E_SYSTEM, "http: cannot listen on %s:%d%s", address, port,
+                 routes->tls_cert != NULL ? " (or the TLS certificate or key cannot be loaded)"
+                                          : "");
         return NULL;
     }
     lws_sul_schedule(http->context, 0, &http->tick, tick, HTTP_TICK_US);

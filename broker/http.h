@@ -31,6 +31,8 @@ typedef struct http_routes {
     rest_t *rest;
     dispatch_t *dispatch;
     int64_t reauthorization_lead; /* seconds, for dispatch_sweep */
+    const char *tls_cert;         /* PEM files for https and wss, or NULL for plain */
+    const char *tls_key;
 } http_routes_t;
 
 /* Listens on address:port and serves routes. Returns NULL with err set when the context

@@ -284,6 +284,7 @@ static int run_broker(int argc, char **argv)
         .min_expiration_seconds = h.config.subscription_min_seconds,
         .max_expiration_minutes = h.config.subscription_max_minutes,
         .max_subscriptions_per_user = h.config.max_subscriptions_per_user,
+        .is_tls = h.config.tls_cert != NULL,
     };
     h.rest = rest_new(&rest_config, h.auth, h.subs, h.dispatch, h.webhook, h.webhook_results);
     http_routes_t routes = {
@@ -291,6 +292,8 @@ static int run_broker(int argc, char **argv)
         .rest = h.rest,
         .dispatch = h.dispatch,
         .reauthorization_lead = h.config.reauthorization_lead_s,
+        .tls_cert = h.config.tls_cert,
+        .tls_key = h.config.tls_key,
     };
     h.http = http_new(h.config.http_address, h.config.http_port, &routes, &err);
     if (h.http == NULL) {
@@ -305,8 +308,9 @@ static int run_broker(int argc, char **argv)
         shutdown_broker(&h);
         return 1;
     }
-    log_msg(LOG_LEVEL_INFO, "herold: ready http=http://%s:%d ingest=%s data=%s",
-            h.config.http_address, h.config.http_port, h.config.ingest, h.config.data_dir);
+    log_msg(LOG_LEVEL_INFO, "herold: ready http=%s://%s:%d ingest=%s data=%s",
+            h.config.tls_cert != NULL ? "https" : "http", h.config.http_address,
+            h.config.http_port, h.config.ingest, h.config.data_dir);
 
     while (!stop_requested) {
         if (http_service(h.http) != 0) {

@@ -50,6 +50,7 @@ struct rest_request {
     char id[SUBS_ID_BYTES + 1]; /* from the path, or empty */
     bool is_reauthorize;
     char host[128];
+    const char *scheme;        /* of the links we emit: https behind TLS or a TLS proxy */
     char request_id[SUBS_ID_BYTES + 1];
     auth_principal_t *principal;
     char *body;
@@ -101,7 +102,7 @@ void rest_free(rest_t *rest)
     free(rest);
 }
 
-bool rest_is_route(const char *uri)
+static bool is_route(const char *uri)
 {
     size_t len = strlen(REST_PREFIX);
     return strncmp(uri, REST_PREFIX, len) == 0 && (uri[len] == '\0' || uri[len] == '/');
@@ -254,7 +255,7 @@ static int respond_error(rest_request_t *req, int code, const char *message)
 
 static void context_url(const rest_request_t *req, const char *suffix, char *out, size_t cap)
 {
-    snprintf(out, cap, "http://%s/v1.0/%s", req->host, suffix);
+    snprintf(out, cap, "%s://%s/v1.0/%s", req->scheme, req->host, suffix);
 }
 
 /* A subscription as the API shows it. A list item (is_listed) has no @odata.context of
@@ -331,6 +332,15 @@ static void request_host(struct lws *wsi, char *out, size_t cap)
         }
     }
     snprintf(out, cap, "%s", host);
+}
+
+/* A TLS-terminating proxy in front says so with X-Forwarded-Proto: https. The value only
+ * shapes links sent back to this same client. */
+static bool forwarded_https(struct lws *wsi)
+{
+    char value[16];
+    return lws_hdr_custom_copy(wsi, value, sizeof(value), "x-forwarded-proto:", 18) > 0 &&
+           strcasecmp(value, "https") == 0;
 }
 
 static int authenticate(rest_request_t *req)
@@ -871,6 +881,9 @@ static int handle(rest_request_t *req)
 
 static bool parse_route(rest_request_t *req, const char *uri)
 {
+    if (!is_route(uri)) {
+        return false;
+    }
     const char *rest = uri + strlen(REST_PREFIX);
     if (*rest == '\0') {
         return true;
@@ -901,6 +914,7 @@ rest_request_t *rest_request_begin(rest_t *rest, struct lws *wsi, const char *ur
     req->method = request_method(wsi);
     subs_new_id(req->request_id);
     request_host(wsi, req->host, sizeof(req->host));
+    req->scheme = rest->config.is_tls || forwarded_https(wsi) ? "https" : "http";
 
     if (!parse_route(req, uri)) {
         respond_error(req, HEROLD_E_NOT_FOUND, "no such resource");

@@ -48,6 +48,7 @@ typedef struct rest_config {
     int64_t min_expiration_seconds;     /* closer expirations are raised to this */
     int64_t max_expiration_minutes;     /* further ones are refused */
     int max_subscriptions_per_user;
+    bool is_tls;                        /* links we emit say https */
 } rest_config_t;
 
 /* The API over subs, dispatch and webhook (borrowed); validation answers arrive on
@@ -58,10 +59,9 @@ rest_t *rest_new(const rest_config_t *config, const auth_t *auth, subs_t *subs,
 /* Frees the API; requests still open must have been closed. NULL is a no-op. */
 void rest_free(rest_t *rest);
 
-/* True when uri is one of the API's paths (the caller routes the request here). */
-bool rest_is_route(const char *uri);
 
-/* A request for uri began on wsi (its headers are parsed). Returns a request state that
+/* A request for uri began on wsi (its headers are parsed); a uri that is none of the
+ * API's paths is answered 404 with Graph's error body. Returns a request state that
  * the caller keeps with the connection, and that ends with rest_request_closed. Answers
  * at once when no body is expected. Returns -1 in *status_out to close the connection. */
 rest_request_t *rest_request_begin(rest_t *rest, struct lws *wsi, const char *uri);

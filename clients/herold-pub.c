@@ -388,6 +388,13 @@ static int line_reader_fill(struct line_reader *reader)
 
 /* ---- where events come from ---- */
 
+static int64_t wall_clock_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
 struct source {
     const struct options *options;
     /* From flags: count events numbered from next_index. */
@@ -395,6 +402,7 @@ struct source {
     char *numbered_id; /* room for base_id, '-' and a 64-bit number */
     uint64_t next_index;
     uint64_t count;
+    bool has_time; /* --time given; otherwise each event gets the time it is built */
     int64_t time_ms;
     /* From stdin, when reader is not NULL. */
     struct line_reader *reader;
@@ -435,7 +443,9 @@ static void pack_event_from_flags(struct source *source, struct payload *payload
     pack_cstr(&pk, "resource");
     pack_cstr(&pk, options->resource);
     pack_cstr(&pk, "time");
-    msgpack_pack_int64(&pk, source->time_ms);
+    /* Without --time each event is stamped when it is built, so that --rate runs carry
+     * their real publication times. */
+    msgpack_pack_int64(&pk, source->has_time ? source->time_ms : wall_clock_ms());
     pack_cstr(&pk, "readers");
     /* "a,b" gives two readers, "" none; empty items are kept so the broker can refuse them. */
     const char *readers = options->readers != NULL ? options->readers : "";
@@ -990,12 +1000,6 @@ static int random_uuid(char text[PUB_UUID_TEXT_BYTES])
     return 0;
 }
 
-static int64_t wall_clock_ms(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-}
 
 static void *open_socket(void *context, const char *endpoint)
 {
@@ -1047,7 +1051,8 @@ int main(int argc, char **argv)
         source.numbered_id = xmalloc(strlen(options.id) + 2 + 20 + 1);
         source.next_index = 1;
         source.count = options.has_repeat ? options.repeat : 1;
-        source.time_ms = options.has_time ? options.time_ms : wall_clock_ms();
+        source.has_time = options.has_time;
+        source.time_ms = options.time_ms;
     } else {
         line_reader_init(&reader, STDIN_FILENO);
         source.reader = &reader;

@@ -49,6 +49,8 @@ def test_webhook_subscription_gets_reauthorization_required_then_removed(broker,
                                  lifecycleNotificationUrl=life.url("/life"))).json()
     exp = parse_graph_time(sub["expirationDateTime"])
     assert exp >= before + MIN_SECONDS - 1, sub
+    # A twin without lifecycle URL expires the same way, silently.
+    twin = broker.create(sub_body(hook.url("/twin"), seconds=MIN_SECONDS)).json()
 
     reauth, removed = life.wait_posts(2, timeout=MIN_SECONDS + 8)[:2]
     item = lifecycle_item(reauth, sub)
@@ -68,6 +70,8 @@ def test_webhook_subscription_gets_reauthorization_required_then_removed(broker,
     wait_for(lambda: broker.get_sub(sub["id"]).status == 404, timeout=5,
              what="GET 404 after subscriptionRemoved")
     expect_error(broker.get_sub(sub["id"]), 404, "not_found")
+    wait_for(lambda: broker.get_sub(twin["id"]).status == 404, timeout=5,
+             what="GET 404 of the twin")
     assert broker.rest("GET", SUBSCRIPTIONS).json()["value"] == []
     assert len(life.posts()) == 2, life.posts()
     assert hook.posts() == []

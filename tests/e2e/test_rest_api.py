@@ -5,7 +5,9 @@ and every error with its status, code and Graph error shape.
 Subscriptions that are not about webhooks use notificationUrl `websocket:`, which needs no
 validation round trip. Webhook receivers run on 127.0.0.1, hence --webhook-allow-private."""
 
+import http.client
 import json
+import threading
 import time
 import uuid
 
@@ -187,11 +189,23 @@ def test_list_pages_with_top_2_over_5_subscriptions_follow_next_link(broker):
     assert [len(p["value"]) for p in pages] == [2, 2], pages
 
 
+def test_paging_survives_deletions_between_pages(broker):
+    ids = [broker.create(sub_body(resource="/dms/d%d" % i)).json()["id"] for i in range(5)]
+    first = broker.rest("GET", SUBSCRIPTIONS + "?$top=2").json()
+    assert [s["id"] for s in first["value"]] == ids[:2]
+    # Delete the last one shown and the first one not shown yet.
+    for gone in (ids[1], ids[2]):
+        assert broker.rest("DELETE", sub_path(gone)).status == 204
+    rest = broker.rest("GET", first["@odata.nextLink"][len(broker.origin):])
+    assert rest.status == 200, rest
+    assert [s["id"] for s in rest.json()["value"]] == ids[3:], "skipped or repeated"
+
+
 def test_list_top_outside_1_to_100_is_refused_400(broker):
     for i in range(3):
         broker.create(sub_body(resource="/dms/t%d" % i))
-    for top in (0, 101):
-        expect_error(broker.rest("GET", SUBSCRIPTIONS + "?$top=%d" % top), 400, "bad_request")
+    for top in ("0", "101", "-1", "abc", "2x", "", "1e1"):
+        expect_error(broker.rest("GET", SUBSCRIPTIONS + "?$top=" + top), 400, "bad_request")
     one = broker.rest("GET", SUBSCRIPTIONS + "?$top=1")
     assert one.status == 200 and len(one.json()["value"]) == 1, one
     hundred = broker.rest("GET", SUBSCRIPTIONS + "?$top=100")
@@ -477,6 +491,34 @@ def test_expiration_formats_with_offset_and_any_fraction_are_accepted(broker):
     assert base + 3 <= got <= base + 4, got
 
 
+def next_year_with(month):
+    """The year of the next 1st of month that is still ahead."""
+    now = time.gmtime()
+    return now.tm_year if now.tm_mon < month else now.tm_year + 1
+
+
+@pytest.mark.broker_args("--subscription-max-minutes", 525600)
+def test_expiration_that_is_not_a_calendar_date_is_refused_400(broker):
+    # A maximum of one year lets the next February and April serve as examples.
+    feb, apr = next_year_with(2), next_year_with(4)
+    leap = feb % 4 == 0 and (feb % 100 != 0 or feb % 400 == 0)
+    bad = ["%d-02-30T00:00:00Z" % feb, "%d-04-31T00:00:00Z" % apr,
+           "%d-02-00T00:00:00Z" % feb, "%d-13-01T00:00:00Z" % (feb - 1),
+           "%d-02-01T24:00:00Z" % feb, "%d-02-01T00:60:00Z" % feb,
+           "%d-02-01T00:00:00+24:00" % feb, "%d-02-01" % feb, "%d-02-01T00:00:00" % feb]
+    if not leap:
+        bad.append("%d-02-29T00:00:00Z" % feb)
+    for text in bad:
+        body = sub_body()
+        body["expirationDateTime"] = text
+        expect_error(broker.rest("POST", SUBSCRIPTIONS, body), 400, "bad_request")
+    assert broker.rest("GET", SUBSCRIPTIONS).json()["value"] == []
+    body = sub_body()
+    body["expirationDateTime"] = "%d-02-28T23:59:59Z" % feb
+    assert broker.create(body).json()["expirationDateTime"] == \
+        "%d-02-28T23:59:59.0000000Z" % feb
+
+
 def test_expiration_under_the_minimum_is_raised_to_it(broker):
     body = sub_body(seconds=60)
     before = time.time()
@@ -515,6 +557,28 @@ def test_body_over_16384_bytes_is_refused_413_and_16384_accepted(broker):
     big = json.dumps({"expirationDateTime": iso_z(int(time.time()) + 7200),
                       "padding": "a" * MAX_BODY}).encode()
     expect_error(broker.rest("PATCH", sub_path(sub["id"]), big), 413, "too_large")
+
+
+def test_chunked_request_body_is_answered(broker):
+    """A body sent with Transfer-Encoding: chunked (HTTP/1.1 clients that stream) gets an
+    answer at once: the subscription (201), or a refusal that stores nothing."""
+    data = json.dumps(sub_body(resource="/dms/chunked")).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", broker.http_port, timeout=3)
+    try:
+        conn.request("POST", SUBSCRIPTIONS, body=iter([data[:40], data[40:]]),
+                     headers={"Authorization": "Bearer " + broker.rest_token("anna"),
+                              "Content-Type": JSON_TYPE}, encode_chunked=True)
+        resp = conn.getresponse()
+        status, text = resp.status, resp.read()
+    except (OSError, http.client.HTTPException) as e:
+        pytest.fail("chunked POST got no answer within 3 s: %r" % e)
+    finally:
+        conn.close()
+    listed = broker.rest("GET", SUBSCRIPTIONS).json()["value"]
+    if status == 201:
+        assert [s["id"] for s in listed] == [json.loads(text)["id"]]
+    else:
+        assert 400 <= status < 500 and listed == [], (status, text, listed)
 
 
 def test_content_type_other_than_json_is_refused_415(broker):
@@ -569,6 +633,24 @@ def test_subscriptions_per_user_limit_is_refused_429(broker):
     broker.create(sub_body(resource="/dms/l3"), user="bert")
     assert broker.rest("DELETE", sub_path(ids[0])).status == 204
     broker.create(sub_body(resource="/dms/l3"))
+
+
+@pytest.mark.broker_args("--webhook-allow-private", "--max-subscriptions-per-user", 3)
+def test_subscriptions_per_user_limit_holds_for_concurrent_creations(broker, receivers):
+    hook = receivers("hook")
+    hook.validation_delay = 1.0  # both requests wait for their validation together
+    for i in range(2):
+        broker.create(sub_body(resource="/dms/l%d" % i))
+    results = []
+    threads = [threading.Thread(target=lambda i=i: results.append(broker.rest(
+        "POST", SUBSCRIPTIONS, sub_body(hook.url(), resource="/dms/race%d" % i))),
+        daemon=True) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(15)
+    assert sorted(r.status for r in results) == [201, 429], [str(r) for r in results]
+    assert len(broker.rest("GET", SUBSCRIPTIONS).json()["value"]) == 3
 
 
 def test_every_error_has_the_graph_shape_and_its_own_request_id(broker):

@@ -117,6 +117,13 @@ def test_private_target_without_allow_private_is_refused_403(broker, receivers):
         expect_error(broker.rest("POST", SUBSCRIPTIONS, sub_body(url)), 403, "forbidden")
     expect_error(broker.rest("POST", SUBSCRIPTIONS, sub_body(
         "websocket:", lifecycleNotificationUrl=hook.url("/life"))), 403, "forbidden")
+    # Other spellings of the loopback address and names that resolve to it: refused
+    # (403 when recognised in the URL, 400 when the connection is refused), never contacted.
+    for host in ("localhost", "127.1", "2130706433", "0x7f000001", "0.0.0.0",
+                 "[::ffff:127.0.0.1]", "LOCALHOST"):
+        resp = broker.rest("POST", SUBSCRIPTIONS, sub_body(
+            "http://%s:%d/hook" % (host, hook.port), resource="/dms/%s" % host.strip("[]")))
+        assert resp.status in (400, 403), resp
     assert hook.requests == [], "a refused target is never contacted"
     assert broker.rest("GET", SUBSCRIPTIONS).json()["value"] == []
     broker.create(sub_body("websocket:"))
@@ -323,6 +330,22 @@ def test_deleted_subscription_gets_no_more_notifications(broker, receivers):
     assert actors(gone.items()) == ["before"]
 
 
+def test_delete_stops_the_retries_of_a_failing_subscription(broker, receivers):
+    hook, life = receivers("hook"), receivers("life")
+    hook.default = Reply(503)
+    sub = broker.create(sub_body(hook.url(), lifecycleNotificationUrl=life.url("/life"))
+                        ).json()
+    broker.publish_ok(resource="/dms/cabinets/bau/1")
+    hook.wait_posts(2)
+    assert broker.rest("DELETE", "%s/%s" % (SUBSCRIPTIONS, sub["id"])).status == 204
+    # An attempt may have been under way; after it, nothing. One second is two maximum
+    # retry intervals (--webhook-max-retry-ms 500) and half the horizon.
+    settled = len(hook.posts()) + 1
+    time.sleep(1.0)
+    assert len(hook.posts()) <= settled, "retries went on after DELETE: %r" % hook.posts()
+    assert life.posts() == [], "a deleted subscription got lifecycle notifications"
+
+
 def test_retry_after_503_sends_the_same_batch_again(broker, receivers):
     hook = receivers("hook")
     hook.script(503, 200)
@@ -348,13 +371,17 @@ def test_retry_after_503_sends_the_same_batch_again(broker, receivers):
 def test_retry_after_header_is_honoured(broker, receivers, status):
     hook = receivers("hook")
     hook.script((status, {"Retry-After": "1"}), 200)
-    broker.create(sub_body(hook.url()))
+    sub = broker.create(sub_body(hook.url())).json()
     broker.publish_ok(resource="/dms/cabinets/bau/1")
     first, second = hook.wait_posts(2)[:2]
     gap = second.arrived - first.finished
     # --webhook-first-retry-ms is 200: without Retry-After the retry would come sooner.
     assert gap >= 0.9, "retry %.3f s after a %d with Retry-After: 1" % (gap, status)
     assert first.body == second.body
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    # The timestamp is that of each attempt, and each attempt is signed anew.
+    assert int(second.headers["webhook-timestamp"]) >= int(first.headers["webhook-timestamp"])
+    check_signed(second, sub["signingSecret"])
 
 
 def test_retry_after_as_an_http_date_is_honoured(broker, receivers):

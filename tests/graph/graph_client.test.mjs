@@ -26,7 +26,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 
-import { Client, GraphError } from "@microsoft/microsoft-graph-client";
+import { Client, GraphError, PageIterator } from "@microsoft/microsoft-graph-client";
 import { Webhook, WebhookVerificationError } from "standardwebhooks";
 import { Agent } from "undici";
 
@@ -116,7 +116,7 @@ class Broker {
     }
 
     async start() {
-        assert.ok(existsSync(HEROLD), `${HEROLD} does not exist: build first (HEROLD_BUILD=${BUILD})`);
+        assert.ok(existsSync(HEROLD), `${HEROLD} is missing: build first (HEROLD_BUILD=${BUILD})`);
         this.httpPort = await freePort();
         this.ingestPort = await freePort();
         this.ingest = `tcp://127.0.0.1:${this.ingestPort}`;
@@ -138,10 +138,9 @@ class Broker {
         });
         const lines = createInterface({ input: this.proc.stderr });
         const ready = new Promise((resolve, reject) => {
-            const timer = setTimeout(
-                () => reject(new Error(`herold printed no ready line within ${START_TIMEOUT_MS} ms`)),
-                START_TIMEOUT_MS,
-            );
+            const timer = setTimeout(() => {
+                reject(new Error(`herold printed no ready line within ${START_TIMEOUT_MS} ms`));
+            }, START_TIMEOUT_MS);
             lines.on("line", (line) => {
                 this.stderr.push(line);
                 if (/\bready\b/.test(line)) {
@@ -276,6 +275,7 @@ describe("Microsoft Graph client against herold", () => {
     let receiver;
     let front;
     let dispatcher;
+    let baseUrl;
     let client;
     let token;
     let sub; // the creation response
@@ -292,12 +292,12 @@ describe("Microsoft Graph client against herold", () => {
 
         const tls = await makeCertificate(dir);
         front = tlsFront(tls, broker.httpPort);
-        const frontPort = await listen(front);
+        baseUrl = `https://127.0.0.1:${await listen(front)}/`;
         dispatcher = new Agent({ connect: { ca: tls.cert } });
 
         client = Client.init({
             authProvider: (done) => done(null, token),
-            baseUrl: `https://127.0.0.1:${frontPort}/`,
+            baseUrl,
             defaultVersion: "v1.0",
             customHosts: new Set(["127.0.0.1"]),
             fetchOptions: { dispatcher },
@@ -347,6 +347,7 @@ describe("Microsoft Graph client against herold", () => {
         const ids = list.value.map((s) => s.id);
         assert.deepEqual(ids, [sub.id]);
         assert.equal(list.value[0].resource, SUBSCRIBED);
+        assert.equal(list.value[0].clientState, null, "lists show no clientState");
         assert.equal(list.value[0].signingSecret, undefined, "no signingSecret outside creation");
     });
 
@@ -356,6 +357,42 @@ describe("Microsoft Graph client against herold", () => {
         assert.equal(one.clientState, clientState);
         assert.equal(one.expirationDateTime, sub.expirationDateTime);
         assert.equal(one.signingSecret, undefined, "no signingSecret outside creation");
+    });
+
+    // todo until herold writes @odata.nextLink with the scheme the client used: it always
+    // writes "http://<Host>/…", and the Graph client only takes an absolute URL that starts
+    // with "https://" (GraphRequest.parsePath); anything else becomes a path under baseUrl, so
+    // the second page is a GET of /v1.0/http://127.0.0.1:…/v1.0/subscriptions → 404.
+    it("pages through the list with PageIterator", {
+        todo: "herold's @odata.nextLink is http:// behind https (see comment)",
+    }, async () => {
+        const extra = [];
+        try {
+            for (const resource of ["/dms/cabinets/bau/a", "/dms/cabinets/bau/b"]) {
+                const more = await client.api("/subscriptions").post({
+                    changeType: "created",
+                    notificationUrl: "websocket:",
+                    resource,
+                    expirationDateTime: new Date(Date.now() + HOUR_MS).toISOString(),
+                });
+                extra.push(more.id);
+            }
+            const first = await client.api("/subscriptions").top(1).get();
+            assert.equal(first.value.length, 1);
+            assert.ok(first["@odata.nextLink"], "more remain, so there is a nextLink");
+            assert.ok(first["@odata.nextLink"].startsWith(`${baseUrl}v1.0/subscriptions?`),
+                `nextLink ${first["@odata.nextLink"]} is not under ${baseUrl}`);
+            const seen = [];
+            await new PageIterator(client, first, (s) => {
+                seen.push(s.id);
+                return true;
+            }).iterate();
+            assert.deepEqual(seen, [sub.id, ...extra], "every subscription once, oldest first");
+        } finally {
+            for (const id of extra) {
+                await client.api(`/subscriptions/${id}`).delete();
+            }
+        }
     });
 
     it("renews a subscription", async () => {
@@ -419,6 +456,7 @@ describe("Microsoft Graph client against herold", () => {
             assert.equal(err.statusCode, 404);
             assert.equal(err.code, "not_found");
             assert.ok(err.requestId, "the error names its request-id");
+            assert.equal(err.headers.get("request-id"), err.requestId);
             return true;
         });
         const list = await client.api("/subscriptions").get();
