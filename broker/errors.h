@@ -35,6 +35,7 @@
     X(NOT_FOUND, "not_found", 404, "no such object")                                              \
     X(METHOD_NOT_ALLOWED, "method_not_allowed", 405, "the method is not allowed on this resource") \
     X(CONFLICT, "conflict", 409, "an identical object exists")                                    \
+    X(LENGTH_REQUIRED, "length_required", 411, "the request body needs a Content-Length")        \
     X(UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", 415, "the body must be application/json") \
     X(LIMIT, "limit_exceeded", 429, "a limit was reached")                                        \
     X(UNAUTHORIZED, "unauthorized", 401, "the token is missing or not valid")                     \

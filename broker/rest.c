@@ -187,7 +187,15 @@ static int parse_datetime(const char *text, int64_t *seconds)
     }
     tm.tm_year -= 1900;
     tm.tm_mon -= 1;
-    *seconds = (int64_t)timegm(&tm) - offset;
+    struct tm given = tm;
+    time_t t = timegm(&tm);
+    struct tm back;
+    gmtime_r(&t, &back);
+    /* timegm normalises 2027-02-30 to March 2nd: refuse dates that do not exist. */
+    if (back.tm_mday != given.tm_mday || back.tm_mon != given.tm_mon) {
+        return -1;
+    }
+    *seconds = (int64_t)t - offset;
     return 0;
 }
 
@@ -935,8 +943,14 @@ rest_request_t *rest_request_begin(rest_t *rest, struct lws *wsi, const char *ur
             respond_error(req, HEROLD_E_TOO_LARGE, text);
             return req;
         }
-        bool is_chunked = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0;
-        if (content_length > 0 || is_chunked) {
+        if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0) {
+            /* libwebsockets 4.1 does not decode chunked request bodies: ask for a length. */
+            req->is_close_after = true;
+            respond_error(req, HEROLD_E_LENGTH_REQUIRED,
+                          "Content-Length is required; chunked bodies are not accepted");
+            return req;
+        }
+        if (content_length > 0) {
             return req; /* the body follows */
         }
     }
