@@ -96,8 +96,7 @@ int main(int argc, char **argv)
         size_t matched = 0;
         double start = now_seconds();
         for (int i = 0; i < EVENTS; i++) {
-            index_match(idx, &events[i % EVENT_PATHS].path, EVENT_UPDATED, count_match,
-                        &matched);
+            index_match(idx, &events[i % EVENT_PATHS].path, EVENT_UPDATED, count_match, &matched);
         }
         double elapsed = now_seconds() - start;
         double rate = EVENTS / elapsed;

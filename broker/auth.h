@@ -35,11 +35,11 @@
 typedef struct auth auth_t;
 
 typedef struct auth_principal {
-    char *user;          /* the `sub` claim */
+    char *user; /* the `sub` claim */
     size_t group_count;
-    char **groups;       /* group ids, without the `group:` prefix */
-    char *application;   /* the `azp` claim, or NULL */
-    int64_t expires_at;  /* the `exp` claim, seconds since the epoch */
+    char **groups;      /* group ids, without the `group:` prefix */
+    char *application;  /* the `azp` claim, or NULL */
+    int64_t expires_at; /* the `exp` claim, seconds since the epoch */
 } auth_principal_t;
 
 /* A verifier and signer for the given HS256 secret (copied). Returns NULL with err set

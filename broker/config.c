@@ -10,11 +10,11 @@
 #include "mem.h"
 
 struct option_def {
-    const char *name;  /* flag name without "--", also the config file key */
-    const char *env;   /* environment variable */
-    size_t offset;     /* of the char * member in config_t */
+    const char *name; /* flag name without "--", also the config file key */
+    const char *env;  /* environment variable */
+    size_t offset;    /* of the char * member in config_t */
     const char *help;
-    bool is_flag;      /* takes no value on the command line ("true" when given) */
+    bool is_flag; /* takes no value on the command line ("true" when given) */
 };
 
 static const struct option_def option_defs[] = {
@@ -25,7 +25,8 @@ static const struct option_def option_defs[] = {
     {"data", "HEROLD_DATA", offsetof(config_t, data_dir),
      "data directory, created if missing (default " CONFIG_DEFAULT_DATA ")", false},
     {"jwt-secret-file", "HEROLD_JWT_SECRET_FILE", offsetof(config_t, jwt_secret_file),
-     "HS256 token secret; created with a random secret if missing (default DATA/jwt.secret)", false},
+     "HS256 token secret; created with a random secret if missing (default DATA/jwt.secret)",
+     false},
     {"log-level", "HEROLD_LOG_LEVEL", offsetof(config_t, log_level),
      "debug, info, warn or error (default info)", false},
     {"tls-cert", "HEROLD_TLS_CERT", offsetof(config_t, tls_cert),
@@ -38,7 +39,8 @@ static const struct option_def option_defs[] = {
     {"webhook-ca-file", "HEROLD_WEBHOOK_CA_FILE", offsetof(config_t, webhook_ca_file),
      "a CA file trusted for https webhooks besides the system's", false},
     {"webhook-batch-items", "HEROLD_WEBHOOK_BATCH_ITEMS",
-     offsetof(config_t, webhook_batch_items_text), "items per webhook request, 1..1000 (default 100)", false},
+     offsetof(config_t, webhook_batch_items_text),
+     "items per webhook request, 1..1000 (default 100)", false},
     {"webhook-first-retry-ms", "HEROLD_WEBHOOK_FIRST_RETRY_MS",
      offsetof(config_t, webhook_first_retry_ms_text),
      "bound of the first retry after a failed delivery (default 5000)", false},
@@ -119,15 +121,14 @@ static int load_file(config_t *cfg, const char *path, struct herr *err)
     int number = 0;
     FILE *file = fopen(path, "r");
     if (file == NULL) {
-        return herr_set(err, HEROLD_E_CONFIG, "config: cannot open %s: %s", path,
-                        strerror(errno));
+        return herr_set(err, HEROLD_E_CONFIG, "config: cannot open %s: %s", path, strerror(errno));
     }
     while (fgets(line, sizeof(line), file) != NULL) {
         number++;
         if (strchr(line, '\n') == NULL && !feof(file)) {
             fclose(file);
-            return herr_set(err, HEROLD_E_CONFIG, "config: %s:%d: line longer than %d bytes",
-                            path, number, CONFIG_MAX_LINE_BYTES - 2);
+            return herr_set(err, HEROLD_E_CONFIG, "config: %s:%d: line longer than %d bytes", path,
+                            number, CONFIG_MAX_LINE_BYTES - 2);
         }
         char *text = trim(line);
         if (text[0] == '\0' || text[0] == '#') {
@@ -136,8 +137,8 @@ static int load_file(config_t *cfg, const char *path, struct herr *err)
         char *eq = strchr(text, '=');
         if (eq == NULL) {
             fclose(file);
-            return herr_set(err, HEROLD_E_CONFIG, "config: %s:%d: expected `name = value`",
-                            path, number);
+            return herr_set(err, HEROLD_E_CONFIG, "config: %s:%d: expected `name = value`", path,
+                            number);
         }
         *eq = '\0';
         char *name = trim(text);
@@ -218,13 +219,13 @@ static int finish(config_t *cfg, struct herr *err)
         cfg->log_level = xstrdup("info");
     }
     if (log_level_parse(cfg->log_level) < 0) {
-        return herr_set(err, HEROLD_E_CONFIG, "log-level: '%.32s' is not debug, info, warn or error",
-                        cfg->log_level);
+        return herr_set(err, HEROLD_E_CONFIG,
+                        "log-level: '%.32s' is not debug, info, warn or error", cfg->log_level);
     }
     if (parse_bool("webhook-allow-private", cfg->webhook_allow_private_text,
                    &cfg->webhook_allow_private, err) != 0 ||
-        parse_number("webhook-batch-items", cfg->webhook_batch_items_text, 100, 1, 1000,
-                      &value, err) != 0) {
+        parse_number("webhook-batch-items", cfg->webhook_batch_items_text, 100, 1, 1000, &value,
+                     err) != 0) {
         return HEROLD_E_CONFIG;
     }
     cfg->webhook_batch_items = (int)value;
@@ -233,15 +234,15 @@ static int finish(config_t *cfg, struct herr *err)
         return HEROLD_E_CONFIG;
     }
     cfg->webhook_first_retry_ms = (int)value;
-    if (parse_number("webhook-max-retry-ms", cfg->webhook_max_retry_ms_text, 600000, 1,
-                     86400000, &value, err) != 0) {
+    if (parse_number("webhook-max-retry-ms", cfg->webhook_max_retry_ms_text, 600000, 1, 86400000,
+                     &value, err) != 0) {
         return HEROLD_E_CONFIG;
     }
     cfg->webhook_max_retry_ms = (int)value;
-    if (parse_number("webhook-retry-horizon", cfg->webhook_retry_horizon_text, 14400, 1,
-                     30 * 86400, &cfg->webhook_retry_horizon_s, err) != 0 ||
-        parse_number("subscription-min-seconds", cfg->subscription_min_seconds_text, 2700, 1,
-                     86400, &cfg->subscription_min_seconds, err) != 0 ||
+    if (parse_number("webhook-retry-horizon", cfg->webhook_retry_horizon_text, 14400, 1, 30 * 86400,
+                     &cfg->webhook_retry_horizon_s, err) != 0 ||
+        parse_number("subscription-min-seconds", cfg->subscription_min_seconds_text, 2700, 1, 86400,
+                     &cfg->subscription_min_seconds, err) != 0 ||
         parse_number("subscription-max-minutes", cfg->subscription_max_minutes_text, 42300, 1,
                      525600, &cfg->subscription_max_minutes, err) != 0 ||
         parse_number("reauthorization-lead", cfg->reauthorization_lead_text, 600, 0, 86400,

@@ -20,15 +20,15 @@
 #define CONFIG_MAX_LINE_BYTES 4096
 
 typedef struct config {
-    char *http;            /* ADDR:PORT as given */
-    char *http_address;    /* parsed from http */
+    char *http;         /* ADDR:PORT as given */
+    char *http_address; /* parsed from http */
     int http_port;
-    char *ingest;          /* ZeroMQ endpoint */
+    char *ingest; /* ZeroMQ endpoint */
     char *data_dir;
     char *jwt_secret_file; /* NULL: DATA/jwt.secret */
     char *log_level;
-    char *tls_cert;        /* PEM certificate chain: serve https and wss; NULL for plain */
-    char *tls_key;         /* PEM private key for tls_cert */
+    char *tls_cert; /* PEM certificate chain: serve https and wss; NULL for plain */
+    char *tls_key;  /* PEM private key for tls_cert */
     /* Subscriptions and webhooks, as given (strings) and parsed. */
     char *webhook_allow_private_text;
     char *webhook_ca_file;
@@ -49,7 +49,7 @@ typedef struct config {
     int64_t subscription_max_minutes;
     int64_t reauthorization_lead_s;
     int max_subscriptions_per_user;
-    int is_help;           /* --help was given */
+    int is_help; /* --help was given */
 } config_t;
 
 /* Fills cfg from the sources above. Returns 0, or HEROLD_E_CONFIG with err naming the

@@ -960,7 +960,7 @@ static json_t *data_value_json(const msgpack_object *o)
         return json_boolean(o->via.boolean);
     case MSGPACK_OBJECT_POSITIVE_INTEGER:
         return o->via.u64 <= (uint64_t)INT64_MAX ? json_integer((json_int_t)o->via.u64)
-                                                  : json_real((double)o->via.u64);
+                                                 : json_real((double)o->via.u64);
     case MSGPACK_OBJECT_NEGATIVE_INTEGER:
         return json_integer((json_int_t)o->via.i64);
     case MSGPACK_OBJECT_FLOAT32:

@@ -62,7 +62,7 @@ typedef enum event_change {
 #define EVENT_CHANGE_ALL (EVENT_CREATED | EVENT_UPDATED | EVENT_DELETED)
 
 typedef struct event {
-    uint64_t seq;        /* assigned by ingest on acceptance; 0 before */
+    uint64_t seq; /* assigned by ingest on acceptance; 0 before */
     hstr_t id;
     hstr_t source;
     event_change_t type;
@@ -72,12 +72,12 @@ typedef struct event {
     hstr_t previous;
     path_t previous_path;
     int64_t time_ms;
-    hstr_t actor;         /* len 0 when absent */
-    hstr_t kind;          /* len 0 when absent */
-    hstr_t tenant;        /* len 0 when absent */
+    hstr_t actor;  /* len 0 when absent */
+    hstr_t kind;   /* len 0 when absent */
+    hstr_t tenant; /* len 0 when absent */
     size_t reader_count;
-    hstr_t *readers;      /* reader_count entries, each `*`, `user:…` or `group:…` */
-    hstr_t data;          /* the raw msgpack bytes of the data map; len 0 when absent */
+    hstr_t *readers; /* reader_count entries, each `*`, `user:…` or `group:…` */
+    hstr_t data;     /* the raw msgpack bytes of the data map; len 0 when absent */
     /* private: the owned copy of the message that every view above points into */
     char *raw;
     size_t raw_len;

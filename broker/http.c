@@ -25,9 +25,9 @@ struct http {
 
 /* Per-connection state that libwebsockets allocates and zeroes for us. */
 struct http_conn {
-    ws_session_t *session; /* set once the upgrade was accepted */
+    ws_session_t *session;   /* set once the upgrade was accepted */
     rest_request_t *request; /* the API request in progress */
-    int status;            /* the pending plain HTTP response */
+    int status;              /* the pending plain HTTP response */
     const char *body;
     size_t body_len;
 };
@@ -58,8 +58,8 @@ static int respond(struct lws *wsi, struct http_conn *conn, int status, const ch
     conn->status = status;
     conn->body = body;
     conn->body_len = len;
-    if (lws_add_http_common_headers(wsi, (unsigned int)status, "text/plain", (lws_filepos_t)len,
-                                    &p, end) != 0 ||
+    if (lws_add_http_common_headers(wsi, (unsigned int)status, "text/plain", (lws_filepos_t)len, &p,
+                                    end) != 0 ||
         lws_finalize_write_http_header(wsi, start, &p, end) != 0) {
         return -1;
     }
@@ -231,8 +231,8 @@ http_t *http_new(const char *address, int port, const http_routes_t *routes, str
         info.ssl_cert_filepath = routes->tls_cert;
         info.ssl_private_key_filepath = routes->tls_key;
         /* TLS 1.2 is the floor. */
-        info.ssl_options_set = SSL_OP_NO_SSLv2 | SSL_OP_NO_SSLv3 | SSL_OP_NO_TLSv1 |
-                               SSL_OP_NO_TLSv1_1;
+        info.ssl_options_set =
+            SSL_OP_NO_SSLv2 | SSL_OP_NO_SSLv3 | SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1;
         /* HTTP/1.1 only: WebSockets and the handlers here speak it; h2 would need its own
          * stream handling. */
         info.alpn = "http/1.1";
@@ -277,8 +277,7 @@ void http_drain(http_t *http, int timeout_ms)
     clock_gettime(CLOCK_MONOTONIC, &start);
     while (ws_session_count(http->ws) > 0) {
         clock_gettime(CLOCK_MONOTONIC, &now);
-        long elapsed =
-            (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+        long elapsed = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
         if (elapsed >= timeout_ms) {
             break;
         }

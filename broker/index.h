@@ -50,8 +50,8 @@ int index_remove(index_t *idx, const path_t *pattern, void *value);
 
 /* Calls fn for every entry whose pattern matches resource and whose mask has a bit of
  * change. Returns the number of calls made. */
-size_t index_match(const index_t *idx, const path_t *resource, unsigned change,
-                   index_match_fn fn, void *ctx);
+size_t index_match(const index_t *idx, const path_t *resource, unsigned change, index_match_fn fn,
+                   void *ctx);
 
 /* The number of entries. */
 size_t index_entry_count(const index_t *idx);

@@ -36,7 +36,7 @@ ingest_t *ingest_new(void *zmq_context, const char *endpoint, chan_t *out, struc
     }
     int64_t max_frame = INGEST_MAX_FRAME_BYTES;
     int linger = 0;
-    int handover = 1; /* a reconnecting publisher with the same identity takes over */
+    int handover = 1;  /* a reconnecting publisher with the same identity takes over */
     int mandatory = 1; /* a reply that cannot be queued is reported, not silently lost */
     int reply_hwm = INGEST_MAX_UNREAD_REPLIES;
     zmq_setsockopt(socket, ZMQ_MAXMSGSIZE, &max_frame, sizeof(max_frame));
@@ -158,8 +158,8 @@ static void handle_message(ingest_t *ingest, zmq_msg_t *frames, size_t frame_cou
     size_t len = zmq_msg_size(payload);
     event_t *event = NULL;
     if (event_decode(data, len, &event, &err) != 0) {
-        log_msg(LOG_LEVEL_DEBUG, "ingest: refused a message: %s: %s",
-                herold_error_code(err.code), err.message);
+        log_msg(LOG_LEVEL_DEBUG, "ingest: refused a message: %s: %s", herold_error_code(err.code),
+                err.message);
         reply_error(ingest, frames, envelope_count, data, len, &err);
         return;
     }

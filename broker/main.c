@@ -75,13 +75,12 @@ static void wake_dispatch(void *ctx)
 static int make_directory(const char *path, struct herr *err)
 {
     char *copy = xstrdup(path);
-    for (char *p = copy + 1; ; p++) {
+    for (char *p = copy + 1;; p++) {
         if (*p == '/' || *p == '\0') {
             char saved = *p;
             *p = '\0';
             if (mkdir(copy, 0700) != 0 && errno != EEXIST) {
-                herr_set(err, HEROLD_E_SYSTEM, "data: mkdir(%s) failed: %s", copy,
-                         strerror(errno));
+                herr_set(err, HEROLD_E_SYSTEM, "data: mkdir(%s) failed: %s", copy, strerror(errno));
                 free(copy);
                 return HEROLD_E_SYSTEM;
             }
@@ -171,8 +170,8 @@ static int command_token(int argc, char **argv)
         fprintf(stderr, "herold token: %s\n", err.message);
         goto out;
     }
-    char *token = auth_token_sign(auth, user, groups, group_count, (int64_t)time(NULL),
-                                  (int64_t)ttl, &err);
+    char *token =
+        auth_token_sign(auth, user, groups, group_count, (int64_t)time(NULL), (int64_t)ttl, &err);
     auth_free(auth);
     if (token == NULL) {
         fprintf(stderr, "herold token: %s\n", err.message);
@@ -309,8 +308,8 @@ static int run_broker(int argc, char **argv)
         return 1;
     }
     log_msg(LOG_LEVEL_INFO, "herold: ready http=%s://%s:%d ingest=%s data=%s",
-            h.config.tls_cert != NULL ? "https" : "http", h.config.http_address,
-            h.config.http_port, h.config.ingest, h.config.data_dir);
+            h.config.tls_cert != NULL ? "https" : "http", h.config.http_address, h.config.http_port,
+            h.config.ingest, h.config.data_dir);
 
     while (!stop_requested) {
         if (http_service(h.http) != 0) {

@@ -33,8 +33,8 @@ void notif_format_graph_time(int64_t seconds, char *out, size_t cap)
     time_t t = (time_t)seconds;
     struct tm tm;
     gmtime_r(&t, &tm);
-    snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d.0000000Z", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d.0000000Z", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
 
 static json_t *json_from_view(hstr_t view)
@@ -69,8 +69,7 @@ notif_t *notif_new(const event_t *event)
     json_t *resource_data = json_object();
 
     if (event->kind.len > 0) {
-        snprintf(type_name, sizeof(type_name), "#herold.%.*s", (int)event->kind.len,
-                 event->kind.p);
+        snprintf(type_name, sizeof(type_name), "#herold.%.*s", (int)event->kind.len, event->kind.p);
     } else {
         snprintf(type_name, sizeof(type_name), "#herold.resource");
     }
@@ -109,7 +108,8 @@ notif_t *notif_new(const event_t *event)
     if (data != NULL) {
         const char *key;
         json_t *value;
-        json_object_foreach(data, key, value) {
+        json_object_foreach(data, key, value)
+        {
             if (json_object_get(resource_data, key) == NULL) {
                 json_object_set(resource_data, key, value);
             }

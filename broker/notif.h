@@ -30,8 +30,8 @@
 typedef struct notif {
     atomic_int refcount;
     uint64_t seq;
-    char *rich_members;      /* the members with the event's data merged into resourceData
-                                (for includeResourceData), or NULL when it has no data */
+    char *rich_members; /* the members with the event's data merged into resourceData
+                           (for includeResourceData), or NULL when it has no data */
     size_t rich_members_len;
     size_t members_len;
     char members[]; /* JSON members without the braces, NUL-terminated */

@@ -33,7 +33,7 @@ enum method {
 struct change {
     bool is_create;
     sub_kind_t kind;
-    char *resource;            /* expanded pattern (create) */
+    char *resource; /* expanded pattern (create) */
     unsigned change_mask;
     int64_t expires_at;
     bool has_expiration;
@@ -50,7 +50,7 @@ struct rest_request {
     char id[SUBS_ID_BYTES + 1]; /* from the path, or empty */
     bool is_reauthorize;
     char host[128];
-    const char *scheme;        /* of the links we emit: https behind TLS or a TLS proxy */
+    const char *scheme; /* of the links we emit: https behind TLS or a TLS proxy */
     char request_id[SUBS_ID_BYTES + 1];
     auth_principal_t *principal;
     char *body;
@@ -62,7 +62,7 @@ struct rest_request {
     char *response;
     size_t response_len;
     bool is_close_after;
-    uint64_t pending_id;       /* non-zero while a validation runs */
+    uint64_t pending_id; /* non-zero while a validation runs */
     struct change *change;
 };
 
@@ -151,8 +151,8 @@ static int parse_datetime(const char *text, int64_t *seconds)
     struct tm tm;
     int used = 0;
     memset(&tm, 0, sizeof(tm));
-    if (sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-               &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &used) != 6 ||
+    if (sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
+               &tm.tm_min, &tm.tm_sec, &used) != 6 ||
         used != 19) {
         return -1;
     }
@@ -212,9 +212,9 @@ static int write_headers(rest_request_t *req, int status, size_t body_len)
     if (lws_add_http_common_headers(wsi, (unsigned int)status,
                                     body_len > 0 ? "application/json" : NULL,
                                     (lws_filepos_t)body_len, &p, end) != 0 ||
-        lws_add_http_header_by_name(wsi, (const unsigned char *)"request-id:",
-                                    (const unsigned char *)req->request_id,
-                                    (int)strlen(req->request_id), &p, end) != 0) {
+        lws_add_http_header_by_name(
+            wsi, (const unsigned char *)"request-id:", (const unsigned char *)req->request_id,
+            (int)strlen(req->request_id), &p, end) != 0) {
         return -1;
     }
     if (status == 401 &&
@@ -223,8 +223,8 @@ static int write_headers(rest_request_t *req, int status, size_t body_len)
         return -1;
     }
     if (req->is_close_after &&
-        lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close",
-                                     5, &p, end) != 0) {
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close", 5,
+                                     &p, end) != 0) {
         return -1;
     }
     return lws_finalize_write_http_header(wsi, start, &p, end) != 0 ? -1 : 0;
@@ -253,9 +253,9 @@ static int respond_error(rest_request_t *req, int code, const char *message)
     struct tm tm;
     gmtime_r(&now, &tm);
     strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
-    json_t *body = json_pack("{s:{s:s, s:s, s:{s:s, s:s}}}", "error", "code",
-                             herold_error_code(code), "message", message, "innerError", "date",
-                             date, "request-id", req->request_id);
+    json_t *body =
+        json_pack("{s:{s:s, s:s, s:{s:s, s:s}}}", "error", "code", herold_error_code(code),
+                  "message", message, "innerError", "date", date, "request-id", req->request_id);
     log_msg(LOG_LEVEL_DEBUG, "rest: %d %s: %s", herold_error_status(code), herold_error_code(code),
             message);
     return respond(req, herold_error_status(code), body);
@@ -401,7 +401,8 @@ static int continue_change(rest_request_t *req)
 {
     rest_t *rest = req->rest;
     struct change *change = req->change;
-    while (change->next_validation < 2 && change->urls_to_validate[change->next_validation] == NULL) {
+    while (change->next_validation < 2 &&
+           change->urls_to_validate[change->next_validation] == NULL) {
         change->next_validation++;
     }
     if (change->next_validation >= 2) {
@@ -413,7 +414,8 @@ static int continue_change(rest_request_t *req)
     webhook_command_t *command = webhook_command_new(WEBHOOK_CMD_VALIDATE);
     command->request_id = rest->next_pending_id++;
     command->url = xstrdup(change->urls_to_validate[change->next_validation]);
-    command->url_name = change->next_validation == 0 ? "notificationUrl" : "lifecycleNotificationUrl";
+    command->url_name =
+        change->next_validation == 0 ? "notificationUrl" : "lifecycleNotificationUrl";
     req->pending_id = command->request_id;
     rest->pending[rest->pending_count++] = (struct pending){command->request_id, req};
     webhook_send(rest->webhook, &command);
@@ -501,8 +503,9 @@ static int finish_change(rest_request_t *req)
         dispatch_webhook_target_put(rest->dispatch, sub);
     }
     log_msg(LOG_LEVEL_INFO, "rest: %s created subscription %s", sub->owner->user, sub->id);
-    return respond(req, 201, subscription_json(req, sub, false,
-                                               sub->kind == SUB_WEBHOOK ? secret_text : NULL));
+    return respond(
+        req, 201,
+        subscription_json(req, sub, false, sub->kind == SUB_WEBHOOK ? secret_text : NULL));
 }
 
 /* Reads and checks expirationDateTime; 0 with *expires_at, or an answered error. */
@@ -627,8 +630,8 @@ static int handle_create(rest_request_t *req, json_t *body)
         change->kind = SUB_WEBHOOK;
         change->urls_to_validate[0] = xstrdup(url_text);
     }
-    const char *lifecycle = optional_string(req, body, "lifecycleNotificationUrl",
-                                            WEBHOOK_MAX_URL_BYTES + 1, &is_bad);
+    const char *lifecycle =
+        optional_string(req, body, "lifecycleNotificationUrl", WEBHOOK_MAX_URL_BYTES + 1, &is_bad);
     if (is_bad) {
         return 0;
     }
@@ -643,11 +646,10 @@ static int handle_create(rest_request_t *req, json_t *body)
         return 0;
     }
     if (client_state != NULL && utf8_chars(client_state) > REST_MAX_CLIENT_STATE_CHARS) {
-        return respond_error(req, HEROLD_E_BAD_REQUEST,
-                             "clientState: longer than 128 characters");
+        return respond_error(req, HEROLD_E_BAD_REQUEST, "clientState: longer than 128 characters");
     }
-    const char *certificate = optional_string(req, body, "encryptionCertificate",
-                                              REST_MAX_CERTIFICATE_BYTES, &is_bad);
+    const char *certificate =
+        optional_string(req, body, "encryptionCertificate", REST_MAX_CERTIFICATE_BYTES, &is_bad);
     const char *certificate_id =
         is_bad ? NULL : optional_string(req, body, "encryptionCertificateId", 256, &is_bad);
     if (is_bad) {
@@ -691,7 +693,8 @@ static bool differs(json_t *body, const char *member, const char *stored)
     if (json_is_null(value)) {
         return stored != NULL;
     }
-    return !json_is_string(value) || stored == NULL || strcmp(json_string_value(value), stored) != 0;
+    return !json_is_string(value) || stored == NULL ||
+           strcmp(json_string_value(value), stored) != 0;
 }
 
 static int handle_patch(rest_request_t *req, sub_t *sub, json_t *body)
@@ -722,8 +725,8 @@ static int handle_patch(rest_request_t *req, sub_t *sub, json_t *body)
     if (change_type != NULL) {
         unsigned mask;
         if (!json_is_string(change_type) ||
-            event_change_mask_parse(json_string_value(change_type),
-                                    json_string_length(change_type), &mask, NULL) != 0 ||
+            event_change_mask_parse(json_string_value(change_type), json_string_length(change_type),
+                                    &mask, NULL) != 0 ||
             mask != sub->change_mask) {
             return respond_error(req, HEROLD_E_BAD_REQUEST, "changeType: cannot be changed");
         }
@@ -824,8 +827,8 @@ static int handle(rest_request_t *req)
                                  "Content-Type: must be application/json");
         }
         json_error_t jerr;
-        body = json_loadb(req->body != NULL ? req->body : "", req->body_len,
-                          JSON_REJECT_DUPLICATES, &jerr);
+        body = json_loadb(req->body != NULL ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES,
+                          &jerr);
         if (body == NULL || !json_is_object(body)) {
             json_decref(body);
             char text[200];

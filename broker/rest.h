@@ -7,9 +7,9 @@
  *   POST   /v1.0/subscriptions                      create (201)
  *   GET    /v1.0/subscriptions[?$top=&$skiptoken=]  list the caller's own, oldest first
  *   GET    /v1.0/subscriptions/{id}                 one (404 unless the caller owns it)
- *   PATCH  /v1.0/subscriptions/{id}                 renew expirationDateTime, change notificationUrl
- *   DELETE /v1.0/subscriptions/{id}                 204
- *   POST   /v1.0/subscriptions/{id}/reauthorize     204, refreshes the owner's groups
+ *   PATCH  /v1.0/subscriptions/{id}                 renew expirationDateTime, change
+ * notificationUrl DELETE /v1.0/subscriptions/{id}                 204 POST
+ * /v1.0/subscriptions/{id}/reauthorize     204, refreshes the owner's groups
  *
  * Every request carries a bearer token, checked before anything else. Bodies are JSON
  * objects of at most REST_MAX_BODY_BYTES; unknown members are ignored, as Graph clients
@@ -44,11 +44,11 @@ typedef struct rest rest_t;
 typedef struct rest_request rest_request_t;
 
 typedef struct rest_config {
-    bool allow_private;                 /* webhook targets in private ranges */
-    int64_t min_expiration_seconds;     /* closer expirations are raised to this */
-    int64_t max_expiration_minutes;     /* further ones are refused */
+    bool allow_private;             /* webhook targets in private ranges */
+    int64_t min_expiration_seconds; /* closer expirations are raised to this */
+    int64_t max_expiration_minutes; /* further ones are refused */
     int max_subscriptions_per_user;
-    bool is_tls;                        /* links we emit say https */
+    bool is_tls; /* links we emit say https */
 } rest_config_t;
 
 /* The API over subs, dispatch and webhook (borrowed); validation answers arrive on
@@ -58,7 +58,6 @@ rest_t *rest_new(const rest_config_t *config, const auth_t *auth, subs_t *subs,
 
 /* Frees the API; requests still open must have been closed. NULL is a no-op. */
 void rest_free(rest_t *rest);
-
 
 /* A request for uri began on wsi (its headers are parsed); a uri that is none of the
  * API's paths is answered 404 with Graph's error body. Returns a request state that

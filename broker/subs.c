@@ -83,8 +83,8 @@ static void table_remove(struct id_table *t, const sub_t *sub)
     /* Shift back the run after the hole so every entry stays reachable from its home. */
     for (size_t i = (hole + 1) & mask; t->slots[i] != NULL; i = (i + 1) & mask) {
         size_t home = hash_id(t->slots[i]->id) & mask;
-        bool home_is_cyclically_after_hole = hole <= i ? (home > hole && home <= i)
-                                                        : (home > hole || home <= i);
+        bool home_is_cyclically_after_hole =
+            hole <= i ? (home > hole && home <= i) : (home > hole || home <= i);
         if (!home_is_cyclically_after_hole) {
             t->slots[hole] = t->slots[i];
             t->slots[i] = NULL;

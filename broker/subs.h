@@ -33,8 +33,8 @@
 #include "index.h"
 #include "path.h"
 
-#define SUBS_ID_BYTES 36            /* a UUID in its text form */
-#define SUBS_EXPIRATION_BYTES 28    /* "2026-11-27T10:00:00.0000000Z" */
+#define SUBS_ID_BYTES 36         /* a UUID in its text form */
+#define SUBS_EXPIRATION_BYTES 28 /* "2026-11-27T10:00:00.0000000Z" */
 
 typedef struct subs subs_t;
 
@@ -47,34 +47,34 @@ typedef enum sub_kind {
 /* What REST stores about a persistent subscription, beyond the matching fields. Strings
  * are owned by the record. */
 typedef struct sub_rest {
-    char *resource_given;          /* resource as the client wrote it */
-    char *notification_url;        /* "websocket:" or the webhook URL */
-    char *lifecycle_url;           /* NULL when none */
-    char *client_state;            /* NULL when none */
-    char *client_state_json;       /* client_state as a JSON string literal, or NULL */
-    char *application_id;          /* the creating token's azp, or NULL */
-    char *encryption_certificate;  /* NULL when none */
+    char *resource_given;         /* resource as the client wrote it */
+    char *notification_url;       /* "websocket:" or the webhook URL */
+    char *lifecycle_url;          /* NULL when none */
+    char *client_state;           /* NULL when none */
+    char *client_state_json;      /* client_state as a JSON string literal, or NULL */
+    char *application_id;         /* the creating token's azp, or NULL */
+    char *encryption_certificate; /* NULL when none */
     char *encryption_certificate_id;
     bool include_resource_data;
-    unsigned char secret[32];      /* webhook signing key */
-    uint64_t created_order;        /* position in creation order, for paging */
-    bool is_reauthorization_sent;  /* for the current expiration */
+    unsigned char secret[32];     /* webhook signing key */
+    uint64_t created_order;       /* position in creation order, for paging */
+    bool is_reauthorization_sent; /* for the current expiration */
 } sub_rest_t;
 
 typedef struct sub {
     char id[SUBS_ID_BYTES + 1];
     sub_kind_t kind;
-    sub_rest_t rest;                   /* persistent kinds only */
-    struct sub *prev_persistent;       /* creation-order list of persistent subscriptions */
+    sub_rest_t rest;             /* persistent kinds only */
+    struct sub *prev_persistent; /* creation-order list of persistent subscriptions */
     struct sub *next_persistent;
-    char *resource;                    /* the pattern text, owned */
-    path_t pattern;                    /* views into resource */
-    unsigned change_mask;              /* EVENT_* bits */
-    const auth_principal_t *owner;     /* borrowed (connection) or owned (persistent) */
-    void *channel;                     /* where notifications go; borrowed */
-    int64_t expires_at;                /* seconds since the epoch */
+    char *resource;                             /* the pattern text, owned */
+    path_t pattern;                             /* views into resource */
+    unsigned change_mask;                       /* EVENT_* bits */
+    const auth_principal_t *owner;              /* borrowed (connection) or owned (persistent) */
+    void *channel;                              /* where notifications go; borrowed */
+    int64_t expires_at;                         /* seconds since the epoch */
     char expiration[SUBS_EXPIRATION_BYTES + 1]; /* expires_at in Graph's format */
-    uint64_t last_matched_seq;         /* dedup of resource and previous matches */
+    uint64_t last_matched_seq;                  /* dedup of resource and previous matches */
 } sub_t;
 
 /* Called once per subscription an event concerns; returning false stops the match. */

@@ -216,12 +216,12 @@ typedef struct post {
     unsigned char secret[WEBHOOK_SECRET_BYTES];
     int64_t first_attempt_ms;
     int attempt_count;
-    int64_t delay_ms;                /* nominal backoff before the last retry; 0 before any */
-    wtimer_t timer;                  /* LIFECYCLE: next attempt */
-    const char *lifecycle_event;     /* LIFECYCLE (static) */
-    uint64_t request_id;             /* VALIDATION */
-    const char *url_name;            /* VALIDATION (static) */
-    char token[TOKEN_BYTES];         /* VALIDATION */
+    int64_t delay_ms;            /* nominal backoff before the last retry; 0 before any */
+    wtimer_t timer;              /* LIFECYCLE: next attempt */
+    const char *lifecycle_event; /* LIFECYCLE (static) */
+    uint64_t request_id;         /* VALIDATION */
+    const char *url_name;        /* VALIDATION (static) */
+    char token[TOKEN_BYTES];     /* VALIDATION */
     /* The attempt in flight. */
     CURL *easy;
     struct curl_slist *headers;
@@ -597,7 +597,7 @@ static CURL *post_easy_new(webhook_t *webhook, post_t *p)
         return NULL;
     }
     long timeout_ms = p->kind == POST_VALIDATION ? WEBHOOK_VALIDATION_TIMEOUT_MS
-                                                  : webhook->config.request_timeout_ms;
+                                                 : webhook->config.request_timeout_ms;
     CURLcode rc = CURLE_OK;
 #define SETOPT(option, value)                                                                      \
     do {                                                                                           \
@@ -694,8 +694,8 @@ static void outcome_describe(const post_t *p, const outcome_t *outcome, char *ou
     } else if (p->was_refused) {
         snprintf(out, cap, "address %s is in a private range", p->refused_address);
     } else {
-        snprintf(out, cap, "%s", p->error_text[0] != '\0' ? p->error_text
-                                                          : curl_easy_strerror(outcome->result));
+        snprintf(out, cap, "%s",
+                 p->error_text[0] != '\0' ? p->error_text : curl_easy_strerror(outcome->result));
     }
 }
 
@@ -756,8 +756,8 @@ static char *lifecycle_body(const webhook_target_spec_t *spec, const char *event
 }
 
 /* Posts a lifecycle notification; independent of the target, which may be gone already. */
-static void lifecycle_send(webhook_t *webhook, const webhook_target_spec_t *spec,
-                           const char *event, int64_t now)
+static void lifecycle_send(webhook_t *webhook, const webhook_target_spec_t *spec, const char *event,
+                           int64_t now)
 {
     if (spec->lifecycle_url == NULL || event == NULL || webhook->is_stopping) {
         return;
@@ -909,8 +909,9 @@ static void delivery_done(webhook_t *webhook, post_t *p, const outcome_t *outcom
         target_schedule(webhook, t, now);
         return;
     }
-    log_msg(LOG_LEVEL_DEBUG, "webhook: subscription %s: attempt %d failed (%s), next in %" PRId64
-            " ms", t->spec.subscription_id, p->attempt_count, why, at - now);
+    log_msg(LOG_LEVEL_DEBUG,
+            "webhook: subscription %s: attempt %d failed (%s), next in %" PRId64 " ms",
+            t->spec.subscription_id, p->attempt_count, why, at - now);
     timer_arm(&webhook->timers, &t->timer, at);
 }
 
@@ -989,8 +990,8 @@ static void validation_done(webhook_t *webhook, post_t *p, const outcome_t *outc
                  outcome->status);
     } else if (p->response_total != token_len || p->response_len != token_len ||
                memcmp(p->response, p->token, token_len) != 0) {
-        snprintf(message, sizeof(message),
-                 "%s validation: body did not match the validationToken", p->url_name);
+        snprintf(message, sizeof(message), "%s validation: body did not match the validationToken",
+                 p->url_name);
     } else {
         code = 0;
         message[0] = '\0';
@@ -1348,8 +1349,7 @@ int webhook_start(webhook_t *webhook, struct herr *err)
     int rc = pthread_create(&webhook->thread, NULL, webhook_main, webhook);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
-        return herr_set(err, HEROLD_E_SYSTEM, "webhook: pthread_create failed: %s",
-                        strerror(rc));
+        return herr_set(err, HEROLD_E_SYSTEM, "webhook: pthread_create failed: %s", strerror(rc));
     }
     webhook->is_started = true;
     return 0;
@@ -1473,8 +1473,7 @@ bool webhook_address_is_private(const void *sockaddr, size_t len)
     if (sockaddr == NULL || len < offsetof(struct sockaddr, sa_family) + sizeof(family)) {
         return true;
     }
-    memcpy(&family, (const char *)sockaddr + offsetof(struct sockaddr, sa_family),
-           sizeof(family));
+    memcpy(&family, (const char *)sockaddr + offsetof(struct sockaddr, sa_family), sizeof(family));
     if (family == AF_INET && len >= sizeof(struct sockaddr_in)) {
         struct sockaddr_in sin;
         memcpy(&sin, sockaddr, sizeof(sin));
@@ -1504,8 +1503,7 @@ static bool host_is_localhost(const char *host)
     return len == n || host[len - n - 1] == '.';
 }
 
-int webhook_url_check_named(const char *name, const char *url, bool allow_private,
-                            struct herr *err)
+int webhook_url_check_named(const char *name, const char *url, bool allow_private, struct herr *err)
 {
     if (url == NULL || url[0] == '\0') {
         return herr_set(err, HEROLD_E_BAD_REQUEST, "%s: empty", name);
@@ -1543,8 +1541,8 @@ int webhook_url_check_named(const char *name, const char *url, bool allow_privat
     }
     if (curl_url_get(u, CURLUPART_USER, &part, 0) == CURLUE_OK ||
         curl_url_get(u, CURLUPART_PASSWORD, &part, 0) == CURLUE_OK) {
-        rc = herr_set(err, HEROLD_E_BAD_REQUEST,
-                      "%s: must not carry a user name or password", name);
+        rc =
+            herr_set(err, HEROLD_E_BAD_REQUEST, "%s: must not carry a user name or password", name);
         goto done;
     }
     /* curl reads "http:///x" as host "x"; herold does not guess. */
@@ -1615,8 +1613,8 @@ void webhook_secret_new(unsigned char secret[WEBHOOK_SECRET_BYTES], char *text, 
     snprintf(text, cap, "whsec_%s", (const char *)b64);
 }
 
-void webhook_sign_key(const unsigned char *key, size_t key_len, const char *id,
-                      int64_t timestamp, const char *body, size_t body_len, char *out, size_t cap)
+void webhook_sign_key(const unsigned char *key, size_t key_len, const char *id, int64_t timestamp,
+                      const char *body, size_t body_len, char *out, size_t cap)
 {
     char ts[24];
     int ts_len = snprintf(ts, sizeof(ts), "%" PRId64, timestamp);

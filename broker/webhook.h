@@ -56,22 +56,22 @@
 #include "notif.h"
 
 #define WEBHOOK_VALIDATION_TIMEOUT_MS 10000
-#define WEBHOOK_MAX_QUEUED_ITEMS 10000      /* per target, while its endpoint fails */
+#define WEBHOOK_MAX_QUEUED_ITEMS 10000 /* per target, while its endpoint fails */
 #define WEBHOOK_MAX_URL_BYTES 2048
-#define WEBHOOK_MAX_RESPONSE_BYTES 4096     /* read of a response body, beyond is ignored */
-#define WEBHOOK_SECRET_BYTES 32             /* random bytes behind whsec_ */
+#define WEBHOOK_MAX_RESPONSE_BYTES 4096 /* read of a response body, beyond is ignored */
+#define WEBHOOK_SECRET_BYTES 32         /* random bytes behind whsec_ */
 
 typedef struct webhook webhook_t;
 
 typedef struct webhook_config {
-    int max_batch_items;       /* default 100 */
-    int batch_window_ms;       /* default 10 */
-    int request_timeout_ms;    /* default 10000 */
-    int first_retry_ms;        /* default 5000: "the first retry within 10 s" */
-    int max_retry_ms;          /* default 600000 */
-    int64_t retry_horizon_ms;  /* default 4 h */
-    bool allow_private;        /* --webhook-allow-private */
-    const char *ca_file;       /* --webhook-ca-file, or NULL */
+    int max_batch_items;      /* default 100 */
+    int batch_window_ms;      /* default 10 */
+    int request_timeout_ms;   /* default 10000 */
+    int first_retry_ms;       /* default 5000: "the first retry within 10 s" */
+    int max_retry_ms;         /* default 600000 */
+    int64_t retry_horizon_ms; /* default 4 h */
+    bool allow_private;       /* --webhook-allow-private */
+    const char *ca_file;      /* --webhook-ca-file, or NULL */
 } webhook_config_t;
 
 /* What a target needs to deliver to one subscription. Strings are owned by the command
@@ -79,11 +79,11 @@ typedef struct webhook_config {
 typedef struct webhook_target_spec {
     char subscription_id[37];
     char *notification_url;
-    char *lifecycle_url;       /* NULL: no lifecycle notifications */
-    char *client_state_json;   /* JSON string literal with quotes, or NULL */
-    char expiration[29];       /* Graph format */
+    char *lifecycle_url;     /* NULL: no lifecycle notifications */
+    char *client_state_json; /* JSON string literal with quotes, or NULL */
+    char expiration[29];     /* Graph format */
     unsigned char secret[WEBHOOK_SECRET_BYTES];
-    char *tenant_id;           /* NULL or the owner's tenant, for lifecycle items */
+    char *tenant_id;            /* NULL or the owner's tenant, for lifecycle items */
     bool include_resource_data; /* items carry the event's data in resourceData */
 } webhook_target_spec_t;
 
@@ -99,16 +99,16 @@ typedef enum webhook_command_kind {
  * owned by whoever holds it: webhook_send takes ownership. */
 typedef struct webhook_command {
     webhook_command_kind_t kind;
-    webhook_target_spec_t spec;        /* TARGET_PUT, LIFECYCLE (subscription_id alone for
-                                          REMOVE and NOTIFY) */
-    notif_t *notif;                    /* NOTIFY */
-    uint64_t request_id;               /* VALIDATE */
-    char *url;                         /* VALIDATE */
-    const char *lifecycle_event;       /* LIFECYCLE: "subscriptionRemoved",
-                                          "reauthorizationRequired", "missed" (static) */
-    const char *url_name;              /* VALIDATE: the property named in the result's
-                                          message, "notificationUrl" when NULL or
-                                          "lifecycleNotificationUrl" (static) */
+    webhook_target_spec_t spec;  /* TARGET_PUT, LIFECYCLE (subscription_id alone for
+                                    REMOVE and NOTIFY) */
+    notif_t *notif;              /* NOTIFY */
+    uint64_t request_id;         /* VALIDATE */
+    char *url;                   /* VALIDATE */
+    const char *lifecycle_event; /* LIFECYCLE: "subscriptionRemoved",
+                                    "reauthorizationRequired", "missed" (static) */
+    const char *url_name;        /* VALIDATE: the property named in the result's
+                                    message, "notificationUrl" when NULL or
+                                    "lifecycleNotificationUrl" (static) */
 } webhook_command_t;
 
 typedef enum webhook_result_kind {
@@ -120,7 +120,7 @@ typedef struct webhook_result {
     webhook_result_kind_t kind;
     uint64_t request_id;
     char subscription_id[37];
-    int code;                 /* 0 or a HEROLD_E_* code */
+    int code; /* 0 or a HEROLD_E_* code */
     char message[HERR_MESSAGE_MAX];
 } webhook_result_t;
 
@@ -181,8 +181,7 @@ void webhook_sign(const unsigned char secret[WEBHOOK_SECRET_BYTES], const char *
 
 /* webhook_sign with a key of any length (key_len > 0): secrets that herold did not mint,
  * such as the 24-byte key of the published Standard Webhooks test vector. */
-void webhook_sign_key(const unsigned char *key, size_t key_len, const char *id,
-                      int64_t timestamp, const char *body, size_t body_len, char *out,
-                      size_t cap);
+void webhook_sign_key(const unsigned char *key, size_t key_len, const char *id, int64_t timestamp,
+                      const char *body, size_t body_len, char *out, size_t cap);
 
 #endif

@@ -45,8 +45,8 @@ struct ws_session {
     size_t rx_len;
     bool is_rx_oversize;
     uint64_t last_sent_seq;
-    bool is_overflowed;       /* only the missed frame is left to send */
-    bool is_close_pending;    /* close with close_status at the next WRITEABLE */
+    bool is_overflowed;    /* only the missed frame is left to send */
+    bool is_close_pending; /* close with close_status at the next WRITEABLE */
     enum lws_close_status close_status;
     ws_session_t *prev;
     ws_session_t *next;
@@ -134,10 +134,10 @@ static void session_overflow(ws_session_t *s)
     char frame[128];
     queue_clear(s);
     s->is_overflowed = true;
-    int len = snprintf(frame, sizeof(frame),
-                       "{\"op\":\"lifecycle\",\"lifecycleEvent\":\"missed\",\"cursor\":\"%" PRIu64
-                       "\"}",
-                       s->last_sent_seq);
+    int len =
+        snprintf(frame, sizeof(frame),
+                 "{\"op\":\"lifecycle\",\"lifecycleEvent\":\"missed\",\"cursor\":\"%" PRIu64 "\"}",
+                 s->last_sent_seq);
     struct out_entry *entry = queue_append(s);
     entry->text = xstrndup(frame, (size_t)len);
     entry->text_len = (size_t)len;
@@ -251,9 +251,9 @@ static void op_subscribe(ws_session_t *s, json_t *message, const char *ref)
         answer_error(s, ref, HEROLD_E_BAD_REQUEST, "changeType: must be a string");
         return;
     }
-    if (change_type != NULL && event_change_mask_parse(json_string_value(change_type),
-                                                       json_string_length(change_type), &mask,
-                                                       &err) != 0) {
+    if (change_type != NULL &&
+        event_change_mask_parse(json_string_value(change_type), json_string_length(change_type),
+                                &mask, &err) != 0) {
         answer_error(s, ref, err.code, err.message);
         return;
     }
@@ -284,10 +284,9 @@ static void op_subscribe(ws_session_t *s, json_t *message, const char *ref)
 
     char types[32];
     event_change_mask_format(mask, types, sizeof(types));
-    json_t *answer =
-        json_pack("{s:s, s:o, s:s, s:s, s:s, s:s}", "op", "subscribed", "ref", ref_value(ref),
-                  "subscriptionId", sub->id, "resource", sub->resource, "changeType", types,
-                  "expirationDateTime", sub->expiration);
+    json_t *answer = json_pack("{s:s, s:o, s:s, s:s, s:s, s:s}", "op", "subscribed", "ref",
+                               ref_value(ref), "subscriptionId", sub->id, "resource", sub->resource,
+                               "changeType", types, "expirationDateTime", sub->expiration);
     queue_json(s, answer);
 }
 
@@ -332,7 +331,8 @@ static void handle_message(ws_session_t *s, const char *data, size_t len)
     json_t *ref_json = json_object_get(message, "ref");
     if (ref_json != NULL && !json_is_null(ref_json)) {
         if (!json_is_string(ref_json) || json_string_length(ref_json) > WS_MAX_REF_BYTES) {
-            answer_error(s, NULL, HEROLD_E_BAD_REQUEST, "ref: must be a string of at most 128 bytes");
+            answer_error(s, NULL, HEROLD_E_BAD_REQUEST,
+                         "ref: must be a string of at most 128 bytes");
             json_decref(message);
             return;
         }
@@ -349,8 +349,7 @@ static void handle_message(ws_session_t *s, const char *data, size_t len)
     } else if (strcmp(json_string_value(op), "ping") == 0) {
         queue_json(s, json_pack("{s:s, s:o}", "op", "pong", "ref", ref_value(ref)));
     } else {
-        answer_error(s, ref, HEROLD_E_UNKNOWN_OP,
-                     "op: not one of subscribe, unsubscribe, ping");
+        answer_error(s, ref, HEROLD_E_UNKNOWN_OP, "op: not one of subscribe, unsubscribe, ping");
     }
     json_decref(message);
 }
@@ -427,8 +426,7 @@ void ws_session_open(ws_session_t *s)
     log_msg(LOG_LEVEL_DEBUG, "ws: session of %s open", s->principal->user);
 }
 
-int ws_session_receive(ws_session_t *s, const void *data, size_t len, bool is_final,
-                       bool is_binary)
+int ws_session_receive(ws_session_t *s, const void *data, size_t len, bool is_final, bool is_binary)
 {
     if (!s->is_rx_oversize) {
         if (s->rx_len + len > WS_MAX_MESSAGE_BYTES) {
@@ -481,8 +479,8 @@ static int write_notify_batch(ws_session_t *s)
     assert(count > 0);
     uint64_t cursor = queue_at(s, count - 1)->notif->seq;
     char head[64];
-    int head_len = snprintf(head, sizeof(head), "{\"op\":\"notify\",\"cursor\":\"%" PRIu64
-                                                "\",\"value\":[", cursor);
+    int head_len = snprintf(head, sizeof(head),
+                            "{\"op\":\"notify\",\"cursor\":\"%" PRIu64 "\",\"value\":[", cursor);
     size_t frame_len = (size_t)head_len + items_len + (count - 1) + 2;
     unsigned char *buf = xmalloc(LWS_PRE + frame_len);
     char *p = (char *)buf + LWS_PRE;

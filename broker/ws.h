@@ -4,8 +4,8 @@
 /*
  * WebSocket sessions at /v1.0/ws (schemas/ws-protocol.md): the handshake's token check,
  * the client ops (subscribe, unsubscribe, ping), and delivery of notifications that
- * dispatch.c hands over. Each session has one bounded FIFO holding, in order, its answers to ops and its
- * notification items; the writer sends one frame per WRITEABLE callback, batching
+ * dispatch.c hands over. Each session has one bounded FIFO holding, in order, its answers to ops
+ * and its notification items; the writer sends one frame per WRITEABLE callback, batching
  * consecutive items into one notify frame. A session whose FIFO would exceed
  * WS_QUEUE_MAX_ENTRIES is not given more: its queue is dropped, it is sent a `missed`
  * lifecycle frame carrying the cursor of the last item it was sent, and it is closed with
@@ -25,7 +25,7 @@
 
 struct lws;
 
-#define WS_MAX_MESSAGE_BYTES 16384      /* one client message after reassembly */
+#define WS_MAX_MESSAGE_BYTES 16384 /* one client message after reassembly */
 #define WS_MAX_REF_BYTES 128
 #define WS_MAX_SUBSCRIPTIONS_PER_CONNECTION 256
 #define WS_QUEUE_MAX_ENTRIES 8192

@@ -38,9 +38,9 @@
 #include "mem.h"
 
 #define PUB_DEFAULT_INGEST "tcp://127.0.0.1:5560"
-#define PUB_WINDOW 1000                 /* events sent but not yet answered */
-#define PUB_HWM (2 * PUB_WINDOW)        /* the window fits in the queues in both directions */
-#define PUB_REPLY_TIMEOUT_MS 10000      /* without any reply while events are unanswered */
+#define PUB_WINDOW 1000                  /* events sent but not yet answered */
+#define PUB_HWM (2 * PUB_WINDOW)         /* the window fits in the queues in both directions */
+#define PUB_REPLY_TIMEOUT_MS 10000       /* without any reply while events are unanswered */
 #define PUB_MAX_LINE_BYTES (1024 * 1024) /* one stdin line, without its newline */
 /* The broker's ingest socket drops the connection, without a reply, on a frame larger than
  * this (its ZMQ_MAXMSGSIZE); such a payload is refused here instead of timing out. Anything
@@ -70,7 +70,7 @@ struct options {
     bool has_time;
     uint64_t repeat;
     bool has_repeat;
-    uint64_t rate; /* --rate: events/s; 0 when not given */
+    uint64_t rate;        /* --rate: events/s; 0 when not given */
     bool has_event_flags; /* a flag that only makes sense with --resource */
     bool is_quiet;
 };
@@ -329,8 +329,7 @@ static void line_reader_clear(struct line_reader *reader)
     reader->buf = NULL;
 }
 
-static enum line_result line_reader_next(struct line_reader *reader, const char **line,
-                                         size_t *len)
+static enum line_result line_reader_next(struct line_reader *reader, const char **line, size_t *len)
 {
     for (;;) {
         char *first = reader->buf + reader->start;
@@ -755,7 +754,8 @@ static int publish(struct publisher *pub, struct source *source)
 
         zmq_pollitem_t items[2] = {
             {.socket = pub->socket, .events = 0},
-            {.socket = NULL, .fd = source->reader != NULL ? source->reader->fd : -1,
+            {.socket = NULL,
+             .fd = source->reader != NULL ? source->reader->fd : -1,
              .events = ZMQ_POLLIN},
         };
         if (pub->outstanding > 0) {
@@ -895,8 +895,8 @@ static int parse_options(int argc, char **argv, struct options *options)
     options->type = "updated";
     opterr = 0;
     while ((opt = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
-        options->has_event_flags |= opt != OPT_INGEST && opt != OPT_RESOURCE &&
-                                     opt != OPT_RATE && opt != OPT_QUIET && opt != OPT_HELP && opt != '?';
+        options->has_event_flags |= opt != OPT_INGEST && opt != OPT_RESOURCE && opt != OPT_RATE &&
+                                    opt != OPT_QUIET && opt != OPT_HELP && opt != '?';
         switch (opt) {
         case OPT_INGEST:
             options->ingest = optarg;
@@ -965,8 +965,7 @@ static int parse_options(int argc, char **argv, struct options *options)
             usage(stdout);
             return 1;
         default:
-            fprintf(stderr, "herold-pub: unknown option or missing value: %s\n",
-                    argv[optind - 1]);
+            fprintf(stderr, "herold-pub: unknown option or missing value: %s\n", argv[optind - 1]);
             usage(stderr);
             return -1;
         }
@@ -999,7 +998,6 @@ static int random_uuid(char text[PUB_UUID_TEXT_BYTES])
              b[15]);
     return 0;
 }
-
 
 static void *open_socket(void *context, const char *endpoint)
 {

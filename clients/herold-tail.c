@@ -271,8 +271,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             if (status != 0 && status != 101) {
                 fprintf(stderr, "herold-tail: handshake refused: HTTP %u\n", status);
             } else {
-                fprintf(stderr, "herold-tail: cannot connect to %s: %.*s\n",
-                        tail->options->url, why_len, why);
+                fprintf(stderr, "herold-tail: cannot connect to %s: %.*s\n", tail->options->url,
+                        why_len, why);
             }
         }
         finish(tail, TAIL_EXIT_FAILED);
@@ -330,9 +330,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
         if (len >= 2) {
             const unsigned char *code = in;
-            size_t reason_len = len - 2 < sizeof(tail->close_reason) - 1
-                                    ? len - 2
-                                    : sizeof(tail->close_reason) - 1;
+            size_t reason_len =
+                len - 2 < sizeof(tail->close_reason) - 1 ? len - 2 : sizeof(tail->close_reason) - 1;
             tail->close_code = code[0] << 8 | code[1];
             memcpy(tail->close_reason, code + 2, reason_len);
             tail->close_reason[reason_len] = '\0';
@@ -501,8 +500,8 @@ static int build_subscribes(struct tail *tail)
         json_object_set_new(op, "op", json_string("subscribe"));
         json_object_set_new(op, "ref", json_string(ref));
         json_t *resource = json_string(options->resources[i]);
-        json_t *change_type = options->change_type != NULL ? json_string(options->change_type)
-                                                           : NULL;
+        json_t *change_type =
+            options->change_type != NULL ? json_string(options->change_type) : NULL;
         if (resource == NULL || (options->change_type != NULL && change_type == NULL)) {
             fprintf(stderr, "herold-tail: --resource and --change-type must be UTF-8\n");
             json_decref(resource);
@@ -613,8 +612,7 @@ static int parse_options(int argc, char **argv, struct options *options)
             usage(stdout);
             return 1;
         default:
-            fprintf(stderr, "herold-tail: unknown option or missing value: %s\n",
-                    argv[optind - 1]);
+            fprintf(stderr, "herold-tail: unknown option or missing value: %s\n", argv[optind - 1]);
             usage(stderr);
             return -1;
         }
@@ -727,8 +725,8 @@ int main(int argc, char **argv)
         if (status == TAIL_EXIT_OK && options.count != 0) {
             double seconds = tail.items > 0 ? seconds_between(tail.first_item, tail.last_item) : 0;
             double rate = seconds > 0 ? (double)tail.items / seconds : 0.0;
-            fprintf(stderr, "herold-tail: %" PRIu64 " items in %.3f s (%.0f items/s)\n",
-                    tail.items, seconds, rate);
+            fprintf(stderr, "herold-tail: %" PRIu64 " items in %.3f s (%.0f items/s)\n", tail.items,
+                    seconds, rate);
         }
     }
 

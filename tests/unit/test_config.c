@@ -54,16 +54,17 @@ START_TEST(test_config_flags_beat_environment_beat_file)
     config_t cfg;
     struct herr err;
     clear_environment();
-    char *path = write_temp_file("# a comment\n\nhttp = 127.0.0.1:7001\ningest=tcp://127.0.0.1:7002\n"
-                                 "data = /tmp/from-file\nlog-level = warn\n");
+    char *path =
+        write_temp_file("# a comment\n\nhttp = 127.0.0.1:7001\ningest=tcp://127.0.0.1:7002\n"
+                        "data = /tmp/from-file\nlog-level = warn\n");
     setenv("HEROLD_INGEST", "tcp://127.0.0.1:7102", 1);
     setenv("HEROLD_DATA", "/tmp/from-env", 1);
     char *argv[] = {"herold", "--config", path, "--data=/tmp/from-flag"};
     ck_assert_int_eq(config_load(&cfg, ARGC(argv), argv, &err), 0);
-    ck_assert_str_eq(cfg.http, "127.0.0.1:7001");              /* file only */
+    ck_assert_str_eq(cfg.http, "127.0.0.1:7001"); /* file only */
     ck_assert_int_eq(cfg.http_port, 7001);
-    ck_assert_str_eq(cfg.ingest, "tcp://127.0.0.1:7102");      /* env beats file */
-    ck_assert_str_eq(cfg.data_dir, "/tmp/from-flag");          /* flag beats env */
+    ck_assert_str_eq(cfg.ingest, "tcp://127.0.0.1:7102"); /* env beats file */
+    ck_assert_str_eq(cfg.data_dir, "/tmp/from-flag");     /* flag beats env */
     ck_assert_str_eq(cfg.log_level, "warn");
     config_clear(&cfg);
     clear_environment();
@@ -88,8 +89,7 @@ static void assert_refused(int argc, char **argv, const char *fragment)
     config_t cfg;
     struct herr err;
     ck_assert_int_eq(config_load(&cfg, argc, argv, &err), HEROLD_E_CONFIG);
-    ck_assert_msg(strstr(err.message, fragment) != NULL, "'%s' lacks '%s'", err.message,
-                  fragment);
+    ck_assert_msg(strstr(err.message, fragment) != NULL, "'%s' lacks '%s'", err.message, fragment);
     ck_assert_ptr_null(cfg.http);
     ck_assert_ptr_null(cfg.data_dir);
 }
@@ -122,12 +122,10 @@ START_TEST(test_config_http_port_bounds)
     ck_assert_int_eq(port, 65535);
     free(address);
     ck_assert_int_eq(config_parse_http("127.0.0.1:0", &address, &port, &err), HEROLD_E_CONFIG);
-    ck_assert_int_eq(config_parse_http("127.0.0.1:65536", &address, &port, &err),
-                     HEROLD_E_CONFIG);
+    ck_assert_int_eq(config_parse_http("127.0.0.1:65536", &address, &port, &err), HEROLD_E_CONFIG);
     ck_assert_int_eq(config_parse_http("127.0.0.1", &address, &port, &err), HEROLD_E_CONFIG);
     ck_assert_int_eq(config_parse_http(":80", &address, &port, &err), HEROLD_E_CONFIG);
-    ck_assert_int_eq(config_parse_http("127.0.0.1:80x", &address, &port, &err),
-                     HEROLD_E_CONFIG);
+    ck_assert_int_eq(config_parse_http("127.0.0.1:80x", &address, &port, &err), HEROLD_E_CONFIG);
     ck_assert_int_eq(config_parse_http("127.0.0.1:", &address, &port, &err), HEROLD_E_CONFIG);
 }
 END_TEST
@@ -174,8 +172,13 @@ START_TEST(test_config_subscription_and_webhook_options)
     config_clear(&cfg);
 
     /* A flag without a value, followed by another option. */
-    char *flags[] = {"herold", "--webhook-allow-private", "--webhook-batch-items", "1000",
-                     "--subscription-min-seconds", "2", "--reauthorization-lead=0"};
+    char *flags[] = {"herold",
+                     "--webhook-allow-private",
+                     "--webhook-batch-items",
+                     "1000",
+                     "--subscription-min-seconds",
+                     "2",
+                     "--reauthorization-lead=0"};
     ck_assert_int_eq(config_load(&cfg, ARGC(flags), flags, &err), 0);
     ck_assert(cfg.webhook_allow_private);
     ck_assert_int_eq(cfg.webhook_batch_items, 1000);
@@ -197,8 +200,8 @@ START_TEST(test_config_subscription_and_webhook_options)
     assert_refused(ARGC(zero), zero, "webhook-batch-items");
     char *word[] = {"herold", "--subscription-max-minutes", "lots"};
     assert_refused(ARGC(word), word, "subscription-max-minutes");
-    char *inverted[] = {"herold", "--subscription-min-seconds", "7200", "--subscription-max-minutes",
-                        "60"};
+    char *inverted[] = {"herold", "--subscription-min-seconds", "7200",
+                        "--subscription-max-minutes", "60"};
     assert_refused(ARGC(inverted), inverted, "larger than");
 }
 END_TEST

@@ -155,8 +155,8 @@ START_TEST(test_notif_resource_data_only_for_subscriptions_that_ask)
     notif = notif_new(&event);
     ck_assert_ptr_null(notif->rich_members);
     rich = item_json_full(notif, "s", "e", NULL, true);
-    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(rich, "resourceData"), "id")),
-                     "8");
+    ck_assert_str_eq(
+        json_string_value(json_object_get(json_object_get(rich, "resourceData"), "id")), "8");
     json_decref(rich);
     notif_release(notif);
     msgpack_sbuffer_destroy(&buf);

@@ -65,9 +65,8 @@ static sub_t *add(subs_t *subs, const char *resource, unsigned mask, const auth_
 {
     sub_t *sub = NULL;
     struct herr err;
-    ck_assert_int_eq(subs_add(subs, resource, strlen(resource), mask, owner, NULL, 1795000000,
-                              &sub, &err),
-                     0);
+    ck_assert_int_eq(
+        subs_add(subs, resource, strlen(resource), mask, owner, NULL, 1795000000, &sub, &err), 0);
     ck_assert_ptr_nonnull(sub);
     return sub;
 }

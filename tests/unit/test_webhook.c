@@ -82,8 +82,7 @@ static int b64_decode(const char *in, unsigned char *out, size_t cap)
 
 /* "v1," + base64(HMAC-SHA256(key, id "." ts "." body)), via OpenSSL's one-shot HMAC(). */
 static void expected_signature(const unsigned char *key, size_t key_len, const char *id,
-                               const char *timestamp, const char *body, size_t body_len,
-                               char *out)
+                               const char *timestamp, const char *body, size_t body_len, char *out)
 {
     size_t id_len = strlen(id);
     size_t ts_len = strlen(timestamp);
@@ -96,8 +95,7 @@ static void expected_signature(const unsigned char *key, size_t key_len, const c
     memcpy(message + id_len + 2 + ts_len, body, body_len);
     unsigned char digest[32];
     unsigned int digest_len = 0;
-    ck_assert_ptr_nonnull(
-        HMAC(EVP_sha256(), key, (int)key_len, message, len, digest, &digest_len));
+    ck_assert_ptr_nonnull(HMAC(EVP_sha256(), key, (int)key_len, message, len, digest, &digest_len));
     ck_assert_uint_eq(digest_len, 32);
     free(message);
     memcpy(out, "v1,", 3);
@@ -132,18 +130,18 @@ struct address_case {
 };
 
 static const struct address_case ipv4_cases[] = {
-    {"0.0.0.0", true},          {"0.255.255.255", true},   {"1.0.0.0", false},
-    {"9.255.255.255", false},   {"10.0.0.0", true},        {"10.255.255.255", true},
-    {"11.0.0.0", false},        {"100.63.255.255", false}, {"100.64.0.0", true},
-    {"100.127.255.255", true},  {"100.128.0.0", false},    {"126.255.255.255", false},
-    {"127.0.0.0", true},        {"127.0.0.1", true},       {"127.255.255.255", true},
-    {"128.0.0.0", false},       {"169.253.255.255", false}, {"169.254.0.0", true},
-    {"169.254.169.254", true},  {"169.254.255.255", true}, {"169.255.0.0", false},
-    {"172.15.255.255", false},  {"172.16.0.0", true},      {"172.31.255.255", true},
-    {"172.32.0.0", false},      {"192.167.255.255", false}, {"192.168.0.0", true},
-    {"192.168.255.255", true},  {"192.169.0.0", false},    {"223.255.255.255", false},
-    {"224.0.0.0", true},        {"239.255.255.255", true}, {"240.0.0.0", true},
-    {"255.255.255.255", true},  {"8.8.8.8", false},        {"93.184.216.34", false},
+    {"0.0.0.0", true},         {"0.255.255.255", true},    {"1.0.0.0", false},
+    {"9.255.255.255", false},  {"10.0.0.0", true},         {"10.255.255.255", true},
+    {"11.0.0.0", false},       {"100.63.255.255", false},  {"100.64.0.0", true},
+    {"100.127.255.255", true}, {"100.128.0.0", false},     {"126.255.255.255", false},
+    {"127.0.0.0", true},       {"127.0.0.1", true},        {"127.255.255.255", true},
+    {"128.0.0.0", false},      {"169.253.255.255", false}, {"169.254.0.0", true},
+    {"169.254.169.254", true}, {"169.254.255.255", true},  {"169.255.0.0", false},
+    {"172.15.255.255", false}, {"172.16.0.0", true},       {"172.31.255.255", true},
+    {"172.32.0.0", false},     {"192.167.255.255", false}, {"192.168.0.0", true},
+    {"192.168.255.255", true}, {"192.169.0.0", false},     {"223.255.255.255", false},
+    {"224.0.0.0", true},       {"239.255.255.255", true},  {"240.0.0.0", true},
+    {"255.255.255.255", true}, {"8.8.8.8", false},         {"93.184.216.34", false},
 };
 
 START_TEST(test_webhook_private_ipv4_edges)
@@ -316,11 +314,10 @@ START_TEST(test_webhook_url_check_messages_name_the_rule)
     ck_assert_int_eq(webhook_url_check("https://u:p@example.com/", false, &err),
                      HEROLD_E_BAD_REQUEST);
     ck_assert_ptr_nonnull(strstr(err.message, "user name or password"));
-    ck_assert_int_eq(webhook_url_check_named("lifecycleNotificationUrl", "http://127.0.0.1/",
-                                             false, &err),
-                     HEROLD_E_FORBIDDEN);
-    ck_assert_msg(strncmp(err.message, "lifecycleNotificationUrl: ", 26) == 0, "%s",
-                  err.message);
+    ck_assert_int_eq(
+        webhook_url_check_named("lifecycleNotificationUrl", "http://127.0.0.1/", false, &err),
+        HEROLD_E_FORBIDDEN);
+    ck_assert_msg(strncmp(err.message, "lifecycleNotificationUrl: ", 26) == 0, "%s", err.message);
 }
 END_TEST
 
@@ -356,8 +353,7 @@ START_TEST(test_webhook_sign_matches_independent_hmac)
     char got[64];
     char want[64];
     webhook_sign(secret, "msg_0123abcd", 1700000000, body, body_len, got, sizeof(got));
-    expected_signature(secret, sizeof(secret), "msg_0123abcd", "1700000000", body, body_len,
-                       want);
+    expected_signature(secret, sizeof(secret), "msg_0123abcd", "1700000000", body, body_len, want);
     ck_assert_str_eq(got, want);
     ck_assert_uint_eq(strlen(got), 3 + 44);
 
@@ -459,8 +455,8 @@ typedef struct request {
 } request_t;
 
 typedef struct reply {
-    int status;            /* 0: never answer */
-    const char *header;    /* one extra header line, or NULL */
+    int status;             /* 0: never answer */
+    const char *header;     /* one extra header line, or NULL */
     int retry_after_date_s; /* > 0: Retry-After as an HTTP date this many seconds ahead */
 } reply_t;
 
@@ -1513,8 +1509,7 @@ START_TEST(test_webhook_validation_refuses_private_addresses_at_connect)
     ck_assert_ptr_nonnull(result);
     ck_assert_uint_eq(result->request_id, 42);
     ck_assert_int_eq(result->code, HEROLD_E_BAD_REQUEST);
-    ck_assert_msg(strstr(result->message, "is in a private range") != NULL, "%s",
-                  result->message);
+    ck_assert_msg(strstr(result->message, "is in a private range") != NULL, "%s", result->message);
     free(result);
     pthread_mutex_lock(&f->server.lock);
     ck_assert_uint_eq(f->server.count, 0);
