@@ -8,7 +8,7 @@ PKGS      := libzmq msgpack libwebsockets jansson openssl libcurl
 # Debian packages that provide the build and test dependencies.
 DEB_PKGS  := build-essential pkg-config libzmq3-dev libmsgpack-dev libwebsockets-dev \
              libssl-dev libjansson-dev libcurl4-openssl-dev check python3 python3-pytest python3-zmq \
-             python3-msgpack python3-websockets
+             python3-msgpack python3-websockets openssl curl
 
 CC        ?= cc
 WARN      := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
@@ -42,7 +42,7 @@ UNIT_BINS   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 BENCH_SRCS  := $(wildcard bench/*.c)
 BENCH_BINS  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 
-.PHONY: all deps run check test unit e2e asan bench clean format
+.PHONY: all deps run check test unit e2e graph asan bench clean format
 # Keep objects: they are intermediate files of pattern rules, which make would delete.
 .SECONDARY:
 .DEFAULT_GOAL := all
@@ -59,6 +59,12 @@ deps:
 	    SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	    $$SUDO apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi; \
+	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	    echo "installing: nodejs npm"; \
+	    SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	    $$SUDO apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends nodejs npm; \
 	fi
 
 $(BUILD)/obj/%.o: %.c
@@ -91,10 +97,16 @@ run: deps all
 	@echo "herold: stop with Ctrl-C"
 	./$(BUILD)/herold --data var
 
-# Unit tests (Check), then end-to-end tests (pytest) against the binaries in $(BUILD).
+# Unit tests (Check), then end-to-end tests (pytest) against the binaries in $(BUILD), then
+# the unmodified Microsoft Graph client library against the same broker (Node.js).
 test: all
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; CK_DEFAULT_TIMEOUT=60 $$t; done
 	HEROLD_BUILD=$(BUILD) /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e
+	$(MAKE) graph
+
+graph: all
+	cd tests/graph && npm ci --no-audit --no-fund --silent && \
+	    HEROLD_BUILD=$(abspath $(BUILD)) node --test
 
 unit: all
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done

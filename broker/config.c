@@ -255,6 +255,16 @@ static int finish(config_t *cfg, struct herr *err)
     if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL)) {
         return herr_set(err, HEROLD_E_CONFIG, "tls-cert and tls-key: give both or neither");
     }
+    const char *tls_files[] = {cfg->tls_cert, cfg->tls_key};
+    const char *tls_names[] = {"tls-cert", "tls-key"};
+    for (int i = 0; i < 2 && cfg->tls_cert != NULL; i++) {
+        FILE *file = fopen(tls_files[i], "r");
+        if (file == NULL) {
+            return herr_set(err, HEROLD_E_CONFIG, "%s: cannot read %.200s: %s", tls_names[i],
+                            tls_files[i], strerror(errno));
+        }
+        fclose(file);
+    }
     if (cfg->subscription_min_seconds > cfg->subscription_max_minutes * 60) {
         return herr_set(err, HEROLD_E_CONFIG,
                         "subscription-min-seconds: larger than subscription-max-minutes");

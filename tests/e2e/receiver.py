@@ -6,8 +6,9 @@ a free port. It plays both roles the broker expects of a webhook endpoint:
 
 - validation: a POST whose query string carries `validationToken` is answered according to
   `receiver.validation` ("echo": 200 text/plain with the token, the correct answer;
-  "wrong": 200 with another body; "newline": the token and a newline; an int: that status; ("redirect", url): 307 to url with
-  the same token; and `validation_delay` seconds before answering, for timeout tests);
+  "wrong": 200 with another body; "newline": the token and a newline; an int: that
+  status; ("redirect", url): 307 to url with the same token), after `validation_delay`
+  seconds (for timeout tests);
 - notifications: every other POST is recorded and answered with the next entry of the
   scripted replies (`receiver.script(...)`), or with `receiver.default` once the script is
   exhausted. A reply can carry headers (Retry-After) and a delay.

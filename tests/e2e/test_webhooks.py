@@ -276,6 +276,26 @@ def test_webhook_without_client_state_omits_it_and_each_subscription_has_its_own
         assert item["resourceData"]["@odata.type"] == "#herold.resource"
 
 
+def test_include_resource_data_merges_the_event_data_into_resource_data(broker, receivers):
+    hook = receivers("hook")
+    rich = broker.create(sub_body(hook.url("/rich"), resource="/dms",
+                                  includeResourceData=True)).json()
+    lean = broker.create(sub_body(hook.url("/lean"), resource="/dms")).json()
+    assert rich["includeResourceData"] is True and lean["includeResourceData"] is False
+    data = {"title": "Bauantrag", "pages": 12, "tags": ["a", "b"], "nested": {"x": None},
+            "id": "not-the-id", "@odata.type": "not-the-type", "@odata.id": "/not/this"}
+    broker.publish_ok(resource="/dms/doc/4711", kind="document", data=data)
+    broker.publish_ok(resource="/dms/doc/4712")
+    basic = [{"@odata.type": "#herold.document", "@odata.id": "/dms/doc/4711", "id": "4711"},
+             {"@odata.type": "#herold.resource", "@odata.id": "/dms/doc/4712", "id": "4712"}]
+    rich_items, lean_items = hook.wait_items(2, "/rich"), hook.wait_items(2, "/lean")
+    assert [it["resourceData"] for it in lean_items] == basic
+    assert rich_items[0]["resourceData"] == dict(
+        basic[0], title="Bauantrag", pages=12, tags=["a", "b"], nested={"x": None}), \
+        "data merged, never overriding @odata.type, @odata.id or id"
+    assert rich_items[1]["resourceData"] == basic[1], "an event without data stays lean"
+
+
 def test_webhook_reader_check_delivers_only_what_the_owner_may_read(broker, receivers):
     anna, bert = receivers("anna"), receivers("bert")
     broker.create(sub_body(anna.url(), resource="/dms"))

@@ -3,13 +3,14 @@
 //
 // Run: cd tests/graph && npm ci && HEROLD_BUILD=/abs/path/to/build node --test
 //
-// Why there is a TLS front: the Graph client only attaches the bearer token to https URLs
+// Why herold serves https here: the Graph client only attaches the bearer token to https URLs
 // (AuthenticationHandler.execute → isCustomHost → isValidEndpoint, which accepts nothing but
-// "https://"; over http it even deletes an Authorization header set by hand). herold itself
-// listens on plain http, so the test puts a small TLS-terminating reverse proxy in front of
-// it, as a deployment does, and gives the client that https base URL. The client trusts the
-// throwaway certificate through fetchOptions.dispatcher (an undici Agent with our CA), which
-// is the client's public option for fetch settings.
+// "https://"; over http it even deletes an Authorization header set by hand), and it only
+// follows an @odata.nextLink that starts with "https://" (GraphRequest.parsePath). So the test
+// makes a throwaway self-signed certificate for IP 127.0.0.1, starts herold with --tls-cert and
+// --tls-key, and gives the client https://127.0.0.1:<port>/ with no proxy in between. The
+// client trusts the certificate through fetchOptions.dispatcher (an undici Agent with our CA),
+// which is the client's public option for fetch settings.
 
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
@@ -18,7 +19,6 @@ import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import http from "node:http";
-import https from "node:https";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -106,9 +106,10 @@ function assertSameSecond(answered, asked) {
     assert.ok(Math.abs(delta) < 1000, `asked for ${asked.toISOString()}, got ${answered}`);
 }
 
-/** herold on free loopback ports with its own data directory. */
+/** herold on free loopback ports with its own data directory, serving https with tls. */
 class Broker {
-    constructor(dir) {
+    constructor(dir, tls) {
+        this.tls = tls;
         this.data = path.join(dir, "data");
         this.stderr = [];
         this.proc = null;
@@ -127,6 +128,8 @@ class Broker {
                 "--ingest", this.ingest,
                 "--data", this.data,
                 "--webhook-allow-private",
+                "--tls-cert", this.tls.certPath,
+                "--tls-key", this.tls.keyPath,
             ],
             { stdio: ["ignore", "ignore", "pipe"] },
         );
@@ -145,6 +148,7 @@ class Broker {
                 this.stderr.push(line);
                 if (/\bready\b/.test(line)) {
                     clearTimeout(timer);
+                    this.readyLine = line;
                     resolve();
                 }
             });
@@ -232,48 +236,25 @@ class Receiver {
     }
 }
 
-/** A self-signed certificate for IP 127.0.0.1, made with the openssl command line tool. */
+/**
+ * A self-signed certificate for IP 127.0.0.1, made with the openssl command line tool: the
+ * file names (for herold) and the certificate itself (the client's CA).
+ */
 async function makeCertificate(dir) {
-    const key = path.join(dir, "tls.key");
-    const cert = path.join(dir, "tls.crt");
+    const keyPath = path.join(dir, "tls.key");
+    const certPath = path.join(dir, "tls.crt");
     await execFileP("openssl", [
         "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
         "-days", "1", "-subj", "/CN=herold graph test", "-addext", "subjectAltName=IP:127.0.0.1",
-        "-keyout", key, "-out", cert,
+        "-keyout", keyPath, "-out", certPath,
     ], { timeout: CHILD_TIMEOUT_MS });
-    return { key: readFileSync(key), cert: readFileSync(cert) };
-}
-
-/** TLS-terminating reverse proxy to herold's http listener (see the comment at the top). */
-function tlsFront(tls, upstreamPort) {
-    return https.createServer(tls, (req, res) => {
-        const upstream = http.request({
-            host: "127.0.0.1",
-            port: upstreamPort,
-            method: req.method,
-            path: req.url,
-            headers: {
-                ...req.headers,
-                "x-forwarded-proto": "https",
-                "x-forwarded-for": req.socket.remoteAddress,
-            },
-        }, (up) => {
-            res.writeHead(up.statusCode, up.headers);
-            up.pipe(res);
-        });
-        upstream.on("error", (err) => {
-            res.writeHead(502, { "Content-Type": "text/plain" });
-            res.end(`tls front: ${err.message}`);
-        });
-        req.pipe(upstream);
-    });
+    return { keyPath, certPath, cert: readFileSync(certPath) };
 }
 
 describe("Microsoft Graph client against herold", () => {
     let dir;
     let broker;
     let receiver;
-    let front;
     let dispatcher;
     let baseUrl;
     let client;
@@ -283,16 +264,15 @@ describe("Microsoft Graph client against herold", () => {
 
     before(async () => {
         dir = mkdtempSync(path.join(tmpdir(), "herold-graph-"));
-        broker = new Broker(dir);
+        const tls = await makeCertificate(dir);
+        broker = new Broker(dir, tls);
         await broker.start();
         token = await broker.token("anna", ["bau"]);
 
         receiver = new Receiver();
         await receiver.start();
 
-        const tls = await makeCertificate(dir);
-        front = tlsFront(tls, broker.httpPort);
-        baseUrl = `https://127.0.0.1:${await listen(front)}/`;
+        baseUrl = `https://127.0.0.1:${broker.httpPort}/`;
         dispatcher = new Agent({ connect: { ca: tls.cert } });
 
         client = Client.init({
@@ -308,7 +288,6 @@ describe("Microsoft Graph client against herold", () => {
         if (broker) {
             await broker.stop();
         }
-        await closeServer(front);
         await closeServer(receiver?.server);
         await dispatcher?.close();
         if (dir) {
@@ -359,13 +338,16 @@ describe("Microsoft Graph client against herold", () => {
         assert.equal(one.signingSecret, undefined, "no signingSecret outside creation");
     });
 
-    // todo until herold writes @odata.nextLink with the scheme the client used: it always
-    // writes "http://<Host>/…", and the Graph client only takes an absolute URL that starts
-    // with "https://" (GraphRequest.parsePath); anything else becomes a path under baseUrl, so
-    // the second page is a GET of /v1.0/http://127.0.0.1:…/v1.0/subscriptions → 404.
-    it("pages through the list with PageIterator", {
-        todo: "herold's @odata.nextLink is http:// behind https (see comment)",
-    }, async () => {
+    it("herold serves this client over TLS itself", () => {
+        assert.match(broker.readyLine, /\bhttp=https:\/\/127\.0\.0\.1:\d+\b/,
+            "the ready line names an https listener");
+        assert.ok(baseUrl.startsWith(`https://127.0.0.1:${broker.httpPort}/`),
+            "the client talks to herold's own port, no proxy");
+    });
+
+    // The Graph client follows @odata.nextLink only when it starts with "https://"
+    // (GraphRequest.parsePath); anything else would become a path under baseUrl.
+    it("pages through the list with PageIterator", async () => {
         const extra = [];
         try {
             for (const resource of ["/dms/cabinets/bau/a", "/dms/cabinets/bau/b"]) {
