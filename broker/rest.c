@@ -635,6 +635,13 @@ static int handle_create(rest_request_t *req, json_t *body)
     if (is_bad) {
         return 0;
     }
+    if (lifecycle != NULL && change->kind == SUB_WEBSOCKET) {
+        /* Lifecycle notifications of websocket: subscriptions travel over the owner's
+         * sessions, and such subscriptions have no secret to sign a webhook with. */
+        return respond_error(req, HEROLD_E_BAD_REQUEST,
+                             "lifecycleNotificationUrl: not for websocket: subscriptions, whose "
+                             "lifecycle notifications go to the owner's sessions");
+    }
     if (lifecycle != NULL) {
         if (check_url(req, "lifecycleNotificationUrl", lifecycle) != 0) {
             return 0;

@@ -722,3 +722,13 @@ def test_me_expansion_and_resource_without_leading_slash_deliver_to_the_owner(br
         await c.close()
 
     run(body())
+
+
+def test_websocket_subscription_refuses_a_lifecycle_url(broker):
+    """websocket: subscriptions have no signing secret; their lifecycle goes over the socket."""
+    body = sub_body("websocket:", resource="/dms/x",
+                    lifecycleNotificationUrl="http://127.0.0.1:9/lifecycle")
+    resp = broker.rest("POST", "/v1.0/subscriptions", body)
+    expect_error(resp, 400, "bad_request")
+    assert b"lifecycleNotificationUrl" in resp.body
+    assert broker.rest("GET", "/v1.0/subscriptions").json()["value"] == []
