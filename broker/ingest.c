@@ -10,24 +10,40 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "event.h"
+#include "journal.h"
 #include "log.h"
 #include "mem.h"
 
 #define INGEST_POLL_MS 100
 
+/* One message of the batch on its way to disk: its envelope, its reply, and the event
+ * to dispatch once the batch is durable. */
+struct pending {
+    zmq_msg_t envelope[2];
+    size_t envelope_count;
+    msgpack_sbuffer reply;
+    event_t *event;
+};
+
 struct ingest {
     void *socket;
     chan_t *out;
+    journal_t *journal;
     pthread_t thread;
     bool is_started;
     atomic_bool is_stopping;
-    uint64_t next_seq;
+    struct pending batch[INGEST_BATCH_MAX];
+    size_t batch_count;
+    size_t batch_appended; /* events of the batch written to the journal */
 };
 
-ingest_t *ingest_new(void *zmq_context, const char *endpoint, chan_t *out, struct herr *err)
+ingest_t *ingest_new(void *zmq_context, const char *endpoint, journal_t *journal, chan_t *out,
+                     struct herr *err)
 {
     void *socket = zmq_socket(zmq_context, ZMQ_ROUTER);
     if (socket == NULL) {
@@ -53,7 +69,7 @@ ingest_t *ingest_new(void *zmq_context, const char *endpoint, chan_t *out, struc
     ingest_t *ingest = xcalloc(1, sizeof(*ingest));
     ingest->socket = socket;
     ingest->out = out;
-    ingest->next_seq = 1;
+    ingest->journal = journal;
     atomic_init(&ingest->is_stopping, false);
     return ingest;
 }
@@ -74,30 +90,22 @@ static void pack_cstr(msgpack_packer *pk, const char *s)
 /* Sends the envelope frames verbatim, then the reply. The socket never blocks here: a
  * peer that has gone (EHOSTUNREACH) or that leaves INGEST_MAX_UNREAD_REPLIES replies unread
  * (EAGAIN) does not get this reply, which is logged; the event itself was handled. */
-static void send_reply(ingest_t *ingest, zmq_msg_t *frames, size_t envelope_count,
-                       const msgpack_sbuffer *reply)
+static void send_reply(ingest_t *ingest, struct pending *p)
 {
-    for (size_t i = 0; i < envelope_count; i++) {
-        zmq_msg_t copy;
-        zmq_msg_init(&copy);
-        zmq_msg_copy(&copy, &frames[i]);
-        if (zmq_msg_send(&copy, ingest->socket, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&copy);
+    for (size_t i = 0; i < p->envelope_count; i++) {
+        if (zmq_msg_send(&p->envelope[i], ingest->socket, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
             /* Only the first frame can fail: ZeroMQ queues a message whole. */
             log_msg(LOG_LEVEL_WARN, "ingest: reply not sent: %s", zmq_strerror(errno));
             return;
         }
     }
-    zmq_send(ingest->socket, reply->data, reply->size, ZMQ_DONTWAIT);
+    zmq_send(ingest->socket, p->reply.data, p->reply.size, ZMQ_DONTWAIT);
 }
 
-static void reply_ok(ingest_t *ingest, zmq_msg_t *frames, size_t envelope_count, hstr_t id,
-                     uint64_t seq)
+static void pack_ok(struct pending *p, hstr_t id, uint64_t seq)
 {
-    msgpack_sbuffer buf;
     msgpack_packer pk;
-    msgpack_sbuffer_init(&buf);
-    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    msgpack_packer_init(&pk, &p->reply, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 3);
     pack_cstr(&pk, "id");
     pack_str(&pk, id.p, id.len);
@@ -105,18 +113,14 @@ static void reply_ok(ingest_t *ingest, zmq_msg_t *frames, size_t envelope_count,
     msgpack_pack_true(&pk);
     pack_cstr(&pk, "seq");
     msgpack_pack_uint64(&pk, seq);
-    send_reply(ingest, frames, envelope_count, &buf);
-    msgpack_sbuffer_destroy(&buf);
 }
 
-static void reply_error(ingest_t *ingest, zmq_msg_t *frames, size_t envelope_count,
-                        const void *payload, size_t payload_len, const struct herr *err)
+static void pack_error(struct pending *p, const void *payload, size_t payload_len,
+                       const struct herr *err)
 {
-    msgpack_sbuffer buf;
     msgpack_packer pk;
     hstr_t id;
-    msgpack_sbuffer_init(&buf);
-    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    msgpack_packer_init(&pk, &p->reply, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 4);
     pack_cstr(&pk, "id");
     if (payload != NULL && event_peek_id(payload, payload_len, &id)) {
@@ -130,53 +134,90 @@ static void reply_error(ingest_t *ingest, zmq_msg_t *frames, size_t envelope_cou
     pack_cstr(&pk, herold_error_code(err->code));
     pack_cstr(&pk, "message");
     pack_cstr(&pk, err->message);
-    send_reply(ingest, frames, envelope_count, &buf);
-    msgpack_sbuffer_destroy(&buf);
 }
 
-/* ---- one message ---- */
+static int64_t wall_clock_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
 
+/* A journal that cannot write or sync must not ack anything more: the process ends here,
+ * before the replies of the batch go out (STYLE 4: never retry an fsync and trust it). */
+static void journal_failed(const struct herr *err)
+{
+    log_msg(LOG_LEVEL_ERROR, "ingest: %s; stopping without acking", err->message);
+    _exit(EXIT_FAILURE);
+}
+
+/* Decodes one message into the next pending slot: an accepted event is appended to the
+ * journal (not yet durable) and its ack prepared; a refused one gets its error reply. */
 static void handle_message(ingest_t *ingest, zmq_msg_t *frames, size_t frame_count,
                            bool is_truncated)
 {
     struct herr err;
+    struct pending *p = &ingest->batch[ingest->batch_count++];
     /* frames[0] is the identity ROUTER prepends; a REQ peer adds an empty delimiter. */
-    size_t envelope_count = 1;
+    p->envelope_count = 1;
     if (frame_count >= 3 && zmq_msg_size(&frames[1]) == 0) {
-        envelope_count = 2;
+        p->envelope_count = 2;
     }
-    if (is_truncated || frame_count != envelope_count + 1) {
+    for (size_t i = 0; i < p->envelope_count; i++) {
+        zmq_msg_init(&p->envelope[i]);
+        zmq_msg_move(&p->envelope[i], &frames[i]);
+    }
+    msgpack_sbuffer_init(&p->reply);
+    p->event = NULL;
+    if (is_truncated || frame_count != p->envelope_count + 1) {
         herr_set(&err, HEROLD_E_BAD_ENVELOPE,
                  "message: expected one payload frame after the envelope, got %s",
                  is_truncated ? "more than 4 frames" : "a different count");
-        reply_error(ingest, frames, envelope_count, NULL, 0, &err);
+        pack_error(p, NULL, 0, &err);
         return;
     }
 
-    zmq_msg_t *payload = &frames[envelope_count];
+    zmq_msg_t *payload = &frames[p->envelope_count];
     const void *data = zmq_msg_data(payload);
     size_t len = zmq_msg_size(payload);
     event_t *event = NULL;
     if (event_decode(data, len, &event, &err) != 0) {
         log_msg(LOG_LEVEL_DEBUG, "ingest: refused a message: %s: %s", herold_error_code(err.code),
                 err.message);
-        reply_error(ingest, frames, envelope_count, data, len, &err);
+        pack_error(p, data, len, &err);
         return;
     }
+    if (journal_append(ingest->journal, data, len, wall_clock_ms(), &event->seq, &err) != 0) {
+        journal_failed(&err);
+    }
+    ingest->batch_appended++;
+    pack_ok(p, event->id, event->seq);
+    p->event = event;
+}
 
-    event->seq = ingest->next_seq;
-    /* The reply needs the id after the event is handed over: keep a copy. */
-    char id[EVENT_MAX_ID_BYTES];
-    size_t id_len = event->id.len;
-    memcpy(id, event->id.p, id_len);
-    if (!chan_push(ingest->out, event)) {
-        event_free(event);
-        herr_set(&err, HEROLD_E_UNAVAILABLE, "broker: shutting down");
-        reply_error(ingest, frames, envelope_count, data, len, &err);
-        return;
+/* Makes the batch durable with one sync, then acks in arrival order and hands the events
+ * to dispatch. */
+static void flush_batch(ingest_t *ingest)
+{
+    struct herr err;
+    if (ingest->batch_appended > 0 && journal_sync(ingest->journal, &err) != 0) {
+        journal_failed(&err);
     }
-    ingest->next_seq++;
-    reply_ok(ingest, frames, envelope_count, (hstr_t){id, id_len}, ingest->next_seq - 1);
+    for (size_t i = 0; i < ingest->batch_count; i++) {
+        struct pending *p = &ingest->batch[i];
+        send_reply(ingest, p);
+        for (size_t f = 0; f < p->envelope_count; f++) {
+            zmq_msg_close(&p->envelope[f]);
+        }
+        msgpack_sbuffer_destroy(&p->reply);
+        /* A closed channel means shutdown: the event is in the journal for later. */
+        if (p->event != NULL && !chan_push(ingest->out, p->event)) {
+            event_free(p->event);
+        }
+        p->event = NULL;
+    }
+    ingest->batch_count = 0;
+    ingest->batch_appended = 0;
 }
 
 /* Reads one whole message (all its frames) if one is waiting. Returns false when none. */
@@ -233,11 +274,12 @@ static void *ingest_main(void *arg)
             log_msg(LOG_LEVEL_ERROR, "ingest: zmq_poll failed: %s", zmq_strerror(errno));
             break;
         }
-        for (int i = 0; i < INGEST_BATCH_MAX && !atomic_load(&ingest->is_stopping); i++) {
+        while (ingest->batch_count < INGEST_BATCH_MAX && !atomic_load(&ingest->is_stopping)) {
             if (!receive_one(ingest)) {
                 break;
             }
         }
+        flush_batch(ingest);
     }
     return NULL;
 }

@@ -4,17 +4,18 @@
 /*
  * Ingest: the ZeroMQ ROUTER socket where stores publish change events (schemas/event.md).
  *
- * One thread owns the socket. For each message it keeps the envelope frames verbatim
- * (the peer identity, and the empty delimiter a REQ peer adds), decodes and validates the
- * payload (event.h), assigns the next sequence number, hands the event to the dispatch
- * channel, and replies with {"id","ok":true,"seq"}; a refused message is answered with
- * {"id","ok":false,"error","message"} and changes nothing. Replies go out in the order the
- * messages arrived, so publishers may pipeline.
+ * One thread owns the socket. It reads the messages waiting (up to INGEST_BATCH_MAX),
+ * keeping each envelope verbatim (the peer identity, and the empty delimiter a REQ peer
+ * adds); decodes and validates each payload (event.h); appends every accepted event to the
+ * journal, which assigns its sequence number; then makes the whole batch durable with one
+ * journal_sync (group commit), and only then sends the replies, in arrival order —
+ * {"id","ok":true,"seq"} or {"id","ok":false,"error","message"} for a refused message,
+ * which changes nothing — and hands the events to the dispatch channel. Publishers may
+ * pipeline: the more they have in flight, the more one sync covers.
  *
- * Until the durable journal exists, an ack means "accepted in memory": the channel holds
- * the event and the sequence restarts at 1 with the process. When the channel is full,
- * chan_push waits, the socket is not read, and publishers feel the backpressure as slower
- * acks.
+ * A failed journal write or sync ends the process before any reply of its batch is sent.
+ * When the dispatch channel is full, chan_push waits, the socket is not read, and
+ * publishers feel the backpressure as slower acks.
  *
  * Frames larger than INGEST_MAX_FRAME_BYTES make libzmq drop the peer's connection (the
  * only protection against a peer streaming gigabytes into one frame); payloads between
@@ -23,6 +24,7 @@
 
 #include "chan.h"
 #include "errors.h"
+#include "journal.h"
 
 #define INGEST_MAX_FRAME_BYTES (1024 * 1024)
 #define INGEST_MAX_FRAMES 4  /* identity, delimiter, payload, and one spare */
@@ -33,10 +35,12 @@
 
 typedef struct ingest ingest_t;
 
-/* Binds a ROUTER socket on endpoint in zmq_context (borrowed). Accepted events go to out
- * (borrowed). Returns NULL with err set when the endpoint cannot be bound. Call from the
- * thread that will later call ingest_start; the socket moves to the ingest thread. */
-ingest_t *ingest_new(void *zmq_context, const char *endpoint, chan_t *out, struct herr *err);
+/* Binds a ROUTER socket on endpoint in zmq_context (borrowed). Accepted events are
+ * appended to journal (borrowed; the ingest thread becomes its only writer) and then go to
+ * out (borrowed). Returns NULL with err set when the endpoint cannot be bound. Call from
+ * the thread that will later call ingest_start; the socket moves to the ingest thread. */
+ingest_t *ingest_new(void *zmq_context, const char *endpoint, journal_t *journal, chan_t *out,
+                     struct herr *err);
 
 /* Starts the ingest thread. Returns 0 or HEROLD_E_SYSTEM. */
 int ingest_start(ingest_t *ingest, struct herr *err);

@@ -8,6 +8,7 @@
  */
 
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,7 @@
 #include "event.h"
 #include "http.h"
 #include "ingest.h"
+#include "journal.h"
 #include "log.h"
 #include "mem.h"
 #include "rest.h"
@@ -56,6 +58,7 @@ struct herold {
     rest_t *rest;
     http_t *http;
     void *zmq;
+    journal_t *journal;
     ingest_t *ingest;
 };
 
@@ -221,6 +224,7 @@ static void shutdown_broker(struct herold *h)
     }
     http_free(h->http);
     ingest_free(h->ingest);
+    journal_close(h->journal);
     rest_free(h->rest);
     dispatch_free(h->dispatch);
     ws_free(h->ws);
@@ -300,8 +304,21 @@ static int run_broker(int argc, char **argv)
         shutdown_broker(&h);
         return 1;
     }
+    size_t journal_dir_len = strlen(h.config.data_dir) + strlen("/journal") + 1;
+    char *journal_dir = xmalloc(journal_dir_len);
+    snprintf(journal_dir, journal_dir_len, "%s/journal", h.config.data_dir);
+    journal_config_t journal_config = {.dir = journal_dir};
+    h.journal = journal_open(&journal_config, &err);
+    free(journal_dir);
+    if (h.journal == NULL) {
+        log_msg(LOG_LEVEL_ERROR, "herold: %s", err.message);
+        shutdown_broker(&h);
+        return 1;
+    }
+    log_msg(LOG_LEVEL_INFO, "herold: journal holds events %" PRIu64 "..%" PRIu64,
+            journal_first_seq(h.journal), journal_last_seq(h.journal));
     h.zmq = zmq_ctx_new();
-    h.ingest = ingest_new(h.zmq, h.config.ingest, h.events, &err);
+    h.ingest = ingest_new(h.zmq, h.config.ingest, h.journal, h.events, &err);
     if (h.ingest == NULL || ingest_start(h.ingest, &err) != 0) {
         log_msg(LOG_LEVEL_ERROR, "herold: %s", err.message);
         shutdown_broker(&h);
