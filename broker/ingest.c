@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "dedup.h"
 #include "event.h"
 #include "journal.h"
 #include "log.h"
@@ -34,6 +35,8 @@ struct ingest {
     void *socket;
     chan_t *out;
     journal_t *journal;
+    dedup_t *dedup;
+    int64_t next_trim_ms; /* monotonic */
     pthread_t thread;
     bool is_started;
     atomic_bool is_stopping;
@@ -41,6 +44,78 @@ struct ingest {
     size_t batch_count;
     size_t batch_appended; /* events of the batch written to the journal */
 };
+
+/* ---- deduplication ---- */
+
+static bool remember_record(const journal_record_t *record, void *ctx)
+{
+    ingest_t *ingest = ctx;
+    event_t *event = NULL;
+    /* Every record was validated on its way in; one that no longer decodes (a newer
+     * format) simply cannot be a duplicate. */
+    if (event_decode(record->payload, record->len, &event, NULL) == 0) {
+        dedup_add(ingest->dedup,
+                  dedup_hash(event->source.p, event->source.len, event->id.p, event->id.len),
+                  record->seq);
+        event_free(event);
+    }
+    return true;
+}
+
+/* Fills the dedup table from the retained journal. */
+static int rebuild_dedup(ingest_t *ingest, struct herr *err)
+{
+    int rc = journal_read(ingest->journal, 0, remember_record, ingest, err);
+    if (rc == 0) {
+        log_msg(LOG_LEVEL_INFO, "ingest: %zu retained events known for deduplication",
+                dedup_count(ingest->dedup));
+    }
+    return rc;
+}
+
+struct confirm_ctx {
+    ingest_t *ingest;
+    const event_t *event;
+    bool is_same;
+};
+
+static bool same_origin(const event_t *a, const event_t *b)
+{
+    return hstr_eq(a->source, b->source) && hstr_eq(a->id, b->id);
+}
+
+static bool compare_record(const journal_record_t *record, void *opaque)
+{
+    struct confirm_ctx *ctx = opaque;
+    event_t *earlier = NULL;
+    if (event_decode(record->payload, record->len, &earlier, NULL) == 0) {
+        ctx->is_same = same_origin(earlier, ctx->event);
+        event_free(earlier);
+    }
+    return false; /* one record is all we need */
+}
+
+/* Is the event with this seq the same (source, id) as ctx->event? It is either in the
+ * batch being written (not yet readable from the journal) or in the journal. */
+static bool confirm_duplicate(uint64_t seq, void *opaque)
+{
+    struct confirm_ctx *ctx = opaque;
+    ingest_t *ingest = ctx->ingest;
+    if (seq > journal_last_seq(ingest->journal)) {
+        for (size_t i = 0; i < ingest->batch_count; i++) {
+            const event_t *pending = ingest->batch[i].event;
+            if (pending != NULL && pending->seq == seq) {
+                return same_origin(pending, ctx->event);
+            }
+        }
+        return false;
+    }
+    ctx->is_same = false;
+    if (journal_read(ingest->journal, seq, compare_record, ctx, NULL) != 0) {
+        return false;
+    }
+    return ctx->is_same;
+}
 
 ingest_t *ingest_new(void *zmq_context, const char *endpoint, journal_t *journal, chan_t *out,
                      struct herr *err)
@@ -70,6 +145,13 @@ ingest_t *ingest_new(void *zmq_context, const char *endpoint, journal_t *journal
     ingest->socket = socket;
     ingest->out = out;
     ingest->journal = journal;
+    ingest->dedup = dedup_new();
+    if (rebuild_dedup(ingest, err) != 0) {
+        dedup_free(ingest->dedup);
+        zmq_close(socket);
+        free(ingest);
+        return NULL;
+    }
     atomic_init(&ingest->is_stopping, false);
     return ingest;
 }
@@ -187,9 +269,21 @@ static void handle_message(ingest_t *ingest, zmq_msg_t *frames, size_t frame_cou
         pack_error(p, data, len, &err);
         return;
     }
+    uint64_t hash = dedup_hash(event->source.p, event->source.len, event->id.p, event->id.len);
+    struct confirm_ctx confirm = {.ingest = ingest, .event = event};
+    uint64_t original = dedup_find(ingest->dedup, hash, journal_first_seq(ingest->journal),
+                                   confirm_duplicate, &confirm);
+    if (original != 0) {
+        /* Acked with the original seq (once the batch is durable, in order) and not
+         * delivered again. */
+        pack_ok(p, event->id, original);
+        event_free(event);
+        return;
+    }
     if (journal_append(ingest->journal, data, len, wall_clock_ms(), &event->seq, &err) != 0) {
         journal_failed(&err);
     }
+    dedup_add(ingest->dedup, hash, event->seq);
     ingest->batch_appended++;
     pack_ok(p, event->id, event->seq);
     p->event = event;
@@ -260,6 +354,26 @@ static bool receive_one(ingest_t *ingest)
     return true;
 }
 
+static int64_t monotonic_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+/* Retention: old segments go, and with them what dedup remembers of them. */
+static void trim_when_due(ingest_t *ingest)
+{
+    int64_t now = monotonic_ms();
+    if (now < ingest->next_trim_ms) {
+        return;
+    }
+    ingest->next_trim_ms = now + INGEST_TRIM_INTERVAL_MS;
+    if (journal_trim(ingest->journal, wall_clock_ms()) > 0) {
+        dedup_expire(ingest->dedup, journal_first_seq(ingest->journal));
+    }
+}
+
 static void *ingest_main(void *arg)
 {
     ingest_t *ingest = arg;
@@ -280,6 +394,7 @@ static void *ingest_main(void *arg)
             }
         }
         flush_batch(ingest);
+        trim_when_due(ingest);
     }
     return NULL;
 }
@@ -320,5 +435,6 @@ void ingest_free(ingest_t *ingest)
         return;
     }
     ingest_stop(ingest);
+    dedup_free(ingest->dedup);
     free(ingest);
 }

@@ -12,7 +12,7 @@ import subprocess
 import msgpack
 import zmq
 
-from helpers import HEROLD, START_TIMEOUT, free_port
+from helpers import HEROLD, START_TIMEOUT, free_port, run
 
 RECOVERED = re.compile(r"journal holds events (\d+)\.\.(\d+)")
 
@@ -108,3 +108,41 @@ def test_a_second_broker_on_the_same_data_directory_is_refused(broker):
     assert done.returncode != 0 and "ready" not in done.stderr, done.stderr
     assert "journal" in done.stderr, done.stderr
     assert broker.publish_ok(resource="/lock/after")["seq"] == 2, "the first one goes on"
+
+
+def test_a_duplicate_is_acked_with_the_original_seq_and_delivered_once(broker):
+    async def body():
+        c = await broker.connect("anna")
+        await c.subscribe("/dup")
+        first = broker.publish_ok(id="same", source="dms", resource="/dup/doc")
+        again = broker.publish_ok(id="same", source="dms", resource="/dup/doc", type="deleted")
+        other = broker.publish_ok(id="same", source="files", resource="/dup/doc")
+        assert again["seq"] == first["seq"], "a duplicate gets the original seq"
+        assert other["seq"] == first["seq"] + 1, "the same id from another source is new"
+        # The next item after the first is the other source's: the duplicate never came.
+        item = await c.next_item()
+        assert item["id"].endswith("-%d" % first["seq"]) and item["changeType"] == "updated"
+        item = await c.next_item()
+        assert item["id"].endswith("-%d" % other["seq"]), item
+        await c.close()
+
+    run(body())
+
+
+def test_duplicates_within_one_pipelined_batch_share_one_seq(broker):
+    replies = broker.publish_many(
+        [broker.event(id="twin", source="dms", resource="/batch/doc")] * 3 +
+        [broker.event(id="single", source="dms", resource="/batch/doc")])
+    assert [r["ok"] for r in replies] == [True] * 4
+    seqs = [r["seq"] for r in replies]
+    assert seqs[0] == seqs[1] == seqs[2] and seqs[3] == seqs[0] + 1, seqs
+
+
+def test_duplicates_are_recognised_after_a_crash(broker):
+    first = broker.publish_ok(id="keep", source="dms", resource="/crash/doc")
+    kill_hard(broker)
+    restart(broker)
+    assert "1 retained events known for deduplication" in broker.stderr_text()
+    assert broker.publish_ok(id="keep", source="dms", resource="/crash/doc")["seq"] == first["seq"]
+    assert broker.publish_ok(id="fresh", source="dms", resource="/crash/doc")["seq"] == \
+        first["seq"] + 1

@@ -1,0 +1,133 @@
+#include "dedup.h"
+
+#include <stdlib.h>
+
+#include "mem.h"
+
+struct slot {
+    uint64_t hash;
+    uint64_t seq; /* 0: empty */
+};
+
+struct dedup {
+    struct slot *slots;
+    size_t capacity; /* a power of two */
+    size_t count;
+};
+
+dedup_t *dedup_new(void)
+{
+    dedup_t *dedup = xcalloc(1, sizeof(*dedup));
+    dedup->capacity = 1024;
+    dedup->slots = xcalloc(dedup->capacity, sizeof(struct slot));
+    return dedup;
+}
+
+void dedup_free(dedup_t *dedup)
+{
+    if (dedup != NULL) {
+        free(dedup->slots);
+        free(dedup);
+    }
+}
+
+uint64_t dedup_hash(const char *source, size_t source_len, const char *id, size_t id_len)
+{
+    /* FNV-1a over source, a separator no UTF-8 string contains, and id. */
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < source_len; i++) {
+        h = (h ^ (unsigned char)source[i]) * 1099511628211ULL;
+    }
+    h = (h ^ 0xffu) * 1099511628211ULL;
+    for (size_t i = 0; i < id_len; i++) {
+        h = (h ^ (unsigned char)id[i]) * 1099511628211ULL;
+    }
+    /* A final mix spreads FNV's weak low bits over the table index. */
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    return h;
+}
+
+static void remove_at(dedup_t *dedup, size_t hole)
+{
+    size_t mask = dedup->capacity - 1;
+    dedup->slots[hole].seq = 0;
+    dedup->count--;
+    for (size_t i = (hole + 1) & mask; dedup->slots[i].seq != 0; i = (i + 1) & mask) {
+        size_t home = dedup->slots[i].hash & mask;
+        bool stays = hole <= i ? (home > hole && home <= i) : (home > hole || home <= i);
+        if (!stays) {
+            dedup->slots[hole] = dedup->slots[i];
+            dedup->slots[i].seq = 0;
+            hole = i;
+        }
+    }
+}
+
+static void insert(struct slot *slots, size_t capacity, uint64_t hash, uint64_t seq)
+{
+    size_t mask = capacity - 1;
+    size_t i = hash & mask;
+    while (slots[i].seq != 0) {
+        i = (i + 1) & mask;
+    }
+    slots[i].hash = hash;
+    slots[i].seq = seq;
+}
+
+void dedup_expire(dedup_t *dedup, uint64_t oldest_seq)
+{
+    /* Rebuilding is simpler than deleting in place while scanning a wrapping table. */
+    struct slot *fresh = xcalloc(dedup->capacity, sizeof(struct slot));
+    size_t count = 0;
+    for (size_t i = 0; i < dedup->capacity; i++) {
+        if (dedup->slots[i].seq != 0 && dedup->slots[i].seq >= oldest_seq) {
+            insert(fresh, dedup->capacity, dedup->slots[i].hash, dedup->slots[i].seq);
+            count++;
+        }
+    }
+    free(dedup->slots);
+    dedup->slots = fresh;
+    dedup->count = count;
+}
+
+void dedup_add(dedup_t *dedup, uint64_t hash, uint64_t seq)
+{
+    if ((dedup->count + 1) * 4 > dedup->capacity * 3) {
+        struct slot *bigger = xcalloc(dedup->capacity * 2, sizeof(struct slot));
+        for (size_t i = 0; i < dedup->capacity; i++) {
+            if (dedup->slots[i].seq != 0) {
+                insert(bigger, dedup->capacity * 2, dedup->slots[i].hash, dedup->slots[i].seq);
+            }
+        }
+        free(dedup->slots);
+        dedup->slots = bigger;
+        dedup->capacity *= 2;
+    }
+    insert(dedup->slots, dedup->capacity, hash, seq);
+    dedup->count++;
+}
+
+uint64_t dedup_find(dedup_t *dedup, uint64_t hash, uint64_t oldest_seq, dedup_confirm_fn confirm,
+                    void *ctx)
+{
+    size_t mask = dedup->capacity - 1;
+    size_t i = hash & mask;
+    while (dedup->slots[i].seq != 0) {
+        if (dedup->slots[i].seq < oldest_seq) {
+            remove_at(dedup, i); /* the slot now holds the next entry of the run, or none */
+            continue;
+        }
+        if (dedup->slots[i].hash == hash && confirm(dedup->slots[i].seq, ctx)) {
+            return dedup->slots[i].seq;
+        }
+        i = (i + 1) & mask;
+    }
+    return 0;
+}
+
+size_t dedup_count(const dedup_t *dedup)
+{
+    return dedup->count;
+}

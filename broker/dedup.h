@@ -1,0 +1,50 @@
+#ifndef HEROLD_DEDUP_H
+#define HEROLD_DEDUP_H
+
+/*
+ * Publisher deduplication: which sequence number did (source, id) get, if any, within
+ * the journal's retention?
+ *
+ * The table maps a 64-bit hash of (source, id) to the seq of the event that carried it.
+ * It stores no strings: a hash match is only a candidate, which the caller confirms by
+ * comparing the event itself (from the batch in flight or from the journal). So a hash
+ * collision costs one journal read, never a wrongly deduplicated event. 16 bytes per
+ * retained event; entries older than the journal's first seq are dropped as the table
+ * grows or is looked up.
+ *
+ * Open addressing with linear probing; deletions shift back the entries that follow.
+ * Owned by the ingest thread.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct dedup dedup_t;
+
+/* Called for each candidate seq whose hash matches; returns true when the candidate is
+ * the same (source, id), which ends the lookup. */
+typedef bool (*dedup_confirm_fn)(uint64_t seq, void *ctx);
+
+dedup_t *dedup_new(void);
+
+void dedup_free(dedup_t *dedup);
+
+/* The hash of (source, id). */
+uint64_t dedup_hash(const char *source, size_t source_len, const char *id, size_t id_len);
+
+/* Remembers that the event with this hash got seq. */
+void dedup_add(dedup_t *dedup, uint64_t hash, uint64_t seq);
+
+/* The seq of an earlier event with this hash that confirm accepts, or 0. Entries with a
+ * seq below oldest_seq (out of retention) are removed on the way. */
+uint64_t dedup_find(dedup_t *dedup, uint64_t hash, uint64_t oldest_seq, dedup_confirm_fn confirm,
+                    void *ctx);
+
+/* Removes every entry with a seq below oldest_seq. */
+void dedup_expire(dedup_t *dedup, uint64_t oldest_seq);
+
+/* The number of entries. */
+size_t dedup_count(const dedup_t *dedup);
+
+#endif
