@@ -35,6 +35,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "cli.h"
 #include "mem.h"
 
 #define PUB_DEFAULT_INGEST "tcp://127.0.0.1:5560"
@@ -575,18 +576,6 @@ struct publisher {
     uint64_t rate;                 /* events/s to pace sends at; 0: as fast as acks allow */
 };
 
-static struct timespec monotonic_now(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return now;
-}
-
-static double seconds_between(struct timespec from, struct timespec to)
-{
-    return (double)(to.tv_sec - from.tv_sec) + (double)(to.tv_nsec - from.tv_nsec) / 1e9;
-}
-
 /* True when the reply map says "ok": true; anything else (a refusal, a reply that is not
  * a map) counts as not acked. */
 static bool reply_is_ok(const msgpack_object *reply)
@@ -614,7 +603,7 @@ static void handle_reply(struct publisher *pub, const char *data, size_t size)
         return;
     }
     pub->outstanding--;
-    pub->last_reply = monotonic_now();
+    pub->last_reply = cli_monotonic_now();
     pub->last_progress = pub->last_reply;
 
     msgpack_unpacked_init(&unpacked);
@@ -684,10 +673,10 @@ static int send_payload(struct publisher *pub, const struct payload *payload)
         return -1;
     }
     if (pub->sent == 0) {
-        pub->first_send = monotonic_now();
+        pub->first_send = cli_monotonic_now();
     }
     if (pub->outstanding == 0) {
-        pub->last_progress = monotonic_now();
+        pub->last_progress = cli_monotonic_now();
     }
     pub->sent++;
     pub->outstanding++;
@@ -717,7 +706,7 @@ static int publish(struct publisher *pub, struct source *source)
                 if (pub->rate > 0 && pub->sent > 0) {
                     /* Event n is due n/rate seconds after the first send. */
                     double due = (double)pub->sent / (double)pub->rate;
-                    double elapsed = seconds_between(pub->first_send, monotonic_now());
+                    double elapsed = cli_seconds_between(pub->first_send, cli_monotonic_now());
                     if (elapsed < due) {
                         pace_ms = (long)((due - elapsed) * 1000.0) + 1;
                         break;
@@ -766,7 +755,7 @@ static int publish(struct publisher *pub, struct source *source)
         }
         long timeout_ms = -1;
         if (pub->outstanding > 0 || has_pending) {
-            double waited = seconds_between(pub->last_progress, monotonic_now()) * 1000.0;
+            double waited = cli_seconds_between(pub->last_progress, cli_monotonic_now()) * 1000.0;
             timeout_ms = PUB_REPLY_TIMEOUT_MS - (long)waited;
             if (timeout_ms <= 0) {
                 fprintf(stderr,
@@ -825,21 +814,6 @@ static bool parse_int64(const char *text, int64_t *value)
     errno = 0;
     long long parsed = strtoll(text, &end, 10);
     if (text[0] == '\0' || *end != '\0' || errno != 0) {
-        return false;
-    }
-    *value = parsed;
-    return true;
-}
-
-static bool parse_count(const char *text, uint64_t *value)
-{
-    char *end;
-    errno = 0;
-    if (text[0] < '0' || text[0] > '9') {
-        return false;
-    }
-    unsigned long long parsed = strtoull(text, &end, 10);
-    if (*end != '\0' || errno != 0 || parsed == 0) {
         return false;
     }
     *value = parsed;
@@ -946,14 +920,14 @@ static int parse_options(int argc, char **argv, struct options *options)
             }
             break;
         case OPT_REPEAT:
-            if (!parse_count(optarg, &options->repeat)) {
+            if (!cli_parse_count(optarg, &options->repeat)) {
                 fprintf(stderr, "herold-pub: --repeat needs a count of at least 1\n");
                 return -1;
             }
             options->has_repeat = true;
             break;
         case OPT_RATE:
-            if (!parse_count(optarg, &options->rate)) {
+            if (!cli_parse_count(optarg, &options->rate)) {
                 fprintf(stderr, "herold-pub: --rate needs events per second, at least 1\n");
                 return -1;
             }
@@ -1064,7 +1038,7 @@ int main(int argc, char **argv)
         pub.refused += source.local_refusals;
         status = pub.refused > 0 ? PUB_EXIT_REFUSED : PUB_EXIT_OK;
         if (options.has_repeat) {
-            double seconds = seconds_between(pub.first_send, pub.last_reply);
+            double seconds = cli_seconds_between(pub.first_send, pub.last_reply);
             double rate = seconds > 0 ? (double)pub.acked / seconds : 0.0;
             fprintf(stderr, "herold-pub: %" PRIu64 " events acked in %.3f s (%.0f events/s)",
                     pub.acked, seconds, rate);

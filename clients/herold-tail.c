@@ -33,6 +33,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli.h"
 #include "mem.h"
 
 #define TAIL_DEFAULT_URL "ws://127.0.0.1:8080/v1.0/ws"
@@ -101,18 +102,6 @@ struct tail {
     lws_sorted_usec_list_t tick;
 };
 
-static struct timespec monotonic_now(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return now;
-}
-
-static double seconds_between(struct timespec from, struct timespec to)
-{
-    return (double)(to.tv_sec - from.tv_sec) + (double)(to.tv_nsec - from.tv_nsec) / 1e9;
-}
-
 /* Ends the session with status; the callback that calls this then returns -1 to close. */
 static void finish(struct tail *tail, int status)
 {
@@ -150,7 +139,7 @@ static void handle_notify(struct tail *tail, const json_t *message)
     }
     json_array_foreach(value, i, item)
     {
-        struct timespec now = monotonic_now();
+        struct timespec now = cli_monotonic_now();
         if (tail->items == 0) {
             tail->first_item = now;
         }
@@ -539,21 +528,6 @@ static void usage(FILE *out)
           out);
 }
 
-static bool parse_count(const char *text, uint64_t *value)
-{
-    char *end;
-    errno = 0;
-    if (text[0] < '0' || text[0] > '9') {
-        return false;
-    }
-    unsigned long long parsed = strtoull(text, &end, 10);
-    if (*end != '\0' || errno != 0 || parsed == 0) {
-        return false;
-    }
-    *value = parsed;
-    return true;
-}
-
 /* Fills options. Returns 0, 1 after --help, or -1 on a usage error (reported). The
  * resources array is owned by the caller (free()). */
 static int parse_options(int argc, char **argv, struct options *options)
@@ -600,7 +574,7 @@ static int parse_options(int argc, char **argv, struct options *options)
             options->change_type = optarg;
             break;
         case OPT_COUNT:
-            if (!parse_count(optarg, &options->count)) {
+            if (!cli_parse_count(optarg, &options->count)) {
                 fprintf(stderr, "herold-tail: --count needs a count of at least 1\n");
                 return -1;
             }
@@ -677,8 +651,8 @@ static int run(struct tail *tail, const struct url *url)
         }
         if (tail->is_finishing) {
             if (close_started.tv_sec == 0 && close_started.tv_nsec == 0) {
-                close_started = monotonic_now();
-            } else if (seconds_between(close_started, monotonic_now()) * 1000.0 >
+                close_started = cli_monotonic_now();
+            } else if (cli_seconds_between(close_started, cli_monotonic_now()) * 1000.0 >
                        TAIL_CLOSE_GRACE_MS) {
                 break;
             }
@@ -723,7 +697,8 @@ int main(int argc, char **argv)
         status = run(&tail, &url);
         fflush(stdout);
         if (status == TAIL_EXIT_OK && options.count != 0) {
-            double seconds = tail.items > 0 ? seconds_between(tail.first_item, tail.last_item) : 0;
+            double seconds =
+                tail.items > 0 ? cli_seconds_between(tail.first_item, tail.last_item) : 0;
             double rate = seconds > 0 ? (double)tail.items / seconds : 0.0;
             fprintf(stderr, "herold-tail: %" PRIu64 " items in %.3f s (%.0f items/s)\n", tail.items,
                     seconds, rate);
