@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "chan.h"
+#include "unit.h"
 
 static int wake_count;
 
@@ -157,9 +158,5 @@ int main(void)
     tcase_add_test(tc, test_chan_full_channel_blocks_producer_until_drained);
     tcase_add_test(tc, test_chan_close_releases_a_blocked_producer);
     suite_add_tcase(suite, tc);
-    SRunner *runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? 0 : 1;
+    return unit_run(suite);
 }

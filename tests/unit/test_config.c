@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "unit.h"
 
 #define ARGC(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
@@ -218,9 +219,5 @@ int main(void)
     tcase_add_test(tc, test_config_file_errors_name_the_line);
     tcase_add_test(tc, test_config_subscription_and_webhook_options);
     suite_add_tcase(suite, tc);
-    SRunner *runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? 0 : 1;
+    return unit_run(suite);
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "dedup.h"
+#include "unit.h"
 
 /* The "journal" of these tests: seq -> (source, id), and a lookup that confirms. */
 #define MAX_EVENTS 20000
@@ -150,9 +151,5 @@ int main(void)
     tcase_add_test(tc, test_dedup_out_of_retention_is_forgotten);
     tcase_add_test(tc, test_dedup_lookups_that_remove_stale_entries_keep_the_rest_reachable);
     suite_add_tcase(suite, tc);
-    SRunner *runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? 0 : 1;
+    return unit_run(suite);
 }

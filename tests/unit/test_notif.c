@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "notif.h"
+#include "unit.h"
 
 static void make_event(event_t *event, const char *resource, const char *previous)
 {
@@ -201,9 +202,5 @@ int main(void)
     tcase_add_test(tc, test_notif_refcount_shares_one_payload);
     tcase_add_test(tc, test_notif_graph_time_format);
     suite_add_tcase(suite, tc);
-    SRunner *runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? 0 : 1;
+    return unit_run(suite);
 }

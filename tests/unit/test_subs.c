@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "subs.h"
+#include "unit.h"
 
 struct seen {
     sub_t *subs[16];
@@ -181,9 +182,5 @@ int main(void)
     tcase_add_test(tc, test_subs_move_reports_each_subscription_once);
     tcase_add_test(tc, test_subs_add_refuses_bad_input_and_changes_nothing);
     suite_add_tcase(suite, tc);
-    SRunner *runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? 0 : 1;
+    return unit_run(suite);
 }
