@@ -2,6 +2,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "event.h"
 #include "log.h"
@@ -12,6 +13,7 @@ struct dispatch {
     subs_t *subs;
     ws_t *ws;
     webhook_t *webhook;
+    store_t *store;
     chan_t *events;
 };
 
@@ -21,9 +23,11 @@ struct match_ctx {
     notif_t *notif; /* encoded on the first match */
 };
 
-dispatch_t *dispatch_new(subs_t *subs, ws_t *ws, webhook_t *webhook, chan_t *events)
+dispatch_t *dispatch_new(subs_t *subs, ws_t *ws, webhook_t *webhook, store_t *store,
+                         chan_t *events)
 {
     dispatch_t *dispatch = xcalloc(1, sizeof(*dispatch));
+    dispatch->store = store;
     dispatch->subs = subs;
     dispatch->ws = ws;
     dispatch->webhook = webhook;
@@ -112,8 +116,39 @@ void dispatch_lifecycle(dispatch_t *dispatch, const sub_t *sub, const char *life
     }
 }
 
+static void store_failed(const struct herr *err)
+{
+    log_msg(LOG_LEVEL_ERROR, "dispatch: %s; stopping", err->message);
+    _exit(EXIT_FAILURE);
+}
+
+void dispatch_persist(dispatch_t *dispatch, const sub_t *sub)
+{
+    struct herr err;
+    char *doc = subs_to_json(sub);
+    if (store_subscription_put(dispatch->store, sub->id, doc, &err) != 0) {
+        store_failed(&err);
+    }
+    free(doc);
+}
+
+void dispatch_restore_targets(dispatch_t *dispatch)
+{
+    for (sub_t *sub = subs_first_persistent(dispatch->subs); sub != NULL;
+         sub = subs_next_persistent(sub)) {
+        if (sub->kind == SUB_WEBHOOK) {
+            dispatch_webhook_target_put(dispatch, sub);
+        }
+    }
+}
+
 void dispatch_remove_subscription(dispatch_t *dispatch, sub_t *sub)
 {
+    struct herr err;
+    if (sub->kind != SUB_CONNECTION &&
+        store_subscription_delete(dispatch->store, sub->id, &err) != 0) {
+        store_failed(&err);
+    }
     if (sub->kind == SUB_WEBHOOK) {
         webhook_command_t *command = webhook_command_new(WEBHOOK_CMD_TARGET_REMOVE);
         memcpy(command->spec.subscription_id, sub->id, sizeof(command->spec.subscription_id));

@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "chan.h"
+#include "store.h"
 #include "subs.h"
 #include "webhook.h"
 #include "ws.h"
@@ -32,9 +33,10 @@
 
 typedef struct dispatch dispatch_t;
 
-/* A dispatcher over subs, ws and webhook (borrowed), fed by events (borrowed; its items
- * are event_t *, freed after dispatch). */
-dispatch_t *dispatch_new(subs_t *subs, ws_t *ws, webhook_t *webhook, chan_t *events);
+/* A dispatcher over subs, ws, webhook and store (borrowed), fed by events (borrowed; its
+ * items are event_t *, freed after dispatch). */
+dispatch_t *dispatch_new(subs_t *subs, ws_t *ws, webhook_t *webhook, store_t *store,
+                         chan_t *events);
 
 void dispatch_free(dispatch_t *dispatch);
 
@@ -52,7 +54,14 @@ void dispatch_lifecycle(dispatch_t *dispatch, const sub_t *sub, const char *life
  * or a change of URL, expiration or secret). */
 void dispatch_webhook_target_put(dispatch_t *dispatch, const sub_t *sub);
 
-/* Removes a subscription and everything queued for it elsewhere. */
+/* Removes a subscription and everything queued for it elsewhere, and from the store. */
 void dispatch_remove_subscription(dispatch_t *dispatch, sub_t *sub);
+
+/* Writes a persistent subscription to the store. A store that cannot write ends the
+ * process (the change was not confirmed to anyone yet). */
+void dispatch_persist(dispatch_t *dispatch, const sub_t *sub);
+
+/* After a restart: hands every restored webhook subscription to the webhook thread. */
+void dispatch_restore_targets(dispatch_t *dispatch);
 
 #endif

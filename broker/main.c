@@ -28,6 +28,7 @@
 #include "log.h"
 #include "mem.h"
 #include "rest.h"
+#include "store.h"
 #include "subs.h"
 #include "webhook.h"
 #include "ws.h"
@@ -50,6 +51,8 @@ struct herold {
     config_t config;
     auth_t *auth;
     subs_t *subs;
+    store_t *store;
+    int restore_failures;
     chan_t *events;
     chan_t *webhook_results;
     ws_t *ws;
@@ -211,6 +214,17 @@ static void release_result(void *item)
     free(item);
 }
 
+static void restore_subscription(const char *id, const char *json, void *ctx)
+{
+    struct herold *h = ctx;
+    struct herr err;
+    sub_t *sub;
+    if (subs_restore(h->subs, id, json, &sub, &err) != 0) {
+        log_msg(LOG_LEVEL_ERROR, "herold: %s", err.message);
+        h->restore_failures++;
+    }
+}
+
 static void shutdown_broker(struct herold *h)
 {
     if (h->ingest != NULL) {
@@ -230,6 +244,7 @@ static void shutdown_broker(struct herold *h)
     ws_free(h->ws);
     subs_free(h->subs);
     webhook_free(h->webhook);
+    store_close(h->store);
     chan_free(h->events);
     chan_free(h->webhook_results);
     if (h->zmq != NULL) {
@@ -263,6 +278,15 @@ static int run_broker(int argc, char **argv)
         return 1;
     }
     h.subs = subs_new();
+    h.store = store_file_open(h.config.data_dir, restore_subscription, &h, &err);
+    if (h.store == NULL || h.restore_failures > 0) {
+        if (h.store == NULL) {
+            log_msg(LOG_LEVEL_ERROR, "herold: %s", err.message);
+        }
+        shutdown_broker(&h);
+        return 1;
+    }
+    log_msg(LOG_LEVEL_INFO, "herold: %zu subscriptions restored", subs_count(h.subs));
     h.events = chan_new(HEROLD_DISPATCH_QUEUE, wake_dispatch, &h, release_event);
     h.webhook_results = chan_new(HEROLD_WEBHOOK_RESULTS_QUEUE, wake_dispatch, &h, release_result);
     h.ws = ws_new(h.auth, h.subs);
@@ -281,7 +305,8 @@ static int run_broker(int argc, char **argv)
         shutdown_broker(&h);
         return 1;
     }
-    h.dispatch = dispatch_new(h.subs, h.ws, h.webhook, h.events);
+    h.dispatch = dispatch_new(h.subs, h.ws, h.webhook, h.store, h.events);
+    dispatch_restore_targets(h.dispatch);
     rest_config_t rest_config = {
         .allow_private = h.config.webhook_allow_private,
         .min_expiration_seconds = h.config.subscription_min_seconds,

@@ -477,6 +477,7 @@ static int finish_change(rest_request_t *req)
         }
         auth_principal_t *owner = auth_principal_dup(req->principal);
         subs_set_owner(sub, &owner);
+        dispatch_persist(rest->dispatch, sub);
         if (sub->kind == SUB_WEBHOOK) {
             dispatch_webhook_target_put(rest->dispatch, sub);
         }
@@ -499,6 +500,7 @@ static int finish_change(rest_request_t *req)
         auth_principal_free(owner);
         return respond_error(req, rc, err.message);
     }
+    dispatch_persist(rest->dispatch, sub);
     if (sub->kind == SUB_WEBHOOK) {
         dispatch_webhook_target_put(rest->dispatch, sub);
     }
@@ -872,6 +874,7 @@ static int handle(rest_request_t *req)
         auth_principal_t *owner = auth_principal_dup(req->principal);
         subs_set_owner(sub, &owner);
         sub->rest.is_reauthorization_sent = false;
+        dispatch_persist(rest->dispatch, sub);
         return respond(req, 204, NULL);
     }
     switch (req->method) {

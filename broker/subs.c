@@ -1,6 +1,7 @@
 #include "subs.h"
 
 #include <assert.h>
+#include <jansson.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,8 @@
 
 #include "mem.h"
 #include "notif.h"
+
+#define WEBHOOK_SECRET_BYTES_FOR_SUBS 32
 
 /* Persistent subscriptions by id: open addressing with linear probing over pointers;
  * deletion shifts back the entries that follow, so no tombstones accumulate. */
@@ -142,9 +145,21 @@ void subs_new_id(char *out)
              b[15]);
 }
 
+static int add_with_id(subs_t *subs, const char *id, const char *resource, size_t len,
+                       unsigned change_mask, const auth_principal_t *owner, void *channel,
+                       int64_t expires_at, sub_t **out, struct herr *err);
+
 int subs_add(subs_t *subs, const char *resource, size_t len, unsigned change_mask,
              const auth_principal_t *owner, void *channel, int64_t expires_at, sub_t **out,
              struct herr *err)
+{
+    return add_with_id(subs, NULL, resource, len, change_mask, owner, channel, expires_at, out,
+                       err);
+}
+
+static int add_with_id(subs_t *subs, const char *id, const char *resource, size_t len,
+                       unsigned change_mask, const auth_principal_t *owner, void *channel,
+                       int64_t expires_at, sub_t **out, struct herr *err)
 {
     path_t pattern;
     *out = NULL;
@@ -157,7 +172,11 @@ int subs_add(subs_t *subs, const char *resource, size_t len, unsigned change_mas
     }
 
     sub_t *sub = xcalloc(1, sizeof(*sub));
-    subs_new_id(sub->id);
+    if (id != NULL) {
+        snprintf(sub->id, sizeof(sub->id), "%s", id);
+    } else {
+        subs_new_id(sub->id);
+    }
     sub->resource = xstrndup(resource, len);
     /* Re-parse over the owned copy so that the segment views point into it. */
     rc = path_parse_pattern(sub->resource, len, &sub->pattern, NULL);
@@ -186,12 +205,13 @@ static void rest_clear(sub_rest_t *rest)
     memset(rest, 0, sizeof(*rest));
 }
 
-int subs_add_persistent(subs_t *subs, sub_kind_t kind, const char *resource, size_t len,
-                        unsigned change_mask, auth_principal_t **owner, sub_rest_t *rest,
-                        int64_t expires_at, sub_t **out, struct herr *err)
+static int add_persistent(subs_t *subs, const char *id, uint64_t created_order, sub_kind_t kind,
+                          const char *resource, size_t len, unsigned change_mask,
+                          auth_principal_t **owner, sub_rest_t *rest, int64_t expires_at,
+                          sub_t **out, struct herr *err)
 {
     assert(kind == SUB_WEBSOCKET || kind == SUB_WEBHOOK);
-    int rc = subs_add(subs, resource, len, change_mask, *owner, NULL, expires_at, out, err);
+    int rc = add_with_id(subs, id, resource, len, change_mask, *owner, NULL, expires_at, out, err);
     if (rc != 0) {
         return rc;
     }
@@ -200,16 +220,162 @@ int subs_add_persistent(subs_t *subs, sub_kind_t kind, const char *resource, siz
     *owner = NULL;
     sub->rest = *rest;
     memset(rest, 0, sizeof(*rest));
-    sub->rest.created_order = subs->next_created_order++;
-    sub->prev_persistent = subs->persistent_tail;
-    if (subs->persistent_tail != NULL) {
-        subs->persistent_tail->next_persistent = sub;
+    if (created_order == 0) {
+        created_order = subs->next_created_order;
+    }
+    sub->rest.created_order = created_order;
+    if (created_order >= subs->next_created_order) {
+        subs->next_created_order = created_order + 1;
+    }
+    /* The list stays in creation order, which paging relies on; restored records may come
+     * in any order, new ones go to the tail. */
+    sub_t *after = subs->persistent_tail;
+    while (after != NULL && after->rest.created_order > created_order) {
+        after = after->prev_persistent;
+    }
+    sub->prev_persistent = after;
+    sub->next_persistent = after != NULL ? after->next_persistent : subs->persistent_head;
+    if (sub->next_persistent != NULL) {
+        sub->next_persistent->prev_persistent = sub;
+    } else {
+        subs->persistent_tail = sub;
+    }
+    if (after != NULL) {
+        after->next_persistent = sub;
     } else {
         subs->persistent_head = sub;
     }
-    subs->persistent_tail = sub;
     table_insert(&subs->by_id, sub);
     return 0;
+}
+
+int subs_add_persistent(subs_t *subs, sub_kind_t kind, const char *resource, size_t len,
+                        unsigned change_mask, auth_principal_t **owner, sub_rest_t *rest,
+                        int64_t expires_at, sub_t **out, struct herr *err)
+{
+    return add_persistent(subs, NULL, 0, kind, resource, len, change_mask, owner, rest,
+                          expires_at, out, err);
+}
+
+static json_t *string_or_null(const char *s)
+{
+    return s != NULL ? json_string(s) : json_null();
+}
+
+char *subs_to_json(const sub_t *sub)
+{
+    char secret[2 * sizeof(sub->rest.secret) + 1];
+    for (size_t i = 0; i < sizeof(sub->rest.secret); i++) {
+        snprintf(secret + 2 * i, 3, "%02x", sub->rest.secret[i]);
+    }
+    json_t *groups = json_array();
+    for (size_t i = 0; i < sub->owner->group_count; i++) {
+        json_array_append_new(groups, json_string(sub->owner->groups[i]));
+    }
+    json_t *doc = json_object();
+    json_object_set_new(doc, "version", json_integer(1));
+    json_object_set_new(doc, "kind", json_string(sub->kind == SUB_WEBHOOK ? "webhook" : "websocket"));
+    json_object_set_new(doc, "resource", json_string(sub->resource));
+    json_object_set_new(doc, "changeMask", json_integer(sub->change_mask));
+    json_object_set_new(doc, "expiresAt", json_integer(sub->expires_at));
+    json_object_set_new(doc, "createdOrder", json_integer((json_int_t)sub->rest.created_order));
+    json_object_set_new(doc, "owner", json_pack("{s:s, s:o, s:o, s:I}", "user", sub->owner->user,
+                                                "groups", groups, "application",
+                                                string_or_null(sub->owner->application),
+                                                "expiresAt", (json_int_t)sub->owner->expires_at));
+    json_object_set_new(doc, "resourceGiven", json_string(sub->rest.resource_given));
+    json_object_set_new(doc, "notificationUrl", json_string(sub->rest.notification_url));
+    json_object_set_new(doc, "lifecycleUrl", string_or_null(sub->rest.lifecycle_url));
+    json_object_set_new(doc, "clientState", string_or_null(sub->rest.client_state));
+    json_object_set_new(doc, "applicationId", string_or_null(sub->rest.application_id));
+    json_object_set_new(doc, "encryptionCertificate",
+                        string_or_null(sub->rest.encryption_certificate));
+    json_object_set_new(doc, "encryptionCertificateId",
+                        string_or_null(sub->rest.encryption_certificate_id));
+    json_object_set_new(doc, "includeResourceData", json_boolean(sub->rest.include_resource_data));
+    json_object_set_new(doc, "secret", json_string(secret));
+    char *text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(doc);
+    if (text == NULL) {
+        fprintf(stderr, "herold: out of memory encoding a subscription\n");
+        abort();
+    }
+    return text;
+}
+
+static char *dup_string(json_t *value)
+{
+    return json_is_string(value) ? xstrdup(json_string_value(value)) : NULL;
+}
+
+int subs_restore(subs_t *subs, const char *id, const char *json, sub_t **out, struct herr *err)
+{
+    json_error_t jerr;
+    json_t *doc = json_loads(json, 0, &jerr);
+    json_t *owner_json = json_object_get(doc, "owner");
+    json_t *groups = json_object_get(owner_json, "groups");
+    const char *kind = json_string_value(json_object_get(doc, "kind"));
+    const char *resource = json_string_value(json_object_get(doc, "resource"));
+    const char *secret = json_string_value(json_object_get(doc, "secret"));
+    const char *user = json_string_value(json_object_get(owner_json, "user"));
+    if (doc == NULL || kind == NULL || resource == NULL || secret == NULL || user == NULL ||
+        !json_is_array(groups) || strlen(secret) != 2 * WEBHOOK_SECRET_BYTES_FOR_SUBS ||
+        json_integer_value(json_object_get(doc, "version")) != 1 ||
+        !json_is_string(json_object_get(doc, "notificationUrl")) ||
+        !json_is_string(json_object_get(doc, "resourceGiven"))) {
+        json_decref(doc);
+        return herr_set(err, HEROLD_E_CONFIG, "subscription %s: the stored document is damaged",
+                        id);
+    }
+    auth_principal_t *owner = xcalloc(1, sizeof(*owner));
+    owner->user = xstrdup(user);
+    owner->application = dup_string(json_object_get(owner_json, "application"));
+    owner->expires_at = json_integer_value(json_object_get(owner_json, "expiresAt"));
+    owner->group_count = json_array_size(groups);
+    owner->groups = xcalloc(owner->group_count + 1, sizeof(char *));
+    for (size_t i = 0; i < owner->group_count; i++) {
+        owner->groups[i] = xstrdup(json_is_string(json_array_get(groups, i))
+                                       ? json_string_value(json_array_get(groups, i))
+                                       : "");
+    }
+    sub_rest_t rest;
+    memset(&rest, 0, sizeof(rest));
+    rest.resource_given = dup_string(json_object_get(doc, "resourceGiven"));
+    rest.notification_url = dup_string(json_object_get(doc, "notificationUrl"));
+    rest.lifecycle_url = dup_string(json_object_get(doc, "lifecycleUrl"));
+    rest.client_state = dup_string(json_object_get(doc, "clientState"));
+    if (rest.client_state != NULL) {
+        json_t *state = json_string(rest.client_state);
+        rest.client_state_json = json_dumps(state, JSON_ENCODE_ANY);
+        json_decref(state);
+    }
+    rest.application_id = dup_string(json_object_get(doc, "applicationId"));
+    rest.encryption_certificate = dup_string(json_object_get(doc, "encryptionCertificate"));
+    rest.encryption_certificate_id = dup_string(json_object_get(doc, "encryptionCertificateId"));
+    rest.include_resource_data = json_is_true(json_object_get(doc, "includeResourceData"));
+    for (size_t i = 0; i < sizeof(rest.secret); i++) {
+        unsigned byte;
+        sscanf(secret + 2 * i, "%2x", &byte);
+        rest.secret[i] = (unsigned char)byte;
+    }
+    int rc = add_persistent(
+        subs, id, (uint64_t)json_integer_value(json_object_get(doc, "createdOrder")),
+        strcmp(kind, "webhook") == 0 ? SUB_WEBHOOK : SUB_WEBSOCKET, resource, strlen(resource),
+        (unsigned)json_integer_value(json_object_get(doc, "changeMask")), &owner, &rest,
+        json_integer_value(json_object_get(doc, "expiresAt")), out, err);
+    auth_principal_free(owner);
+    if (rc != 0) {
+        free(rest.resource_given);
+        free(rest.notification_url);
+        free(rest.lifecycle_url);
+        free(rest.client_state);
+        free(rest.client_state_json);
+        free(rest.application_id);
+        free(rest.encryption_certificate);
+        free(rest.encryption_certificate_id);
+    }
+    json_decref(doc);
+    return rc;
 }
 
 void subs_remove(subs_t *subs, sub_t *sub)

@@ -113,6 +113,15 @@ sub_t *subs_next_persistent(const sub_t *sub);
 /* The number of persistent subscriptions owned by user. */
 size_t subs_count_owned(subs_t *subs, const char *user);
 
+/* The persistent subscription as a JSON document for the store (store.h), secret
+ * included. Caller frees the result. */
+char *subs_to_json(const sub_t *sub);
+
+/* Recreates a persistent subscription from a document subs_to_json wrote, keeping its id
+ * and creation order. Returns 0 with *out set, or HEROLD_E_CONFIG for a damaged document
+ * and the errors of subs_add. */
+int subs_restore(subs_t *subs, const char *id, const char *json, sub_t **out, struct herr *err);
+
 /* Sets a new expiration (and its Graph text) and re-arms the reauthorization notice. */
 void subs_set_expiration(sub_t *sub, int64_t expires_at);
 

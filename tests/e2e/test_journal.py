@@ -10,9 +10,11 @@ import re
 import subprocess
 
 import msgpack
+import pytest
 import zmq
 
-from helpers import HEROLD, START_TIMEOUT, free_port, run
+from helpers import HEROLD, START_TIMEOUT, free_port, run, sub_body
+from receiver import check_signed
 
 RECOVERED = re.compile(r"journal holds events (\d+)\.\.(\d+)")
 
@@ -146,3 +148,32 @@ def test_duplicates_are_recognised_after_a_crash(broker):
     assert broker.publish_ok(id="keep", source="dms", resource="/crash/doc")["seq"] == first["seq"]
     assert broker.publish_ok(id="fresh", source="dms", resource="/crash/doc")["seq"] == \
         first["seq"] + 1
+
+
+@pytest.mark.broker_args("--webhook-allow-private")
+def test_subscriptions_survive_a_crash_and_keep_their_secret(broker, receivers):
+    """REST subscriptions are in the store: after kill -9 they are all there, a deleted one
+    stays deleted, and a webhook's deliveries are signed with the secret it was given."""
+    hook = receivers("hook")
+    created = broker.create(sub_body(hook.url(), resource="/persist/hook",
+                                     clientState="cs-1")).json()
+    kept = broker.create(sub_body("websocket:", resource="/persist/ws")).json()
+    gone = broker.create(sub_body("websocket:", resource="/persist/gone")).json()
+    assert broker.rest("DELETE", "/v1.0/subscriptions/" + gone["id"]).status == 204
+    kill_hard(broker)
+    restart(broker)
+    assert "2 subscriptions restored" in broker.stderr_text()
+    listed = broker.rest("GET", "/v1.0/subscriptions").json()["value"]
+    assert [s["id"] for s in listed] == [created["id"], kept["id"]], "creation order kept"
+    one = broker.rest("GET", "/v1.0/subscriptions/" + created["id"]).json()
+    for key in ("resource", "changeType", "notificationUrl", "expirationDateTime", "creatorId"):
+        assert one[key] == created[key], key
+    assert one["clientState"] == "cs-1"
+    assert broker.rest("GET", "/v1.0/subscriptions/" + gone["id"]).status == 404
+
+    reply = broker.publish_ok(resource="/persist/hook/doc", readers=["*"])
+    request = hook.wait_posts(1)[0]
+    check_signed(request, created["signingSecret"])  # the secret from before the crash
+    item = request.json()["value"][0]
+    assert item["id"] == "%s-%d" % (created["id"], reply["seq"])
+    assert item["clientState"] == "cs-1"

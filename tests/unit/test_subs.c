@@ -174,6 +174,92 @@ START_TEST(test_subs_add_refuses_bad_input_and_changes_nothing)
 }
 END_TEST
 
+/* The largest creation order among the persistent subscriptions other than except. */
+static uint64_t made_order_max(subs_t *subs, const sub_t *except)
+{
+    uint64_t max = 0;
+    for (sub_t *s = subs_first_persistent(subs); s != NULL; s = subs_next_persistent(s)) {
+        if (s != except && s->rest.created_order > max) {
+            max = s->rest.created_order;
+        }
+    }
+    return max;
+}
+
+START_TEST(test_subs_persistent_round_trip_keeps_everything_and_creation_order)
+{
+    subs_t *subs = subs_new();
+    struct herr err;
+    sub_t *made[3];
+    for (int i = 0; i < 3; i++) {
+        auth_principal_t *owner = principal("anna", "bau");
+        sub_rest_t rest;
+        memset(&rest, 0, sizeof(rest));
+        rest.resource_given = strdup("me/folder");
+        rest.notification_url = strdup(i == 0 ? "websocket:" : "https://svc.example/hook");
+        rest.client_state = strdup("state \"quoted\"");
+        rest.client_state_json = strdup("\"state \\\"quoted\\\"\"");
+        rest.include_resource_data = i == 2;
+        memset(rest.secret, 0xa0 + i, sizeof(rest.secret));
+        ck_assert_int_eq(subs_add_persistent(subs, i == 0 ? SUB_WEBSOCKET : SUB_WEBHOOK,
+                                             "/users/anna/folder", 18, EVENT_CREATED, &owner,
+                                             &rest, 1795000000 + i, &made[i], &err),
+                         0);
+    }
+    char *docs[3];
+    char ids[3][SUBS_ID_BYTES + 1];
+    for (int i = 0; i < 3; i++) {
+        docs[i] = subs_to_json(made[i]);
+        strcpy(ids[i], made[i]->id);
+    }
+    subs_free(subs);
+
+    /* Restore in reverse: the list comes back in creation order anyway. */
+    subs = subs_new();
+    for (int i = 2; i >= 0; i--) {
+        sub_t *back;
+        ck_assert_int_eq(subs_restore(subs, ids[i], docs[i], &back, &err), 0);
+        ck_assert_str_eq(back->id, ids[i]);
+        ck_assert_int_eq(back->kind, i == 0 ? SUB_WEBSOCKET : SUB_WEBHOOK);
+        ck_assert_str_eq(back->resource, "/users/anna/folder");
+        ck_assert_str_eq(back->rest.resource_given, "me/folder");
+        ck_assert_str_eq(back->rest.client_state, "state \"quoted\"");
+        ck_assert_int_eq(back->expires_at, 1795000000 + i);
+        ck_assert_uint_eq(back->change_mask, EVENT_CREATED);
+        ck_assert_str_eq(back->owner->user, "anna");
+        ck_assert_uint_eq(back->owner->group_count, 1);
+        ck_assert_str_eq(back->owner->groups[0], "bau");
+        ck_assert(back->rest.include_resource_data == (i == 2));
+        ck_assert_int_eq(back->rest.secret[0], 0xa0 + i);
+        ck_assert_int_eq(back->rest.secret[31], 0xa0 + i);
+        ck_assert_ptr_eq(subs_find(subs, ids[i]), back);
+    }
+    int i = 0;
+    for (sub_t *s = subs_first_persistent(subs); s != NULL; s = subs_next_persistent(s), i++) {
+        ck_assert_str_eq(s->id, ids[i]);
+    }
+    ck_assert_int_eq(i, 3);
+    /* A new subscription after a restore comes after the restored ones. */
+    auth_principal_t *owner = principal("anna", NULL);
+    sub_rest_t rest;
+    memset(&rest, 0, sizeof(rest));
+    rest.resource_given = strdup("/x");
+    rest.notification_url = strdup("websocket:");
+    sub_t *fresh;
+    ck_assert_int_eq(subs_add_persistent(subs, SUB_WEBSOCKET, "/x", 2, EVENT_CREATED, &owner,
+                                         &rest, 1795000000, &fresh, &err),
+                     0);
+    ck_assert_uint_gt(fresh->rest.created_order, made_order_max(subs, fresh));
+    ck_assert_int_eq(subs_restore(subs, "bad", "{\"version\":1}", &fresh, &err),
+                     HEROLD_E_CONFIG);
+    ck_assert_int_eq(subs_restore(subs, "bad", "not json", &fresh, &err), HEROLD_E_CONFIG);
+    for (int k = 0; k < 3; k++) {
+        free(docs[k]);
+    }
+    subs_free(subs);
+}
+END_TEST
+
 int main(void)
 {
     Suite *suite = suite_create("subs");
@@ -181,6 +267,7 @@ int main(void)
     tcase_add_test(tc, test_subs_reader_check_filters_matches);
     tcase_add_test(tc, test_subs_move_reports_each_subscription_once);
     tcase_add_test(tc, test_subs_add_refuses_bad_input_and_changes_nothing);
+    tcase_add_test(tc, test_subs_persistent_round_trip_keeps_everything_and_creation_order);
     suite_add_tcase(suite, tc);
     return unit_run(suite);
 }
