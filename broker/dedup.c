@@ -2,6 +2,7 @@
 
 #include <stdlib.h>
 
+#include "hash.h"
 #include "mem.h"
 
 struct slot {
@@ -34,14 +35,10 @@ void dedup_free(dedup_t *dedup)
 uint64_t dedup_hash(const char *source, size_t source_len, const char *id, size_t id_len)
 {
     /* FNV-1a over source, a separator no UTF-8 string contains, and id. */
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < source_len; i++) {
-        h = (h ^ (unsigned char)source[i]) * 1099511628211ULL;
-    }
-    h = (h ^ 0xffu) * 1099511628211ULL;
-    for (size_t i = 0; i < id_len; i++) {
-        h = (h ^ (unsigned char)id[i]) * 1099511628211ULL;
-    }
+    static const unsigned char separator = 0xff;
+    uint64_t h = hash_fnv1a(HASH_FNV1A_SEED, source, source_len);
+    h = hash_fnv1a(h, &separator, 1);
+    h = hash_fnv1a(h, id, id_len);
     /* A final mix spreads FNV's weak low bits over the table index. */
     h ^= h >> 33;
     h *= 0xff51afd7ed558ccdULL;

@@ -23,8 +23,7 @@ struct match_ctx {
     notif_t *notif; /* encoded on the first match */
 };
 
-dispatch_t *dispatch_new(subs_t *subs, ws_t *ws, webhook_t *webhook, store_t *store,
-                         chan_t *events)
+dispatch_t *dispatch_new(subs_t *subs, ws_t *ws, webhook_t *webhook, store_t *store, chan_t *events)
 {
     dispatch_t *dispatch = xcalloc(1, sizeof(*dispatch));
     dispatch->store = store;

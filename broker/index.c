@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hash.h"
 #include "mem.h"
 
 /*
@@ -62,12 +63,7 @@ struct index {
 
 static uint64_t segment_hash(hstr_t segment)
 {
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < segment.len; i++) {
-        h ^= (unsigned char)segment.p[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
+    return hash_fnv1a(HASH_FNV1A_SEED, segment.p, segment.len);
 }
 
 static bool node_has_segment(const struct node *node, hstr_t segment, uint64_t hash)

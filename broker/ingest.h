@@ -32,7 +32,7 @@
 /* Replies queued for one publisher that has not read them; past this its replies are
  * dropped (and logged). Publishers must read their replies. */
 #define INGEST_MAX_UNREAD_REPLIES 100000
-#define INGEST_TRIM_INTERVAL_MS 60000    /* how often retention runs */
+#define INGEST_TRIM_INTERVAL_MS 60000 /* how often retention runs */
 
 typedef struct ingest ingest_t;
 

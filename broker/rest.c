@@ -119,14 +119,7 @@ static void change_free(struct change *change)
     free(change->new_url);
     free(change->urls_to_validate[0]);
     free(change->urls_to_validate[1]);
-    free(change->rest.resource_given);
-    free(change->rest.notification_url);
-    free(change->rest.lifecycle_url);
-    free(change->rest.client_state);
-    free(change->rest.client_state_json);
-    free(change->rest.application_id);
-    free(change->rest.encryption_certificate);
-    free(change->rest.encryption_certificate_id);
+    subs_rest_clear(&change->rest);
     free(change);
 }
 
@@ -569,22 +562,6 @@ static const char *optional_string(rest_request_t *req, json_t *body, const char
     return json_string_value(value);
 }
 
-/* The pattern a resource stands for: a leading / is optional, me/ means /users/<user>/. */
-static char *expand_resource(const char *resource, const char *user)
-{
-    const char *rest = resource[0] == '/' ? resource + 1 : resource;
-    if (strcmp(rest, "me") == 0 || strncmp(rest, "me/", 3) == 0) {
-        size_t len = strlen("/users/") + strlen(user) + strlen(rest + 2) + 1;
-        char *out = xmalloc(len);
-        snprintf(out, len, "/users/%s%s", user, rest + 2);
-        return out;
-    }
-    size_t len = strlen(rest) + 2;
-    char *out = xmalloc(len);
-    snprintf(out, len, "/%s", rest);
-    return out;
-}
-
 static int handle_create(rest_request_t *req, json_t *body)
 {
     struct herr err;
@@ -611,7 +588,8 @@ static int handle_create(rest_request_t *req, json_t *body)
                                 &change->change_mask, &err) != 0) {
         return respond_error(req, err.code, err.message);
     }
-    change->resource = expand_resource(json_string_value(resource), req->principal->user);
+    change->resource =
+        subs_expand_resource(json_string_value(resource), req->principal->user, true);
     path_t pattern;
     if (path_parse_pattern(change->resource, strlen(change->resource), &pattern, &err) != 0) {
         char text[HERR_MESSAGE_MAX + 16];

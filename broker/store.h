@@ -35,8 +35,7 @@ typedef void (*store_subscription_fn)(const char *id, const char *json, void *ct
 /* Opens the embedded store in dir (created if missing) and hands every stored
  * subscription to fn. Returns NULL with err set when the directory or the log cannot be
  * used, or a line before the last is damaged. */
-store_t *store_file_open(const char *dir, store_subscription_fn fn, void *ctx,
-                         struct herr *err);
+store_t *store_file_open(const char *dir, store_subscription_fn fn, void *ctx, struct herr *err);
 
 /* Closes the store. NULL is a no-op. */
 void store_close(store_t *store);

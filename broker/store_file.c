@@ -19,8 +19,8 @@ struct store {
     char *dir;
     char *path;
     int fd;
-    json_t *live;      /* id -> document (string), for compaction */
-    size_t log_lines;  /* lines in the log now */
+    json_t *live;     /* id -> document (string), for compaction */
+    size_t log_lines; /* lines in the log now */
 };
 
 static int fsync_dir(const char *dir)
@@ -76,7 +76,8 @@ static int compact(store_t *store, struct herr *err)
     const char *id;
     json_t *doc;
     int rc = 0;
-    json_object_foreach(store->live, id, doc) {
+    json_object_foreach(store->live, id, doc)
+    {
         const char *text = json_string_value(doc);
         if (write_all(fd, "P ", 2) != 0 || write_all(fd, id, strlen(id)) != 0 ||
             write_all(fd, " ", 1) != 0 || write_all(fd, text, strlen(text)) != 0 ||
@@ -164,8 +165,8 @@ static int load(store_t *store, struct herr *err)
         if (!is_complete || apply_line(store, line) != 0) {
             if (is_last) {
                 /* A crash in the middle of an append: the change was never confirmed. */
-                log_msg(LOG_LEVEL_WARN, "store: cut %s at offset %ld: torn last line",
-                        store->path, offset);
+                log_msg(LOG_LEVEL_WARN, "store: cut %s at offset %ld: torn last line", store->path,
+                        offset);
                 break;
             }
             rc = herr_set(err, HEROLD_E_SYSTEM, "store: %s line %zu is damaged", store->path,
@@ -179,8 +180,7 @@ static int load(store_t *store, struct herr *err)
     return rc;
 }
 
-store_t *store_file_open(const char *dir, store_subscription_fn fn, void *ctx,
-                         struct herr *err)
+store_t *store_file_open(const char *dir, store_subscription_fn fn, void *ctx, struct herr *err)
 {
     store_t *store = xcalloc(1, sizeof(*store));
     store->dir = xstrdup(dir);
@@ -199,7 +199,8 @@ store_t *store_file_open(const char *dir, store_subscription_fn fn, void *ctx,
     }
     const char *id;
     json_t *doc;
-    json_object_foreach(store->live, id, doc) {
+    json_object_foreach(store->live, id, doc)
+    {
         fn(id, json_string_value(doc), ctx);
     }
     return store;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hash.h"
 #include "mem.h"
 #include "notif.h"
 
@@ -31,11 +32,7 @@ struct subs {
 
 static uint64_t hash_id(const char *id)
 {
-    uint64_t h = 1469598103934665603ULL;
-    for (; *id != '\0'; id++) {
-        h = (h ^ (unsigned char)*id) * 1099511628211ULL;
-    }
-    return h;
+    return hash_fnv1a_cstr(id);
 }
 
 static void table_insert(struct id_table *t, sub_t *sub);
@@ -192,7 +189,7 @@ static int add_with_id(subs_t *subs, const char *id, const char *resource, size_
     return 0;
 }
 
-static void rest_clear(sub_rest_t *rest)
+void subs_rest_clear(sub_rest_t *rest)
 {
     free(rest->resource_given);
     free(rest->notification_url);
@@ -253,8 +250,8 @@ int subs_add_persistent(subs_t *subs, sub_kind_t kind, const char *resource, siz
                         unsigned change_mask, auth_principal_t **owner, sub_rest_t *rest,
                         int64_t expires_at, sub_t **out, struct herr *err)
 {
-    return add_persistent(subs, NULL, 0, kind, resource, len, change_mask, owner, rest,
-                          expires_at, out, err);
+    return add_persistent(subs, NULL, 0, kind, resource, len, change_mask, owner, rest, expires_at,
+                          out, err);
 }
 
 static json_t *string_or_null(const char *s)
@@ -274,15 +271,16 @@ char *subs_to_json(const sub_t *sub)
     }
     json_t *doc = json_object();
     json_object_set_new(doc, "version", json_integer(1));
-    json_object_set_new(doc, "kind", json_string(sub->kind == SUB_WEBHOOK ? "webhook" : "websocket"));
+    json_object_set_new(doc, "kind",
+                        json_string(sub->kind == SUB_WEBHOOK ? "webhook" : "websocket"));
     json_object_set_new(doc, "resource", json_string(sub->resource));
     json_object_set_new(doc, "changeMask", json_integer(sub->change_mask));
     json_object_set_new(doc, "expiresAt", json_integer(sub->expires_at));
     json_object_set_new(doc, "createdOrder", json_integer((json_int_t)sub->rest.created_order));
-    json_object_set_new(doc, "owner", json_pack("{s:s, s:o, s:o, s:I}", "user", sub->owner->user,
-                                                "groups", groups, "application",
-                                                string_or_null(sub->owner->application),
-                                                "expiresAt", (json_int_t)sub->owner->expires_at));
+    json_object_set_new(doc, "owner",
+                        json_pack("{s:s, s:o, s:o, s:I}", "user", sub->owner->user, "groups",
+                                  groups, "application", string_or_null(sub->owner->application),
+                                  "expiresAt", (json_int_t)sub->owner->expires_at));
     json_object_set_new(doc, "resourceGiven", json_string(sub->rest.resource_given));
     json_object_set_new(doc, "notificationUrl", json_string(sub->rest.notification_url));
     json_object_set_new(doc, "lifecycleUrl", string_or_null(sub->rest.lifecycle_url));
@@ -365,14 +363,7 @@ int subs_restore(subs_t *subs, const char *id, const char *json, sub_t **out, st
         json_integer_value(json_object_get(doc, "expiresAt")), out, err);
     auth_principal_free(owner);
     if (rc != 0) {
-        free(rest.resource_given);
-        free(rest.notification_url);
-        free(rest.lifecycle_url);
-        free(rest.client_state);
-        free(rest.client_state_json);
-        free(rest.application_id);
-        free(rest.encryption_certificate);
-        free(rest.encryption_certificate_id);
+        subs_rest_clear(&rest);
     }
     json_decref(doc);
     return rc;
@@ -397,10 +388,30 @@ void subs_remove(subs_t *subs, sub_t *sub)
             subs->persistent_tail = sub->prev_persistent;
         }
         auth_principal_free((auth_principal_t *)sub->owner);
-        rest_clear(&sub->rest);
+        subs_rest_clear(&sub->rest);
     }
     free(sub->resource);
     free(sub);
+}
+
+char *subs_expand_resource(const char *resource, const char *user, bool add_leading_slash)
+{
+    const char *bare = resource[0] == '/' ? resource + 1 : resource;
+    size_t len;
+    char *out;
+    if (strcmp(bare, "me") == 0 || strncmp(bare, "me/", 3) == 0) {
+        len = strlen("/users/") + strlen(user) + strlen(bare + 2) + 1;
+        out = xmalloc(len);
+        snprintf(out, len, "/users/%s%s", user, bare + 2);
+        return out;
+    }
+    if (add_leading_slash && resource[0] != '/') {
+        len = strlen(resource) + 2;
+        out = xmalloc(len);
+        snprintf(out, len, "/%s", resource);
+        return out;
+    }
+    return xstrdup(resource);
 }
 
 sub_t *subs_find(subs_t *subs, const char *id)

@@ -122,6 +122,14 @@ char *subs_to_json(const sub_t *sub);
  * and the errors of subs_add. */
 int subs_restore(subs_t *subs, const char *id, const char *json, sub_t **out, struct herr *err);
 
+/* Releases the strings of rest and zeroes it. */
+void subs_rest_clear(sub_rest_t *rest);
+
+/* The pattern a subscription's resource stands for: `me`, `me/…` (with or without a
+ * leading /) means /users/<user>/…; with add_leading_slash a resource without its leading
+ * / gets one (Graph writes "users/x/events"). Caller frees the result. */
+char *subs_expand_resource(const char *resource, const char *user, bool add_leading_slash);
+
 /* Sets a new expiration (and its Graph text) and re-arms the reauthorization notice. */
 void subs_set_expiration(sub_t *sub, int64_t expires_at);
 

@@ -63,6 +63,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "hash.h"
 #include "mem.h"
 
 #define COMMAND_CAPACITY 65536
@@ -350,11 +351,7 @@ static void result_push(webhook_t *webhook, webhook_result_t *result)
 
 static size_t id_hash(const char *id)
 {
-    uint64_t hash = 1469598103934665603ULL; /* FNV-1a */
-    for (const unsigned char *p = (const unsigned char *)id; *p != '\0'; p++) {
-        hash ^= *p;
-        hash *= 1099511628211ULL;
-    }
+    uint64_t hash = hash_fnv1a_cstr(id);
     return (size_t)(hash ^ (hash >> 32));
 }
 

@@ -217,25 +217,6 @@ static void answer_error(ws_session_t *s, const char *ref, int code, const char 
 
 /* ---- ops ---- */
 
-static char *expand_me(const char *resource, const char *user)
-{
-    const char *rest = NULL;
-    if (strcmp(resource, "me") == 0 || strcmp(resource, "/me") == 0) {
-        rest = "";
-    } else if (strncmp(resource, "me/", 3) == 0) {
-        rest = resource + 2;
-    } else if (strncmp(resource, "/me/", 4) == 0) {
-        rest = resource + 3;
-    }
-    if (rest == NULL) {
-        return xstrdup(resource);
-    }
-    size_t len = strlen("/users/") + strlen(user) + strlen(rest) + 1;
-    char *expanded = xmalloc(len);
-    snprintf(expanded, len, "/users/%s%s", user, rest);
-    return expanded;
-}
-
 static void op_subscribe(ws_session_t *s, json_t *message, const char *ref)
 {
     struct herr err;
@@ -265,7 +246,7 @@ static void op_subscribe(ws_session_t *s, json_t *message, const char *ref)
         return;
     }
 
-    char *pattern = expand_me(json_string_value(resource), s->principal->user);
+    char *pattern = subs_expand_resource(json_string_value(resource), s->principal->user, false);
     sub_t *sub;
     int rc = subs_add(s->ws->subs, pattern, strlen(pattern), mask, s->principal, s,
                       s->principal->expires_at, &sub, &err);
