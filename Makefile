@@ -4,11 +4,11 @@
 # `make check` installs what is missing, builds, runs every test, then runs them all again
 # built with AddressSanitizer and UndefinedBehaviorSanitizer (build/asan/).
 
-PKGS      := libzmq msgpack libwebsockets jansson openssl libcurl
+PKGS      := libzmq msgpack libwebsockets jansson openssl libcurl libpq
 # Debian packages that provide the build and test dependencies.
 DEB_PKGS  := build-essential pkg-config libzmq3-dev libmsgpack-dev libwebsockets-dev \
              libssl-dev libjansson-dev libcurl4-openssl-dev check python3 python3-pytest python3-zmq \
-             python3-msgpack python3-websockets openssl curl
+             python3-msgpack python3-websockets openssl curl libpq-dev postgresql-15
 
 CC        ?= cc
 WARN      := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
@@ -98,10 +98,12 @@ run: deps all
 	./$(BUILD)/herold --data var
 
 # Unit tests (Check), then end-to-end tests (pytest) against the binaries in $(BUILD), then
-# the unmodified Microsoft Graph client library against the same broker (Node.js).
+# the unmodified Microsoft Graph client library against the same broker (Node.js). Unit and
+# end-to-end tests each get a throwaway PostgreSQL (tests/with-pg) for the store that lives
+# there; it runs as a non-root user in a temporary directory and is removed afterwards.
 test: all
-	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; CK_DEFAULT_TIMEOUT=60 $$t; done
-	HEROLD_BUILD=$(BUILD) /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e
+	tests/with-pg sh -c 'set -e; for t in $(UNIT_BINS); do echo "== $$t"; CK_DEFAULT_TIMEOUT=60 $$t; done'
+	tests/with-pg env HEROLD_BUILD=$(BUILD) /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e
 	$(MAKE) graph
 
 graph: all
@@ -109,10 +111,10 @@ graph: all
 	    HEROLD_BUILD=$(abspath $(BUILD)) node --test
 
 unit: all
-	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+	tests/with-pg sh -c 'set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done'
 
 e2e: all
-	HEROLD_BUILD=$(BUILD) /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e
+	tests/with-pg env HEROLD_BUILD=$(BUILD) /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e
 
 check: deps
 	$(MAKE) BUILD=build test

@@ -24,6 +24,17 @@ static const struct option_def option_defs[] = {
      "ZeroMQ endpoint of the ingest socket (default " CONFIG_DEFAULT_INGEST ")", false},
     {"data", "HEROLD_DATA", offsetof(config_t, data_dir),
      "data directory, created if missing (default " CONFIG_DEFAULT_DATA ")", false},
+    {"store", "HEROLD_STORE", offsetof(config_t, store),
+     "postgresql://... keeps events, subscriptions and cursors in PostgreSQL instead of DATA",
+     false},
+    {"retention-seconds", "HEROLD_RETENTION_SECONDS", offsetof(config_t, retention_seconds_text),
+     "how long events stay stored for resume and catch-up (default 604800, 7 days)", false},
+    {"retention-bytes", "HEROLD_RETENTION_BYTES", offsetof(config_t, retention_bytes_text),
+     "the most bytes of stored events; the oldest go first (default 1073741824)", false},
+    {"segment-bytes", "HEROLD_SEGMENT_BYTES", offsetof(config_t, segment_bytes_text),
+     "embedded store: journal segment size, retention deletes whole segments (default "
+     "67108864)",
+     false},
     {"jwt-secret-file", "HEROLD_JWT_SECRET_FILE", offsetof(config_t, jwt_secret_file),
      "HS256 token secret; created with a random secret if missing (default DATA/jwt.secret)",
      false},
@@ -47,9 +58,6 @@ static const struct option_def option_defs[] = {
     {"webhook-max-retry-ms", "HEROLD_WEBHOOK_MAX_RETRY_MS",
      offsetof(config_t, webhook_max_retry_ms_text),
      "longest wait between delivery retries (default 600000)", false},
-    {"webhook-retry-horizon", "HEROLD_WEBHOOK_RETRY_HORIZON",
-     offsetof(config_t, webhook_retry_horizon_text),
-     "seconds after which a failing delivery is given up (default 14400)", false},
     {"subscription-min-seconds", "HEROLD_SUBSCRIPTION_MIN_SECONDS",
      offsetof(config_t, subscription_min_seconds_text),
      "expirations closer than this are raised to it (default 2700)", false},
@@ -239,9 +247,7 @@ static int finish(config_t *cfg, struct herr *err)
         return HEROLD_E_CONFIG;
     }
     cfg->webhook_max_retry_ms = (int)value;
-    if (parse_number("webhook-retry-horizon", cfg->webhook_retry_horizon_text, 14400, 1, 30 * 86400,
-                     &cfg->webhook_retry_horizon_s, err) != 0 ||
-        parse_number("subscription-min-seconds", cfg->subscription_min_seconds_text, 2700, 1, 86400,
+    if (parse_number("subscription-min-seconds", cfg->subscription_min_seconds_text, 2700, 1, 86400,
                      &cfg->subscription_min_seconds, err) != 0 ||
         parse_number("subscription-max-minutes", cfg->subscription_max_minutes_text, 42300, 1,
                      525600, &cfg->subscription_max_minutes, err) != 0 ||
@@ -252,6 +258,25 @@ static int finish(config_t *cfg, struct herr *err)
         return HEROLD_E_CONFIG;
     }
     cfg->max_subscriptions_per_user = (int)value;
+    if (parse_number("retention-seconds", cfg->retention_seconds_text, 604800, 1,
+                     10LL * 365 * 86400, &cfg->retention_seconds, err) != 0 ||
+        parse_number("retention-bytes", cfg->retention_bytes_text, 1073741824LL, 1024 * 1024,
+                     INT64_MAX / 2, &value, err) != 0) {
+        return HEROLD_E_CONFIG;
+    }
+    cfg->retention_bytes = (uint64_t)value;
+    if (parse_number("segment-bytes", cfg->segment_bytes_text, 64LL * 1024 * 1024, 64 * 1024,
+                     4LL * 1024 * 1024 * 1024, &value, err) != 0) {
+        return HEROLD_E_CONFIG;
+    }
+    cfg->segment_bytes = (uint64_t)value;
+    if (cfg->store != NULL && strncmp(cfg->store, "postgresql://", 13) != 0 &&
+        strncmp(cfg->store, "postgres://", 11) != 0) {
+        return herr_set(err, HEROLD_E_CONFIG,
+                        "store: '%.32s' is not a postgresql:// URI (omit it for the embedded "
+                        "store under --data)",
+                        cfg->store);
+    }
     if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL)) {
         return herr_set(err, HEROLD_E_CONFIG, "tls-cert and tls-key: give both or neither");
     }

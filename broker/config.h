@@ -25,6 +25,13 @@ typedef struct config {
     int http_port;
     char *ingest; /* ZeroMQ endpoint */
     char *data_dir;
+    char *store; /* postgresql://...; NULL: the embedded store under data_dir */
+    char *retention_seconds_text;
+    char *retention_bytes_text;
+    int64_t retention_seconds;
+    uint64_t retention_bytes;
+    char *segment_bytes_text;
+    uint64_t segment_bytes;
     char *jwt_secret_file; /* NULL: DATA/jwt.secret */
     char *log_level;
     char *tls_cert; /* PEM certificate chain: serve https and wss; NULL for plain */
@@ -35,7 +42,6 @@ typedef struct config {
     char *webhook_batch_items_text;
     char *webhook_first_retry_ms_text;
     char *webhook_max_retry_ms_text;
-    char *webhook_retry_horizon_text;
     char *subscription_min_seconds_text;
     char *subscription_max_minutes_text;
     char *reauthorization_lead_text;
@@ -44,7 +50,6 @@ typedef struct config {
     int webhook_batch_items;
     int webhook_first_retry_ms;
     int webhook_max_retry_ms;
-    int64_t webhook_retry_horizon_s;
     int64_t subscription_min_seconds;
     int64_t subscription_max_minutes;
     int64_t reauthorization_lead_s;

@@ -73,13 +73,15 @@ static void insert(struct slot *slots, size_t capacity, uint64_t hash, uint64_t 
     slots[i].seq = seq;
 }
 
-void dedup_expire(dedup_t *dedup, uint64_t oldest_seq)
+/* Keeps the entries with lowest <= seq <= highest. */
+static void keep_range(dedup_t *dedup, uint64_t lowest, uint64_t highest)
 {
     /* Rebuilding is simpler than deleting in place while scanning a wrapping table. */
     struct slot *fresh = xcalloc(dedup->capacity, sizeof(struct slot));
     size_t count = 0;
     for (size_t i = 0; i < dedup->capacity; i++) {
-        if (dedup->slots[i].seq != 0 && dedup->slots[i].seq >= oldest_seq) {
+        uint64_t seq = dedup->slots[i].seq;
+        if (seq != 0 && seq >= lowest && seq <= highest) {
             insert(fresh, dedup->capacity, dedup->slots[i].hash, dedup->slots[i].seq);
             count++;
         }
@@ -87,6 +89,16 @@ void dedup_expire(dedup_t *dedup, uint64_t oldest_seq)
     free(dedup->slots);
     dedup->slots = fresh;
     dedup->count = count;
+}
+
+void dedup_expire(dedup_t *dedup, uint64_t oldest_seq)
+{
+    keep_range(dedup, oldest_seq, UINT64_MAX);
+}
+
+void dedup_forget_after(dedup_t *dedup, uint64_t last_seq)
+{
+    keep_range(dedup, 1, last_seq);
 }
 
 void dedup_add(dedup_t *dedup, uint64_t hash, uint64_t seq)

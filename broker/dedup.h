@@ -44,6 +44,10 @@ uint64_t dedup_find(dedup_t *dedup, uint64_t hash, uint64_t oldest_seq, dedup_co
 /* Removes every entry with a seq below oldest_seq. */
 void dedup_expire(dedup_t *dedup, uint64_t oldest_seq);
 
+/* Forgets every entry with a seq above last_seq: the events of a batch the store could not
+ * commit, whose seqs will be given to other events. */
+void dedup_forget_after(dedup_t *dedup, uint64_t last_seq);
+
 /* The number of entries. */
 size_t dedup_count(const dedup_t *dedup);
 

@@ -1,7 +1,10 @@
 #include "dispatch.h"
 
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "event.h"
@@ -9,12 +12,24 @@
 #include "mem.h"
 #include "notif.h"
 
+/* A webhook subscription waiting for its next chunk from the store. */
+struct want {
+    struct want *next;
+    char subscription_id[SUBS_ID_BYTES + 1];
+    uint64_t after; /* the target has taken every item up to this seq */
+};
+
 struct dispatch {
     subs_t *subs;
     ws_t *ws;
     webhook_t *webhook;
     store_t *store;
     chan_t *events;
+    uint64_t dispatched_seq; /* the last event handed out */
+    struct want *wants;      /* FIFO */
+    struct want *wants_tail;
+    int64_t replay_paused_until_ms; /* after the store said it is unavailable */
+    bool is_unavailable_logged;
 };
 
 struct match_ctx {
@@ -31,11 +46,20 @@ dispatch_t *dispatch_new(subs_t *subs, ws_t *ws, webhook_t *webhook, store_t *st
     dispatch->ws = ws;
     dispatch->webhook = webhook;
     dispatch->events = events;
+    dispatch->dispatched_seq = store_event_last_seq(store);
     return dispatch;
 }
 
 void dispatch_free(dispatch_t *dispatch)
 {
+    if (dispatch == NULL) {
+        return;
+    }
+    while (dispatch->wants != NULL) {
+        struct want *next = dispatch->wants->next;
+        free(dispatch->wants);
+        dispatch->wants = next;
+    }
     free(dispatch);
 }
 
@@ -53,6 +77,9 @@ static bool deliver(sub_t *sub, void *opaque)
         ws_deliver_to_user(ctx->dispatch->ws, sub->owner->user, ctx->notif, sub);
         break;
     case SUB_WEBHOOK: {
+        if (sub->is_replaying || ctx->event->seq <= sub->replay_upto) {
+            break; /* the replay from the store carries it */
+        }
         webhook_command_t *command = webhook_command_new(WEBHOOK_CMD_NOTIFY);
         memcpy(command->spec.subscription_id, sub->id, sizeof(command->spec.subscription_id));
         command->notif = notif_ref(ctx->notif);
@@ -71,6 +98,9 @@ bool dispatch_pending(dispatch_t *dispatch)
         event_t *event = items[i];
         struct match_ctx ctx = {.dispatch = dispatch, .event = event};
         subs_match_event(dispatch->subs, event, deliver, &ctx);
+        if (event->seq > dispatch->dispatched_seq) {
+            dispatch->dispatched_seq = event->seq;
+        }
         notif_release(ctx.notif);
         event_free(event);
     }
@@ -93,6 +123,8 @@ static void fill_spec(webhook_target_spec_t *spec, const sub_t *sub)
     spec->lifecycle_url = dup_or_null(sub->rest.lifecycle_url);
     spec->client_state_json = dup_or_null(sub->rest.client_state_json);
     spec->include_resource_data = sub->rest.include_resource_data;
+    spec->position = sub->cursor;
+    spec->is_behind = sub->is_replaying;
 }
 
 void dispatch_webhook_target_put(dispatch_t *dispatch, const sub_t *sub)
@@ -115,29 +147,59 @@ void dispatch_lifecycle(dispatch_t *dispatch, const sub_t *sub, const char *life
     }
 }
 
-static void store_failed(const struct herr *err)
+/* The embedded store failing a write is a disk failing: nothing more may be confirmed.
+ * A PostgreSQL store that went away only refuses this change (HEROLD_E_UNAVAILABLE). */
+static int store_result(int rc, const struct herr *err)
 {
-    log_msg(LOG_LEVEL_ERROR, "dispatch: %s; stopping", err->message);
-    _exit(EXIT_FAILURE);
+    if (rc != 0 && rc != HEROLD_E_UNAVAILABLE && rc != HEROLD_E_TOO_LARGE) {
+        log_msg(LOG_LEVEL_ERROR, "dispatch: %s; stopping", err->message);
+        _exit(EXIT_FAILURE);
+    }
+    return rc;
 }
 
-void dispatch_persist(dispatch_t *dispatch, const sub_t *sub)
+int dispatch_persist(dispatch_t *dispatch, sub_t *sub, struct herr *err)
 {
-    struct herr err;
     char *doc = subs_to_json(sub);
-    if (store_subscription_put(dispatch->store, sub->id, doc, &err) != 0) {
-        store_failed(&err);
-    }
+    int rc = store_result(store_subscription_put(dispatch->store, sub->id, doc, err), err);
     free(doc);
+    if (rc == 0 && sub->kind == SUB_WEBHOOK && sub->cursor == 0 && !sub->is_replaying) {
+        /* A new webhook subscription hears what is dispatched from now on; its cursor is
+         * stored before anyone learns of it, so a crash cannot skip its first events. */
+        sub->cursor = dispatch->dispatched_seq;
+        store_cursor_t cursor = {sub->id, sub->cursor};
+        rc = store_result(store_cursors_put(dispatch->store, &cursor, 1, err), err);
+    }
+    return rc;
 }
 
 void dispatch_restore_targets(dispatch_t *dispatch)
 {
+    uint64_t last = store_event_last_seq(dispatch->store);
+    size_t behind = 0;
     for (sub_t *sub = subs_first_persistent(dispatch->subs); sub != NULL;
          sub = subs_next_persistent(sub)) {
         if (sub->kind == SUB_WEBHOOK) {
+            sub->is_replaying = sub->cursor < last;
+            behind += sub->is_replaying;
             dispatch_webhook_target_put(dispatch, sub);
         }
+    }
+    if (behind > 0) {
+        log_msg(LOG_LEVEL_INFO, "dispatch: %zu webhook subscriptions catch up from their cursors",
+                behind);
+    }
+}
+
+void dispatch_restore_cursor(dispatch_t *dispatch, const char *key, uint64_t seq)
+{
+    if (strncmp(key, "user:", 5) == 0) {
+        ws_cursor_restore(dispatch->ws, key + 5, seq);
+        return;
+    }
+    sub_t *sub = subs_find(dispatch->subs, key);
+    if (sub != NULL && seq > sub->cursor) {
+        sub->cursor = seq;
     }
 }
 
@@ -145,8 +207,15 @@ void dispatch_remove_subscription(dispatch_t *dispatch, sub_t *sub)
 {
     struct herr err;
     if (sub->kind != SUB_CONNECTION &&
-        store_subscription_delete(dispatch->store, sub->id, &err) != 0) {
-        store_failed(&err);
+        store_result(store_subscription_delete(dispatch->store, sub->id, &err), &err) != 0) {
+        /* Back after a restart, where it expires or is removed again. */
+        log_msg(LOG_LEVEL_WARN, "dispatch: subscription %s stays in the store: %s", sub->id,
+                err.message);
+    }
+    for (struct want *w = dispatch->wants; w != NULL; w = w->next) {
+        if (strcmp(w->subscription_id, sub->id) == 0) {
+            w->subscription_id[0] = '\0'; /* skipped when its turn comes */
+        }
     }
     if (sub->kind == SUB_WEBHOOK) {
         webhook_command_t *command = webhook_command_new(WEBHOOK_CMD_TARGET_REMOVE);
@@ -156,8 +225,341 @@ void dispatch_remove_subscription(dispatch_t *dispatch, sub_t *sub)
     subs_remove(dispatch->subs, sub);
 }
 
+int dispatch_delete_subscription(dispatch_t *dispatch, sub_t *sub, struct herr *err)
+{
+    if (sub->kind != SUB_CONNECTION) {
+        int rc = store_result(store_subscription_delete(dispatch->store, sub->id, err), err);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    dispatch_remove_subscription(dispatch, sub);
+    return 0;
+}
+
+/* ---- cursors ---- */
+
+void dispatch_webhook_positions(dispatch_t *dispatch, const webhook_result_t *result)
+{
+    for (size_t i = 0; i < result->position_count; i++) {
+        const webhook_position_t *position = &result->positions[i];
+        sub_t *sub = subs_find(dispatch->subs, position->subscription_id);
+        if (sub != NULL && sub->kind == SUB_WEBHOOK && position->seq > sub->cursor) {
+            sub->cursor = position->seq;
+            sub->is_cursor_dirty = true;
+        }
+    }
+}
+
+struct cursor_batch {
+    store_cursor_t *items;
+    char **keys; /* owned copies for user cursors */
+    size_t count;
+    size_t capacity;
+};
+
+static void batch_add(struct cursor_batch *batch, const char *key, char *owned_key, uint64_t seq)
+{
+    if (batch->count == batch->capacity) {
+        batch->capacity = batch->capacity == 0 ? 16 : batch->capacity * 2;
+        batch->items = xrealloc(batch->items, batch->capacity * sizeof(*batch->items));
+        batch->keys = xrealloc(batch->keys, batch->capacity * sizeof(*batch->keys));
+    }
+    batch->items[batch->count].key = owned_key != NULL ? owned_key : key;
+    batch->items[batch->count].seq = seq;
+    batch->keys[batch->count] = owned_key;
+    batch->count++;
+}
+
+static void add_user_cursor(const char *user, uint64_t seq, void *ctx)
+{
+    size_t len = strlen(user) + 6;
+    char *key = xmalloc(len);
+    snprintf(key, len, "user:%s", user);
+    batch_add(ctx, NULL, key, seq);
+}
+
+/* Stores every cursor that moved, in one write. A cursor stored a little late only means
+ * a few deliveries repeat after a crash (at least once). */
+static void cursors_flush(dispatch_t *dispatch)
+{
+    struct cursor_batch batch = {0};
+    for (sub_t *sub = subs_first_persistent(dispatch->subs); sub != NULL;
+         sub = subs_next_persistent(sub)) {
+        if (sub->is_cursor_dirty) {
+            batch_add(&batch, sub->id, NULL, sub->cursor);
+        }
+    }
+    ws_cursors_take_dirty(dispatch->ws, add_user_cursor, &batch);
+    if (batch.count > 0) {
+        struct herr err;
+        /* Keys are at most STORE_MAX_KEY_BYTES; a longer user id is not stored. */
+        size_t kept = 0;
+        for (size_t i = 0; i < batch.count; i++) {
+            if (strlen(batch.items[i].key) <= STORE_MAX_KEY_BYTES) {
+                batch.items[kept++] = batch.items[i];
+            }
+        }
+        if (store_result(store_cursors_put(dispatch->store, batch.items, kept, &err), &err) == 0) {
+            for (sub_t *sub = subs_first_persistent(dispatch->subs); sub != NULL;
+                 sub = subs_next_persistent(sub)) {
+                sub->is_cursor_dirty = false;
+            }
+        } else {
+            log_msg(LOG_LEVEL_WARN, "dispatch: cursors not stored: %s", err.message);
+        }
+    }
+    for (size_t i = 0; i < batch.count; i++) {
+        free(batch.keys[i]);
+    }
+    free(batch.items);
+    free(batch.keys);
+}
+
+/* ---- replays ---- */
+
+void dispatch_webhook_want(dispatch_t *dispatch, const char *subscription_id, uint64_t after)
+{
+    sub_t *sub = subs_find(dispatch->subs, subscription_id);
+    if (sub == NULL || sub->kind != SUB_WEBHOOK) {
+        return;
+    }
+    sub->is_replaying = true;
+    struct want *w = xcalloc(1, sizeof(*w));
+    memcpy(w->subscription_id, sub->id, sizeof(w->subscription_id));
+    w->after = after;
+    if (dispatch->wants_tail != NULL) {
+        dispatch->wants_tail->next = w;
+    } else {
+        dispatch->wants = w;
+    }
+    dispatch->wants_tail = w;
+}
+
+/* One chunk of a replay: the records read, the items made for the subscriptions. */
+struct chunk {
+    sub_t **subs; /* the subscriptions replayed */
+    size_t sub_count;
+    notif_t **notifs; /* webhook: collected; sessions: delivered at once */
+    const sub_t **notif_subs;
+    size_t count;
+    size_t max_items;
+    ws_session_t *session; /* NULL for a webhook chunk */
+    uint64_t scanned;
+};
+
+static bool chunk_record(const journal_record_t *record, void *opaque)
+{
+    struct chunk *chunk = opaque;
+    if (chunk->count + chunk->sub_count > chunk->max_items) {
+        return false; /* this record is read again by the next chunk */
+    }
+    event_t *event = NULL;
+    /* Every stored event was validated on its way in; one that no longer decodes (a newer
+     * format) concerns nobody here. */
+    if (event_decode(record->payload, record->len, &event, NULL) == 0) {
+        event->seq = record->seq;
+        notif_t *notif = NULL;
+        for (size_t i = 0; i < chunk->sub_count; i++) {
+            if (!subs_sub_concerns(chunk->subs[i], event)) {
+                continue;
+            }
+            if (notif == NULL) {
+                notif = notif_new(event);
+            }
+            if (chunk->session != NULL) {
+                ws_session_replay_deliver(chunk->session, notif, chunk->subs[i]);
+            } else {
+                chunk->notifs[chunk->count] = notif_ref(notif);
+            }
+            chunk->count++;
+        }
+        notif_release(notif);
+        event_free(event);
+    }
+    chunk->scanned = record->seq;
+    return true;
+}
+
+/* Reads one chunk from from_seq (0: the first retained). Returns 0 with chunk->scanned and
+ * *is_at_end set, HEROLD_E_NOT_FOUND when from_seq is no longer retained, or
+ * HEROLD_E_UNAVAILABLE. */
+static int chunk_read(dispatch_t *dispatch, uint64_t from_seq, struct chunk *chunk, bool *is_at_end)
+{
+    struct herr err;
+    uint64_t last = store_event_last_seq(dispatch->store);
+    chunk->scanned = from_seq > 0 ? from_seq - 1 : 0;
+    int rc = store_event_read(dispatch->store, from_seq, DISPATCH_REPLAY_RECORDS, chunk_record,
+                              chunk, &err);
+    if (rc == HEROLD_E_NOT_FOUND) {
+        return rc;
+    }
+    if (rc != 0) {
+        if (!dispatch->is_unavailable_logged) {
+            dispatch->is_unavailable_logged = true;
+            log_msg(LOG_LEVEL_WARN, "dispatch: replays wait: %s", err.message);
+        }
+        return HEROLD_E_UNAVAILABLE;
+    }
+    dispatch->is_unavailable_logged = false;
+    if ((from_seq == 0 && chunk->scanned == 0) || chunk->scanned > last) {
+        chunk->scanned = last; /* nothing retained, or a cursor from beyond the end */
+    }
+    /* Everything committed before the read began was read: events dispatched so far are
+     * covered, later ones are live. */
+    *is_at_end = chunk->scanned >= last;
+    return 0;
+}
+
+/* Serves the oldest want. Returns false when the store is unavailable. */
+static bool serve_want(dispatch_t *dispatch)
+{
+    struct want *w = dispatch->wants;
+    sub_t *sub =
+        w->subscription_id[0] != '\0' ? subs_find(dispatch->subs, w->subscription_id) : NULL;
+    if (sub != NULL && sub->kind == SUB_WEBHOOK) {
+        notif_t *notifs[DISPATCH_REPLAY_ITEMS];
+        struct chunk chunk = {
+            .subs = &sub, .sub_count = 1, .notifs = notifs, .max_items = DISPATCH_REPLAY_ITEMS};
+        bool is_at_end = false;
+        int rc = chunk_read(dispatch, w->after + 1, &chunk, &is_at_end);
+        if (rc == HEROLD_E_NOT_FOUND) {
+            log_msg(LOG_LEVEL_WARN,
+                    "dispatch: subscription %s: events after %" PRIu64 " are past retention",
+                    sub->id, w->after);
+            dispatch_lifecycle(dispatch, sub, "missed");
+            rc = chunk_read(dispatch, 0, &chunk, &is_at_end);
+        }
+        if (rc != 0) {
+            for (size_t i = 0; i < chunk.count; i++) {
+                notif_release(notifs[i]);
+            }
+            return false;
+        }
+        webhook_command_t *command = webhook_command_new(WEBHOOK_CMD_REPLAY);
+        memcpy(command->spec.subscription_id, sub->id, sizeof(command->spec.subscription_id));
+        if (chunk.count > 0) {
+            command->notifs = xmalloc(chunk.count * sizeof(*command->notifs));
+            memcpy(command->notifs, notifs, chunk.count * sizeof(*command->notifs));
+        }
+        command->notif_count = chunk.count;
+        command->scanned_seq = chunk.scanned;
+        command->is_at_end = is_at_end;
+        if (is_at_end) {
+            sub->is_replaying = false;
+            sub->replay_upto = chunk.scanned;
+        }
+        webhook_send(dispatch->webhook, &command);
+    }
+    dispatch->wants = w->next;
+    if (dispatch->wants == NULL) {
+        dispatch->wants_tail = NULL;
+    }
+    free(w);
+    return true;
+}
+
+/* One chunk for a replaying session, if its queue has room. Returns false when the store
+ * is unavailable. */
+static bool serve_session(dispatch_t *dispatch, ws_session_t *session)
+{
+    size_t room = ws_session_room(session);
+    if (room < WS_QUEUE_MAX_ENTRIES / 2) {
+        return true; /* it comes back when the client has read */
+    }
+    const char *user = ws_session_principal(session)->user;
+    sub_t *subs[WS_MAX_REPLAY_SUBSCRIPTIONS];
+    size_t count = 0;
+    for (sub_t *sub = subs_first_persistent(dispatch->subs);
+         sub != NULL && count < WS_MAX_REPLAY_SUBSCRIPTIONS; sub = subs_next_persistent(sub)) {
+        if (sub->kind == SUB_WEBSOCKET && strcmp(sub->owner->user, user) == 0) {
+            subs[count++] = sub;
+        }
+    }
+    struct chunk chunk = {
+        .subs = subs, .sub_count = count, .session = session, .max_items = room - 64};
+    bool is_at_end = false;
+    uint64_t from = ws_session_replay_from(session);
+    int rc = chunk_read(dispatch, from, &chunk, &is_at_end);
+    if (rc == HEROLD_E_NOT_FOUND) {
+        uint64_t first = store_event_first_seq(dispatch->store);
+        ws_session_replay_missed(session, first > 0 ? first - 1 : 0);
+        rc = chunk_read(dispatch, 0, &chunk, &is_at_end);
+    }
+    if (rc != 0) {
+        return false;
+    }
+    ws_session_replay_advance(session, chunk.scanned, is_at_end);
+    return true;
+}
+
+int dispatch_page_read(dispatch_t *dispatch, sub_t *sub, uint64_t since, size_t top,
+                       dispatch_page_t *page, struct herr *err)
+{
+    memset(page, 0, sizeof(*page));
+    page->notifs = xmalloc(top * sizeof(*page->notifs));
+    struct chunk chunk = {.subs = &sub, .sub_count = 1, .notifs = page->notifs, .max_items = top};
+    bool is_at_end = false;
+    int rc = chunk_read(dispatch, since + 1, &chunk, &is_at_end);
+    if (rc == HEROLD_E_NOT_FOUND) {
+        page->is_missed = true;
+        rc = chunk_read(dispatch, 0, &chunk, &is_at_end);
+    }
+    page->count = chunk.count;
+    if (rc != 0) {
+        dispatch_page_clear(page);
+        return herr_set(err, HEROLD_E_UNAVAILABLE, "the store is unavailable; try again later");
+    }
+    page->cursor = chunk.scanned;
+    page->has_more = !is_at_end;
+    return 0;
+}
+
+void dispatch_page_clear(dispatch_page_t *page)
+{
+    for (size_t i = 0; i < page->count; i++) {
+        notif_release(page->notifs[i]);
+    }
+    free(page->notifs);
+    memset(page, 0, sizeof(*page));
+}
+
+bool dispatch_replay(dispatch_t *dispatch)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    if (now_ms < dispatch->replay_paused_until_ms) {
+        return false;
+    }
+    int budget = DISPATCH_REPLAY_CHUNKS_PER_TURN;
+    while (dispatch->wants != NULL && budget > 0) {
+        if (!serve_want(dispatch)) {
+            dispatch->replay_paused_until_ms = now_ms + DISPATCH_REPLAY_RETRY_MS;
+            return false;
+        }
+        budget--;
+    }
+    ws_session_t *next;
+    for (ws_session_t *session = ws_replay_first(dispatch->ws); session != NULL && budget > 0;
+         session = next) {
+        next = ws_replay_next(session); /* the session may leave the list */
+        if (!serve_session(dispatch, session)) {
+            dispatch->replay_paused_until_ms = now_ms + DISPATCH_REPLAY_RETRY_MS;
+            return false;
+        }
+        budget--;
+    }
+    return dispatch->wants != NULL || budget == 0;
+}
+
 void dispatch_sweep(dispatch_t *dispatch, int64_t now, int64_t reauthorization_lead)
 {
+    webhook_command_t *mark = webhook_command_new(WEBHOOK_CMD_MARK);
+    mark->mark_seq = dispatch->dispatched_seq;
+    webhook_send(dispatch->webhook, &mark);
+    cursors_flush(dispatch);
+
     sub_t *next;
     for (sub_t *sub = subs_first_persistent(dispatch->subs); sub != NULL; sub = next) {
         next = subs_next_persistent(sub);

@@ -17,6 +17,21 @@
  * ones after sending subscriptionRemoved (to the lifecycle URL for webhooks, to the
  * owner's sessions for websocket: subscriptions).
  *
+ * Cursors and replays (DESIGN 1, 3.4, 4). Every event handed out raises dispatched_seq.
+ * Webhook subscriptions keep a cursor (sub->cursor, in the store): the webhook thread
+ * reports delivered positions after each MARK that dispatch_sweep sends once a second, and
+ * the sweep stores every cursor that moved, with the users' websocket cursors, in one
+ * write. A webhook target that falls behind (its queue overflowed, or it was restored
+ * after a restart with a cursor before the store's end) asks for a replay: dispatch marks
+ * the subscription replaying (live items are no longer sent to it), reads the store from
+ * the target's position in chunks of DISPATCH_REPLAY_RECORDS records, and sends the
+ * matching items; the chunk that reaches what was committed when it began ends the replay,
+ * and live items up to that seq are skipped since the chunk carried them. Sessions that
+ * resume are served the same way, in chunks that fit their queues. A position before
+ * the first retained event yields a `missed` lifecycle notification, then the replay goes
+ * on from the first retained event. While the store is unavailable (PostgreSQL away),
+ * replays pause and retry.
+ *
  * Runs on the service thread.
  */
 
@@ -24,12 +39,19 @@
 #include <stdint.h>
 
 #include "chan.h"
+#include "notif.h"
 #include "store.h"
 #include "subs.h"
 #include "webhook.h"
 #include "ws.h"
 
-#define DISPATCH_EVENTS_PER_TURN 64 /* events dispatched per loop turn */
+#define DISPATCH_EVENTS_PER_TURN 64  /* events dispatched per loop turn */
+#define DISPATCH_REPLAY_RECORDS 2000 /* records one replay chunk reads at most */
+#define DISPATCH_REPLAY_ITEMS 1000   /* items one webhook replay chunk carries at most */
+#define DISPATCH_REPLAY_CHUNKS_PER_TURN 8
+#define DISPATCH_REPLAY_RETRY_MS 1000 /* after the store was unavailable */
+/* websocket: subscriptions of one user a session replay serves */
+#define WS_MAX_REPLAY_SUBSCRIPTIONS 1024
 
 typedef struct dispatch dispatch_t;
 
@@ -54,14 +76,54 @@ void dispatch_lifecycle(dispatch_t *dispatch, const sub_t *sub, const char *life
  * or a change of URL, expiration or secret). */
 void dispatch_webhook_target_put(dispatch_t *dispatch, const sub_t *sub);
 
-/* Removes a subscription and everything queued for it elsewhere, and from the store. */
+/* Removes a subscription and everything queued for it elsewhere, and from the store (a
+ * store that cannot delete it is logged: it comes back after a restart, to expire or be
+ * removed again). */
 void dispatch_remove_subscription(dispatch_t *dispatch, sub_t *sub);
 
-/* Writes a persistent subscription to the store. A store that cannot write ends the
- * process (the change was not confirmed to anyone yet). */
-void dispatch_persist(dispatch_t *dispatch, const sub_t *sub);
+/* Writes a persistent subscription to the store; a new webhook subscription gets its
+ * cursor (the last seq dispatched) stored with it. Returns 0, or HEROLD_E_UNAVAILABLE /
+ * HEROLD_E_TOO_LARGE with err set (refuse the change). An embedded store that cannot
+ * write ends the process (the change was not confirmed to anyone yet). */
+int dispatch_persist(dispatch_t *dispatch, sub_t *sub, struct herr *err);
 
-/* After a restart: hands every restored webhook subscription to the webhook thread. */
+/* Deletes a subscription from the store, then everywhere else (dispatch_remove_
+ * subscription). Returns 0, or HEROLD_E_UNAVAILABLE with nothing changed. */
+int dispatch_delete_subscription(dispatch_t *dispatch, sub_t *sub, struct herr *err);
+
+/* At start, before dispatch_restore_targets: a cursor the store kept ("user:<id>" or a
+ * subscription id). */
+void dispatch_restore_cursor(dispatch_t *dispatch, const char *key, uint64_t seq);
+
+/* After a restart: hands every restored webhook subscription to the webhook thread, those
+ * whose cursor is before the store's end marked to catch up. */
 void dispatch_restore_targets(dispatch_t *dispatch);
+
+/* The webhook thread wants the items of a subscription after seq (WEBHOOK_RESULT_WANT). */
+void dispatch_webhook_want(dispatch_t *dispatch, const char *subscription_id, uint64_t after);
+
+/* Delivered positions from the webhook thread (WEBHOOK_RESULT_POSITIONS). */
+void dispatch_webhook_positions(dispatch_t *dispatch, const webhook_result_t *result);
+
+/* One page of a subscription's retained notifications (the pull endpoint). */
+typedef struct dispatch_page {
+    notif_t **notifs; /* count references, in seq order */
+    size_t count;
+    uint64_t cursor; /* the store was read up to here: the next page's since */
+    bool has_more;   /* records after cursor were committed before the read */
+    bool is_missed;  /* since was before the first retained event */
+} dispatch_page_t;
+
+/* Reads the items of sub after since (0: from the first retained), at most top of them and
+ * DISPATCH_REPLAY_RECORDS records. Returns 0 with page filled (release with
+ * dispatch_page_clear), or HEROLD_E_UNAVAILABLE. */
+int dispatch_page_read(dispatch_t *dispatch, sub_t *sub, uint64_t since, size_t top,
+                       dispatch_page_t *page, struct herr *err);
+
+void dispatch_page_clear(dispatch_page_t *page);
+
+/* Serves up to DISPATCH_REPLAY_CHUNKS_PER_TURN replay chunks (webhook wants first, then
+ * resuming sessions). Returns true when more are waiting now. */
+bool dispatch_replay(dispatch_t *dispatch);
 
 #endif

@@ -176,7 +176,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
         rest_drain_results(http->routes.rest);
-        if (dispatch_pending(http->routes.dispatch)) {
+        /* Both run bounded work per turn; a cancel brings the loop round again soon. */
+        if (dispatch_pending(http->routes.dispatch) | dispatch_replay(http->routes.dispatch)) {
             lws_cancel_service(lws_get_context(wsi));
         }
         return 0;
@@ -207,6 +208,10 @@ static void tick(lws_sorted_usec_list_t *sul)
     if (now != http->last_sweep) {
         http->last_sweep = now;
         dispatch_sweep(http->routes.dispatch, now, http->routes.reauthorization_lead);
+    }
+    /* Replays paused for a full queue or an unavailable store resume here at the latest. */
+    if (dispatch_replay(http->routes.dispatch)) {
+        lws_cancel_service(http->context);
     }
     lws_sul_schedule(http->context, 0, &http->tick, tick, HTTP_TICK_US);
 }

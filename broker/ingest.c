@@ -16,7 +16,6 @@
 
 #include "dedup.h"
 #include "event.h"
-#include "journal.h"
 #include "log.h"
 #include "mem.h"
 
@@ -28,13 +27,15 @@ struct pending {
     zmq_msg_t envelope[2];
     size_t envelope_count;
     msgpack_sbuffer reply;
-    event_t *event;
+    event_t *event;    /* accepted, or a duplicate (then not dispatched) */
+    uint64_t seq;      /* the seq in an ok reply; 0 for a refused message */
+    bool is_duplicate; /* of an event stored earlier, or earlier in this batch */
 };
 
 struct ingest {
     void *socket;
     chan_t *out;
-    journal_t *journal;
+    store_t *store;
     dedup_t *dedup;
     int64_t next_trim_ms; /* monotonic */
     pthread_t thread;
@@ -42,7 +43,7 @@ struct ingest {
     atomic_bool is_stopping;
     struct pending batch[INGEST_BATCH_MAX];
     size_t batch_count;
-    size_t batch_appended; /* events of the batch written to the journal */
+    size_t batch_appended; /* events of the batch appended to the store */
 };
 
 /* ---- deduplication ---- */
@@ -65,7 +66,7 @@ static bool remember_record(const journal_record_t *record, void *ctx)
 /* Fills the dedup table from the retained journal. */
 static int rebuild_dedup(ingest_t *ingest, struct herr *err)
 {
-    int rc = journal_read(ingest->journal, 0, remember_record, ingest, err);
+    int rc = store_event_read(ingest->store, 0, 0, remember_record, ingest, err);
     if (rc == 0) {
         log_msg(LOG_LEVEL_INFO, "ingest: %zu retained events known for deduplication",
                 dedup_count(ingest->dedup));
@@ -101,23 +102,23 @@ static bool confirm_duplicate(uint64_t seq, void *opaque)
 {
     struct confirm_ctx *ctx = opaque;
     ingest_t *ingest = ctx->ingest;
-    if (seq > journal_last_seq(ingest->journal)) {
+    if (seq > store_event_last_seq(ingest->store)) {
         for (size_t i = 0; i < ingest->batch_count; i++) {
             const event_t *pending = ingest->batch[i].event;
-            if (pending != NULL && pending->seq == seq) {
+            if (pending != NULL && !ingest->batch[i].is_duplicate && pending->seq == seq) {
                 return same_origin(pending, ctx->event);
             }
         }
         return false;
     }
     ctx->is_same = false;
-    if (journal_read(ingest->journal, seq, compare_record, ctx, NULL) != 0) {
+    if (store_event_read(ingest->store, seq, 1, compare_record, ctx, NULL) != 0) {
         return false;
     }
     return ctx->is_same;
 }
 
-ingest_t *ingest_new(void *zmq_context, const char *endpoint, journal_t *journal, chan_t *out,
+ingest_t *ingest_new(void *zmq_context, const char *endpoint, store_t *store, chan_t *out,
                      struct herr *err)
 {
     void *socket = zmq_socket(zmq_context, ZMQ_ROUTER);
@@ -144,7 +145,7 @@ ingest_t *ingest_new(void *zmq_context, const char *endpoint, journal_t *journal
     ingest_t *ingest = xcalloc(1, sizeof(*ingest));
     ingest->socket = socket;
     ingest->out = out;
-    ingest->journal = journal;
+    ingest->store = store;
     ingest->dedup = dedup_new();
     if (rebuild_dedup(ingest, err) != 0) {
         dedup_free(ingest->dedup);
@@ -197,15 +198,14 @@ static void pack_ok(struct pending *p, hstr_t id, uint64_t seq)
     msgpack_pack_uint64(&pk, seq);
 }
 
-static void pack_error(struct pending *p, const void *payload, size_t payload_len,
-                       const struct herr *err)
+/* An error reply naming id (nil when id.p is NULL: the id could not be read). */
+static void pack_error_id(struct pending *p, hstr_t id, const struct herr *err)
 {
     msgpack_packer pk;
-    hstr_t id;
     msgpack_packer_init(&pk, &p->reply, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 4);
     pack_cstr(&pk, "id");
-    if (payload != NULL && event_peek_id(payload, payload_len, &id)) {
+    if (id.p != NULL) {
         pack_str(&pk, id.p, id.len);
     } else {
         msgpack_pack_nil(&pk);
@@ -218,6 +218,16 @@ static void pack_error(struct pending *p, const void *payload, size_t payload_le
     pack_cstr(&pk, err->message);
 }
 
+static void pack_error(struct pending *p, const void *payload, size_t payload_len,
+                       const struct herr *err)
+{
+    hstr_t id = {NULL, 0};
+    if (payload == NULL || !event_peek_id(payload, payload_len, &id)) {
+        id.p = NULL;
+    }
+    pack_error_id(p, id, err);
+}
+
 static int64_t wall_clock_ms(void)
 {
     struct timespec now;
@@ -225,9 +235,9 @@ static int64_t wall_clock_ms(void)
     return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 }
 
-/* A journal that cannot write or sync must not ack anything more: the process ends here,
+/* A store that cannot write or sync must not ack anything more: the process ends here,
  * before the replies of the batch go out (STYLE 4: never retry an fsync and trust it). */
-static void journal_failed(const struct herr *err)
+static void store_failed(const struct herr *err)
 {
     log_msg(LOG_LEVEL_ERROR, "ingest: %s; stopping without acking", err->message);
     _exit(EXIT_FAILURE);
@@ -251,6 +261,8 @@ static void handle_message(ingest_t *ingest, zmq_msg_t *frames, size_t frame_cou
     }
     msgpack_sbuffer_init(&p->reply);
     p->event = NULL;
+    p->seq = 0;
+    p->is_duplicate = false;
     if (is_truncated || frame_count != p->envelope_count + 1) {
         herr_set(&err, HEROLD_E_BAD_ENVELOPE,
                  "message: expected one payload frame after the envelope, got %s",
@@ -271,22 +283,49 @@ static void handle_message(ingest_t *ingest, zmq_msg_t *frames, size_t frame_cou
     }
     uint64_t hash = dedup_hash(event->source.p, event->source.len, event->id.p, event->id.len);
     struct confirm_ctx confirm = {.ingest = ingest, .event = event};
-    uint64_t original = dedup_find(ingest->dedup, hash, journal_first_seq(ingest->journal),
+    uint64_t original = dedup_find(ingest->dedup, hash, store_event_first_seq(ingest->store),
                                    confirm_duplicate, &confirm);
     if (original != 0) {
         /* Acked with the original seq (once the batch is durable, in order) and not
          * delivered again. */
         pack_ok(p, event->id, original);
+        p->event = event;
+        p->seq = original;
+        p->is_duplicate = true;
+        return;
+    }
+    int rc = store_event_append(ingest->store, data, len, wall_clock_ms(), &event->seq, &err);
+    if (rc == HEROLD_E_UNAVAILABLE || rc == HEROLD_E_TOO_LARGE) {
+        pack_error(p, data, len, &err);
         event_free(event);
         return;
     }
-    if (journal_append(ingest->journal, data, len, wall_clock_ms(), &event->seq, &err) != 0) {
-        journal_failed(&err);
+    if (rc != 0) {
+        store_failed(&err);
     }
     dedup_add(ingest->dedup, hash, event->seq);
     ingest->batch_appended++;
     pack_ok(p, event->id, event->seq);
     p->event = event;
+    p->seq = event->seq;
+}
+
+/* The store could not commit the batch: every ok reply naming a seq the store does not
+ * hold becomes an error (the publisher sends the event again), and dedup forgets them. */
+static void refuse_uncommitted(ingest_t *ingest, const struct herr *err)
+{
+    uint64_t last = store_event_last_seq(ingest->store);
+    dedup_forget_after(ingest->dedup, last);
+    for (size_t i = 0; i < ingest->batch_count; i++) {
+        struct pending *p = &ingest->batch[i];
+        if (p->event != NULL && p->seq > last) {
+            msgpack_sbuffer_clear(&p->reply);
+            pack_error_id(p, p->event->id, err);
+            event_free(p->event);
+            p->event = NULL;
+            p->seq = 0;
+        }
+    }
 }
 
 /* Makes the batch durable with one sync, then acks in arrival order and hands the events
@@ -294,8 +333,13 @@ static void handle_message(ingest_t *ingest, zmq_msg_t *frames, size_t frame_cou
 static void flush_batch(ingest_t *ingest)
 {
     struct herr err;
-    if (ingest->batch_appended > 0 && journal_sync(ingest->journal, &err) != 0) {
-        journal_failed(&err);
+    if (ingest->batch_appended > 0) {
+        int rc = store_event_commit(ingest->store, &err);
+        if (rc == HEROLD_E_UNAVAILABLE) {
+            refuse_uncommitted(ingest, &err);
+        } else if (rc != 0) {
+            store_failed(&err);
+        }
     }
     for (size_t i = 0; i < ingest->batch_count; i++) {
         struct pending *p = &ingest->batch[i];
@@ -304,8 +348,8 @@ static void flush_batch(ingest_t *ingest)
             zmq_msg_close(&p->envelope[f]);
         }
         msgpack_sbuffer_destroy(&p->reply);
-        /* A closed channel means shutdown: the event is in the journal for later. */
-        if (p->event != NULL && !chan_push(ingest->out, p->event)) {
+        /* A closed channel means shutdown: the event is in the store for later. */
+        if (p->event != NULL && (p->is_duplicate || !chan_push(ingest->out, p->event))) {
             event_free(p->event);
         }
         p->event = NULL;
@@ -369,8 +413,8 @@ static void trim_when_due(ingest_t *ingest)
         return;
     }
     ingest->next_trim_ms = now + INGEST_TRIM_INTERVAL_MS;
-    if (journal_trim(ingest->journal, wall_clock_ms()) > 0) {
-        dedup_expire(ingest->dedup, journal_first_seq(ingest->journal));
+    if (store_event_trim(ingest->store, wall_clock_ms()) > 0) {
+        dedup_expire(ingest->dedup, store_event_first_seq(ingest->store));
     }
 }
 

@@ -7,15 +7,18 @@
  * One thread owns the socket. It reads the messages waiting (up to INGEST_BATCH_MAX),
  * keeping each envelope verbatim (the peer identity, and the empty delimiter a REQ peer
  * adds); decodes and validates each payload (event.h); appends every accepted event to the
- * journal, which assigns its sequence number; then makes the whole batch durable with one
- * journal_sync (group commit), and only then sends the replies, in arrival order —
+ * store, which assigns its sequence number; then makes the whole batch durable with one
+ * store_event_commit (group commit), and only then sends the replies, in arrival order —
  * {"id","ok":true,"seq"} or {"id","ok":false,"error","message"} for a refused message,
  * which changes nothing — and hands the events to the dispatch channel. Publishers may
- * pipeline: the more they have in flight, the more one sync covers.
+ * pipeline: the more they have in flight, the more one commit covers.
  *
- * A failed journal write or sync ends the process before any reply of its batch is sent.
- * When the dispatch channel is full, chan_push waits, the socket is not read, and
- * publishers feel the backpressure as slower acks.
+ * A failed write or fsync of the embedded store ends the process before any reply of its
+ * batch is sent. A PostgreSQL store that went away refuses the batch instead: every event
+ * of it is answered `unavailable` (and forgotten by dedup), and so is every event while
+ * the store reconnects; the publisher sends them again. When the dispatch channel is full,
+ * chan_push waits, the socket is not read, and publishers feel the backpressure as slower
+ * acks.
  *
  * Frames larger than INGEST_MAX_FRAME_BYTES make libzmq drop the peer's connection (the
  * only protection against a peer streaming gigabytes into one frame); payloads between
@@ -24,7 +27,7 @@
 
 #include "chan.h"
 #include "errors.h"
-#include "journal.h"
+#include "store.h"
 
 #define INGEST_MAX_FRAME_BYTES (1024 * 1024)
 #define INGEST_MAX_FRAMES 4  /* identity, delimiter, payload, and one spare */
@@ -37,10 +40,10 @@
 typedef struct ingest ingest_t;
 
 /* Binds a ROUTER socket on endpoint in zmq_context (borrowed). Accepted events are
- * appended to journal (borrowed; the ingest thread becomes its only writer) and then go to
+ * appended to store (borrowed; the ingest thread becomes its only event writer) and then go to
  * out (borrowed). Returns NULL with err set when the endpoint cannot be bound. Call from
  * the thread that will later call ingest_start; the socket moves to the ingest thread. */
-ingest_t *ingest_new(void *zmq_context, const char *endpoint, journal_t *journal, chan_t *out,
+ingest_t *ingest_new(void *zmq_context, const char *endpoint, store_t *store, chan_t *out,
                      struct herr *err);
 
 /* Starts the ingest thread. Returns 0 or HEROLD_E_SYSTEM. */

@@ -24,7 +24,6 @@
 #include "event.h"
 #include "http.h"
 #include "ingest.h"
-#include "journal.h"
 #include "log.h"
 #include "mem.h"
 #include "rest.h"
@@ -37,8 +36,8 @@
 #define HEROLD_DISPATCH_QUEUE 4096
 /* Answers of the webhook thread not yet handled by the service thread. */
 /* Generous, so that the delivery thread never waits on it while the service thread waits
- * to hand it commands: results are rare (validation answers are capped, one 410 per
- * subscription). */
+ * to hand it commands: results are few (validation answers are capped, one 410 or one
+ * outstanding WANT per subscription, one POSITIONS result a second). */
 #define HEROLD_WEBHOOK_RESULTS_QUEUE 65536
 #define HEROLD_WEBHOOK_STOP_MS 2000
 #define HEROLD_DRAIN_MS 2000
@@ -61,8 +60,9 @@ struct herold {
     rest_t *rest;
     http_t *http;
     void *zmq;
-    journal_t *journal;
     ingest_t *ingest;
+    store_cursor_t *cursors; /* loaded, applied once dispatch exists */
+    size_t cursor_count;
 };
 
 static void on_stop_signal(int signo)
@@ -211,7 +211,7 @@ static void release_event(void *item)
 
 static void release_result(void *item)
 {
-    free(item);
+    webhook_result_free(item);
 }
 
 static void restore_subscription(const char *id, const char *json, void *ctx)
@@ -223,6 +223,25 @@ static void restore_subscription(const char *id, const char *json, void *ctx)
         log_msg(LOG_LEVEL_ERROR, "herold: %s", err.message);
         h->restore_failures++;
     }
+}
+
+static void restore_cursor(const char *key, uint64_t seq, void *ctx)
+{
+    struct herold *h = ctx;
+    h->cursors = xrealloc(h->cursors, (h->cursor_count + 1) * sizeof(*h->cursors));
+    h->cursors[h->cursor_count].key = xstrdup(key);
+    h->cursors[h->cursor_count].seq = seq;
+    h->cursor_count++;
+}
+
+static void cursors_release(struct herold *h)
+{
+    for (size_t i = 0; i < h->cursor_count; i++) {
+        free((char *)h->cursors[i].key);
+    }
+    free(h->cursors);
+    h->cursors = NULL;
+    h->cursor_count = 0;
 }
 
 static void shutdown_broker(struct herold *h)
@@ -238,7 +257,6 @@ static void shutdown_broker(struct herold *h)
     }
     http_free(h->http);
     ingest_free(h->ingest);
-    journal_close(h->journal);
     rest_free(h->rest);
     dispatch_free(h->dispatch);
     ws_free(h->ws);
@@ -251,6 +269,7 @@ static void shutdown_broker(struct herold *h)
         zmq_ctx_term(h->zmq);
     }
     auth_free(h->auth);
+    cursors_release(h);
     config_clear(&h->config);
 }
 
@@ -278,7 +297,16 @@ static int run_broker(int argc, char **argv)
         return 1;
     }
     h.subs = subs_new();
-    h.store = store_file_open(h.config.data_dir, restore_subscription, &h, &err);
+    store_config_t store_config = {
+        .data_dir = h.config.data_dir,
+        .conninfo = h.config.store,
+        .retention_ms = h.config.retention_seconds * 1000,
+        .retention_bytes = h.config.retention_bytes,
+        .segment_bytes = h.config.segment_bytes,
+    };
+    store_loader_t loader = {restore_subscription, restore_cursor, &h};
+    h.store = h.config.store != NULL ? store_pg_open(&store_config, &loader, &err)
+                                     : store_file_open(&store_config, &loader, &err);
     if (h.store == NULL || h.restore_failures > 0) {
         if (h.store == NULL) {
             log_msg(LOG_LEVEL_ERROR, "herold: %s", err.message);
@@ -286,6 +314,8 @@ static int run_broker(int argc, char **argv)
         shutdown_broker(&h);
         return 1;
     }
+    log_msg(LOG_LEVEL_INFO, "herold: %s store holds events %" PRIu64 "..%" PRIu64,
+            store_name(h.store), store_event_first_seq(h.store), store_event_last_seq(h.store));
     log_msg(LOG_LEVEL_INFO, "herold: %zu subscriptions restored", subs_count(h.subs));
     h.events = chan_new(HEROLD_DISPATCH_QUEUE, wake_dispatch, &h, release_event);
     h.webhook_results = chan_new(HEROLD_WEBHOOK_RESULTS_QUEUE, wake_dispatch, &h, release_result);
@@ -296,7 +326,6 @@ static int run_broker(int argc, char **argv)
     webhook_config.max_batch_items = h.config.webhook_batch_items;
     webhook_config.first_retry_ms = h.config.webhook_first_retry_ms;
     webhook_config.max_retry_ms = h.config.webhook_max_retry_ms;
-    webhook_config.retry_horizon_ms = h.config.webhook_retry_horizon_s * 1000;
     webhook_config.allow_private = h.config.webhook_allow_private;
     webhook_config.ca_file = h.config.webhook_ca_file;
     h.webhook = webhook_new(&webhook_config, h.webhook_results, &err);
@@ -306,6 +335,10 @@ static int run_broker(int argc, char **argv)
         return 1;
     }
     h.dispatch = dispatch_new(h.subs, h.ws, h.webhook, h.store, h.events);
+    for (size_t i = 0; i < h.cursor_count; i++) {
+        dispatch_restore_cursor(h.dispatch, h.cursors[i].key, h.cursors[i].seq);
+    }
+    cursors_release(&h);
     dispatch_restore_targets(h.dispatch);
     rest_config_t rest_config = {
         .allow_private = h.config.webhook_allow_private,
@@ -329,29 +362,16 @@ static int run_broker(int argc, char **argv)
         shutdown_broker(&h);
         return 1;
     }
-    size_t journal_dir_len = strlen(h.config.data_dir) + strlen("/journal") + 1;
-    char *journal_dir = xmalloc(journal_dir_len);
-    snprintf(journal_dir, journal_dir_len, "%s/journal", h.config.data_dir);
-    journal_config_t journal_config = {.dir = journal_dir};
-    h.journal = journal_open(&journal_config, &err);
-    free(journal_dir);
-    if (h.journal == NULL) {
-        log_msg(LOG_LEVEL_ERROR, "herold: %s", err.message);
-        shutdown_broker(&h);
-        return 1;
-    }
-    log_msg(LOG_LEVEL_INFO, "herold: journal holds events %" PRIu64 "..%" PRIu64,
-            journal_first_seq(h.journal), journal_last_seq(h.journal));
     h.zmq = zmq_ctx_new();
-    h.ingest = ingest_new(h.zmq, h.config.ingest, h.journal, h.events, &err);
+    h.ingest = ingest_new(h.zmq, h.config.ingest, h.store, h.events, &err);
     if (h.ingest == NULL || ingest_start(h.ingest, &err) != 0) {
         log_msg(LOG_LEVEL_ERROR, "herold: %s", err.message);
         shutdown_broker(&h);
         return 1;
     }
-    log_msg(LOG_LEVEL_INFO, "herold: ready http=%s://%s:%d ingest=%s data=%s",
+    log_msg(LOG_LEVEL_INFO, "herold: ready http=%s://%s:%d ingest=%s store=%s",
             h.config.tls_cert != NULL ? "https" : "http", h.config.http_address, h.config.http_port,
-            h.config.ingest, h.config.data_dir);
+            h.config.ingest, h.config.store != NULL ? "postgresql" : h.config.data_dir);
 
     while (!stop_requested) {
         if (http_service(h.http) != 0) {

@@ -1,6 +1,7 @@
 #include "rest.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <libwebsockets.h>
@@ -49,6 +50,7 @@ struct rest_request {
     enum method method;
     char id[SUBS_ID_BYTES + 1]; /* from the path, or empty */
     bool is_reauthorize;
+    bool is_notifications; /* /subscriptions/{id}/notifications */
     char host[128];
     const char *scheme; /* of the links we emit: https behind TLS or a TLS proxy */
     char request_id[SUBS_ID_BYTES + 1];
@@ -470,7 +472,10 @@ static int finish_change(rest_request_t *req)
         }
         auth_principal_t *owner = auth_principal_dup(req->principal);
         subs_set_owner(sub, &owner);
-        dispatch_persist(rest->dispatch, sub);
+        if (dispatch_persist(rest->dispatch, sub, &err) != 0) {
+            /* Applied here, not stored: a later change stores the whole record again. */
+            return respond_error(req, err.code, err.message);
+        }
         if (sub->kind == SUB_WEBHOOK) {
             dispatch_webhook_target_put(rest->dispatch, sub);
         }
@@ -493,7 +498,10 @@ static int finish_change(rest_request_t *req)
         auth_principal_free(owner);
         return respond_error(req, rc, err.message);
     }
-    dispatch_persist(rest->dispatch, sub);
+    if (dispatch_persist(rest->dispatch, sub, &err) != 0) {
+        subs_remove(rest->subs, sub);
+        return respond_error(req, err.code, err.message);
+    }
     if (sub->kind == SUB_WEBHOOK) {
         dispatch_webhook_target_put(rest->dispatch, sub);
     }
@@ -794,6 +802,86 @@ static int handle_list(rest_request_t *req)
     return respond(req, 200, list);
 }
 
+/* The `missed` item that opens a page whose since fell out of retention. */
+static json_t *missed_item(const sub_t *sub, uint64_t cursor)
+{
+    char text[32];
+    snprintf(text, sizeof(text), "%" PRIu64, cursor);
+    json_t *item = json_pack("{s:s, s:s}", "subscriptionId", sub->id,
+                             "subscriptionExpirationDateTime", sub->expiration);
+    if (sub->rest.client_state != NULL) {
+        json_object_set_new(item, "clientState", json_string(sub->rest.client_state));
+    }
+    json_object_set_new(item, "lifecycleEvent", json_string("missed"));
+    json_object_set_new(item, "cursor", json_string(text));
+    return item;
+}
+
+/* GET /subscriptions/{id}/notifications?since=<cursor>&$top=N: the retained notifications
+ * of one subscription, a page at a time; @odata.nextLink while more are retained, then
+ * @odata.deltaLink to poll later. */
+static int handle_notifications(rest_request_t *req, sub_t *sub)
+{
+    if (req->method != METHOD_GET) {
+        return respond_error(req, HEROLD_E_METHOD_NOT_ALLOWED, "notifications takes GET");
+    }
+    char arg[64];
+    long top = REST_DEFAULT_NOTIFICATIONS_PAGE;
+    uint64_t since = 0;
+    if (lws_get_urlarg_by_name(req->wsi, "$top=", arg, sizeof(arg)) != NULL) {
+        char *end;
+        top = strtol(arg + 5, &end, 10);
+        if (*end != '\0' || end == arg + 5 || top < 1 || top > REST_MAX_NOTIFICATIONS_PAGE) {
+            return respond_error(req, HEROLD_E_BAD_REQUEST, "$top: must be 1..1000");
+        }
+    }
+    if (lws_get_urlarg_by_name(req->wsi, "since=", arg, sizeof(arg)) != NULL) {
+        const char *text = arg + 6;
+        char *end;
+        errno = 0;
+        since = strtoull(text, &end, 10);
+        if (*text < '0' || *text > '9' || *end != '\0' || errno != 0) {
+            return respond_error(req, HEROLD_E_BAD_REQUEST,
+                                 "since: must be a cursor from an earlier page or notification");
+        }
+    }
+    struct herr err;
+    dispatch_page_t page;
+    if (dispatch_page_read(req->rest->dispatch, sub, since, (size_t)top, &page, &err) != 0) {
+        return respond_error(req, err.code, err.message);
+    }
+    json_t *value = json_array();
+    if (page.is_missed) {
+        json_array_append_new(value, missed_item(sub, since));
+    }
+    notif_item_head_t head = {sub->id, sub->expiration, sub->rest.client_state_json,
+                              sub->rest.include_resource_data};
+    for (size_t i = 0; i < page.count; i++) {
+        size_t len = notif_item_length(page.notifs[i], &head);
+        char *text = xmalloc(len);
+        notif_item_write(page.notifs[i], &head, text);
+        json_t *item = json_loadb(text, len, 0, NULL);
+        free(text);
+        if (item != NULL) {
+            json_array_append_new(value, item);
+        }
+    }
+    char context[256];
+    char link[512];
+    char suffix[160];
+    context_url(req, "$metadata#Collection(changeNotification)", context, sizeof(context));
+    snprintf(suffix, sizeof(suffix), "subscriptions/%s/notifications?since=%" PRIu64 "&$top=%ld",
+             sub->id, page.cursor, top);
+    context_url(req, suffix, link, sizeof(link));
+    char cursor[32];
+    snprintf(cursor, sizeof(cursor), "%" PRIu64, page.cursor);
+    json_t *body =
+        json_pack("{s:s, s:o, s:s, s:s}", "@odata.context", context, "value", value, "cursor",
+                  cursor, page.has_more ? "@odata.nextLink" : "@odata.deltaLink", link);
+    dispatch_page_clear(&page);
+    return respond(req, 200, body);
+}
+
 static int handle(rest_request_t *req)
 {
     rest_t *rest = req->rest;
@@ -826,7 +914,7 @@ static int handle(rest_request_t *req)
     }
 
     if (req->id[0] == '\0') {
-        if (req->is_reauthorize) {
+        if (req->is_reauthorize || req->is_notifications) {
             rc = respond_error(req, HEROLD_E_NOT_FOUND, "no such resource");
         } else if (req->method == METHOD_POST) {
             rc = handle_create(req, body);
@@ -845,23 +933,34 @@ static int handle(rest_request_t *req)
         json_decref(body);
         return respond_error(req, HEROLD_E_NOT_FOUND, "no such subscription");
     }
+    if (req->is_notifications) {
+        json_decref(body);
+        return handle_notifications(req, sub);
+    }
     if (req->is_reauthorize) {
         if (req->method != METHOD_POST) {
             return respond_error(req, HEROLD_E_METHOD_NOT_ALLOWED, "reauthorize takes POST");
         }
+        struct herr err;
         auth_principal_t *owner = auth_principal_dup(req->principal);
         subs_set_owner(sub, &owner);
         sub->rest.is_reauthorization_sent = false;
-        dispatch_persist(rest->dispatch, sub);
+        if (dispatch_persist(rest->dispatch, sub, &err) != 0) {
+            return respond_error(req, err.code, err.message);
+        }
         return respond(req, 204, NULL);
     }
+    struct herr err;
     switch (req->method) {
     case METHOD_GET:
         rc = respond(req, 200, subscription_json(req, sub, false, NULL));
         break;
     case METHOD_DELETE:
-        log_msg(LOG_LEVEL_INFO, "rest: %s deleted subscription %s", req->principal->user, sub->id);
-        dispatch_remove_subscription(rest->dispatch, sub);
+        if (dispatch_delete_subscription(rest->dispatch, sub, &err) != 0) {
+            rc = respond_error(req, err.code, err.message);
+            break;
+        }
+        log_msg(LOG_LEVEL_INFO, "rest: %s deleted subscription %s", req->principal->user, req->id);
         rc = respond(req, 204, NULL);
         break;
     case METHOD_PATCH:
@@ -900,6 +999,10 @@ static bool parse_route(rest_request_t *req, const char *uri)
     }
     if (strcmp(rest, "/reauthorize") == 0) {
         req->is_reauthorize = true;
+        return true;
+    }
+    if (strcmp(rest, "/notifications") == 0) {
+        req->is_notifications = true;
         return true;
     }
     return false;
@@ -1052,6 +1155,10 @@ void rest_drain_results(rest_t *rest)
             webhook_result_t *result = items[i];
             if (result->kind == WEBHOOK_RESULT_VALIDATED) {
                 validation_answered(rest, result);
+            } else if (result->kind == WEBHOOK_RESULT_WANT) {
+                dispatch_webhook_want(rest->dispatch, result->subscription_id, result->seq);
+            } else if (result->kind == WEBHOOK_RESULT_POSITIONS) {
+                dispatch_webhook_positions(rest->dispatch, result);
             } else if (result->kind == WEBHOOK_RESULT_GONE) {
                 sub_t *sub = subs_find(rest->subs, result->subscription_id);
                 if (sub != NULL) {
@@ -1060,7 +1167,7 @@ void rest_drain_results(rest_t *rest)
                     dispatch_remove_subscription(rest->dispatch, sub);
                 }
             }
-            free(result);
+            webhook_result_free(result);
         }
     }
 }

@@ -2,49 +2,199 @@
 #define HEROLD_STORE_H
 
 /*
- * The store: where persistent subscriptions live between runs (DESIGN 4). Events live in
- * the journal (journal.h); cursors join the store with resume.
+ * The store: everything herold keeps between runs (DESIGN 4) behind one interface with two
+ * backends.
  *
- * To the store a subscription is an id and an opaque JSON document that subs.c writes and
- * reads (subs_to_json, subs_restore). That keeps the interface small enough for a second
- * backend (PostgreSQL: one row per subscription) without either knowing sub_t.
+ *   events         the log of accepted events: append a batch, commit it (the acks wait
+ *                  for the commit), read from a sequence number, retention;
+ *   subscriptions  persistent subscriptions: an id and an opaque JSON document that subs.c
+ *                  writes and reads (subs_to_json, subs_restore), so neither backend knows
+ *                  sub_t;
+ *   cursors        delivery positions: the last seq delivered to a webhook subscription
+ *                  (key: the subscription id) or to a user's websocket: subscriptions
+ *                  (key: "user:" followed by the user id).
  *
- * The embedded backend (store_file_open) keeps DATA/subscriptions.log: one line per
- * change, `P <id> <json>` (put) or `D <id>` (delete), appended and fdatasync'ed before the
- * call returns, so a change the API confirmed survives a crash. At open the log is read
- * (a torn last line, from a crash in the middle of an append, is cut and logged) and then
- * rewritten compactly through subscriptions.log.new, fsync, rename and a directory fsync.
- * It is compacted again whenever it holds more than twice as many lines as live entries.
+ * Backends.
+ * - Embedded (store_file_open, --data DIR): events in the journal under DIR/journal
+ *   (journal.h: CRC-checked segments, group commit, torn tails cut at start); subscriptions
+ *   and cursors in DIR/subscriptions.log, one line per change — `P <id> <json>` (put),
+ *   `D <id>` (delete), `C <key> <seq>` (cursor) — appended and fdatasync'ed before the call
+ *   returns. At open the log is read (a torn last line, from a crash in the middle of an
+ *   append, is cut and logged; damage before it is refused) and rewritten compactly through
+ *   subscriptions.log.new, fsync, rename and a directory fsync; it is compacted again
+ *   whenever it holds more than twice as many lines as live entries.
+ * - PostgreSQL (store_pg_open, --store postgresql://...; store_pg.c): the same three in
+ *   tables created or migrated at open from schemas/sql/. A commit is one multi-row INSERT
+ *   acknowledged by the server's COMMIT. When the server goes away, commits and reads
+ *   fail with HEROLD_E_UNAVAILABLE (nothing of the failed batch is kept: its rows are
+ *   removed after the reconnect, since no publisher was told they were stored) and the
+ *   backend reconnects with backoff; the caller answers its clients with an error and
+ *   tries again later.
  *
- * Called from the service thread only.
+ * Threads. One thread appends, commits and trims events (ingest's); event reads and the
+ * seq queries may run on any thread concurrently with it and see only committed events;
+ * subscriptions and cursors are written by the service thread only.
+ *
+ * Why a table of functions: the two backends share no code below this line, and the
+ * callers (ingest, dispatch, rest, main) should not know which one runs. store_conformance
+ * tests (tests/unit/test_store.c) hold both to the same behaviour.
  */
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "errors.h"
+#include "journal.h"
 
 #define STORE_MAX_DOCUMENT_BYTES (64 * 1024)
+#define STORE_MAX_KEY_BYTES 256
 
 typedef struct store store_t;
 
-/* Called once per stored subscription at load: its id and document (NUL-terminated,
- * valid during the call). */
-typedef void (*store_subscription_fn)(const char *id, const char *json, void *ctx);
+/* What a backend hands back at open: every stored subscription, then every cursor. The
+ * strings are NUL-terminated and valid during the call. Either callback may be NULL. */
+typedef struct store_loader {
+    void (*subscription)(const char *id, const char *json, void *ctx);
+    void (*cursor)(const char *key, uint64_t seq, void *ctx);
+    void *ctx;
+} store_loader_t;
 
-/* Opens the embedded store in dir (created if missing) and hands every stored
- * subscription to fn. Returns NULL with err set when the directory or the log cannot be
- * used, or a line before the last is damaged. */
-store_t *store_file_open(const char *dir, store_subscription_fn fn, void *ctx, struct herr *err);
+typedef struct store_cursor {
+    const char *key;
+    uint64_t seq;
+} store_cursor_t;
 
-/* Closes the store. NULL is a no-op. */
-void store_close(store_t *store);
+typedef struct store_config {
+    const char *data_dir;     /* embedded: the data directory */
+    const char *conninfo;     /* PostgreSQL: a libpq connection string or URI */
+    int64_t retention_ms;     /* 0: JOURNAL_DEFAULT_RETENTION_MS */
+    uint64_t retention_bytes; /* 0: JOURNAL_DEFAULT_RETENTION_BYTES */
+    uint64_t segment_bytes;   /* embedded only; 0: the journal's default */
+} store_config_t;
 
-/* Stores (creates or replaces) a subscription's document durably. Returns 0, or
- * HEROLD_E_SYSTEM (the change must then be refused), or HEROLD_E_TOO_LARGE. */
-int store_subscription_put(store_t *store, const char *id, const char *json, struct herr *err);
+/* The backend's functions; see the wrappers below for their contracts. */
+struct store_ops {
+    const char *name; /* "embedded", "postgresql" */
+    void (*close)(store_t *store);
+    int (*event_append)(store_t *store, const void *payload, size_t len, int64_t time_ms,
+                        uint64_t *seq, struct herr *err);
+    int (*event_commit)(store_t *store, struct herr *err);
+    int (*event_read)(store_t *store, uint64_t from_seq, size_t max_records, journal_read_fn fn,
+                      void *ctx, struct herr *err);
+    uint64_t (*event_first_seq)(store_t *store);
+    uint64_t (*event_last_seq)(store_t *store);
+    size_t (*event_trim)(store_t *store, int64_t now_ms);
+    int (*subscription_put)(store_t *store, const char *id, const char *json, struct herr *err);
+    int (*subscription_delete)(store_t *store, const char *id, struct herr *err);
+    int (*cursors_put)(store_t *store, const store_cursor_t *cursors, size_t count,
+                       struct herr *err);
+};
 
-/* Deletes a subscription durably (no-op for an unknown id). Returns 0 or HEROLD_E_SYSTEM. */
-int store_subscription_delete(store_t *store, const char *id, struct herr *err);
+/* Every backend's struct starts with this. */
+struct store {
+    const struct store_ops *ops;
+};
+
+/* Opens the embedded store in config->data_dir (created if missing) and hands everything
+ * stored to loader. Returns NULL with err set when the directory, the journal or the log
+ * cannot be used, or they are damaged beyond a torn tail. */
+store_t *store_file_open(const store_config_t *config, const store_loader_t *loader,
+                         struct herr *err);
+
+/* Opens the PostgreSQL store at config->conninfo: connects, takes the advisory lock that
+ * makes this broker the database's only writer, creates or migrates the schema, and hands
+ * everything stored to loader. Returns NULL with err set: HEROLD_E_UNAVAILABLE when the
+ * server cannot be reached or another broker holds the lock, HEROLD_E_SYSTEM for a schema
+ * that cannot be migrated. */
+store_t *store_pg_open(const store_config_t *config, const store_loader_t *loader,
+                       struct herr *err);
+
+/* Commits nothing further and releases the store. NULL is a no-op. */
+static inline void store_close(store_t *store)
+{
+    if (store != NULL) {
+        store->ops->close(store);
+    }
+}
+
+static inline const char *store_name(const store_t *store)
+{
+    return store->ops->name;
+}
+
+/* Appends one event with the next seq (returned in *seq) stamped time_ms; payload is
+ * copied. Not durable, not visible to readers and not to be acked until store_event_commit
+ * returned 0. Returns 0, HEROLD_E_TOO_LARGE (over JOURNAL_MAX_RECORD_BYTES; no seq used),
+ * HEROLD_E_UNAVAILABLE (PostgreSQL away: refuse the event) or HEROLD_E_SYSTEM (fatal). */
+static inline int store_event_append(store_t *store, const void *payload, size_t len,
+                                     int64_t time_ms, uint64_t *seq, struct herr *err)
+{
+    return store->ops->event_append(store, payload, len, time_ms, seq, err);
+}
+
+/* Makes every event appended since the last commit durable (group commit). Returns 0;
+ * HEROLD_E_UNAVAILABLE when none of them was stored (the batch is dropped and its seqs will
+ * be given again: answer every publisher of the batch with an error); HEROLD_E_SYSTEM when
+ * the process must end without acking (a failed fsync). */
+static inline int store_event_commit(store_t *store, struct herr *err)
+{
+    return store->ops->event_commit(store, err);
+}
+
+/* Calls fn for committed events with seq >= from_seq (0: from the first retained), in
+ * order, at most max_records of them (0: no limit), up to the last event committed when
+ * the read began; fn returning false stops the read. Returns 0; HEROLD_E_NOT_FOUND when
+ * from_seq is before the first retained event (nothing read); HEROLD_E_UNAVAILABLE
+ * (PostgreSQL away) or HEROLD_E_SYSTEM. */
+static inline int store_event_read(store_t *store, uint64_t from_seq, size_t max_records,
+                                   journal_read_fn fn, void *ctx, struct herr *err)
+{
+    return store->ops->event_read(store, from_seq, max_records, fn, ctx, err);
+}
+
+/* The first retained and the last committed seq (0 while there is none). */
+static inline uint64_t store_event_first_seq(store_t *store)
+{
+    return store->ops->event_first_seq(store);
+}
+
+static inline uint64_t store_event_last_seq(store_t *store)
+{
+    return store->ops->event_last_seq(store);
+}
+
+/* Deletes events outside retention (age and total size) at now_ms; returns how many
+ * (embedded: whole segments, so a count of segments). The newest events are kept. */
+static inline size_t store_event_trim(store_t *store, int64_t now_ms)
+{
+    return store->ops->event_trim(store, now_ms);
+}
+
+/* Stores (creates or replaces) a subscription's document durably. Returns 0,
+ * HEROLD_E_TOO_LARGE, HEROLD_E_UNAVAILABLE or HEROLD_E_SYSTEM (then the change must be
+ * refused). */
+static inline int store_subscription_put(store_t *store, const char *id, const char *json,
+                                         struct herr *err)
+{
+    return store->ops->subscription_put(store, id, json, err);
+}
+
+/* Deletes a subscription and the cursor under its id durably (no-op for an unknown id).
+ * Returns 0, HEROLD_E_UNAVAILABLE or HEROLD_E_SYSTEM. */
+static inline int store_subscription_delete(store_t *store, const char *id, struct herr *err)
+{
+    return store->ops->subscription_delete(store, id, err);
+}
+
+/* Stores count cursors durably, all or none (keys ≤ STORE_MAX_KEY_BYTES, no whitespace or
+ * control characters). A cursor only moves forward: a seq lower than the stored one is
+ * ignored. Returns 0, HEROLD_E_BAD_REQUEST for a bad key, HEROLD_E_UNAVAILABLE or
+ * HEROLD_E_SYSTEM. */
+static inline int store_cursors_put(store_t *store, const store_cursor_t *cursors, size_t count,
+                                    struct herr *err)
+{
+    return store->ops->cursors_put(store, cursors, count, err);
+}
 
 #endif

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,19 +10,28 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "journal.h"
 #include "log.h"
 #include "mem.h"
 
 #define STORE_LOG_NAME "subscriptions.log"
 #define STORE_ID_MAX_BYTES 64
 
-struct store {
+typedef struct store_file {
+    struct store base;
+    journal_t *journal;
     char *dir;
     char *path;
     int fd;
     json_t *live;     /* id -> document (string), for compaction */
+    json_t *cursors;  /* key -> seq (integer) */
     size_t log_lines; /* lines in the log now */
-};
+} store_file_t;
+
+static store_file_t *as_file(store_t *store)
+{
+    return (store_file_t *)store;
+}
 
 static int fsync_dir(const char *dir)
 {
@@ -50,7 +60,7 @@ static int write_all(int fd, const char *p, size_t len)
     return 0;
 }
 
-static int append_line(store_t *store, const char *line, size_t len, struct herr *err)
+static int append_line(store_file_t *store, const char *line, size_t len, struct herr *err)
 {
     if (write_all(store->fd, line, len) != 0 || fdatasync(store->fd) != 0) {
         return herr_set(err, HEROLD_E_SYSTEM, "store: writing %s failed: %s", store->path,
@@ -62,7 +72,7 @@ static int append_line(store_t *store, const char *line, size_t len, struct herr
 
 /* Rewrites the log with one put line per live subscription: .new, fsync, rename, fsync
  * of the directory, so that a crash leaves either the old log or the new one. */
-static int compact(store_t *store, struct herr *err)
+static int compact(store_file_t *store, struct herr *err)
 {
     size_t new_len = strlen(store->path) + 5;
     char *new_path = xmalloc(new_len);
@@ -86,6 +96,21 @@ static int compact(store_t *store, struct herr *err)
             break;
         }
     }
+    const char *key;
+    json_t *seq;
+    json_object_foreach(store->cursors, key, seq)
+    {
+        if (rc != 0) {
+            break;
+        }
+        char number[32];
+        int number_len = snprintf(number, sizeof(number), " %" JSON_INTEGER_FORMAT "\n",
+                                  json_integer_value(seq));
+        if (write_all(fd, "C ", 2) != 0 || write_all(fd, key, strlen(key)) != 0 ||
+            write_all(fd, number, (size_t)number_len) != 0) {
+            rc = -1;
+        }
+    }
     if (rc != 0 || fsync(fd) != 0 || close(fd) != 0 || rename(new_path, store->path) != 0 ||
         fsync_dir(store->dir) != 0) {
         herr_set(err, HEROLD_E_SYSTEM, "store: rewriting %s failed: %s", store->path,
@@ -102,13 +127,57 @@ static int compact(store_t *store, struct herr *err)
         return herr_set(err, HEROLD_E_SYSTEM, "store: open(%s) failed: %s", store->path,
                         strerror(errno));
     }
-    store->log_lines = json_object_size(store->live);
+    store->log_lines = json_object_size(store->live) + json_object_size(store->cursors);
+    return 0;
+}
+
+static size_t live_entries(const store_file_t *store)
+{
+    return json_object_size(store->live) + json_object_size(store->cursors);
+}
+
+/* A cursor key: 1..STORE_MAX_KEY_BYTES bytes, no space or control character. */
+static bool is_valid_key(const char *key, size_t len)
+{
+    if (len == 0 || len > STORE_MAX_KEY_BYTES) {
+        return false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)key[i];
+        if (c <= ' ' || c == 0x7f) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Applies a cursor line's rest, "<key> <seq>". Returns 0 or -1. */
+static int apply_cursor(store_file_t *store, char *rest)
+{
+    char *space = strchr(rest, ' ');
+    if (space == NULL || !is_valid_key(rest, (size_t)(space - rest))) {
+        return -1;
+    }
+    *space = '\0';
+    char *end;
+    errno = 0;
+    unsigned long long seq = strtoull(space + 1, &end, 10);
+    if (errno != 0 || end == space + 1 || *end != '\0' || seq > INT64_MAX) {
+        return -1;
+    }
+    json_t *known = json_object_get(store->cursors, rest);
+    if (known == NULL || (uint64_t)json_integer_value(known) < seq) {
+        json_object_set_new(store->cursors, rest, json_integer((json_int_t)seq));
+    }
     return 0;
 }
 
 /* Applies one log line to the live map. Returns 0, or -1 when it is not a valid line. */
-static int apply_line(store_t *store, char *line)
+static int apply_line(store_file_t *store, char *line)
 {
+    if (line[0] == 'C' && line[1] == ' ') {
+        return apply_cursor(store, line + 2);
+    }
     if ((line[0] != 'P' && line[0] != 'D') || line[1] != ' ') {
         return -1;
     }
@@ -122,6 +191,7 @@ static int apply_line(store_t *store, char *line)
             return -1;
         }
         json_object_del(store->live, id);
+        json_object_del(store->cursors, id);
         return 0;
     }
     if (id[id_len] != ' ') {
@@ -138,7 +208,7 @@ static int apply_line(store_t *store, char *line)
     return 0;
 }
 
-static int load(store_t *store, struct herr *err)
+static int load(store_file_t *store, struct herr *err)
 {
     FILE *file = fopen(store->path, "r");
     if (file == NULL) {
@@ -180,48 +250,23 @@ static int load(store_t *store, struct herr *err)
     return rc;
 }
 
-store_t *store_file_open(const char *dir, store_subscription_fn fn, void *ctx, struct herr *err)
+static void file_close(store_t *base)
 {
-    store_t *store = xcalloc(1, sizeof(*store));
-    store->dir = xstrdup(dir);
-    size_t len = strlen(dir) + strlen(STORE_LOG_NAME) + 2;
-    store->path = xmalloc(len);
-    snprintf(store->path, len, "%s/%s", dir, STORE_LOG_NAME);
-    store->fd = -1;
-    store->live = json_object();
-    if ((mkdir(dir, 0700) != 0 && errno != EEXIST) || load(store, err) != 0 ||
-        compact(store, err) != 0) {
-        if (err != NULL && err->code == 0) {
-            herr_set(err, HEROLD_E_SYSTEM, "store: mkdir(%s) failed: %s", dir, strerror(errno));
-        }
-        store_close(store);
-        return NULL;
-    }
-    const char *id;
-    json_t *doc;
-    json_object_foreach(store->live, id, doc)
-    {
-        fn(id, json_string_value(doc), ctx);
-    }
-    return store;
-}
-
-void store_close(store_t *store)
-{
-    if (store == NULL) {
-        return;
-    }
+    store_file_t *store = as_file(base);
+    journal_close(store->journal);
     if (store->fd >= 0) {
         close(store->fd);
     }
     json_decref(store->live);
+    json_decref(store->cursors);
     free(store->path);
     free(store->dir);
     free(store);
 }
 
-int store_subscription_put(store_t *store, const char *id, const char *json, struct herr *err)
+static int file_subscription_put(store_t *base, const char *id, const char *json, struct herr *err)
 {
+    store_file_t *store = as_file(base);
     size_t len = strlen(json);
     if (len > STORE_MAX_DOCUMENT_BYTES || strchr(json, '\n') != NULL) {
         return herr_set(err, HEROLD_E_TOO_LARGE, "store: a subscription document is too large");
@@ -235,15 +280,16 @@ int store_subscription_put(store_t *store, const char *id, const char *json, str
         return rc;
     }
     json_object_set_new(store->live, id, json_string(json));
-    if (store->log_lines > 2 * json_object_size(store->live) + 64) {
+    if (store->log_lines > 2 * live_entries(store) + 64) {
         return compact(store, err);
     }
     return 0;
 }
 
-int store_subscription_delete(store_t *store, const char *id, struct herr *err)
+static int file_subscription_delete(store_t *base, const char *id, struct herr *err)
 {
-    if (json_object_get(store->live, id) == NULL) {
+    store_file_t *store = as_file(base);
+    if (json_object_get(store->live, id) == NULL && json_object_get(store->cursors, id) == NULL) {
         return 0;
     }
     char line[STORE_ID_MAX_BYTES + 4];
@@ -251,6 +297,170 @@ int store_subscription_delete(store_t *store, const char *id, struct herr *err)
     int rc = append_line(store, line, (size_t)len, err);
     if (rc == 0) {
         json_object_del(store->live, id);
+        json_object_del(store->cursors, id);
     }
     return rc;
+}
+
+static int file_cursors_put(store_t *base, const store_cursor_t *cursors, size_t count,
+                            struct herr *err)
+{
+    store_file_t *store = as_file(base);
+    size_t text_len = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (!is_valid_key(cursors[i].key, strnlen(cursors[i].key, STORE_MAX_KEY_BYTES + 1)) ||
+            cursors[i].seq > INT64_MAX) {
+            return herr_set(err, HEROLD_E_BAD_REQUEST, "store: cursor %zu has a bad key or seq", i);
+        }
+        text_len += 2 + strlen(cursors[i].key) + 1 + 20 + 1;
+    }
+    if (count == 0) {
+        return 0;
+    }
+    /* One write and one fdatasync for all of them: a torn tail loses only the last lines,
+     * and a cursor that goes back a little only repeats deliveries. */
+    char *text = xmalloc(text_len + 1);
+    size_t used = 0;
+    for (size_t i = 0; i < count; i++) {
+        used += (size_t)snprintf(text + used, text_len + 1 - used, "C %s %" PRIu64 "\n",
+                                 cursors[i].key, cursors[i].seq);
+    }
+    int rc = write_all(store->fd, text, used) != 0 || fdatasync(store->fd) != 0
+                 ? herr_set(err, HEROLD_E_SYSTEM, "store: writing %s failed: %s", store->path,
+                            strerror(errno))
+                 : 0;
+    free(text);
+    if (rc != 0) {
+        return rc;
+    }
+    store->log_lines += count;
+    for (size_t i = 0; i < count; i++) {
+        json_t *known = json_object_get(store->cursors, cursors[i].key);
+        if (known == NULL || (uint64_t)json_integer_value(known) < cursors[i].seq) {
+            json_object_set_new(store->cursors, cursors[i].key,
+                                json_integer((json_int_t)cursors[i].seq));
+        }
+    }
+    if (store->log_lines > 2 * live_entries(store) + 64) {
+        return compact(store, err);
+    }
+    return 0;
+}
+
+static int file_event_append(store_t *base, const void *payload, size_t len, int64_t time_ms,
+                             uint64_t *seq, struct herr *err)
+{
+    return journal_append(as_file(base)->journal, payload, len, time_ms, seq, err);
+}
+
+static int file_event_commit(store_t *base, struct herr *err)
+{
+    return journal_sync(as_file(base)->journal, err);
+}
+
+struct limited_read {
+    journal_read_fn fn;
+    void *ctx;
+    size_t left;
+};
+
+static bool read_limited(const journal_record_t *record, void *opaque)
+{
+    struct limited_read *read = opaque;
+    if (!read->fn(record, read->ctx)) {
+        return false;
+    }
+    return --read->left > 0;
+}
+
+static int file_event_read(store_t *base, uint64_t from_seq, size_t max_records, journal_read_fn fn,
+                           void *ctx, struct herr *err)
+{
+    journal_t *journal = as_file(base)->journal;
+    if (max_records == 0) {
+        return journal_read(journal, from_seq, fn, ctx, err);
+    }
+    struct limited_read read = {.fn = fn, .ctx = ctx, .left = max_records};
+    return journal_read(journal, from_seq, read_limited, &read, err);
+}
+
+static uint64_t file_event_first_seq(store_t *base)
+{
+    return journal_first_seq(as_file(base)->journal);
+}
+
+static uint64_t file_event_last_seq(store_t *base)
+{
+    return journal_last_seq(as_file(base)->journal);
+}
+
+static size_t file_event_trim(store_t *base, int64_t now_ms)
+{
+    return journal_trim(as_file(base)->journal, now_ms);
+}
+
+static const struct store_ops file_ops = {
+    .name = "embedded",
+    .close = file_close,
+    .event_append = file_event_append,
+    .event_commit = file_event_commit,
+    .event_read = file_event_read,
+    .event_first_seq = file_event_first_seq,
+    .event_last_seq = file_event_last_seq,
+    .event_trim = file_event_trim,
+    .subscription_put = file_subscription_put,
+    .subscription_delete = file_subscription_delete,
+    .cursors_put = file_cursors_put,
+};
+
+store_t *store_file_open(const store_config_t *config, const store_loader_t *loader,
+                         struct herr *err)
+{
+    const char *dir = config->data_dir;
+    store_file_t *store = xcalloc(1, sizeof(*store));
+    store->base.ops = &file_ops;
+    store->dir = xstrdup(dir);
+    size_t len = strlen(dir) + strlen(STORE_LOG_NAME) + 2;
+    store->path = xmalloc(len);
+    snprintf(store->path, len, "%s/%s", dir, STORE_LOG_NAME);
+    store->fd = -1;
+    store->live = json_object();
+    store->cursors = json_object();
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        herr_set(err, HEROLD_E_SYSTEM, "store: mkdir(%s) failed: %s", dir, strerror(errno));
+        file_close(&store->base);
+        return NULL;
+    }
+    /* The journal first: its lock on the directory keeps a second broker away from the
+     * log too. */
+    size_t journal_dir_len = strlen(dir) + strlen("/journal") + 1;
+    char *journal_dir = xmalloc(journal_dir_len);
+    snprintf(journal_dir, journal_dir_len, "%s/journal", dir);
+    journal_config_t journal_config = {
+        .dir = journal_dir,
+        .segment_bytes = config->segment_bytes,
+        .retention_ms = config->retention_ms,
+        .retention_bytes = config->retention_bytes,
+    };
+    store->journal = journal_open(&journal_config, err);
+    free(journal_dir);
+    if (store->journal == NULL || load(store, err) != 0 || compact(store, err) != 0) {
+        file_close(&store->base);
+        return NULL;
+    }
+    const char *id;
+    json_t *value;
+    if (loader != NULL && loader->subscription != NULL) {
+        json_object_foreach(store->live, id, value)
+        {
+            loader->subscription(id, json_string_value(value), loader->ctx);
+        }
+    }
+    if (loader != NULL && loader->cursor != NULL) {
+        json_object_foreach(store->cursors, id, value)
+        {
+            loader->cursor(id, (uint64_t)json_integer_value(value), loader->ctx);
+        }
+    }
+    return &store->base;
 }

@@ -483,6 +483,18 @@ size_t subs_match_event(subs_t *subs, const event_t *event, subs_match_fn fn, vo
     return m.calls;
 }
 
+bool subs_sub_concerns(const sub_t *sub, const event_t *event)
+{
+    if ((sub->change_mask & (unsigned)event->type) == 0) {
+        return false;
+    }
+    if (!path_matches(&sub->pattern, &event->resource_path) &&
+        !(event->has_previous && path_matches(&sub->pattern, &event->previous_path))) {
+        return false;
+    }
+    return auth_may_read(sub->owner, event->readers, event->reader_count);
+}
+
 size_t subs_count(const subs_t *subs)
 {
     return subs->count;

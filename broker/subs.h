@@ -75,6 +75,11 @@ typedef struct sub {
     int64_t expires_at;                         /* seconds since the epoch */
     char expiration[SUBS_EXPIRATION_BYTES + 1]; /* expires_at in Graph's format */
     uint64_t last_matched_seq;                  /* dedup of resource and previous matches */
+    /* Webhook delivery position (dispatch.c): the store's cursor for this subscription. */
+    uint64_t cursor;      /* every item up to this seq was delivered */
+    bool is_cursor_dirty; /* moved since it was last stored */
+    bool is_replaying;    /* catching up from the store: live items are not sent */
+    uint64_t replay_upto; /* live items up to this seq were sent from the store */
 } sub_t;
 
 /* Called once per subscription an event concerns; returning false stops the match. */
@@ -140,6 +145,10 @@ void subs_set_owner(sub_t *sub, auth_principal_t **owner);
  * event->seq must be non-zero and increase from one call to the next. Returns the number
  * of calls. Allocates nothing. */
 size_t subs_match_event(subs_t *subs, const event_t *event, subs_match_fn fn, void *ctx);
+
+/* Does event concern sub (pattern on the resource or the previous path, change type,
+ * reader check)? The single-subscription form of subs_match_event, for replays. */
+bool subs_sub_concerns(const sub_t *sub, const event_t *event);
 
 /* The number of live subscriptions. */
 size_t subs_count(const subs_t *subs);

@@ -30,10 +30,19 @@
  * Retry-After below one second (0, or a date already past) falls back to the normal
  * jittered backoff, so an endpoint cannot make this loop spin.
  *
- * A queue overflow sends one `missed` at the first dropped item; the next successful
- * delivery re-arms it, so a long outage costs the subscriber one lifecycle post, not one per
- * dropped item. After a 410 the target keeps no queue and takes no more items until the
- * service thread removes it.
+ * Positions. A target is live (items come from dispatch as events arrive) or behind
+ * (items come from the store, in chunks the target asks for). It goes behind when its
+ * queue would overflow — the queue is dropped, nothing is lost, the items are still in
+ * the store — or when it is created behind (after a restart). A behind target that is idle
+ * (no batch, empty queue) sends one WANT result naming the seq it has taken up to; the
+ * service thread answers with a REPLAY command; the chunk that reaches the end of the
+ * store makes the target live again. Live items arriving for a behind target are dropped:
+ * the service thread stops sending them when it starts a replay and reads them from the
+ * store instead. The delivered position (what the store's cursor keeps) rises when a
+ * batch succeeds, to the scanned end of a delivered replay chunk, and for a live idle
+ * target to the seq of the last MARK (dispatch had sent every item up to it); all moved
+ * positions go back in one POSITIONS result per MARK. After a 410 the target keeps no
+ * queue and takes no more items until the service thread removes it.
  *
  * While stopping, nothing new starts (no timers, no commands); transfers in flight get until
  * the deadline, then everything is released on this thread before it exits.
@@ -213,6 +222,7 @@ typedef struct post {
     char *body;
     size_t body_len;
     size_t item_count; /* DELIVERY */
+    uint64_t last_seq; /* DELIVERY: the highest seq among the items */
     char msg_id[MSG_ID_BYTES];
     unsigned char secret[WEBHOOK_SECRET_BYTES];
     int64_t first_attempt_ms;
@@ -241,10 +251,15 @@ typedef struct target {
     size_t queue_head;
     size_t queue_length;
     size_t queue_capacity;
-    bool has_dropped; /* a `missed` went out for the current overflow */
-    bool is_gone;     /* answered 410: nothing more is queued */
-    post_t *batch;    /* in flight or backing off */
-    wtimer_t timer;   /* end of the batch window, or the batch's next attempt */
+    bool is_gone;   /* answered 410: nothing more is queued */
+    bool is_behind; /* takes its items from REPLAY chunks, not from dispatch */
+    bool is_want_sent;
+    uint64_t position;          /* delivered up to here */
+    uint64_t reported_position; /* as last sent in a POSITIONS result */
+    uint64_t taken_seq;         /* the highest seq taken into a batch */
+    uint64_t replay_seq;        /* behind: the store was read up to here */
+    post_t *batch;              /* in flight or backing off */
+    wtimer_t timer;             /* end of the batch window, or the batch's next attempt */
 } target_t;
 
 typedef struct target_map {
@@ -267,6 +282,7 @@ struct webhook {
     timer_heap_t timers;
     post_t *posts;
     size_t in_flight;
+    uint64_t mark_seq; /* the last MARK */
     bool is_stopping;
     int64_t stop_at_ms;
 };
@@ -343,7 +359,7 @@ static void spec_move(webhook_target_spec_t *dst, webhook_target_spec_t *src)
 static void result_push(webhook_t *webhook, webhook_result_t *result)
 {
     if (!chan_push(webhook->results, result)) {
-        free(result);
+        webhook_result_free(result);
     }
 }
 
@@ -696,7 +712,8 @@ static void outcome_describe(const post_t *p, const outcome_t *outcome, char *ou
     }
 }
 
-/* The time of the next attempt, or -1 when it would fall past the horizon. */
+/* The time of the next attempt: Retry-After when the endpoint gave one of at least a
+ * second (bounded by WEBHOOK_MAX_RETRY_AFTER_MS), else jittered exponential backoff. */
 static int64_t post_next_attempt(webhook_t *webhook, post_t *p, const outcome_t *outcome,
                                  int64_t now)
 {
@@ -706,20 +723,11 @@ static int64_t post_next_attempt(webhook_t *webhook, post_t *p, const outcome_t 
         nominal = config->max_retry_ms;
     }
     p->delay_ms = nominal;
-    int64_t horizon_end = p->first_attempt_ms + config->retry_horizon_ms;
-    int64_t at;
     if (outcome->retry_after_ms >= 1000) {
-        at = now + outcome->retry_after_ms;
-        if (at > horizon_end) {
-            at = horizon_end;
-        }
-        if (at <= now) {
-            return -1;
-        }
-    } else {
-        at = now + random_between(nominal / 2, nominal);
+        int64_t wait = outcome->retry_after_ms;
+        return now + (wait < WEBHOOK_MAX_RETRY_AFTER_MS ? wait : WEBHOOK_MAX_RETRY_AFTER_MS);
     }
-    return at > horizon_end ? -1 : at;
+    return now + random_between(nominal / 2, nominal);
 }
 
 /* ---- lifecycle notifications ----------------------------------------------------------- */
@@ -801,10 +809,37 @@ static void lifecycle_done(webhook_t *webhook, post_t *p, const outcome_t *outco
 
 static void batch_start(webhook_t *webhook, target_t *t, int64_t now);
 
+/* An idle target (no batch, empty queue) has delivered everything it took: a behind one
+ * moves to the end of its last chunk and asks for the next; a live one moves to the last
+ * MARK. */
+static void target_idle(webhook_t *webhook, target_t *t)
+{
+    if (t->is_behind) {
+        if (t->replay_seq > t->position) {
+            t->position = t->replay_seq;
+        }
+        if (!t->is_want_sent && !webhook->is_stopping) {
+            t->is_want_sent = true;
+            webhook_result_t *result = xcalloc(1, sizeof(*result));
+            result->kind = WEBHOOK_RESULT_WANT;
+            memcpy(result->subscription_id, t->spec.subscription_id,
+                   sizeof(result->subscription_id));
+            result->seq = t->replay_seq > t->taken_seq ? t->replay_seq : t->taken_seq;
+            result_push(webhook, result);
+        }
+    } else if (webhook->mark_seq > t->position) {
+        t->position = webhook->mark_seq;
+    }
+}
+
 /* Sends the next batch now when a full one is waiting, else after the batching window. */
 static void target_schedule(webhook_t *webhook, target_t *t, int64_t now)
 {
-    if (t->batch != NULL || t->is_gone || webhook->is_stopping || t->queue_length == 0) {
+    if (t->batch != NULL || t->is_gone || webhook->is_stopping) {
+        return;
+    }
+    if (t->queue_length == 0) {
+        target_idle(webhook, t);
         return;
     }
     if (t->queue_length >= (size_t)webhook->config.max_batch_items) {
@@ -833,8 +868,12 @@ static void batch_start(webhook_t *webhook, target_t *t, int64_t now)
     size_t at = 0;
     memcpy(body, batch_open, LIT_LEN(batch_open));
     at += LIT_LEN(batch_open);
+    uint64_t last_seq = 0;
     for (size_t i = 0; i < count; i++) {
         notif_t *notif = queue_pop(t);
+        if (notif->seq > last_seq) {
+            last_seq = notif->seq;
+        }
         if (i > 0) {
             body[at++] = ',';
         }
@@ -853,6 +892,10 @@ static void batch_start(webhook_t *webhook, target_t *t, int64_t now)
     p->body = body;
     p->body_len = len;
     p->item_count = count;
+    p->last_seq = last_seq;
+    if (last_seq > t->taken_seq) {
+        t->taken_seq = last_seq;
+    }
     msg_id_new(p->msg_id);
     t->batch = p;
     post_attempt(webhook, p, now);
@@ -869,8 +912,11 @@ static void delivery_done(webhook_t *webhook, post_t *p, const outcome_t *outcom
     if (outcome->result == CURLE_OK && outcome->status / 100 == 2) {
         log_msg(LOG_LEVEL_DEBUG, "webhook: delivered %zu items to subscription %s (attempt %d)",
                 p->item_count, t->spec.subscription_id, p->attempt_count);
+        if (p->last_seq > t->position) {
+            t->position = p->last_seq;
+        }
+        t->batch = NULL;
         post_free(webhook, p);
-        t->has_dropped = false;
         target_schedule(webhook, t, now);
         return;
     }
@@ -896,15 +942,9 @@ static void delivery_done(webhook_t *webhook, post_t *p, const outcome_t *outcom
         return;
     }
     int64_t at = post_next_attempt(webhook, p, outcome, now);
-    if (at < 0) {
-        log_msg(LOG_LEVEL_WARN,
-                "webhook: gave up a batch of %zu items for subscription %s after %d attempts "
-                "(last: %s)",
-                p->item_count, t->spec.subscription_id, p->attempt_count, why);
-        post_free(webhook, p);
-        lifecycle_send(webhook, &t->spec, "missed", now);
-        target_schedule(webhook, t, now);
-        return;
+    if (p->attempt_count == 1 || p->attempt_count % 10 == 0) {
+        log_msg(LOG_LEVEL_INFO, "webhook: subscription %s: attempt %d failed (%s); retrying",
+                t->spec.subscription_id, p->attempt_count, why);
     }
     log_msg(LOG_LEVEL_DEBUG,
             "webhook: subscription %s: attempt %d failed (%s), next in %" PRId64 " ms",
@@ -1088,20 +1128,85 @@ static void target_free(webhook_t *webhook, target_t *t)
     free(t);
 }
 
+/* A live item from dispatch. A full queue sends the target behind: its items stay in the
+ * store, and it will ask for them from the last one it took into a batch. */
 static void target_enqueue(webhook_t *webhook, target_t *t, notif_t *notif, int64_t now)
 {
+    if (t->is_behind) {
+        notif_release(notif);
+        return;
+    }
     if (t->queue_length == WEBHOOK_MAX_QUEUED_ITEMS) {
-        notif_release(queue_pop(t));
-        if (!t->has_dropped) {
-            t->has_dropped = true;
-            log_msg(LOG_LEVEL_WARN,
-                    "webhook: subscription %s: more than %d items waiting, dropping the oldest",
-                    t->spec.subscription_id, WEBHOOK_MAX_QUEUED_ITEMS);
-            lifecycle_send(webhook, &t->spec, "missed", now);
-        }
+        log_msg(LOG_LEVEL_INFO,
+                "webhook: subscription %s: more than %d items waiting; it will catch up from "
+                "the store after seq %" PRIu64,
+                t->spec.subscription_id, WEBHOOK_MAX_QUEUED_ITEMS, t->taken_seq);
+        queue_clear(t);
+        notif_release(notif);
+        t->is_behind = true;
+        t->is_want_sent = false;
+        t->replay_seq = t->taken_seq;
+        target_schedule(webhook, t, now);
+        return;
     }
     queue_push(t, notif);
     target_schedule(webhook, t, now);
+}
+
+/* A chunk read from the store for a behind target. */
+static void target_replay(webhook_t *webhook, target_t *t, webhook_command_t *c, int64_t now)
+{
+    if (!t->is_behind || !t->is_want_sent) {
+        return; /* an answer to a WANT of a target that was replaced meanwhile */
+    }
+    for (size_t i = 0; i < c->notif_count; i++) {
+        if (c->notifs[i]->seq > t->taken_seq) {
+            queue_push(t, c->notifs[i]);
+            c->notifs[i] = NULL;
+        }
+    }
+    t->is_want_sent = false;
+    if (c->scanned_seq > t->replay_seq) {
+        t->replay_seq = c->scanned_seq;
+    }
+    if (c->is_at_end) {
+        t->is_behind = false;
+    }
+    target_schedule(webhook, t, now);
+}
+
+/* Every live target that is idle has delivered everything up to seq; the moved positions
+ * go back to the service thread in one result. */
+static void targets_mark(webhook_t *webhook, uint64_t seq)
+{
+    webhook->mark_seq = seq;
+    size_t moved = 0;
+    for (size_t i = 0; i < webhook->targets.bucket_count; i++) {
+        for (target_t *t = webhook->targets.buckets[i]; t != NULL; t = t->next) {
+            if (!t->is_behind && t->batch == NULL && t->queue_length == 0 && seq > t->position) {
+                t->position = seq;
+            }
+            moved += t->position != t->reported_position;
+        }
+    }
+    if (moved == 0) {
+        return;
+    }
+    webhook_result_t *result = xcalloc(1, sizeof(*result));
+    result->kind = WEBHOOK_RESULT_POSITIONS;
+    result->positions = xcalloc(moved, sizeof(*result->positions));
+    for (size_t i = 0; i < webhook->targets.bucket_count; i++) {
+        for (target_t *t = webhook->targets.buckets[i]; t != NULL; t = t->next) {
+            if (t->position != t->reported_position) {
+                webhook_position_t *position = &result->positions[result->position_count++];
+                memcpy(position->subscription_id, t->spec.subscription_id,
+                       sizeof(position->subscription_id));
+                position->seq = t->position;
+                t->reported_position = t->position;
+            }
+        }
+    }
+    result_push(webhook, result);
 }
 
 static void command_run(webhook_t *webhook, webhook_command_t *c, int64_t now)
@@ -1119,8 +1224,14 @@ static void command_run(webhook_t *webhook, webhook_command_t *c, int64_t now)
         if (t == NULL) {
             t = xcalloc(1, sizeof(*t));
             timer_init(&t->timer, false, t);
+            t->position = c->spec.position;
+            t->reported_position = c->spec.position;
+            t->taken_seq = c->spec.position;
+            t->replay_seq = c->spec.position;
+            t->is_behind = c->spec.is_behind;
             spec_move(&t->spec, &c->spec);
             map_insert(&webhook->targets, t);
+            target_schedule(webhook, t, now);
         } else {
             spec_clear(&t->spec);
             spec_move(&t->spec, &c->spec);
@@ -1140,6 +1251,16 @@ static void command_run(webhook_t *webhook, webhook_command_t *c, int64_t now)
             target_enqueue(webhook, t, c->notif, now);
             c->notif = NULL;
         }
+        break;
+    case WEBHOOK_CMD_REPLAY:
+        c->spec.subscription_id[sizeof(c->spec.subscription_id) - 1] = '\0';
+        t = map_find(&webhook->targets, c->spec.subscription_id);
+        if (t != NULL && !t->is_gone) {
+            target_replay(webhook, t, c, now);
+        }
+        break;
+    case WEBHOOK_CMD_MARK:
+        targets_mark(webhook, c->mark_seq);
         break;
     case WEBHOOK_CMD_VALIDATE:
         validation_start(webhook, c, now);
@@ -1274,7 +1395,6 @@ void webhook_config_init(webhook_config_t *config)
     config->request_timeout_ms = 10000;
     config->first_retry_ms = 5000;
     config->max_retry_ms = 600000;
-    config->retry_horizon_ms = 4LL * 3600 * 1000;
     config->allow_private = false;
     config->ca_file = NULL;
 }
@@ -1324,9 +1444,6 @@ webhook_t *webhook_new(const webhook_config_t *config, chan_t *results, struct h
     }
     if (webhook->config.max_retry_ms < webhook->config.first_retry_ms) {
         webhook->config.max_retry_ms = webhook->config.first_retry_ms;
-    }
-    if (webhook->config.retry_horizon_ms < 0) {
-        webhook->config.retry_horizon_ms = 0;
     }
     webhook->results = results;
     webhook->multi = multi;
@@ -1412,8 +1529,20 @@ void webhook_command_free(webhook_command_t *command)
     }
     spec_clear(&command->spec);
     notif_release(command->notif);
+    for (size_t i = 0; i < command->notif_count; i++) {
+        notif_release(command->notifs[i]);
+    }
+    free(command->notifs);
     free(command->url);
     free(command);
+}
+
+void webhook_result_free(webhook_result_t *result)
+{
+    if (result != NULL) {
+        free(result->positions);
+        free(result);
+    }
 }
 
 /* ---- addresses and URLs ---------------------------------------------------------------- */

@@ -20,14 +20,20 @@
  *
  * Retries. A failed batch (no connection, timeout, or a status other than 2xx and 410) is
  * retried with exponential backoff and jitter: the first retry within first_retry_ms, then
- * doubling up to max_retry_ms between attempts, until retry_horizon_ms after its first
- * attempt. `Retry-After` (seconds or an HTTP date) on 429 and 503 sets the next attempt,
- * bounded by the horizon. While a target fails, its queue keeps filling (never silently
- * dropped) up to WEBHOOK_MAX_QUEUED_ITEMS; beyond that the oldest items are dropped and a
- * `missed` lifecycle notification tells the subscriber. When a batch is finally given up, a
- * `missed` lifecycle notification goes to the lifecycle URL, and delivery goes on with the
- * next batch. 410 Gone ends the subscription: a WEBHOOK_RESULT_GONE result tells the
- * service thread, which removes it.
+ * doubling up to max_retry_ms between attempts, for as long as the subscription lives: an
+ * acknowledged event is never given up. `Retry-After` (seconds or an HTTP date) on 429 and
+ * 503 sets the next attempt, bounded by WEBHOOK_MAX_RETRY_AFTER_MS. 410 Gone ends the subscription:
+ * a WEBHOOK_RESULT_GONE result tells the service thread, which removes it.
+ *
+ * Catching up. Memory stays bounded while an endpoint fails: when a target's queue would
+ * pass WEBHOOK_MAX_QUEUED_ITEMS it is dropped and the target goes *behind*; once its batch
+ * is delivered it asks the service thread (WEBHOOK_RESULT_WANT) for the items after the
+ * last seq it took, which answers with chunks read from the store (WEBHOOK_CMD_REPLAY)
+ * until a chunk reaches the end of the store and the target is live again. A target
+ * created behind (spec.is_behind, after a restart) starts by asking. Delivered positions
+ * (the cursors the store keeps) come back in a WEBHOOK_RESULT_POSITIONS result after each
+ * WEBHOOK_CMD_MARK, which dispatch sends about once a second with the last seq it
+ * dispatched.
  *
  * Validation. webhook_validate POSTs `url?validationToken=<random>` (text/plain, empty
  * body); the endpoint must answer 200 with exactly the token as body within
@@ -43,8 +49,8 @@
  * Threads: webhook_new, webhook_start, webhook_stop and webhook_free belong to the main
  * thread; webhook_send to the service thread, which also drains the results channel
  * (chan_drain; each item is a webhook_result_t * that the drainer owns and releases with
- * free()); everything else happens on the delivery thread. The service thread must stop
- * calling webhook_send before webhook_free.
+ * webhook_result_free); everything else happens on the delivery thread. The service thread must
+ * stop calling webhook_send before webhook_free.
  */
 
 #include <stdbool.h>
@@ -56,7 +62,8 @@
 #include "notif.h"
 
 #define WEBHOOK_VALIDATION_TIMEOUT_MS 10000
-#define WEBHOOK_MAX_QUEUED_ITEMS 10000 /* per target, while its endpoint fails */
+#define WEBHOOK_MAX_QUEUED_ITEMS 10000           /* per target, while its endpoint fails */
+#define WEBHOOK_MAX_RETRY_AFTER_MS (3600 * 1000) /* longest Retry-After honoured */
 #define WEBHOOK_MAX_URL_BYTES 2048
 #define WEBHOOK_MAX_RESPONSE_BYTES 4096 /* read of a response body, beyond is ignored */
 #define WEBHOOK_SECRET_BYTES 32         /* random bytes behind whsec_ */
@@ -64,14 +71,13 @@
 typedef struct webhook webhook_t;
 
 typedef struct webhook_config {
-    int max_batch_items;      /* default 100 */
-    int batch_window_ms;      /* default 10 */
-    int request_timeout_ms;   /* default 10000 */
-    int first_retry_ms;       /* default 5000: "the first retry within 10 s" */
-    int max_retry_ms;         /* default 600000 */
-    int64_t retry_horizon_ms; /* default 4 h */
-    bool allow_private;       /* --webhook-allow-private */
-    const char *ca_file;      /* --webhook-ca-file, or NULL */
+    int max_batch_items;    /* default 100 */
+    int batch_window_ms;    /* default 10 */
+    int request_timeout_ms; /* default 10000 */
+    int first_retry_ms;     /* default 5000: "the first retry within 10 s" */
+    int max_retry_ms;       /* default 600000 */
+    bool allow_private;     /* --webhook-allow-private */
+    const char *ca_file;    /* --webhook-ca-file, or NULL */
 } webhook_config_t;
 
 /* What a target needs to deliver to one subscription. Strings are owned by the command
@@ -85,6 +91,8 @@ typedef struct webhook_target_spec {
     unsigned char secret[WEBHOOK_SECRET_BYTES];
     char *tenant_id;            /* NULL or the owner's tenant, for lifecycle items */
     bool include_resource_data; /* items carry the event's data in resourceData */
+    uint64_t position;          /* TARGET_PUT of a new target: delivered up to this seq */
+    bool is_behind;             /* TARGET_PUT of a new target: start by asking for a replay */
 } webhook_target_spec_t;
 
 typedef enum webhook_command_kind {
@@ -93,6 +101,10 @@ typedef enum webhook_command_kind {
     WEBHOOK_CMD_NOTIFY,        /* queue notif (one reference, taken) for subscription_id */
     WEBHOOK_CMD_VALIDATE,      /* validate url; answer with request_id */
     WEBHOOK_CMD_LIFECYCLE,     /* POST a lifecycle notification (spec + lifecycle_event) */
+    WEBHOOK_CMD_REPLAY,        /* items read from the store for subscription_id, answering
+                                  its WANT: notifs (references taken) in seq order, the store
+                                  read up to scanned_seq, is_at_end when that was its end */
+    WEBHOOK_CMD_MARK,          /* every live item with seq <= mark_seq has been sent */
 } webhook_command_kind_t;
 
 /* One command from the service thread. The command and everything it points to are
@@ -102,6 +114,11 @@ typedef struct webhook_command {
     webhook_target_spec_t spec;  /* TARGET_PUT, LIFECYCLE (subscription_id alone for
                                     REMOVE and NOTIFY) */
     notif_t *notif;              /* NOTIFY */
+    notif_t **notifs;            /* REPLAY: owned array of owned references */
+    size_t notif_count;          /* REPLAY */
+    uint64_t scanned_seq;        /* REPLAY */
+    bool is_at_end;              /* REPLAY */
+    uint64_t mark_seq;           /* MARK */
     uint64_t request_id;         /* VALIDATE */
     char *url;                   /* VALIDATE */
     const char *lifecycle_event; /* LIFECYCLE: "subscriptionRemoved",
@@ -114,14 +131,24 @@ typedef struct webhook_command {
 typedef enum webhook_result_kind {
     WEBHOOK_RESULT_VALIDATED, /* request_id, code (0 = valid), message */
     WEBHOOK_RESULT_GONE,      /* subscription_id: the endpoint answered 410 */
+    WEBHOOK_RESULT_WANT,      /* subscription_id is behind: send a REPLAY from seq + 1 */
+    WEBHOOK_RESULT_POSITIONS, /* positions moved since the last such result */
 } webhook_result_kind_t;
+
+typedef struct webhook_position {
+    char subscription_id[37];
+    uint64_t seq; /* every item with a lower or equal seq was delivered */
+} webhook_position_t;
 
 typedef struct webhook_result {
     webhook_result_kind_t kind;
     uint64_t request_id;
     char subscription_id[37];
-    int code; /* 0 or a HEROLD_E_* code */
+    uint64_t seq; /* WANT */
+    int code;     /* 0 or a HEROLD_E_* code */
     char message[HERR_MESSAGE_MAX];
+    webhook_position_t *positions; /* POSITIONS: owned */
+    size_t position_count;
 } webhook_result_t;
 
 /* Fills config with the defaults above. */
@@ -152,8 +179,11 @@ void webhook_send(webhook_t *webhook, webhook_command_t **command);
 /* A new zeroed command of the given kind. Release with webhook_command_free. */
 webhook_command_t *webhook_command_new(webhook_command_kind_t kind);
 
-/* Releases a command and what it owns (strings, the notif reference). NULL is a no-op. */
+/* Releases a command and what it owns (strings, the notif references). NULL is a no-op. */
 void webhook_command_free(webhook_command_t *command);
+
+/* Releases a result drained from the results channel. NULL is a no-op. */
+void webhook_result_free(webhook_result_t *result);
 
 /* Checks a notificationUrl or lifecycleNotificationUrl before anything is stored:
  * http or https, a host, at most WEBHOOK_MAX_URL_BYTES, no user:password part, and no

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "event.h"
+#include "hash.h"
 #include "log.h"
 #include "mem.h"
 #include "notif.h"
@@ -28,6 +29,16 @@ struct out_entry {
     char sub_expiration[SUBS_EXPIRATION_BYTES + 1];
     char *client_state_json; /* owned; NULL when the subscription has none */
     bool include_resource_data;
+    uint64_t cursor; /* the notify frame's cursor when this item is its last */
+};
+
+/* What herold remembers of a user across connections: the cursor of the last notify frame
+ * sent to any of the user's sessions (the store keeps it under "user:<id>"). */
+struct ws_user {
+    struct ws_user *next; /* hash chain */
+    char *name;
+    uint64_t cursor;
+    bool is_dirty;
 };
 
 struct ws_session {
@@ -45,6 +56,16 @@ struct ws_session {
     size_t rx_len;
     bool is_rx_oversize;
     uint64_t last_sent_seq;
+    struct ws_user *user;
+    /* Resume: while replaying, websocket: items come from the store (dispatch reads it for
+     * the sessions on the replay list), not from live dispatch. */
+    bool is_replaying;
+    bool is_replay_listed;
+    uint64_t replay_from;  /* the next seq to read; 0: from the first retained */
+    uint64_t replay_upto;  /* live websocket: items up to this seq came from the replay */
+    uint64_t cursor_floor; /* the replay has queued everything up to here */
+    ws_session_t *replay_prev;
+    ws_session_t *replay_next;
     bool is_overflowed;    /* only the missed frame is left to send */
     bool is_close_pending; /* close with close_status at the next WRITEABLE */
     enum lws_close_status close_status;
@@ -52,11 +73,15 @@ struct ws_session {
     ws_session_t *next;
 };
 
+#define WS_USER_BUCKETS 4096
+
 struct ws {
     const auth_t *auth;
     subs_t *subs;
     ws_session_t *sessions;
     size_t session_count;
+    ws_session_t *replaying;
+    struct ws_user *users[WS_USER_BUCKETS];
 };
 
 ws_t *ws_new(const auth_t *auth, subs_t *subs)
@@ -73,7 +98,51 @@ void ws_free(ws_t *ws)
         return;
     }
     assert(ws->sessions == NULL);
+    for (size_t i = 0; i < WS_USER_BUCKETS; i++) {
+        struct ws_user *user = ws->users[i];
+        while (user != NULL) {
+            struct ws_user *next = user->next;
+            free(user->name);
+            free(user);
+            user = next;
+        }
+    }
     free(ws);
+}
+
+static struct ws_user *user_get(ws_t *ws, const char *name)
+{
+    size_t bucket = hash_fnv1a(HASH_FNV1A_SEED, name, strlen(name)) % WS_USER_BUCKETS;
+    for (struct ws_user *user = ws->users[bucket]; user != NULL; user = user->next) {
+        if (strcmp(user->name, name) == 0) {
+            return user;
+        }
+    }
+    struct ws_user *user = xcalloc(1, sizeof(*user));
+    user->name = xstrdup(name);
+    user->next = ws->users[bucket];
+    ws->users[bucket] = user;
+    return user;
+}
+
+void ws_cursor_restore(ws_t *ws, const char *user, uint64_t seq)
+{
+    struct ws_user *record = user_get(ws, user);
+    if (seq > record->cursor) {
+        record->cursor = seq;
+    }
+}
+
+void ws_cursors_take_dirty(ws_t *ws, ws_cursor_fn fn, void *ctx)
+{
+    for (size_t i = 0; i < WS_USER_BUCKETS; i++) {
+        for (struct ws_user *user = ws->users[i]; user != NULL; user = user->next) {
+            if (user->is_dirty) {
+                user->is_dirty = false;
+                fn(user->name, user->cursor, ctx);
+            }
+        }
+    }
 }
 
 /* ---- the queue ---- */
@@ -179,7 +248,7 @@ static void queue_json(ws_session_t *s, json_t *message)
     queue_text(s, text, strlen(text));
 }
 
-static void queue_notification(ws_session_t *s, notif_t *notif, const sub_t *sub)
+static void queue_notification(ws_session_t *s, notif_t *notif, const sub_t *sub, uint64_t cursor)
 {
     if (s->is_overflowed || s->is_close_pending) {
         return;
@@ -196,6 +265,7 @@ static void queue_notification(ws_session_t *s, notif_t *notif, const sub_t *sub
         entry->client_state_json = xstrdup(sub->rest.client_state_json);
     }
     entry->include_resource_data = sub->kind != SUB_CONNECTION && sub->rest.include_resource_data;
+    entry->cursor = cursor;
     if (s->queue_length == 1) {
         lws_callback_on_writable(s->wsi);
     }
@@ -213,6 +283,164 @@ static void answer_error(ws_session_t *s, const char *ref, int code, const char 
     json_t *answer = json_pack("{s:s, s:o, s:{s:s, s:s}}", "op", "error", "ref", ref_value(ref),
                                "error", "code", herold_error_code(code), "message", message);
     queue_json(s, answer);
+}
+
+/* ---- resume ---- */
+
+/* Parses a cursor: the decimal seq herold wrote, 1 to 20 digits. */
+static bool cursor_parse(const char *text, size_t len, uint64_t *out)
+{
+    if (len == 0 || len > 20) {
+        return false;
+    }
+    uint64_t value = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] < '0' || text[i] > '9') {
+            return false;
+        }
+        unsigned digit = (unsigned)(text[i] - '0');
+        if (value > (UINT64_MAX - digit) / 10) {
+            return false;
+        }
+        value = value * 10 + digit;
+    }
+    *out = value;
+    return true;
+}
+
+static void replay_list_add(ws_session_t *s)
+{
+    if (s->is_replay_listed) {
+        return;
+    }
+    s->is_replay_listed = true;
+    s->replay_prev = NULL;
+    s->replay_next = s->ws->replaying;
+    if (s->ws->replaying != NULL) {
+        s->ws->replaying->replay_prev = s;
+    }
+    s->ws->replaying = s;
+}
+
+static void replay_list_remove(ws_session_t *s)
+{
+    if (!s->is_replay_listed) {
+        return;
+    }
+    s->is_replay_listed = false;
+    if (s->replay_prev != NULL) {
+        s->replay_prev->replay_next = s->replay_next;
+    } else {
+        s->ws->replaying = s->replay_next;
+    }
+    if (s->replay_next != NULL) {
+        s->replay_next->replay_prev = s->replay_prev;
+    }
+    s->replay_prev = NULL;
+    s->replay_next = NULL;
+}
+
+/* Starts replaying the user's websocket: subscriptions after cursor (0: everything
+ * retained). */
+static void replay_begin(ws_session_t *s, uint64_t cursor)
+{
+    s->is_replaying = true;
+    s->replay_from = cursor == 0 ? 0 : cursor + 1;
+    if (cursor > s->cursor_floor) {
+        s->cursor_floor = cursor;
+    }
+}
+
+ws_session_t *ws_replay_first(ws_t *ws)
+{
+    return ws->replaying;
+}
+
+ws_session_t *ws_replay_next(const ws_session_t *s)
+{
+    return s->replay_next;
+}
+
+uint64_t ws_session_replay_from(const ws_session_t *s)
+{
+    return s->replay_from;
+}
+
+const auth_principal_t *ws_session_principal(const ws_session_t *s)
+{
+    return s->principal;
+}
+
+size_t ws_session_room(const ws_session_t *s)
+{
+    if (s->is_overflowed || s->is_close_pending || s->queue_length >= WS_QUEUE_MAX_ENTRIES) {
+        return 0;
+    }
+    return WS_QUEUE_MAX_ENTRIES - s->queue_length;
+}
+
+void ws_session_replay_deliver(ws_session_t *s, notif_t *notif, const sub_t *sub)
+{
+    queue_notification(s, notif, sub, notif->seq > s->cursor_floor ? notif->seq : s->cursor_floor);
+}
+
+void ws_session_replay_missed(ws_session_t *s, uint64_t cursor)
+{
+    char frame[128];
+    int len = snprintf(
+        frame, sizeof(frame),
+        "{\"op\":\"lifecycle\",\"lifecycleEvent\":\"missed\",\"cursor\":\"%" PRIu64 "\"}", cursor);
+    queue_text(s, xstrndup(frame, (size_t)len), (size_t)len);
+    if (cursor > s->cursor_floor) {
+        s->cursor_floor = cursor;
+    }
+}
+
+void ws_session_replay_advance(ws_session_t *s, uint64_t scanned_seq, bool is_at_end)
+{
+    /* Assigned, not raised: a cursor given from beyond the store's end comes back down. */
+    s->cursor_floor = scanned_seq;
+    if (scanned_seq + 1 > s->replay_from) {
+        s->replay_from = scanned_seq + 1;
+    }
+    if (is_at_end) {
+        s->is_replaying = false;
+        s->replay_upto = scanned_seq;
+        replay_list_remove(s);
+        log_msg(LOG_LEVEL_DEBUG, "ws: session of %s resumed up to %" PRIu64, s->principal->user,
+                scanned_seq);
+    }
+}
+
+static void op_resume(ws_session_t *s, json_t *message, const char *ref)
+{
+    json_t *cursor_json = json_object_get(message, "cursor");
+    uint64_t cursor;
+    if (cursor_json == NULL || json_is_null(cursor_json)) {
+        if (s->user->cursor == 0) {
+            answer_error(s, ref, HEROLD_E_NOT_FOUND,
+                         "cursor: none given and none stored for this user");
+            return;
+        }
+        cursor = s->user->cursor;
+    } else if (!json_is_string(cursor_json) ||
+               !cursor_parse(json_string_value(cursor_json), json_string_length(cursor_json),
+                             &cursor)) {
+        answer_error(s, ref, HEROLD_E_BAD_REQUEST,
+                     "cursor: must be a cursor string from a notify or lifecycle frame");
+        return;
+    }
+    if (s->is_replaying) {
+        answer_error(s, ref, HEROLD_E_CONFLICT, "cursor: a resume is already running");
+        return;
+    }
+    char text[32];
+    snprintf(text, sizeof(text), "%" PRIu64, cursor);
+    queue_json(
+        s, json_pack("{s:s, s:o, s:s}", "op", "resumed", "ref", ref_value(ref), "cursor", text));
+    replay_begin(s, cursor);
+    replay_list_add(s);
+    lws_cancel_service(lws_get_context(s->wsi));
 }
 
 /* ---- ops ---- */
@@ -329,8 +557,11 @@ static void handle_message(ws_session_t *s, const char *data, size_t len)
         op_unsubscribe(s, message, ref);
     } else if (strcmp(json_string_value(op), "ping") == 0) {
         queue_json(s, json_pack("{s:s, s:o}", "op", "pong", "ref", ref_value(ref)));
+    } else if (strcmp(json_string_value(op), "resume") == 0) {
+        op_resume(s, message, ref);
     } else {
-        answer_error(s, ref, HEROLD_E_UNKNOWN_OP, "op: not one of subscribe, unsubscribe, ping");
+        answer_error(s, ref, HEROLD_E_UNKNOWN_OP,
+                     "op: not one of subscribe, unsubscribe, ping, resume");
     }
     json_decref(message);
 }
@@ -389,10 +620,26 @@ ws_session_t *ws_handshake(ws_t *ws, struct lws *wsi, int *http_status)
         *http_status = herold_error_status(err.code);
         return NULL;
     }
+    char since_arg[40];
+    uint64_t since = 0;
+    /* The buffer holds "since=<value>"; the answer points at the value. */
+    const char *since_text = lws_get_urlarg_by_name(wsi, "since=", since_arg, sizeof(since_arg));
+    bool has_since = since_text != NULL;
+    if (has_since && !cursor_parse(since_text, strlen(since_text), &since)) {
+        log_msg(LOG_LEVEL_INFO, "ws: handshake refused: since is not a cursor");
+        auth_principal_free(principal);
+        *http_status = 400;
+        return NULL;
+    }
     ws_session_t *s = xcalloc(1, sizeof(*s));
     s->ws = ws;
     s->wsi = wsi;
     s->principal = principal;
+    s->user = user_get(ws, principal->user);
+    if (has_since) {
+        /* Live websocket: items wait for the replay from now on; it starts at open. */
+        replay_begin(s, since);
+    }
     s->next = ws->sessions;
     if (ws->sessions != NULL) {
         ws->sessions->prev = s;
@@ -405,6 +652,10 @@ ws_session_t *ws_handshake(ws_t *ws, struct lws *wsi, int *http_status)
 void ws_session_open(ws_session_t *s)
 {
     log_msg(LOG_LEVEL_DEBUG, "ws: session of %s open", s->principal->user);
+    if (s->is_replaying) {
+        replay_list_add(s);
+        lws_cancel_service(lws_get_context(s->wsi));
+    }
 }
 
 int ws_session_receive(ws_session_t *s, const void *data, size_t len, bool is_final, bool is_binary)
@@ -458,7 +709,7 @@ static int write_notify_batch(ws_session_t *s)
         count++;
     }
     assert(count > 0);
-    uint64_t cursor = queue_at(s, count - 1)->notif->seq;
+    uint64_t cursor = queue_at(s, count - 1)->cursor;
     char head[64];
     int head_len = snprintf(head, sizeof(head),
                             "{\"op\":\"notify\",\"cursor\":\"%" PRIu64 "\",\"value\":[", cursor);
@@ -488,6 +739,10 @@ static int write_notify_batch(ws_session_t *s)
         queue_pop(s);
     }
     s->last_sent_seq = cursor;
+    if (cursor > s->user->cursor) {
+        s->user->cursor = cursor;
+        s->user->is_dirty = true;
+    }
     return 0;
 }
 
@@ -528,6 +783,10 @@ int ws_session_writeable(ws_session_t *s)
     if (s->queue_length > 0 || s->is_close_pending) {
         lws_callback_on_writable(s->wsi);
     }
+    if (s->is_replay_listed && s->queue_length < WS_QUEUE_MAX_ENTRIES / 2) {
+        /* Room for the next chunk: bring the loop round to dispatch_replay. */
+        lws_cancel_service(lws_get_context(s->wsi));
+    }
     return 0;
 }
 
@@ -538,6 +797,7 @@ void ws_session_closed(ws_session_t *s)
         subs_remove(ws->subs, s->subs[i]);
     }
     queue_clear(s);
+    replay_list_remove(s);
     if (s->prev != NULL) {
         s->prev->next = s->next;
     } else {
@@ -559,14 +819,23 @@ void ws_session_closed(ws_session_t *s)
 
 void ws_session_deliver(ws_session_t *session, notif_t *notif, const sub_t *sub)
 {
-    queue_notification(session, notif, sub);
+    /* While replaying, the cursor stays where the replay stands: a client resuming from it
+     * must not skip what the replay has not sent yet. */
+    uint64_t cursor = session->cursor_floor;
+    if (!session->is_replaying && notif->seq > cursor) {
+        cursor = notif->seq;
+    }
+    queue_notification(session, notif, sub, cursor);
 }
 
 void ws_deliver_to_user(ws_t *ws, const char *user, notif_t *notif, const sub_t *sub)
 {
     for (ws_session_t *s = ws->sessions; s != NULL; s = s->next) {
-        if (strcmp(s->principal->user, user) == 0) {
-            queue_notification(s, notif, sub);
+        /* A replaying session gets these from the store, up to replay_upto. */
+        if (!s->is_replaying && notif->seq > s->replay_upto &&
+            strcmp(s->principal->user, user) == 0) {
+            queue_notification(s, notif, sub,
+                               notif->seq > s->cursor_floor ? notif->seq : s->cursor_floor);
         }
     }
 }

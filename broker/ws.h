@@ -11,6 +11,19 @@
  * lifecycle frame carrying the cursor of the last item it was sent, and it is closed with
  * 1008, so a client that stops reading costs bounded memory.
  *
+ * Resume (DESIGN 3.4): `?since=<cursor>` on the upgrade request or the `resume` op puts a
+ * session on the replay list. dispatch_replay reads the store for it in chunks that fit
+ * its queue and hands the items of the user's websocket: subscriptions over
+ * (ws_session_replay_deliver); the chunk that reaches the end of the store ends the replay
+ * (ws_session_replay_advance), and live websocket: items up to that seq, which the replay
+ * already sent, are skipped. While replaying, live items for that session's websocket:
+ * subscriptions are not queued, and every frame's cursor stays at the position the replay
+ * has reached, so a cursor a client holds never skips anything the replay still owes it.
+ *
+ * Per-user cursors: the cursor of the last notify frame sent to any session of a user is
+ * remembered (and stored by dispatch as "user:<id>"); `resume` without a cursor resumes
+ * from it.
+ *
  * Everything here runs on the libwebsockets service thread, which http.c drives; ws.c
  * never owns the context. Sessions are freed only from the CLOSED callback.
  */
@@ -73,6 +86,39 @@ void ws_deliver_to_user(ws_t *ws, const char *user, notif_t *notif, const sub_t 
 /* Sends {"op":"lifecycle","lifecycleEvent":…,"subscriptionId":…} to every session of user. */
 void ws_lifecycle_to_user(ws_t *ws, const char *user, const char *lifecycle_event,
                           const char *subscription_id);
+
+/* ---- resume (dispatch.c drives the replays) ---- */
+
+/* The sessions replaying, in no particular order. */
+ws_session_t *ws_replay_first(ws_t *ws);
+ws_session_t *ws_replay_next(const ws_session_t *session);
+
+/* The next seq to read for session (0: from the first retained). */
+uint64_t ws_session_replay_from(const ws_session_t *session);
+
+/* The token's principal of session. */
+const auth_principal_t *ws_session_principal(const ws_session_t *session);
+
+/* How many more entries session's queue takes before it overflows. */
+size_t ws_session_room(const ws_session_t *session);
+
+/* Queues an item read from the store for sub (one of the user's websocket:
+ * subscriptions). */
+void ws_session_replay_deliver(ws_session_t *session, notif_t *notif, const sub_t *sub);
+
+/* Queues a `missed` lifecycle frame: the events up to cursor are no longer retained. */
+void ws_session_replay_missed(ws_session_t *session, uint64_t cursor);
+
+/* The store was read up to scanned_seq for session; is_at_end ends the replay. */
+void ws_session_replay_advance(ws_session_t *session, uint64_t scanned_seq, bool is_at_end);
+
+typedef void (*ws_cursor_fn)(const char *user, uint64_t seq, void *ctx);
+
+/* Calls fn for every user whose cursor moved since the last call. */
+void ws_cursors_take_dirty(ws_t *ws, ws_cursor_fn fn, void *ctx);
+
+/* A user's cursor as the store kept it. */
+void ws_cursor_restore(ws_t *ws, const char *user, uint64_t seq);
 
 /* Starts closing every session with 1001 (going away). */
 void ws_close_all(ws_t *ws);

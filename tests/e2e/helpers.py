@@ -493,12 +493,14 @@ class Broker:
 
     # ---- WebSocket ----
 
-    async def connect(self, user="anna", groups=(), token=None, **kwargs):
-        """An open Client; the token goes in the Authorization header."""
+    async def connect(self, user="anna", groups=(), token=None, query="", **kwargs):
+        """An open Client; the token goes in the Authorization header. query (e.g.
+        "since=42") is appended to the URL."""
         if token is None:
             token = self.token(user, groups)
+        url = self.ws_url + ("?" + query if query else "")
         ws = await asyncio.wait_for(
-            websockets.connect(self.ws_url, extra_headers={"Authorization": "Bearer " + token},
+            websockets.connect(url, extra_headers={"Authorization": "Bearer " + token},
                                **kwargs),
             TIMEOUT)
         client = Client(ws, token)

@@ -71,6 +71,7 @@ class Request:
         self.wall = wall              # time.time() at the same moment
         self.index = index            # position among all requests of this receiver
         self.finished = None          # time.monotonic() when our answer was written
+        self.status = None            # the status we answered a notification POST with
 
     def json(self):
         try:
@@ -168,6 +169,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             reply = receiver._next_reply()
             if reply.delay:
                 receiver._closing.wait(reply.delay)
+            req.status = reply.status
             self._answer(reply.status, reply.body, headers=reply.headers)
         with receiver.cond:
             req.finished = time.monotonic()
@@ -243,6 +245,14 @@ class Receiver:
         out = []
         for req in self.posts(path):
             out.extend(req.json()["value"])
+        return out
+
+    def delivered_items(self, path=None):
+        """The items of the POSTs answered with a 2xx, in arrival order."""
+        out = []
+        for req in self.posts(path):
+            if req.status is not None and 200 <= req.status < 300:
+                out.extend(req.json()["value"])
         return out
 
     def wait_for(self, predicate, timeout=TIMEOUT, what=None):

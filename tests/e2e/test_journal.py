@@ -16,14 +16,14 @@ import zmq
 from helpers import HEROLD, START_TIMEOUT, free_port, run, sub_body
 from receiver import check_signed
 
-RECOVERED = re.compile(r"journal holds events (\d+)\.\.(\d+)")
+RECOVERED = re.compile(r"store holds events (\d+)\.\.(\d+)")
 
 
 def restart(broker):
     """Starts the broker again on the same data directory; returns the recovered range."""
     broker.returncode = None
     broker.start()
-    line = broker.pump.wait_for("journal holds events", START_TIMEOUT)
+    line = broker.pump.wait_for("store holds events", START_TIMEOUT)
     assert line is not None, broker.stderr_text()
     first, last = RECOVERED.search(line).groups()
     return int(first), int(last)

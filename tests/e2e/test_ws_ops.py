@@ -82,12 +82,15 @@ def test_empty_text_message_answers_bad_json(broker):
     run(body())
 
 
-def test_unknown_op_and_resume_answer_unknown_op_with_ref_echoed(broker):
+def test_unknown_op_and_bad_resume_answer_errors_with_ref_echoed(broker):
     async def body():
         c = await broker.connect("anna")
         await expect_error(c, {"op": "fly", "ref": "u1"}, "unknown_op")
-        # Resume is not implemented in this milestone: it is an unknown op.
-        await expect_error(c, {"op": "resume", "ref": "u2", "cursor": "0"}, "unknown_op")
+        await expect_error(c, {"op": "resume", "ref": "u2", "cursor": "x1"}, "bad_request")
+        await expect_error(c, {"op": "resume", "ref": "u4", "cursor": 5}, "bad_request")
+        await expect_error(c, {"op": "resume", "ref": "u5", "cursor": "1" * 21}, "bad_request")
+        # No cursor given and none stored for a user who was never sent anything.
+        await expect_error(c, {"op": "resume", "ref": "u6"}, "not_found")
         await expect_error(c, {"op": "PING", "ref": "u3"}, "unknown_op")
         await c.close()
 

@@ -19,6 +19,9 @@ static void clear_environment(void)
     unsetenv("HEROLD_JWT_SECRET_FILE");
     unsetenv("HEROLD_LOG_LEVEL");
     unsetenv("HEROLD_WEBHOOK_ALLOW_PRIVATE");
+    unsetenv("HEROLD_STORE");
+    unsetenv("HEROLD_RETENTION_SECONDS");
+    unsetenv("HEROLD_RETENTION_BYTES");
 }
 
 static char *write_temp_file(const char *text)
@@ -158,6 +161,44 @@ START_TEST(test_config_file_errors_name_the_line)
 }
 END_TEST
 
+START_TEST(test_config_store_and_retention)
+{
+    config_t cfg;
+    struct herr err;
+    clear_environment();
+    char *pg[] = {"herold",
+                  "--store",
+                  "postgresql://herold@/db?host=/tmp",
+                  "--retention-seconds",
+                  "60",
+                  "--retention-bytes",
+                  "1048576"};
+    ck_assert_int_eq(config_load(&cfg, ARGC(pg), pg, &err), 0);
+    ck_assert_str_eq(cfg.store, "postgresql://herold@/db?host=/tmp");
+    ck_assert_int_eq(cfg.retention_seconds, 60);
+    ck_assert_uint_eq(cfg.retention_bytes, 1048576);
+    config_clear(&cfg);
+
+    char *postgres[] = {"herold", "--store=postgres://x/y"};
+    ck_assert_int_eq(config_load(&cfg, ARGC(postgres), postgres, &err), 0);
+    config_clear(&cfg);
+
+    char *other[] = {"herold", "--store", "mysql://x/y"};
+    ck_assert_int_eq(config_load(&cfg, ARGC(other), other, &err), HEROLD_E_CONFIG);
+    ck_assert_ptr_nonnull(strstr(err.message, "store"));
+
+    char *too_small[] = {"herold", "--retention-bytes", "1048575"};
+    ck_assert_int_eq(config_load(&cfg, ARGC(too_small), too_small, &err), HEROLD_E_CONFIG);
+    ck_assert_ptr_nonnull(strstr(err.message, "retention-bytes"));
+
+    char *zero_age[] = {"herold", "--retention-seconds", "0"};
+    ck_assert_int_eq(config_load(&cfg, ARGC(zero_age), zero_age, &err), HEROLD_E_CONFIG);
+
+    char *gone[] = {"herold", "--webhook-retry-horizon", "10"};
+    ck_assert_int_eq(config_load(&cfg, ARGC(gone), gone, &err), HEROLD_E_CONFIG);
+}
+END_TEST
+
 START_TEST(test_config_subscription_and_webhook_options)
 {
     config_t cfg;
@@ -169,7 +210,9 @@ START_TEST(test_config_subscription_and_webhook_options)
     ck_assert_int_eq(cfg.webhook_batch_items, 100);
     ck_assert_int_eq(cfg.subscription_min_seconds, 2700);
     ck_assert_int_eq(cfg.subscription_max_minutes, 42300);
-    ck_assert_int_eq(cfg.webhook_retry_horizon_s, 4 * 3600);
+    ck_assert_int_eq(cfg.retention_seconds, 7 * 86400);
+    ck_assert_uint_eq(cfg.retention_bytes, 1024ULL * 1024 * 1024);
+    ck_assert_ptr_null(cfg.store);
     config_clear(&cfg);
 
     /* A flag without a value, followed by another option. */
@@ -194,6 +237,9 @@ START_TEST(test_config_subscription_and_webhook_options)
     setenv("HEROLD_WEBHOOK_ALLOW_PRIVATE", "maybe", 1);
     assert_refused(ARGC(defaults), defaults, "not true or false");
     unsetenv("HEROLD_WEBHOOK_ALLOW_PRIVATE");
+    unsetenv("HEROLD_STORE");
+    unsetenv("HEROLD_RETENTION_SECONDS");
+    unsetenv("HEROLD_RETENTION_BYTES");
 
     char *too_many[] = {"herold", "--webhook-batch-items", "1001"};
     assert_refused(ARGC(too_many), too_many, "webhook-batch-items");
@@ -218,6 +264,7 @@ int main(void)
     tcase_add_test(tc, test_config_http_port_bounds);
     tcase_add_test(tc, test_config_file_errors_name_the_line);
     tcase_add_test(tc, test_config_subscription_and_webhook_options);
+    tcase_add_test(tc, test_config_store_and_retention);
     suite_add_tcase(suite, tc);
     return unit_run(suite);
 }

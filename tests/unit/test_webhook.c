@@ -1,6 +1,7 @@
 /* Webhook delivery: the address and URL rules, signatures and secrets, and delivery,
- * retries, lifecycle posts and validation against a real HTTP/1.1 receiver that runs in
- * this process on 127.0.0.1 (plain sockets, keep-alive, scripted answers). */
+ * retries, catching up (behind, WANT, REPLAY), positions (MARK, POSITIONS), lifecycle posts
+ * and validation against a real HTTP/1.1 receiver that runs in this process on 127.0.0.1
+ * (plain sockets, keep-alive, scripted answers). */
 
 #include <arpa/inet.h>
 #include <check.h>
@@ -478,6 +479,7 @@ typedef struct server {
     size_t hook_count;
     size_t life_count;
     size_t ok_hook_count; /* hook requests answered 2xx */
+    size_t fail_count;    /* requests to /fail, always answered 500 */
     reply_t script[SERVER_SCRIPT_MAX];
     size_t script_len;
     int hook_default;
@@ -561,6 +563,9 @@ static void answer(server_t *s, conn_t *c, request_t *r)
     } else if (strncmp(r->target, "/life", 5) == 0) {
         status = 202;
         s->life_count++;
+    } else if (strncmp(r->target, "/fail", 5) == 0) {
+        status = 500;
+        s->fail_count++;
     } else {
         size_t index = s->hook_count++;
         reply_t reply = {s->hook_default, NULL, 0};
@@ -807,6 +812,9 @@ typedef struct fixture {
     unsigned char secret[WEBHOOK_SECRET_BYTES];
     char hook_url[128];
     char life_url[128];
+    char fail_url[128];  /* always answers 500 */
+    char check_url[128]; /* validations used as barriers */
+    uint64_t barrier_id;
 } fixture_t;
 
 static void results_wake(void *ctx)
@@ -817,17 +825,21 @@ static void results_wake(void *ctx)
     (void)n; /* a full pipe already means "wake up" */
 }
 
+static void result_free_item(void *item)
+{
+    webhook_result_free(item);
+}
+
 static fixture_t *fixture_new(void)
 {
     fixture_t *f = calloc(1, sizeof(*f));
     server_start(&f->server);
     ck_assert_int_eq(pipe2(f->wake_fds, O_CLOEXEC | O_NONBLOCK), 0);
-    f->results = chan_new(64, results_wake, f, free);
+    f->results = chan_new(64, results_wake, f, result_free_item);
     webhook_config_init(&f->config);
     f->config.allow_private = true;
     f->config.first_retry_ms = 50;
     f->config.max_retry_ms = 200;
-    f->config.retry_horizon_ms = 1000;
     f->config.batch_window_ms = 5;
     f->config.request_timeout_ms = 3000;
     for (size_t i = 0; i < sizeof(f->secret); i++) {
@@ -835,6 +847,9 @@ static fixture_t *fixture_new(void)
     }
     snprintf(f->hook_url, sizeof(f->hook_url), "http://127.0.0.1:%d/hook", f->server.port);
     snprintf(f->life_url, sizeof(f->life_url), "http://127.0.0.1:%d/life", f->server.port);
+    snprintf(f->fail_url, sizeof(f->fail_url), "http://127.0.0.1:%d/fail", f->server.port);
+    snprintf(f->check_url, sizeof(f->check_url), "http://127.0.0.1:%d/check", f->server.port);
+    f->barrier_id = 1000000;
     return f;
 }
 
@@ -878,8 +893,10 @@ static webhook_result_t *result_wait(fixture_t *f)
     }
 }
 
-static void send_target(fixture_t *f, const char *id, const char *url,
-                        const char *client_state_json, const unsigned char *secret)
+/* A TARGET_PUT; position and is_behind count only when it creates the target. */
+static void send_target_at(fixture_t *f, const char *id, const char *url,
+                           const char *client_state_json, const unsigned char *secret,
+                           uint64_t position, bool is_behind)
 {
     webhook_command_t *c = webhook_command_new(WEBHOOK_CMD_TARGET_PUT);
     snprintf(c->spec.subscription_id, sizeof(c->spec.subscription_id), "%s", id);
@@ -889,8 +906,16 @@ static void send_target(fixture_t *f, const char *id, const char *url,
     snprintf(c->spec.expiration, sizeof(c->spec.expiration), "2030-01-01T00:00:00.0000000Z");
     memcpy(c->spec.secret, secret, WEBHOOK_SECRET_BYTES);
     c->spec.tenant_id = strdup("city");
+    c->spec.position = position;
+    c->spec.is_behind = is_behind;
     webhook_send(f->webhook, &c);
     ck_assert_ptr_null(c);
+}
+
+static void send_target(fixture_t *f, const char *id, const char *url,
+                        const char *client_state_json, const unsigned char *secret)
+{
+    send_target_at(f, id, url, client_state_json, secret, 0, false);
 }
 
 /* Queues notif (one reference taken) for subscription id. */
@@ -927,6 +952,88 @@ static void send_validate(fixture_t *f, uint64_t request_id, const char *url, co
     c->url = strdup(url);
     c->url_name = name;
     webhook_send(f->webhook, &c);
+}
+
+/* A REPLAY chunk for subscription id: the count notifs (one reference each, taken). */
+static void send_replay(fixture_t *f, const char *id, notif_t **notifs, size_t count,
+                        uint64_t scanned_seq, bool is_at_end)
+{
+    webhook_command_t *c = webhook_command_new(WEBHOOK_CMD_REPLAY);
+    snprintf(c->spec.subscription_id, sizeof(c->spec.subscription_id), "%s", id);
+    c->notifs = calloc(count > 0 ? count : 1, sizeof(*c->notifs));
+    for (size_t i = 0; i < count; i++) {
+        c->notifs[i] = notifs[i];
+    }
+    c->notif_count = count;
+    c->scanned_seq = scanned_seq;
+    c->is_at_end = is_at_end;
+    webhook_send(f->webhook, &c);
+}
+
+static void send_mark(fixture_t *f, uint64_t seq)
+{
+    webhook_command_t *c = webhook_command_new(WEBHOOK_CMD_MARK);
+    c->mark_seq = seq;
+    webhook_send(f->webhook, &c);
+}
+
+/* The next result, which must be of the given kind (the caller releases it). */
+static webhook_result_t *result_expect(fixture_t *f, webhook_result_kind_t kind)
+{
+    webhook_result_t *result = result_wait(f);
+    ck_assert_msg(result != NULL, "no result of kind %d", (int)kind);
+    ck_assert_int_eq(result->kind, kind);
+    return result;
+}
+
+/* Sends a validation and returns the results that came before its answer (at most cap;
+ * the rest are released). Commands run in order and results are pushed in order, so a
+ * result that running the earlier commands produced arrives before the answer; the caller
+ * must know that no transfer could push one meanwhile. */
+static size_t results_before_barrier(fixture_t *f, webhook_result_t **out, size_t cap)
+{
+    uint64_t id = ++f->barrier_id;
+    send_validate(f, id, f->check_url, NULL);
+    size_t count = 0;
+    for (;;) {
+        webhook_result_t *result = result_wait(f);
+        ck_assert_msg(result != NULL, "no answer to the barrier %llu", (unsigned long long)id);
+        if (result->kind == WEBHOOK_RESULT_VALIDATED && result->request_id == id) {
+            ck_assert_msg(result->code == 0, "%s", result->message);
+            webhook_result_free(result);
+            return count;
+        }
+        if (count < cap) {
+            out[count++] = result;
+        } else {
+            webhook_result_free(result);
+        }
+    }
+}
+
+/* Asserts that no result is waiting behind the commands sent so far. */
+static void assert_no_result(fixture_t *f)
+{
+    webhook_result_t *results[4];
+    size_t count = results_before_barrier(f, results, 4);
+    for (size_t i = 0; i < count; i++) {
+        ck_assert_msg(false, "unexpected result of kind %d for %s (seq %llu)",
+                      (int)results[i]->kind, results[i]->subscription_id,
+                      (unsigned long long)results[i]->seq);
+    }
+}
+
+/* The position reported for id in a POSITIONS result; false when id is not in it. */
+static bool position_of(const webhook_result_t *result, const char *id, uint64_t *seq)
+{
+    ck_assert_int_eq(result->kind, WEBHOOK_RESULT_POSITIONS);
+    for (size_t i = 0; i < result->position_count; i++) {
+        if (strcmp(result->positions[i].subscription_id, id) == 0) {
+            *seq = result->positions[i].seq;
+            return true;
+        }
+    }
+    return false;
 }
 
 /* Checks the Standard Webhooks headers of a signed request; returns its webhook-id. */
@@ -985,6 +1092,22 @@ static size_t body_seqs(const request_t *r, const char *sub, uint64_t *seqs, siz
 }
 
 #define SUB "0b6e4a1e-8f3c-4d7a-9a51-3f1f6a0c2d11"
+#define SUB2 "5c0d9f2a-7e41-4b3c-8d6e-1a2b3c4d5e6f"
+#define SUB3 "9e8d7c6b-5a49-4382-a716-f5e4d3c2b1a0"
+
+/* The items of every 2xx delivery to path, in the order they arrived. */
+static size_t delivered_seqs(fixture_t *f, const char *path, const char *sub, uint64_t *seqs,
+                             size_t cap)
+{
+    size_t count = 0;
+    const request_t *r;
+    for (size_t i = 0; (r = server_nth(&f->server, path, i)) != NULL; i++) {
+        if (r->status / 100 == 2) {
+            count += body_seqs(r, sub, seqs + count, cap - count);
+        }
+    }
+    return count;
+}
 
 START_TEST(test_webhook_delivers_a_signed_batch)
 {
@@ -1084,7 +1207,7 @@ END_TEST
 START_TEST(test_webhook_retry_after_seconds_is_honoured)
 {
     fixture_t *f = fixture_new();
-    f->config.retry_horizon_ms = 5000;
+    f->config.max_retry_ms = 5000; /* above the Retry-After, which stays inside it */
     f->server.script[0] = (reply_t){503, "Retry-After: 1", 0};
     f->server.script_len = 1;
     fixture_start(f);
@@ -1104,7 +1227,6 @@ END_TEST
 START_TEST(test_webhook_retry_after_date_is_honoured)
 {
     fixture_t *f = fixture_new();
-    f->config.retry_horizon_ms = 5000;
     /* An HTTP date two whole seconds ahead is at least one second away when read. */
     f->server.script[0] = (reply_t){429, NULL, 2};
     f->server.script_len = 1;
@@ -1182,22 +1304,37 @@ START_TEST(test_webhook_request_timeout_is_retried)
 }
 END_TEST
 
-/* Retry-After beyond the horizon: one last attempt at the horizon, then `missed` (long
- * before the 30 s the endpoint asked for, and before WAIT_MS). */
-START_TEST(test_webhook_retry_after_is_bounded_by_the_horizon)
+/* Retry-After beyond max_retry_ms: the backoff cap does not cut it (the retry would
+ * otherwise come within 200 ms); the endpoint's wait is honoured (it is bounded only by
+ * WEBHOOK_MAX_RETRY_AFTER_MS), and nothing is given up meanwhile. */
+START_TEST(test_webhook_retry_after_beyond_max_retry_is_honoured)
 {
     fixture_t *f = fixture_new();
-    f->server.script[0] = (reply_t){503, "Retry-After: 30", 0};
-    f->server.script[1] = (reply_t){503, "Retry-After: 30", 0};
-    f->server.script_len = 2;
+    ck_assert_int_lt(f->config.max_retry_ms, 1000);
+    f->server.script[0] = (reply_t){503, "Retry-After: 1", 0};
+    f->server.script_len = 1;
     fixture_start(f);
     send_target(f, SUB, f->hook_url, NULL, f->secret);
     send_new_notif(f, SUB, 1);
+    ck_assert(server_wait(&f->server, &f->server.ok_hook_count, 1));
+    const request_t *first = server_nth(&f->server, "/hook", 0);
+    const request_t *second = server_nth(&f->server, "/hook", 1);
+    ck_assert_int_eq(first->status, 503);
+    ck_assert_int_eq(second->status, 200);
+    ck_assert_int_ge(second->at_ms - first->at_ms, 1000);
+    char first_id[64];
+    char second_id[64];
+    assert_signed(first, f->secret, first_id);
+    assert_signed(second, f->secret, second_id);
+    ck_assert_str_eq(first_id, second_id);
+    /* The only lifecycle post is this marker: nothing was given up. */
+    send_lifecycle(f, SUB, "reauthorizationRequired");
     ck_assert(server_wait(&f->server, &f->server.life_count, 1));
     pthread_mutex_lock(&f->server.lock);
+    ck_assert_uint_eq(f->server.life_count, 1);
     ck_assert_uint_eq(f->server.hook_count, 2);
     pthread_mutex_unlock(&f->server.lock);
-    ck_assert_uint_eq(missed_count(f), 1);
+    ck_assert_uint_eq(missed_count(f), 0);
     fixture_free(f);
 }
 END_TEST
@@ -1214,7 +1351,7 @@ START_TEST(test_webhook_gone_is_reported)
     ck_assert_ptr_nonnull(result);
     ck_assert_int_eq(result->kind, WEBHOOK_RESULT_GONE);
     ck_assert_str_eq(result->subscription_id, SUB);
-    free(result);
+    webhook_result_free(result);
     /* What the service thread does next: notifications already on their way, then removal. */
     notif_t *late = make_notif(2);
     send_notif(f, SUB, notif_ref(late));
@@ -1227,61 +1364,62 @@ START_TEST(test_webhook_gone_is_reported)
 }
 END_TEST
 
-START_TEST(test_webhook_gives_up_after_the_horizon_with_missed)
+/* A failing batch is retried for as long as it takes, under one webhook-id; once the
+ * endpoint answers, the batch and the item queued behind it arrive, in order, and no
+ * `missed` lifecycle notification was ever sent. */
+START_TEST(test_webhook_retries_a_failing_batch_until_it_is_delivered)
 {
     fixture_t *f = fixture_new();
+    f->config.first_retry_ms = 20;
+    f->config.max_retry_ms = 40;
     f->server.hook_default = 500;
     fixture_start(f);
     send_target(f, SUB, f->hook_url, "\"s3cret\"", f->secret);
     send_new_notif(f, SUB, 1);
     ck_assert(server_wait(&f->server, &f->server.hook_count, 1));
-    /* Queued behind the failing batch: delivered after the give-up. */
+    /* Queued behind the failing batch. */
     send_new_notif(f, SUB, 2);
-    ck_assert(server_wait(&f->server, &f->server.life_count, 1));
+    const size_t failures = 8;
+    ck_assert(server_wait(&f->server, &f->server.hook_count, failures));
     pthread_mutex_lock(&f->server.lock);
     f->server.hook_default = 200;
     pthread_mutex_unlock(&f->server.lock);
+    ck_assert(server_wait(&f->server, &f->server.ok_hook_count, 2));
+    send_lifecycle(f, SUB, "reauthorizationRequired");
+    ck_assert(server_wait(&f->server, &f->server.life_count, 1));
 
-    const request_t *life = server_nth(&f->server, "/life", 0);
-    char life_id[64];
-    assert_signed(life, f->secret, life_id);
-    json_t *root = body_json(life);
-    json_t *item = json_array_get(json_object_get(root, "value"), 0);
-    ck_assert_str_eq(json_string_value(json_object_get(item, "lifecycleEvent")), "missed");
-    ck_assert_str_eq(json_string_value(json_object_get(item, "subscriptionId")), SUB);
-    ck_assert_str_eq(json_string_value(json_object_get(item, "clientState")), "s3cret");
-    ck_assert_str_eq(json_string_value(json_object_get(item, "tenantId")), "city");
-    ck_assert_str_eq(json_string_value(json_object_get(item, "subscriptionExpirationDateTime")),
-                     "2030-01-01T00:00:00.0000000Z");
-    json_decref(root);
-
-    ck_assert(server_wait(&f->server, &f->server.ok_hook_count, 1));
-    /* Every attempt of the first batch had one id; several attempts were made. */
     char batch_id[64];
     assert_signed(server_nth(&f->server, "/hook", 0), f->secret, batch_id);
-    ck_assert_str_ne(batch_id, life_id);
     size_t attempts = 0;
+    size_t failed = 0;
     const request_t *r;
-    const request_t *delivered = NULL;
     for (size_t i = 0; (r = server_nth(&f->server, "/hook", i)) != NULL; i++) {
         char id[64];
         uint64_t seqs[4];
         assert_signed(r, f->secret, id);
         ck_assert_uint_eq(body_seqs(r, SUB, seqs, 4), 1);
         if (seqs[0] == 1) {
+            /* Every attempt at item 1 comes before item 2 and under the first id. */
+            ck_assert_uint_eq(attempts, i);
             ck_assert_str_eq(id, batch_id);
-            ck_assert_int_eq(r->status, 500);
+            failed += r->status == 500;
             attempts++;
         } else {
             ck_assert_uint_eq(seqs[0], 2);
             ck_assert_str_ne(id, batch_id);
-            if (r->status == 200) {
-                delivered = r;
-            }
+            ck_assert_int_eq(r->status, 200);
         }
     }
-    ck_assert_uint_ge(attempts, 2);
-    ck_assert_ptr_nonnull(delivered);
+    ck_assert_uint_ge(failed, failures);
+    ck_assert_uint_eq(attempts, failed + 1);
+    uint64_t seqs[4];
+    ck_assert_uint_eq(delivered_seqs(f, "/hook", SUB, seqs, 4), 2);
+    ck_assert_uint_eq(seqs[0], 1);
+    ck_assert_uint_eq(seqs[1], 2);
+    ck_assert_uint_eq(missed_count(f), 0);
+    pthread_mutex_lock(&f->server.lock);
+    ck_assert_uint_eq(f->server.life_count, 1);
+    pthread_mutex_unlock(&f->server.lock);
     fixture_free(f);
 }
 END_TEST
@@ -1311,43 +1449,238 @@ START_TEST(test_webhook_lifecycle_command_posts_signed_event)
 }
 END_TEST
 
-START_TEST(test_webhook_queue_overflow_drops_oldest_and_sends_missed)
+/* A queue holds exactly WEBHOOK_MAX_QUEUED_ITEMS; one more drops it all and the target goes
+ * behind: it takes no more live items and, once its batch is delivered, asks once for
+ * the items after the last one it took. */
+START_TEST(test_webhook_queue_overflow_goes_behind_and_asks_once)
 {
     fixture_t *f = fixture_new();
     f->config.max_batch_items = 1;
-    f->config.first_retry_ms = 60000;
-    f->config.max_retry_ms = 60000;
-    f->config.retry_horizon_ms = 600000;
     f->server.hook_default = 500;
     fixture_start(f);
     send_target(f, SUB, f->hook_url, NULL, f->secret);
     notif_t *first = make_notif(1);
-    notif_t *oldest = make_notif(2);
+    notif_t *second = make_notif(2);
     notif_t *rest = make_notif(3);
-    /* Item 1 becomes the failing batch; 2 and the rest fill the queue to exactly the limit. */
+    notif_t *over = make_notif(10002);
+    notif_t *late = make_notif(10003);
+    /* Item 1 becomes the failing batch (a full batch goes at once); 2 and the rest fill
+     * the queue to exactly the limit. */
     send_notif(f, SUB, notif_ref(first));
-    send_notif(f, SUB, notif_ref(oldest));
+    send_notif(f, SUB, notif_ref(second));
     for (int i = 0; i < WEBHOOK_MAX_QUEUED_ITEMS - 1; i++) {
         send_notif(f, SUB, notif_ref(rest));
     }
     /* Commands run in order: when this marker arrives, all of the above were queued. */
     send_lifecycle(f, SUB, "reauthorizationRequired");
     ck_assert(server_wait(&f->server, &f->server.life_count, 1));
-    ck_assert_int_eq(refcount(oldest), 2);
+    ck_assert_int_eq(refcount(first), 1); /* its batch body was built; the ref went then */
+    ck_assert_int_eq(refcount(second), 2);
+    ck_assert_int_eq(refcount(rest), WEBHOOK_MAX_QUEUED_ITEMS);
+
+    send_notif(f, SUB, notif_ref(over));
+    send_notif(f, SUB, notif_ref(late)); /* behind: dropped */
+    send_lifecycle(f, SUB, "reauthorizationRequired");
+    ck_assert(server_wait(&f->server, &f->server.life_count, 2));
+    ck_assert_int_eq(refcount(second), 1);
+    ck_assert_int_eq(refcount(rest), 1);
+    ck_assert_int_eq(refcount(over), 1);
+    ck_assert_int_eq(refcount(late), 1);
+    /* The batch still fails: no WANT before it is delivered. */
+    ck_assert(server_wait(&f->server, &f->server.hook_count, 2));
+    ck_assert_uint_eq(chan_length(f->results), 0);
+
+    pthread_mutex_lock(&f->server.lock);
+    f->server.hook_default = 200;
+    pthread_mutex_unlock(&f->server.lock);
+    webhook_result_t *want = result_expect(f, WEBHOOK_RESULT_WANT);
+    ck_assert_str_eq(want->subscription_id, SUB);
+    ck_assert_uint_eq(want->seq, 1);
+    webhook_result_free(want);
+    send_new_notif(f, SUB, 10004); /* still behind: dropped */
+    assert_no_result(f);
     ck_assert_uint_eq(missed_count(f), 0);
 
-    send_notif(f, SUB, notif_ref(rest));
-    send_lifecycle(f, SUB, "reauthorizationRequired");
-    ck_assert(server_wait(&f->server, &f->server.life_count, 3));
-    ck_assert_int_eq(refcount(oldest), 1);
-    ck_assert_uint_eq(missed_count(f), 1);
-    ck_assert_int_eq(refcount(first), 1); /* its batch body was built; the ref went then */
-
+    /* Only item 1 ever arrived, and once. */
+    uint64_t seqs[4];
+    ck_assert_uint_eq(delivered_seqs(f, "/hook", SUB, seqs, 4), 1);
+    ck_assert_uint_eq(seqs[0], 1);
+    const request_t *r;
+    for (size_t i = 0; (r = server_nth(&f->server, "/hook", i)) != NULL; i++) {
+        ck_assert_uint_eq(body_seqs(r, SUB, seqs, 4), 1);
+        ck_assert_uint_eq(seqs[0], 1);
+    }
     fixture_free(f);
-    ck_assert_int_eq(refcount(rest), 1);
     notif_release(first);
-    notif_release(oldest);
+    notif_release(second);
     notif_release(rest);
+    notif_release(over);
+    notif_release(late);
+}
+END_TEST
+
+/* REPLAY chunks: a chunk is delivered without what was taken already, then the target asks
+ * from the chunk's scanned end; the chunk at the end makes it live again. */
+START_TEST(test_webhook_replay_chunks_until_live)
+{
+    fixture_t *f = fixture_new();
+    fixture_start(f);
+    send_target_at(f, SUB, f->hook_url, NULL, f->secret, 10, true);
+    webhook_result_t *want = result_expect(f, WEBHOOK_RESULT_WANT);
+    ck_assert_uint_eq(want->seq, 10);
+    webhook_result_free(want);
+
+    /* 10 is the taken seq: it is not delivered again, 11 is. */
+    notif_t *old = make_notif(10);
+    notif_t *chunk1[3] = {notif_ref(old), make_notif(11), make_notif(12)};
+    send_replay(f, SUB, chunk1, 3, 20, false);
+    ck_assert(server_wait(&f->server, &f->server.ok_hook_count, 1));
+    uint64_t seqs[8];
+    ck_assert_uint_eq(body_seqs(server_nth(&f->server, "/hook", 0), SUB, seqs, 8), 2);
+    ck_assert_uint_eq(seqs[0], 11);
+    ck_assert_uint_eq(seqs[1], 12);
+    ck_assert_int_eq(refcount(old), 1);
+    want = result_expect(f, WEBHOOK_RESULT_WANT);
+    ck_assert_str_eq(want->subscription_id, SUB);
+    ck_assert_uint_eq(want->seq, 20);
+    webhook_result_free(want);
+
+    /* Behind: a live item is dropped (the store has it). */
+    notif_t *live = make_notif(15);
+    send_notif(f, SUB, notif_ref(live));
+    /* The last chunk repeats 12, the highest seq taken: it is not delivered twice. */
+    notif_t *again = make_notif(12);
+    notif_t *chunk2[2] = {notif_ref(again), make_notif(21)};
+    send_replay(f, SUB, chunk2, 2, 25, true);
+    ck_assert(server_wait(&f->server, &f->server.ok_hook_count, 2));
+    ck_assert_int_eq(refcount(live), 1);
+    ck_assert_int_eq(refcount(again), 1);
+
+    /* Live again: a NOTIFY is delivered, and a REPLAY nobody asked for is dropped. */
+    send_new_notif(f, SUB, 30);
+    ck_assert(server_wait(&f->server, &f->server.ok_hook_count, 3));
+    notif_t *unasked = make_notif(40);
+    notif_t *chunk3[1] = {notif_ref(unasked)};
+    send_replay(f, SUB, chunk3, 1, 45, true);
+    assert_no_result(f);
+    ck_assert_int_eq(refcount(unasked), 1);
+
+    ck_assert_uint_eq(delivered_seqs(f, "/hook", SUB, seqs, 8), 4);
+    ck_assert_uint_eq(seqs[0], 11);
+    ck_assert_uint_eq(seqs[1], 12);
+    ck_assert_uint_eq(seqs[2], 21);
+    ck_assert_uint_eq(seqs[3], 30);
+    pthread_mutex_lock(&f->server.lock);
+    ck_assert_uint_eq(f->server.hook_count, 3);
+    pthread_mutex_unlock(&f->server.lock);
+    fixture_free(f);
+    notif_release(old);
+    notif_release(live);
+    notif_release(again);
+    notif_release(unasked);
+}
+END_TEST
+
+/* A target created behind asks at once from its position and delivers nothing; one
+ * created live does not ask. */
+START_TEST(test_webhook_target_created_behind_asks_from_its_position)
+{
+    fixture_t *f = fixture_new();
+    fixture_start(f);
+    send_target_at(f, SUB2, f->hook_url, NULL, f->secret, 7, false);
+    send_target_at(f, SUB, f->hook_url, NULL, f->secret, 42, true);
+    webhook_result_t *results[4];
+    size_t count = results_before_barrier(f, results, 4);
+    ck_assert_uint_eq(count, 1);
+    ck_assert_int_eq(results[0]->kind, WEBHOOK_RESULT_WANT);
+    ck_assert_str_eq(results[0]->subscription_id, SUB);
+    ck_assert_uint_eq(results[0]->seq, 42);
+    webhook_result_free(results[0]);
+    pthread_mutex_lock(&f->server.lock);
+    ck_assert_uint_eq(f->server.hook_count, 0);
+    pthread_mutex_unlock(&f->server.lock);
+    fixture_free(f);
+}
+END_TEST
+
+/* Sends MARK seq until a POSITIONS result comes back: a batch's success reaches the
+ * delivery thread a little after the receiver has answered it. */
+static webhook_result_t *mark_until_positions(fixture_t *f, uint64_t seq)
+{
+    int64_t end = mono_ms() + WAIT_MS;
+    while (mono_ms() < end) {
+        send_mark(f, seq);
+        webhook_result_t *results[4];
+        size_t count = results_before_barrier(f, results, 4);
+        ck_assert_uint_le(count, 1);
+        if (count == 1) {
+            ck_assert_int_eq(results[0]->kind, WEBHOOK_RESULT_POSITIONS);
+            return results[0];
+        }
+    }
+    ck_abort_msg("no POSITIONS result after MARK %llu", (unsigned long long)seq);
+    return NULL;
+}
+
+/* MARK moves every idle live target to the mark; a target with a batch that fails, or one
+ * behind, stays at what it has delivered; a delivered batch moves its target to its
+ * highest seq; only moved positions are reported, and nothing when none moved. */
+START_TEST(test_webhook_mark_reports_moved_positions)
+{
+    fixture_t *f = fixture_new();
+    f->config.max_retry_ms = 100;
+    /* Batches go only when full: 7 and 8 travel together. */
+    f->config.max_batch_items = 2;
+    f->config.batch_window_ms = 60000;
+    fixture_start(f);
+    send_target_at(f, SUB, f->hook_url, NULL, f->secret, 0, false);
+    send_target_at(f, SUB2, f->fail_url, NULL, f->secret, 3, false);
+    send_target_at(f, SUB3, f->hook_url, NULL, f->secret, 2, true);
+    webhook_result_t *want = result_expect(f, WEBHOOK_RESULT_WANT);
+    ck_assert_str_eq(want->subscription_id, SUB3);
+    webhook_result_free(want);
+    send_new_notif(f, SUB2, 4);
+    send_new_notif(f, SUB2, 5);
+    ck_assert(server_wait(&f->server, &f->server.fail_count, 1));
+
+    send_mark(f, 5);
+    webhook_result_t *results[4];
+    ck_assert_uint_eq(results_before_barrier(f, results, 4), 1);
+    uint64_t seq = 0;
+    ck_assert_uint_eq(results[0]->position_count, 1);
+    ck_assert(position_of(results[0], SUB, &seq));
+    ck_assert_uint_eq(seq, 5);
+    webhook_result_free(results[0]);
+
+    /* The mark equal to every idle live position moves nothing: no result. */
+    send_mark(f, 5);
+    assert_no_result(f);
+
+    /* A batch above the mark: its highest seq, not the (lower) mark. */
+    send_new_notif(f, SUB, 7);
+    send_new_notif(f, SUB, 8);
+    ck_assert(server_wait(&f->server, &f->server.ok_hook_count, 1));
+    webhook_result_t *moved = mark_until_positions(f, 6);
+    ck_assert_uint_eq(moved->position_count, 1);
+    ck_assert(position_of(moved, SUB, &seq));
+    ck_assert_uint_eq(seq, 8);
+    webhook_result_free(moved);
+    uint64_t seqs[4];
+    ck_assert_uint_eq(delivered_seqs(f, "/hook", SUB, seqs, 4), 2);
+
+    /* Just above the position moves it again; the failing and the behind target stay. */
+    send_mark(f, 9);
+    ck_assert_uint_eq(results_before_barrier(f, results, 4), 1);
+    ck_assert_uint_eq(results[0]->position_count, 1);
+    ck_assert(position_of(results[0], SUB, &seq));
+    ck_assert_uint_eq(seq, 9);
+    ck_assert(!position_of(results[0], SUB2, &seq));
+    ck_assert(!position_of(results[0], SUB3, &seq));
+    webhook_result_free(results[0]);
+    ck_assert(server_wait(&f->server, &f->server.fail_count, 2));
+    send_mark(f, 9);
+    assert_no_result(f);
+    fixture_free(f);
 }
 END_TEST
 
@@ -1379,7 +1712,6 @@ END_TEST
 START_TEST(test_webhook_put_replaces_spec_and_keeps_the_batch)
 {
     fixture_t *f = fixture_new();
-    f->config.retry_horizon_ms = 5000;
     /* The retry waits a second: time for the replacement to arrive first. */
     f->server.script[0] = (reply_t){503, "Retry-After: 1", 0};
     f->server.script_len = 1;
@@ -1430,13 +1762,13 @@ START_TEST(test_webhook_validation_echo_succeeds)
     ck_assert_int_eq(result->kind, WEBHOOK_RESULT_VALIDATED);
     ck_assert_uint_eq(result->request_id, 11);
     ck_assert_msg(result->code == 0, "%s", result->message);
-    free(result);
+    webhook_result_free(result);
     send_validate(f, 12, with_query, NULL);
     result = result_wait(f);
     ck_assert_ptr_nonnull(result);
     ck_assert_uint_eq(result->request_id, 12);
     ck_assert_msg(result->code == 0, "%s", result->message);
-    free(result);
+    webhook_result_free(result);
 
     const request_t *r = server_nth(&f->server, "/hook", 0);
     ck_assert_str_eq(r->method, "POST");
@@ -1467,7 +1799,7 @@ START_TEST(test_webhook_validation_refuses_a_trailing_newline)
     ck_assert_int_eq(result->code, HEROLD_E_BAD_REQUEST);
     ck_assert_str_eq(result->message,
                      "notificationUrl validation: body did not match the validationToken");
-    free(result);
+    webhook_result_free(result);
     fixture_free(f);
 }
 END_TEST
@@ -1482,7 +1814,7 @@ START_TEST(test_webhook_validation_reports_the_status)
     ck_assert_ptr_nonnull(result);
     ck_assert_int_eq(result->code, HEROLD_E_BAD_REQUEST);
     ck_assert_str_eq(result->message, "lifecycleNotificationUrl validation: endpoint answered 404");
-    free(result);
+    webhook_result_free(result);
     fixture_free(f);
 }
 END_TEST
@@ -1500,7 +1832,7 @@ START_TEST(test_webhook_validation_refuses_private_addresses_at_connect)
     ck_assert_str_eq(result->message,
                      "notificationUrl validation: refused: address 127.0.0.1 is in a private "
                      "range (see --webhook-allow-private)");
-    free(result);
+    webhook_result_free(result);
     /* A name is checked after resolution, whatever it resolves to. */
     char by_name[128];
     snprintf(by_name, sizeof(by_name), "http://localhost:%d/hook", f->server.port);
@@ -1510,7 +1842,7 @@ START_TEST(test_webhook_validation_refuses_private_addresses_at_connect)
     ck_assert_uint_eq(result->request_id, 42);
     ck_assert_int_eq(result->code, HEROLD_E_BAD_REQUEST);
     ck_assert_msg(strstr(result->message, "is in a private range") != NULL, "%s", result->message);
-    free(result);
+    webhook_result_free(result);
     pthread_mutex_lock(&f->server.lock);
     ck_assert_uint_eq(f->server.count, 0);
     pthread_mutex_unlock(&f->server.lock);
@@ -1520,7 +1852,7 @@ END_TEST
 
 START_TEST(test_webhook_free_without_start_releases_commands)
 {
-    chan_t *results = chan_new(4, NULL, NULL, free);
+    chan_t *results = chan_new(4, NULL, NULL, result_free_item);
     webhook_config_t config;
     webhook_config_init(&config);
     ck_assert_int_eq(config.max_batch_items, 100);
@@ -1572,12 +1904,15 @@ static Suite *webhook_suite(void)
     tcase_add_test(delivery, test_webhook_retry_after_seconds_is_honoured);
     tcase_add_test(delivery, test_webhook_retry_after_date_is_honoured);
     tcase_add_test(delivery, test_webhook_status_edges_of_2xx);
-    tcase_add_test(delivery, test_webhook_retry_after_is_bounded_by_the_horizon);
+    tcase_add_test(delivery, test_webhook_retry_after_beyond_max_retry_is_honoured);
     tcase_add_test(delivery, test_webhook_request_timeout_is_retried);
     tcase_add_test(delivery, test_webhook_gone_is_reported);
-    tcase_add_test(delivery, test_webhook_gives_up_after_the_horizon_with_missed);
+    tcase_add_test(delivery, test_webhook_retries_a_failing_batch_until_it_is_delivered);
     tcase_add_test(delivery, test_webhook_lifecycle_command_posts_signed_event);
-    tcase_add_test(delivery, test_webhook_queue_overflow_drops_oldest_and_sends_missed);
+    tcase_add_test(delivery, test_webhook_queue_overflow_goes_behind_and_asks_once);
+    tcase_add_test(delivery, test_webhook_replay_chunks_until_live);
+    tcase_add_test(delivery, test_webhook_target_created_behind_asks_from_its_position);
+    tcase_add_test(delivery, test_webhook_mark_reports_moved_positions);
     tcase_add_test(delivery, test_webhook_remove_releases_the_queue);
     tcase_add_test(delivery, test_webhook_put_replaces_spec_and_keeps_the_batch);
     tcase_add_test(delivery, test_webhook_validation_echo_succeeds);
