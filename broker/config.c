@@ -25,7 +25,8 @@ static const struct option_def option_defs[] = {
     {"data", "HEROLD_DATA", offsetof(config_t, data_dir),
      "data directory, created if missing (default " CONFIG_DEFAULT_DATA ")", false},
     {"store", "HEROLD_STORE", offsetof(config_t, store),
-     "postgresql://... keeps events, subscriptions and cursors in PostgreSQL instead of DATA",
+     "postgresql://... keeps events, subscriptions and cursors in PostgreSQL instead of DATA; "
+     "memory: keeps them nowhere (benchmarks only: nothing survives a restart)",
      false},
     {"retention-seconds", "HEROLD_RETENTION_SECONDS", offsetof(config_t, retention_seconds_text),
      "how long events stay stored for resume and catch-up (default 604800, 7 days)", false},
@@ -271,10 +272,10 @@ static int finish(config_t *cfg, struct herr *err)
     }
     cfg->segment_bytes = (uint64_t)value;
     if (cfg->store != NULL && strncmp(cfg->store, "postgresql://", 13) != 0 &&
-        strncmp(cfg->store, "postgres://", 11) != 0) {
+        strncmp(cfg->store, "postgres://", 11) != 0 && strcmp(cfg->store, "memory:") != 0) {
         return herr_set(err, HEROLD_E_CONFIG,
-                        "store: '%.32s' is not a postgresql:// URI (omit it for the embedded "
-                        "store under --data)",
+                        "store: '%.32s' is neither a postgresql:// URI nor memory: (omit it for "
+                        "the embedded store under --data)",
                         cfg->store);
     }
     if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL)) {

@@ -25,7 +25,7 @@ typedef struct config {
     int http_port;
     char *ingest; /* ZeroMQ endpoint */
     char *data_dir;
-    char *store; /* postgresql://...; NULL: the embedded store under data_dir */
+    char *store; /* postgresql://... or memory:; NULL: the embedded store under data_dir */
     char *retention_seconds_text;
     char *retention_bytes_text;
     int64_t retention_seconds;

@@ -305,8 +305,15 @@ static int run_broker(int argc, char **argv)
         .segment_bytes = h.config.segment_bytes,
     };
     store_loader_t loader = {restore_subscription, restore_cursor, &h};
-    h.store = h.config.store != NULL ? store_pg_open(&store_config, &loader, &err)
-                                     : store_file_open(&store_config, &loader, &err);
+    if (h.config.store == NULL) {
+        h.store = store_file_open(&store_config, &loader, &err);
+    } else if (strcmp(h.config.store, "memory:") == 0) {
+        log_msg(LOG_LEVEL_WARN, "herold: the memory store keeps nothing: acked events, "
+                                "subscriptions and cursors are lost at exit");
+        h.store = store_mem_open(&store_config, &loader, &err);
+    } else {
+        h.store = store_pg_open(&store_config, &loader, &err);
+    }
     if (h.store == NULL || h.restore_failures > 0) {
         if (h.store == NULL) {
             log_msg(LOG_LEVEL_ERROR, "herold: %s", err.message);

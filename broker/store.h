@@ -31,13 +31,17 @@
  *   backend reconnects with backoff; the caller answers its clients with an error and
  *   tries again later.
  *
+ * - Memory (store_mem_open, --store memory:; store_mem.c): all three in RAM, lost at exit.
+ *   For tests and for measuring what durability costs (bench/durability.sh); never for
+ *   data anyone relies on.
+ *
  * Threads. One thread appends, commits and trims events (ingest's); event reads and the
  * seq queries may run on any thread concurrently with it and see only committed events;
  * subscriptions and cursors are written by the service thread only.
  *
  * Why a table of functions: the two backends share no code below this line, and the
  * callers (ingest, dispatch, rest, main) should not know which one runs. store_conformance
- * tests (tests/unit/test_store.c) hold both to the same behaviour.
+ * tests (tests/unit/test_store_conformance.c) hold the backends to the same behaviour.
  */
 
 #include <stdbool.h>
@@ -110,7 +114,13 @@ store_t *store_file_open(const store_config_t *config, const store_loader_t *loa
 store_t *store_pg_open(const store_config_t *config, const store_loader_t *loader,
                        struct herr *err);
 
-/* Commits nothing further and releases the store. NULL is a no-op. */
+/* A store in memory only: events, subscriptions and cursors vanish with the process.
+ * Returns NULL with err set (HEROLD_E_CONFIG) only for a bad config. */
+store_t *store_mem_open(const store_config_t *config, const store_loader_t *loader,
+                        struct herr *err);
+
+/* Releases the store. Events appended and not committed may or may not be kept (the
+ * journal may already have written them out); they were never acked. NULL is a no-op. */
 static inline void store_close(store_t *store)
 {
     if (store != NULL) {

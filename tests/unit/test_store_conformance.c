@@ -32,6 +32,7 @@
 enum backend {
     BACKEND_EMBEDDED = 0,
     BACKEND_PG = 1,
+    BACKEND_MEMORY = 2, /* keeps nothing across a reopen: only the cases without one */
 };
 
 struct env {
@@ -92,6 +93,9 @@ static void env_init(struct env *env, int backend)
 {
     memset(env, 0, sizeof(*env));
     env->backend = backend;
+    if (backend == BACKEND_MEMORY) {
+        return;
+    }
     if (backend == BACKEND_EMBEDDED) {
         snprintf(env->dir, sizeof(env->dir), "/tmp/herold-conformance-XXXXXX");
         ck_assert_ptr_nonnull(mkdtemp(env->dir));
@@ -121,8 +125,14 @@ static void env_clear(struct env *env)
 
 static store_t *env_try_open(struct env *env, const store_loader_t *loader, struct herr *err)
 {
-    return env->backend == BACKEND_EMBEDDED ? store_file_open(&env->config, loader, err)
-                                            : store_pg_open(&env->config, loader, err);
+    switch (env->backend) {
+    case BACKEND_EMBEDDED:
+        return store_file_open(&env->config, loader, err);
+    case BACKEND_MEMORY:
+        return store_mem_open(&env->config, loader, err);
+    default:
+        return store_pg_open(&env->config, loader, err);
+    }
 }
 
 static store_t *env_open(struct env *env, const store_loader_t *loader)
@@ -130,8 +140,8 @@ static store_t *env_open(struct env *env, const store_loader_t *loader)
     struct herr err = {0};
     store_t *store = env_try_open(env, loader, &err);
     ck_assert_msg(store != NULL, "open failed: %s", err.message);
-    ck_assert_str_eq(store_name(store),
-                     env->backend == BACKEND_EMBEDDED ? "embedded" : "postgresql");
+    static const char *const names[] = {"embedded", "postgresql", "memory"};
+    ck_assert_str_eq(store_name(store), names[env->backend]);
     return store;
 }
 
@@ -1046,6 +1056,21 @@ static Suite *store_conformance_suite(void)
     tcase_set_timeout(embedded, TEST_TIMEOUT_SECONDS);
     add_common(embedded, BACKEND_EMBEDDED);
     suite_add_tcase(suite, embedded);
+
+    TCase *memory = tcase_create("memory");
+    tcase_set_timeout(memory, TEST_TIMEOUT_SECONDS);
+    int m = BACKEND_MEMORY;
+    tcase_add_loop_test(memory, test_store_conformance_append_commit_read_in_order, m, m + 1);
+    tcase_add_loop_test(memory, test_store_conformance_uncommitted_events_are_invisible, m, m + 1);
+    tcase_add_loop_test(memory, test_store_conformance_read_from_the_middle_and_limits, m, m + 1);
+    tcase_add_loop_test(memory, test_store_conformance_read_past_the_end_reads_nothing, m, m + 1);
+    tcase_add_loop_test(memory, test_store_conformance_trim_by_age_keeps_the_newest, m, m + 1);
+    tcase_add_loop_test(memory, test_store_conformance_read_before_first_retained_is_not_found, m,
+                        m + 1);
+    tcase_add_loop_test(memory, test_store_conformance_too_large_uses_no_seq, m, m + 1);
+    tcase_add_loop_test(memory, test_store_conformance_large_batch, m, m + 1);
+    tcase_add_loop_test(memory, test_store_conformance_reads_run_beside_commits, m, m + 1);
+    suite_add_tcase(suite, memory);
 
     const char *pg = getenv("HEROLD_TEST_PG");
     if (pg != NULL && strcmp(pg, "skip") == 0) {
