@@ -11,7 +11,9 @@ parallel (each pipelining up to 1000 unanswered events of ~300 bytes), and repor
 acked events/s over all of them. Rounds interleave the stores, so that the machine's noise
 falls on all alike; the medians are compared as ratios to the memory store of the same P.
 It also reports the CPU each broker (and the PostgreSQL server) used per wall second, which
-tells what limits each: a store that waits on fsync or round trips leaves the CPU idle.
+tells what limits each: a store that waits on fsync or round trips leaves the CPU idle; and
+the events each commit carried (from the broker's exit log): the larger, the better group
+commit amortises an fsync or a round trip.
 
 Results go to bench/results/durability.json as well.
 """
@@ -20,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 import statistics
@@ -109,10 +112,12 @@ def run_once(store_flag, work, publishers, events, pg_dir):
     finally:
         broker.terminate()
         broker.wait(30)
+        with open(log_path) as f:
+            found = re.search(r"\(([0-9.]+) per commit\)", f.read())
         shutil.rmtree(data, ignore_errors=True)
     if errors:
         sys.exit("a publisher failed: %s" % errors[0])
-    return publishers * events / wall, cpu / wall
+    return publishers * events / wall, cpu / wall, float(found.group(1)) if found else 0.0
 
 
 def main():
@@ -143,11 +148,13 @@ def main():
         for publishers in counts:
             rates = {name: [] for name, _, _ in stores}
             cpus = {name: [] for name, _, _ in stores}
+            batches = {name: [] for name, _, _ in stores}
             for _ in range(opts.rounds):
                 for name, flag, watch in stores:
-                    rate, cpu = run_once(flag, work, publishers, opts.events, watch)
+                    rate, cpu, per_commit = run_once(flag, work, publishers, opts.events, watch)
                     rates[name].append(rate)
                     cpus[name].append(cpu)
+                    batches[name].append(per_commit)
             base = statistics.median(rates["memory"])
             for name, _, _ in stores:
                 median = statistics.median(rates[name])
@@ -156,13 +163,15 @@ def main():
                                 "acked_per_s": [round(r) for r in rates[name]],
                                 "median_acked_per_s": round(median),
                                 "ratio_to_memory": round(median / base, 3),
-                                "cpu_cores": round(statistics.median(cpus[name]), 2)})
-        print("%-11s %10s %16s %9s %10s" % ("store", "publishers", "acked events/s",
-                                            "vs memory", "cpu cores"))
+                                "cpu_cores": round(statistics.median(cpus[name]), 2),
+                                "events_per_commit": round(statistics.median(batches[name]),
+                                                           1)})
+        print("%-11s %10s %16s %9s %10s %14s" % ("store", "publishers", "acked events/s",
+                                                  "vs memory", "cpu cores", "events/commit"))
         for r in results:
-            print("%-11s %10d %16s %9.2f %10.2f" % (r["store"], r["publishers"],
-                                                     "{:,}".format(r["median_acked_per_s"]),
-                                                     r["ratio_to_memory"], r["cpu_cores"]))
+            print("%-11s %10d %16s %9.2f %10.2f %14.1f" % (
+                r["store"], r["publishers"], "{:,}".format(r["median_acked_per_s"]),
+                r["ratio_to_memory"], r["cpu_cores"], r["events_per_commit"]))
         os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
         with open(os.path.join(ROOT, "bench", "results", "durability.json"), "w") as f:
             json.dump({"command": " ".join(sys.argv), "date": time.strftime(

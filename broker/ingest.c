@@ -1,6 +1,7 @@
 #include "ingest.h"
 
 #include <assert.h>
+#include <inttypes.h>
 #include <errno.h>
 #include <msgpack.h>
 #include <pthread.h>
@@ -44,6 +45,8 @@ struct ingest {
     struct pending batch[INGEST_BATCH_MAX];
     size_t batch_count;
     size_t batch_appended; /* events of the batch appended to the store */
+    uint64_t committed_events; /* totals, logged at stop: how well group commit works */
+    uint64_t commits;
 };
 
 /* ---- deduplication ---- */
@@ -339,6 +342,9 @@ static void flush_batch(ingest_t *ingest)
             refuse_uncommitted(ingest, &err);
         } else if (rc != 0) {
             store_failed(&err);
+        } else {
+            ingest->committed_events += ingest->batch_appended;
+            ingest->commits++;
         }
     }
     for (size_t i = 0; i < ingest->batch_count; i++) {
@@ -466,6 +472,11 @@ void ingest_stop(ingest_t *ingest)
         chan_close(ingest->out);
         pthread_join(ingest->thread, NULL);
         ingest->is_started = false;
+        log_msg(LOG_LEVEL_INFO,
+                "ingest: %" PRIu64 " events committed in %" PRIu64 " commits (%.1f per commit)",
+                ingest->committed_events, ingest->commits,
+                ingest->commits > 0 ? (double)ingest->committed_events / (double)ingest->commits
+                                    : 0.0);
     }
     if (ingest->socket != NULL) {
         zmq_close(ingest->socket);
