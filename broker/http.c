@@ -74,7 +74,15 @@ static void refuse_upgrade(struct lws *wsi, int status)
 {
     char body[160];
     char response[LWS_PRE + 512];
-    int code = status == 401 ? HEROLD_E_UNAUTHORIZED : HEROLD_E_NOT_FOUND;
+    int code = HEROLD_E_NOT_FOUND;
+    const char *reason = "Not Found";
+    if (status == 401) {
+        code = HEROLD_E_UNAUTHORIZED;
+        reason = "Unauthorized";
+    } else if (status == 400) {
+        code = HEROLD_E_BAD_REQUEST;
+        reason = "Bad Request";
+    }
     int body_len = snprintf(body, sizeof(body), "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}",
                             herold_error_code(code), herold_error_text(code));
     int len = snprintf(response + LWS_PRE, sizeof(response) - LWS_PRE,
@@ -83,7 +91,7 @@ static void refuse_upgrade(struct lws *wsi, int status)
                        "content-length: %d\r\n"
                        "%s"
                        "connection: close\r\n\r\n%s",
-                       status, status == 401 ? "Unauthorized" : "Not Found", body_len,
+                       status, reason, body_len,
                        status == 401 ? "www-authenticate: Bearer\r\n" : "", body);
     lws_write(wsi, (unsigned char *)response + LWS_PRE, (size_t)len, LWS_WRITE_HTTP_HEADERS);
 }

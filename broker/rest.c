@@ -462,8 +462,13 @@ static int finish_change(rest_request_t *req)
         if (sub == NULL || strcmp(sub->owner->user, req->principal->user) != 0) {
             return respond_error(req, HEROLD_E_NOT_FOUND, "no such subscription");
         }
+        /* Applied, stored, and undone when the store refuses: a change answered with an
+         * error changes nothing. */
+        char *old_url = sub->rest.notification_url;
+        int64_t old_expires_at = sub->expires_at;
+        bool old_reauthorization_sent = sub->rest.is_reauthorization_sent;
+        auth_principal_t *old_owner = auth_principal_dup(sub->owner);
         if (change->new_url != NULL) {
-            free(sub->rest.notification_url);
             sub->rest.notification_url = change->new_url;
             change->new_url = NULL;
         }
@@ -473,9 +478,19 @@ static int finish_change(rest_request_t *req)
         auth_principal_t *owner = auth_principal_dup(req->principal);
         subs_set_owner(sub, &owner);
         if (dispatch_persist(rest->dispatch, sub, &err) != 0) {
-            /* Applied here, not stored: a later change stores the whole record again. */
+            if (sub->rest.notification_url != old_url) {
+                free(sub->rest.notification_url);
+                sub->rest.notification_url = old_url;
+            }
+            subs_set_expiration(sub, old_expires_at);
+            sub->rest.is_reauthorization_sent = old_reauthorization_sent;
+            subs_set_owner(sub, &old_owner);
             return respond_error(req, err.code, err.message);
         }
+        if (sub->rest.notification_url != old_url) {
+            free(old_url);
+        }
+        auth_principal_free(old_owner);
         if (sub->kind == SUB_WEBHOOK) {
             dispatch_webhook_target_put(rest->dispatch, sub);
         }
@@ -894,6 +909,9 @@ static int handle(rest_request_t *req)
                              "the method is not allowed on this resource");
     }
 
+    if (req->is_notifications && req->method != METHOD_GET) {
+        return respond_error(req, HEROLD_E_METHOD_NOT_ALLOWED, "notifications takes GET");
+    }
     json_t *body = NULL;
     bool has_body = req->method == METHOD_POST || req->method == METHOD_PATCH;
     if (has_body && !req->is_reauthorize) {
@@ -942,12 +960,17 @@ static int handle(rest_request_t *req)
             return respond_error(req, HEROLD_E_METHOD_NOT_ALLOWED, "reauthorize takes POST");
         }
         struct herr err;
+        auth_principal_t *old_owner = auth_principal_dup(sub->owner);
+        bool old_reauthorization_sent = sub->rest.is_reauthorization_sent;
         auth_principal_t *owner = auth_principal_dup(req->principal);
         subs_set_owner(sub, &owner);
         sub->rest.is_reauthorization_sent = false;
         if (dispatch_persist(rest->dispatch, sub, &err) != 0) {
+            subs_set_owner(sub, &old_owner); /* refused: nothing changes */
+            sub->rest.is_reauthorization_sent = old_reauthorization_sent;
             return respond_error(req, err.code, err.message);
         }
+        auth_principal_free(old_owner);
         return respond(req, 204, NULL);
     }
     struct herr err;

@@ -32,7 +32,7 @@
  *   tries again later.
  *
  * - Memory (store_mem_open, --store memory:; store_mem.c): all three in RAM, lost at exit.
- *   For tests and for measuring what durability costs (bench/durability.sh); never for
+ *   For tests and for measuring what durability costs (bench/durability.py); never for
  *   data anyone relies on.
  *
  * Threads. One thread appends, commits and trims events (ingest's); event reads and the
@@ -71,7 +71,7 @@ typedef struct store_cursor {
 
 typedef struct store_config {
     const char *data_dir;     /* embedded: the data directory */
-    const char *conninfo;     /* PostgreSQL: a libpq connection string or URI */
+    const char *conninfo;     /* PostgreSQL: a libpq URI (postgresql://...) */
     int64_t retention_ms;     /* 0: JOURNAL_DEFAULT_RETENTION_MS */
     uint64_t retention_bytes; /* 0: JOURNAL_DEFAULT_RETENTION_BYTES */
     uint64_t segment_bytes;   /* embedded only; 0: the journal's default */

@@ -346,9 +346,9 @@ static void replay_begin(ws_session_t *s, uint64_t cursor)
 {
     s->is_replaying = true;
     s->replay_from = cursor == 0 ? 0 : cursor + 1;
-    if (cursor > s->cursor_floor) {
-        s->cursor_floor = cursor;
-    }
+    /* Assigned: a resume from an earlier cursor than the session reached must not let the
+     * frames of its replay claim more than they carry. */
+    s->cursor_floor = cursor;
 }
 
 ws_session_t *ws_replay_first(ws_t *ws)
