@@ -29,6 +29,8 @@ struct dispatch {
     struct want *wants;      /* FIFO */
     struct want *wants_tail;
     int64_t replay_paused_until_ms; /* after the store said it is unavailable */
+    sub_t **user_subs;              /* scratch: the websocket: subscriptions of a resuming user */
+    size_t user_subs_capacity;
     bool is_unavailable_logged;
 };
 
@@ -60,6 +62,7 @@ void dispatch_free(dispatch_t *dispatch)
         free(dispatch->wants);
         dispatch->wants = next;
     }
+    free(dispatch->user_subs);
     free(dispatch);
 }
 
@@ -160,15 +163,22 @@ static int store_result(int rc, const struct herr *err)
 
 int dispatch_persist(dispatch_t *dispatch, sub_t *sub, struct herr *err)
 {
-    char *doc = subs_to_json(sub);
-    int rc = store_result(store_subscription_put(dispatch->store, sub->id, doc, err), err);
-    free(doc);
-    if (rc == 0 && sub->kind == SUB_WEBHOOK && sub->cursor == 0 && !sub->is_replaying) {
+    int rc = 0;
+    if (sub->kind == SUB_WEBHOOK && sub->cursor == 0 && !sub->is_replaying) {
         /* A new webhook subscription hears what is dispatched from now on; its cursor is
-         * stored before anyone learns of it, so a crash cannot skip its first events. */
-        sub->cursor = dispatch->dispatched_seq;
-        store_cursor_t cursor = {sub->id, sub->cursor};
+         * stored before anyone learns of it, so a crash cannot skip its first events. The
+         * cursor goes first: a document stored without one would come back after a
+         * restart as a subscription no one was told of. */
+        store_cursor_t cursor = {sub->id, dispatch->dispatched_seq};
         rc = store_result(store_cursors_put(dispatch->store, &cursor, 1, err), err);
+        if (rc == 0) {
+            sub->cursor = dispatch->dispatched_seq;
+        }
+    }
+    if (rc == 0) {
+        char *doc = subs_to_json(sub);
+        rc = store_result(store_subscription_put(dispatch->store, sub->id, doc, err), err);
+        free(doc);
     }
     return rc;
 }
@@ -351,7 +361,10 @@ struct chunk {
 static bool chunk_record(const journal_record_t *record, void *opaque)
 {
     struct chunk *chunk = opaque;
-    if (chunk->count + chunk->sub_count > chunk->max_items) {
+    /* One record always goes, even when its items alone could pass the bound (a user with
+     * more websocket: subscriptions than a session's queue holds then overflows it and is
+     * told `missed`, rather than a replay that never moves). */
+    if (chunk->count > 0 && chunk->count + chunk->sub_count > chunk->max_items) {
         return false; /* this record is read again by the next chunk */
     }
     event_t *event = NULL;
@@ -468,14 +481,20 @@ static bool serve_session(dispatch_t *dispatch, ws_session_t *session)
         return true; /* it comes back when the client has read */
     }
     const char *user = ws_session_principal(session)->user;
-    sub_t *subs[WS_MAX_REPLAY_SUBSCRIPTIONS];
     size_t count = 0;
-    for (sub_t *sub = subs_first_persistent(dispatch->subs);
-         sub != NULL && count < WS_MAX_REPLAY_SUBSCRIPTIONS; sub = subs_next_persistent(sub)) {
+    for (sub_t *sub = subs_first_persistent(dispatch->subs); sub != NULL;
+         sub = subs_next_persistent(sub)) {
         if (sub->kind == SUB_WEBSOCKET && strcmp(sub->owner->user, user) == 0) {
-            subs[count++] = sub;
+            if (count == dispatch->user_subs_capacity) {
+                dispatch->user_subs_capacity = count == 0 ? 16 : count * 2;
+                dispatch->user_subs =
+                    xrealloc(dispatch->user_subs,
+                             dispatch->user_subs_capacity * sizeof(*dispatch->user_subs));
+            }
+            dispatch->user_subs[count++] = sub;
         }
     }
+    sub_t **subs = dispatch->user_subs;
     struct chunk chunk = {
         .subs = subs, .sub_count = count, .session = session, .max_items = room - 64};
     bool is_at_end = false;
@@ -500,7 +519,8 @@ int dispatch_page_read(dispatch_t *dispatch, sub_t *sub, uint64_t since, size_t 
     page->notifs = xmalloc(top * sizeof(*page->notifs));
     struct chunk chunk = {.subs = &sub, .sub_count = 1, .notifs = page->notifs, .max_items = top};
     bool is_at_end = false;
-    int rc = chunk_read(dispatch, since + 1, &chunk, &is_at_end);
+    /* since=0 asks for everything retained, as on the WebSocket: nothing was missed. */
+    int rc = chunk_read(dispatch, since == 0 ? 0 : since + 1, &chunk, &is_at_end);
     if (rc == HEROLD_E_NOT_FOUND) {
         page->is_missed = true;
         rc = chunk_read(dispatch, 0, &chunk, &is_at_end);

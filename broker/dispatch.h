@@ -50,8 +50,6 @@
 #define DISPATCH_REPLAY_ITEMS 1000   /* items one webhook replay chunk carries at most */
 #define DISPATCH_REPLAY_CHUNKS_PER_TURN 8
 #define DISPATCH_REPLAY_RETRY_MS 1000 /* after the store was unavailable */
-/* websocket: subscriptions of one user a session replay serves */
-#define WS_MAX_REPLAY_SUBSCRIPTIONS 1024
 
 typedef struct dispatch dispatch_t;
 

@@ -44,7 +44,7 @@ struct ingest {
     atomic_bool is_stopping;
     struct pending batch[INGEST_BATCH_MAX];
     size_t batch_count;
-    size_t batch_appended; /* events of the batch appended to the store */
+    size_t batch_appended;     /* events of the batch appended to the store */
     uint64_t committed_events; /* totals, logged at stop: how well group commit works */
     uint64_t commits;
 };

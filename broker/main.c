@@ -346,7 +346,6 @@ static int run_broker(int argc, char **argv)
         dispatch_restore_cursor(h.dispatch, h.cursors[i].key, h.cursors[i].seq);
     }
     cursors_release(&h);
-    dispatch_restore_targets(h.dispatch);
     rest_config_t rest_config = {
         .allow_private = h.config.webhook_allow_private,
         .min_expiration_seconds = h.config.subscription_min_seconds,
@@ -369,6 +368,9 @@ static int run_broker(int argc, char **argv)
         shutdown_broker(&h);
         return 1;
     }
+    /* Only now: a target that catches up answers at once through webhook_results, whose
+     * wake-up (wake_dispatch) needs h.http. */
+    dispatch_restore_targets(h.dispatch);
     h.zmq = zmq_ctx_new();
     h.ingest = ingest_new(h.zmq, h.config.ingest, h.store, h.events, &err);
     if (h.ingest == NULL || ingest_start(h.ingest, &err) != 0) {
@@ -378,7 +380,7 @@ static int run_broker(int argc, char **argv)
     }
     log_msg(LOG_LEVEL_INFO, "herold: ready http=%s://%s:%d ingest=%s store=%s",
             h.config.tls_cert != NULL ? "https" : "http", h.config.http_address, h.config.http_port,
-            h.config.ingest, h.config.store != NULL ? "postgresql" : h.config.data_dir);
+            h.config.ingest, store_name(h.store));
 
     while (!stop_requested) {
         if (http_service(h.http) != 0) {

@@ -381,7 +381,9 @@ static void link_lost(struct link *link, const char *why)
     link->conn = NULL;
     link->failed_attempts = 0;
     link->backoff_ms = BACKOFF_MIN_MS;
-    link_schedule(link, monotonic_ms());
+    /* The first reconnect may come at once (a server restart leaves idle connections dead
+     * though it is back); backoff starts with the first failed attempt. */
+    link->retry_at_ms = monotonic_ms();
 }
 
 /* Fills err for a statement that did not give want (res may be NULL) and closes the
@@ -882,8 +884,14 @@ static int read_page(struct pg_store *s, uint64_t from, uint64_t end, size_t lim
     snprintf(limit_text, sizeof(limit_text), "%zu", limit);
     const char *values[] = {from_text, end_text, limit_text};
     pthread_mutex_lock(&s->state_lock);
+    bool was_connected = s->state.conn != NULL;
     int rc = link_ready(s, &s->state, err);
     if (rc == 0) {
+        rc = run_prepared(&s->state, "read", 3, values, NULL, NULL, 1, PGRES_TUPLES_OK, res, err);
+    }
+    if (rc != 0 && was_connected && s->state.conn == NULL && link_ready(s, &s->state, err) == 0) {
+        /* Found dead on first use (the server restarted while it idled): a read is safe to
+         * repeat on the fresh connection. */
         rc = run_prepared(&s->state, "read", 3, values, NULL, NULL, 1, PGRES_TUPLES_OK, res, err);
     }
     if (rc == 0) {
@@ -1064,9 +1072,18 @@ static int state_command(struct pg_store *s, const char *name, int param_count,
                          struct herr *err)
 {
     pthread_mutex_lock(&s->state_lock);
+    bool was_connected = s->state.conn != NULL;
     int rc = link_ready(s, &s->state, err);
     PGresult *res = NULL;
     if (rc == 0) {
+        rc = run_prepared(&s->state, name, param_count, values, lengths, formats, 0,
+                          PGRES_COMMAND_OK, &res, err);
+    }
+    if (rc != 0 && was_connected && s->state.conn == NULL && link_ready(s, &s->state, err) == 0) {
+        /* Every state command is idempotent (upserts, forward-only cursors, deletes), so
+         * one that met a connection the server had dropped runs again on a fresh one. */
+        PQclear(res);
+        res = NULL;
         rc = run_prepared(&s->state, name, param_count, values, lengths, formats, 0,
                           PGRES_COMMAND_OK, &res, err);
     }

@@ -197,17 +197,19 @@ class LinePump(threading.Thread):
     """Drains a process's pipe line by line so that it never blocks on a full pipe, keeps
     the text, optionally copies it to a file, and lets a test wait for a line."""
 
-    def __init__(self, pipe, path=None):
+    def __init__(self, pipe, path=None, append=False):
         super().__init__(daemon=True)
         self.pipe = pipe
         self.path = path
+        self.append = append
         self.lines = []
         self.cond = threading.Condition()
         self.eof = False
         self.start()
 
     def run(self):
-        out = open(self.path, "w", encoding="utf-8", errors="replace") if self.path else None
+        out = (open(self.path, "a" if self.append else "w", encoding="utf-8", errors="replace")
+               if self.path else None)
         try:
             for raw in iter(self.pipe.readline, b""):
                 line = raw.decode("utf-8", errors="replace")
@@ -259,12 +261,20 @@ class LinePump(threading.Thread):
             return "".join(self.lines)
 
 
-class Broker:
-    """A herold process on free loopback ports with helpers to talk to it."""
+RECOVERED_RE = re.compile(r"(embedded|postgresql) store holds events (\d+)\.\.(\d+)")
 
-    def __init__(self, tmp_path, extra_args=()):
+
+class Broker:
+    """A herold process on free loopback ports with helpers to talk to it.
+
+    store_uri (a `--store` value, e.g. pg.Database.uri) selects the store; without it the
+    embedded store under the data directory. restart() runs a new process on the same
+    data directory, store and ports; the stderr of every run goes to the same file."""
+
+    def __init__(self, tmp_path, extra_args=(), store_uri=None):
         self.tmp_path = tmp_path
         self.extra_args = [str(a) for a in extra_args]
+        self.store_uri = store_uri
         self.data = tmp_path / "data"
         self.http_port = free_port()
         self.ingest_port = free_port()
@@ -273,6 +283,7 @@ class Broker:
         self.stderr_path = tmp_path / "herold.stderr"
         self.proc = None
         self.pump = None
+        self.earlier_stderr = []  # the stderr of every earlier run of this broker
         self.returncode = None
         self.zctx = zmq.Context()
         self._dealer = None
@@ -283,11 +294,15 @@ class Broker:
 
     def start(self):
         assert HEROLD.exists(), "%s does not exist: build first (HEROLD_BUILD=%s)" % (HEROLD, BUILD)
+        store = ["--store", self.store_uri] if self.store_uri is not None else []
+        if self.pump is not None:
+            self.earlier_stderr.append(self.pump.finish())
         self.proc = subprocess.Popen(
             [str(HEROLD), "--http", "127.0.0.1:%d" % self.http_port, "--ingest", self.ingest,
-             "--data", str(self.data)] + self.extra_args,
+             "--data", str(self.data)] + store + self.extra_args,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.pump = LinePump(self.proc.stderr, self.stderr_path)
+        self.pump = LinePump(self.proc.stderr, self.stderr_path,
+                             append=bool(self.earlier_stderr))
         line = self.pump.wait_for("ready", START_TIMEOUT)
         if line is None:
             self.proc.kill()
@@ -306,6 +321,36 @@ class Broker:
                 self.proc.wait()
                 self.returncode = "did not exit within %ss of SIGTERM" % STOP_TIMEOUT
         return self.returncode
+
+    def kill_hard(self):
+        """SIGKILL (a crash) and wait for the process to be gone."""
+        self.proc.kill()
+        self.proc.wait()
+        self.returncode = "killed"
+
+    def restart(self):
+        """Starts a new process on the same data directory, store and ports (after stop()
+        or kill_hard()); returns the (first, last) seq range the store reported at start."""
+        assert self.proc is None or self.proc.poll() is not None, "restart of a running broker"
+        if self._dealer is not None:
+            # A fresh DEALER: replies the old process owed will never come.
+            self._dealer.close(linger=0)
+            self._dealer = None
+        self.returncode = None
+        self.start()
+        return self.recovered_range()
+
+    def recovered_range(self):
+        """(first, last): the events the store held at the start of this run."""
+        line = self.pump.wait_for("store holds events", START_TIMEOUT)
+        assert line is not None, "no 'store holds events' line:\n" + self.stderr_text()
+        match = RECOVERED_RE.search(line)
+        assert match, line
+        return int(match.group(2)), int(match.group(3))
+
+    def all_stderr_text(self):
+        """The stderr of every run of this broker, oldest first."""
+        return "".join(self.earlier_stderr) + self.stderr_text()
 
     def close_zmq(self):
         if self._dealer is not None:
