@@ -244,6 +244,46 @@ static void cursors_release(struct herold *h)
     h->cursor_count = 0;
 }
 
+static int64_t wall_clock_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+/* A cursor past the store's end means events were delivered that the store no longer
+ * holds (a damaged tail was cut, rows were deleted behind the broker's back). Their seqs
+ * must not be given to new events: an item id (`<sub>-<seq>`) or a cursor would then name
+ * two events, and a receiver that dedupes by id would drop the new one. Empty records,
+ * which decode as no event and so concern nobody, fill the gap. */
+static int skip_delivered_seqs(struct herold *h, struct herr *err)
+{
+    uint64_t highest = 0;
+    for (size_t i = 0; i < h->cursor_count; i++) {
+        if (h->cursors[i].seq > highest) {
+            highest = h->cursors[i].seq;
+        }
+    }
+    uint64_t last = store_event_last_seq(h->store);
+    if (highest <= last) {
+        return 0;
+    }
+    log_msg(LOG_LEVEL_WARN,
+            "herold: the store ends at seq %" PRIu64 " but events up to %" PRIu64
+            " were delivered; those seqs are skipped, never given again",
+            last, highest);
+    for (uint64_t seq = last; seq < highest;) {
+        int rc = store_event_append(h->store, "", 0, wall_clock_ms(), &seq, err);
+        if (rc == 0 && (seq % 4096 == 0 || seq == highest)) {
+            rc = store_event_commit(h->store, err);
+        }
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
 static void shutdown_broker(struct herold *h)
 {
     if (h->ingest != NULL) {
@@ -324,6 +364,11 @@ static int run_broker(int argc, char **argv)
     log_msg(LOG_LEVEL_INFO, "herold: %s store holds events %" PRIu64 "..%" PRIu64,
             store_name(h.store), store_event_first_seq(h.store), store_event_last_seq(h.store));
     log_msg(LOG_LEVEL_INFO, "herold: %zu subscriptions restored", subs_count(h.subs));
+    if (skip_delivered_seqs(&h, &err) != 0) {
+        log_msg(LOG_LEVEL_ERROR, "herold: %s", err.message);
+        shutdown_broker(&h);
+        return 1;
+    }
     h.events = chan_new(HEROLD_DISPATCH_QUEUE, wake_dispatch, &h, release_event);
     h.webhook_results = chan_new(HEROLD_WEBHOOK_RESULTS_QUEUE, wake_dispatch, &h, release_result);
     h.ws = ws_new(h.auth, h.subs);
