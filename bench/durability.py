@@ -93,8 +93,9 @@ def run_once(store_flag, work, publishers, events, pg_dir):
         broker = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log)
     try:
         wait_ready(broker, log_path)
-        watched = [broker.pid] + (postgres_pids(os.path.join(pg_dir, "data")) if pg_dir else [])
-        cpu_before = cpu_seconds(watched)
+        pg_pids = postgres_pids(os.path.join(pg_dir, "data")) if pg_dir else []
+        cpu_before = cpu_seconds([broker.pid])
+        pg_before = cpu_seconds(pg_pids)
         start = time.monotonic()
         pubs = [subprocess.Popen([PUB, "--ingest", ingest, "--resource", "/bench/docs/%d" % i,
                                   "--id", "p%d-%d" % (i, int(start * 1000)), "--repeat",
@@ -108,7 +109,8 @@ def run_once(store_flag, work, publishers, events, pg_dir):
             if p.returncode != 0:
                 errors.append(err.strip())
         wall = time.monotonic() - start
-        cpu = cpu_seconds(watched) - cpu_before
+        cpu = cpu_seconds([broker.pid]) - cpu_before
+        pg_cpu = cpu_seconds(pg_pids) - pg_before
     finally:
         broker.terminate()
         broker.wait(30)
@@ -117,7 +119,8 @@ def run_once(store_flag, work, publishers, events, pg_dir):
         shutil.rmtree(data, ignore_errors=True)
     if errors:
         sys.exit("a publisher failed: %s" % errors[0])
-    return publishers * events / wall, cpu / wall, float(found.group(1)) if found else 0.0
+    return (publishers * events / wall, cpu / wall, pg_cpu / wall,
+            float(found.group(1)) if found else 0.0)
 
 
 def main():
@@ -149,9 +152,12 @@ def main():
             rates = {name: [] for name, _, _ in stores}
             cpus = {name: [] for name, _, _ in stores}
             batches = {name: [] for name, _, _ in stores}
+            pg_cpus = {name: [] for name, _, _ in stores}
             for _ in range(opts.rounds):
                 for name, flag, watch in stores:
-                    rate, cpu, per_commit = run_once(flag, work, publishers, opts.events, watch)
+                    rate, cpu, pg_cpu, per_commit = run_once(flag, work, publishers, opts.events,
+                                                             watch)
+                    pg_cpus[name].append(pg_cpu)
                     rates[name].append(rate)
                     cpus[name].append(cpu)
                     batches[name].append(per_commit)
@@ -163,15 +169,18 @@ def main():
                                 "acked_per_s": [round(r) for r in rates[name]],
                                 "median_acked_per_s": round(median),
                                 "ratio_to_memory": round(median / base, 3),
-                                "cpu_cores": round(statistics.median(cpus[name]), 2),
+                                "herold_cpu_cores": round(statistics.median(cpus[name]), 2),
+                                "postgres_cpu_cores": round(statistics.median(pg_cpus[name]), 2),
                                 "events_per_commit": round(statistics.median(batches[name]),
                                                            1)})
-        print("%-11s %10s %16s %9s %10s %14s" % ("store", "publishers", "acked events/s",
-                                                  "vs memory", "cpu cores", "events/commit"))
+        print("%-11s %10s %16s %9s %11s %13s %14s" % (
+            "store", "publishers", "acked events/s", "vs memory", "herold cpu", "postgres cpu",
+            "events/commit"))
         for r in results:
-            print("%-11s %10d %16s %9.2f %10.2f %14.1f" % (
+            print("%-11s %10d %16s %9.2f %11.2f %13.2f %14.1f" % (
                 r["store"], r["publishers"], "{:,}".format(r["median_acked_per_s"]),
-                r["ratio_to_memory"], r["cpu_cores"], r["events_per_commit"]))
+                r["ratio_to_memory"], r["herold_cpu_cores"], r["postgres_cpu_cores"],
+                r["events_per_commit"]))
         os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
         with open(os.path.join(ROOT, "bench", "results", "durability.json"), "w") as f:
             json.dump({"command": " ".join(sys.argv), "date": time.strftime(
