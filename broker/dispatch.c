@@ -120,12 +120,12 @@ static void fill_spec(webhook_target_spec_t *spec, const sub_t *sub)
 {
     memcpy(spec->subscription_id, sub->id, sizeof(spec->subscription_id));
     memcpy(spec->expiration, sub->expiration, sizeof(spec->expiration));
-    memcpy(spec->secret, sub->rest.secret, sizeof(spec->secret));
+    memcpy(spec->secret, sub->rest->secret, sizeof(spec->secret));
     spec->notification_url =
-        sub->kind == SUB_WEBHOOK ? dup_or_null(sub->rest.notification_url) : NULL;
-    spec->lifecycle_url = dup_or_null(sub->rest.lifecycle_url);
-    spec->client_state_json = dup_or_null(sub->rest.client_state_json);
-    spec->include_resource_data = sub->rest.include_resource_data;
+        sub->kind == SUB_WEBHOOK ? dup_or_null(sub->rest->notification_url) : NULL;
+    spec->lifecycle_url = dup_or_null(sub->rest->lifecycle_url);
+    spec->client_state_json = dup_or_null(sub->rest->client_state_json);
+    spec->include_resource_data = sub->rest->include_resource_data;
     spec->position = sub->cursor;
     spec->is_behind = sub->is_replaying;
 }
@@ -142,7 +142,7 @@ void dispatch_lifecycle(dispatch_t *dispatch, const sub_t *sub, const char *life
     if (sub->kind == SUB_WEBSOCKET) {
         ws_lifecycle_to_user(dispatch->ws, sub->owner->user, lifecycle_event, sub->id);
     }
-    if (sub->rest.lifecycle_url != NULL) {
+    if (sub->rest->lifecycle_url != NULL) {
         webhook_command_t *command = webhook_command_new(WEBHOOK_CMD_LIFECYCLE);
         fill_spec(&command->spec, sub);
         command->lifecycle_event = lifecycle_event;
@@ -588,9 +588,9 @@ void dispatch_sweep(dispatch_t *dispatch, int64_t now, int64_t reauthorization_l
                     sub->owner->user);
             dispatch_lifecycle(dispatch, sub, "subscriptionRemoved");
             dispatch_remove_subscription(dispatch, sub);
-        } else if (!sub->rest.is_reauthorization_sent &&
+        } else if (!sub->rest->is_reauthorization_sent &&
                    now >= sub->expires_at - reauthorization_lead) {
-            sub->rest.is_reauthorization_sent = true;
+            sub->rest->is_reauthorization_sent = true;
             dispatch_lifecycle(dispatch, sub, "reauthorizationRequired");
         }
     }

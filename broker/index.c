@@ -39,20 +39,22 @@ struct entry {
     unsigned mask;
 };
 
+/* Memory matters here (one node per distinct pattern, millions of them): the segment
+ * lives inside the node, counts are 32-bit, and the first entry has a slot of its own, so
+ * a node with one entry — the usual case — is a single allocation. */
 struct node {
     struct node *parent;
-    char *segment; /* owned copy of this node's segment; NULL for the root */
-    size_t segment_len;
-    uint64_t hash; /* of segment, for the parent's table */
-
     struct node **children; /* literal children, open addressing; NULL when capacity 0 */
-    size_t child_capacity;
-    size_t child_count;
     struct node *star;
-
-    struct entry *entries;
-    size_t entry_count;
-    size_t entry_capacity;
+    struct entry *entries; /* &one while entry_capacity is 1, else an owned array */
+    uint64_t hash;         /* of segment, for the parent's table */
+    struct entry one;
+    uint32_t child_capacity;
+    uint32_t child_count;
+    uint32_t entry_count;
+    uint32_t entry_capacity;
+    uint32_t segment_len;
+    char segment[]; /* this node's segment, NUL-terminated; empty for the root */
 };
 
 struct index {
@@ -74,11 +76,13 @@ static bool node_has_segment(const struct node *node, hstr_t segment, uint64_t h
 
 static struct node *node_new(struct node *parent, hstr_t segment, uint64_t hash)
 {
-    struct node *node = xcalloc(1, sizeof(*node));
+    struct node *node = xcalloc(1, sizeof(*node) + segment.len + 1);
     node->parent = parent;
-    node->segment = xstrndup(segment.p, segment.len);
-    node->segment_len = segment.len;
+    memcpy(node->segment, segment.p, segment.len);
+    node->segment_len = (uint32_t)segment.len;
     node->hash = hash;
+    node->entries = &node->one;
+    node->entry_capacity = 1;
     return node;
 }
 
@@ -180,20 +184,21 @@ static void node_free(struct node *node)
         return;
     }
     /* Recursion depth is bounded by PATH_MAX_SEGMENTS + 1. */
-    for (size_t i = 0; i < node->child_capacity; i++) {
+    for (uint32_t i = 0; i < node->child_capacity; i++) {
         node_free(node->children[i]);
     }
     node_free(node->star);
     free(node->children);
-    free(node->entries);
-    free(node->segment);
+    if (node->entries != &node->one) {
+        free(node->entries);
+    }
     free(node);
 }
 
 index_t *index_new(void)
 {
     index_t *idx = xcalloc(1, sizeof(*idx));
-    idx->root = xcalloc(1, sizeof(*idx->root));
+    idx->root = node_new(NULL, (hstr_t){"", 0}, 0);
     idx->node_count = 1;
     return idx;
 }
@@ -267,8 +272,14 @@ int index_add(index_t *idx, const path_t *pattern, unsigned change_mask, void *v
         return 0;
     }
     if (node->entry_count == node->entry_capacity) {
-        node->entry_capacity = node->entry_capacity != 0 ? node->entry_capacity * 2 : 2;
-        node->entries = xrealloc(node->entries, node->entry_capacity * sizeof(*node->entries));
+        uint32_t capacity = node->entry_capacity * 2;
+        struct entry *entries = xmalloc(capacity * sizeof(*entries));
+        memcpy(entries, node->entries, node->entry_count * sizeof(*entries));
+        if (node->entries != &node->one) {
+            free(node->entries);
+        }
+        node->entries = entries;
+        node->entry_capacity = capacity;
     }
     node->entries[node->entry_count++] = (struct entry){value, change_mask};
     idx->entry_count++;
@@ -288,10 +299,12 @@ int index_remove(index_t *idx, const path_t *pattern, void *value)
 
     *entry = node->entries[--node->entry_count];
     idx->entry_count--;
-    if (node->entry_count == 0) {
+    if (node->entries != &node->one && node->entry_count <= 1) {
+        /* Back to the node's own slot. */
+        node->one = node->entries[0];
         free(node->entries);
-        node->entries = NULL;
-        node->entry_capacity = 0;
+        node->entries = &node->one;
+        node->entry_capacity = 1;
     } else if (node->entry_count * 4 <= node->entry_capacity && node->entry_capacity > 8) {
         node->entry_capacity /= 2;
         node->entries = xrealloc(node->entries, node->entry_capacity * sizeof(*node->entries));

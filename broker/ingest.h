@@ -30,7 +30,7 @@
 #include "store.h"
 
 #define INGEST_MAX_FRAME_BYTES (1024 * 1024)
-#define INGEST_MAX_FRAMES 4  /* identity, delimiter, payload, and one spare */
+#define INGEST_MAX_FRAMES 4   /* identity, delimiter, payload, and one spare */
 #define INGEST_BATCH_MAX 4096 /* messages handled per poll wake-up: one commit each */
 /* Replies queued for one publisher that has not read them; past this its replies are
  * dropped (and logged). Publishers must read their replies. */

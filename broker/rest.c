@@ -276,22 +276,22 @@ static json_t *subscription_json(const rest_request_t *req, const sub_t *sub, bo
         json_object_set_new(o, "@odata.context", json_string(context));
     }
     json_object_set_new(o, "id", json_string(sub->id));
-    json_object_set_new(o, "resource", json_string(sub->rest.resource_given));
-    json_object_set_new(o, "applicationId", string_or_null(sub->rest.application_id));
+    json_object_set_new(o, "resource", json_string(sub->rest->resource_given));
+    json_object_set_new(o, "applicationId", string_or_null(sub->rest->application_id));
     json_object_set_new(o, "changeType", json_string(types));
     json_object_set_new(o, "clientState",
-                        string_or_null(with_client_state ? sub->rest.client_state : NULL));
-    json_object_set_new(o, "notificationUrl", json_string(sub->rest.notification_url));
+                        string_or_null(with_client_state ? sub->rest->client_state : NULL));
+    json_object_set_new(o, "notificationUrl", json_string(sub->rest->notification_url));
     json_object_set_new(o, "notificationQueryOptions", json_null());
-    json_object_set_new(o, "lifecycleNotificationUrl", string_or_null(sub->rest.lifecycle_url));
+    json_object_set_new(o, "lifecycleNotificationUrl", string_or_null(sub->rest->lifecycle_url));
     json_object_set_new(o, "expirationDateTime", json_string(sub->expiration));
     json_object_set_new(o, "creatorId", json_string(sub->owner->user));
-    json_object_set_new(o, "includeResourceData", json_boolean(sub->rest.include_resource_data));
+    json_object_set_new(o, "includeResourceData", json_boolean(sub->rest->include_resource_data));
     json_object_set_new(o, "latestSupportedTlsVersion", json_string("v1_2"));
     json_object_set_new(o, "encryptionCertificate",
-                        string_or_null(sub->rest.encryption_certificate));
+                        string_or_null(sub->rest->encryption_certificate));
     json_object_set_new(o, "encryptionCertificateId",
-                        string_or_null(sub->rest.encryption_certificate_id));
+                        string_or_null(sub->rest->encryption_certificate_id));
     json_object_set_new(o, "notificationUrlAppId", json_null());
     if (signing_secret != NULL) {
         json_object_set_new(o, "signingSecret", json_string(signing_secret));
@@ -423,7 +423,7 @@ static const sub_t *find_identical(rest_t *rest, const char *user, const char *r
     for (const sub_t *s = subs_first_persistent(rest->subs); s != NULL;
          s = subs_next_persistent(s)) {
         if (strcmp(s->owner->user, user) == 0 && strcmp(s->resource, resource) == 0 &&
-            s->change_mask == mask && strcmp(s->rest.notification_url, url) == 0) {
+            s->change_mask == mask && strcmp(s->rest->notification_url, url) == 0) {
             return s;
         }
     }
@@ -464,30 +464,30 @@ static int finish_change(rest_request_t *req)
         }
         /* Applied, stored, and undone when the store refuses: a change answered with an
          * error changes nothing. */
-        char *old_url = sub->rest.notification_url;
+        char *old_url = sub->rest->notification_url;
         int64_t old_expires_at = sub->expires_at;
-        bool old_reauthorization_sent = sub->rest.is_reauthorization_sent;
+        bool old_reauthorization_sent = sub->rest->is_reauthorization_sent;
         auth_principal_t *old_owner = auth_principal_dup(sub->owner);
         if (change->new_url != NULL) {
-            sub->rest.notification_url = change->new_url;
+            sub->rest->notification_url = change->new_url;
             change->new_url = NULL;
         }
         if (change->has_expiration) {
             subs_set_expiration(sub, change->expires_at);
         }
         auth_principal_t *owner = auth_principal_dup(req->principal);
-        subs_set_owner(sub, &owner);
+        subs_set_owner(rest->subs, sub, &owner);
         if (dispatch_persist(rest->dispatch, sub, &err) != 0) {
-            if (sub->rest.notification_url != old_url) {
-                free(sub->rest.notification_url);
-                sub->rest.notification_url = old_url;
+            if (sub->rest->notification_url != old_url) {
+                free(sub->rest->notification_url);
+                sub->rest->notification_url = old_url;
             }
             subs_set_expiration(sub, old_expires_at);
-            sub->rest.is_reauthorization_sent = old_reauthorization_sent;
-            subs_set_owner(sub, &old_owner);
+            sub->rest->is_reauthorization_sent = old_reauthorization_sent;
+            subs_set_owner(rest->subs, sub, &old_owner);
             return respond_error(req, err.code, err.message);
         }
-        if (sub->rest.notification_url != old_url) {
+        if (sub->rest->notification_url != old_url) {
             free(old_url);
         }
         auth_principal_free(old_owner);
@@ -716,9 +716,9 @@ static int handle_patch(rest_request_t *req, sub_t *sub, json_t *body)
 
     static const char *const fixed[] = {"resource", "clientState", "lifecycleNotificationUrl",
                                         "encryptionCertificate", "encryptionCertificateId"};
-    const char *stored[] = {sub->rest.resource_given, sub->rest.client_state,
-                            sub->rest.lifecycle_url, sub->rest.encryption_certificate,
-                            sub->rest.encryption_certificate_id};
+    const char *stored[] = {sub->rest->resource_given, sub->rest->client_state,
+                            sub->rest->lifecycle_url, sub->rest->encryption_certificate,
+                            sub->rest->encryption_certificate_id};
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
         if (differs(body, fixed[i], stored[i])) {
             char text[96];
@@ -728,7 +728,7 @@ static int handle_patch(rest_request_t *req, sub_t *sub, json_t *body)
     }
     json_t *include = json_object_get(body, "includeResourceData");
     if (include != NULL && !json_is_null(include) &&
-        (!json_is_boolean(include) || json_is_true(include) != sub->rest.include_resource_data)) {
+        (!json_is_boolean(include) || json_is_true(include) != sub->rest->include_resource_data)) {
         return respond_error(req, HEROLD_E_BAD_REQUEST, "includeResourceData: cannot be changed");
     }
     json_t *change_type = json_object_get(body, "changeType");
@@ -750,7 +750,7 @@ static int handle_patch(rest_request_t *req, sub_t *sub, json_t *body)
     }
     json_t *url = json_object_get(body, "notificationUrl");
     if (url != NULL && strcmp(json_string_value(url) != NULL ? json_string_value(url) : "",
-                              sub->rest.notification_url) != 0) {
+                              sub->rest->notification_url) != 0) {
         const char *text = json_string_value(url);
         if (text == NULL || sub->kind == SUB_WEBSOCKET || strcmp(text, REST_WEBSOCKET_URL) == 0) {
             return respond_error(req, HEROLD_E_BAD_REQUEST,
@@ -795,7 +795,7 @@ static int handle_list(rest_request_t *req)
     bool has_more = false;
     for (const sub_t *s = subs_first_persistent(rest->subs); s != NULL;
          s = subs_next_persistent(s)) {
-        if (s->rest.created_order <= after || strcmp(s->owner->user, req->principal->user) != 0) {
+        if (s->rest->created_order <= after || strcmp(s->owner->user, req->principal->user) != 0) {
             continue;
         }
         if ((long)json_array_size(value) == top) {
@@ -810,7 +810,7 @@ static int handle_list(rest_request_t *req)
         char next[320];
         char suffix[96];
         snprintf(suffix, sizeof(suffix), "subscriptions?$top=%ld&$skiptoken=%" PRIx64, top,
-                 last->rest.created_order);
+                 last->rest->created_order);
         context_url(req, suffix, next, sizeof(next));
         json_object_set_new(list, "@odata.nextLink", json_string(next));
     }
@@ -824,8 +824,8 @@ static json_t *missed_item(const sub_t *sub, uint64_t cursor)
     snprintf(text, sizeof(text), "%" PRIu64, cursor);
     json_t *item = json_pack("{s:s, s:s}", "subscriptionId", sub->id,
                              "subscriptionExpirationDateTime", sub->expiration);
-    if (sub->rest.client_state != NULL) {
-        json_object_set_new(item, "clientState", json_string(sub->rest.client_state));
+    if (sub->rest->client_state != NULL) {
+        json_object_set_new(item, "clientState", json_string(sub->rest->client_state));
     }
     json_object_set_new(item, "lifecycleEvent", json_string("missed"));
     json_object_set_new(item, "cursor", json_string(text));
@@ -869,8 +869,8 @@ static int handle_notifications(rest_request_t *req, sub_t *sub)
     if (page.is_missed) {
         json_array_append_new(value, missed_item(sub, since));
     }
-    notif_item_head_t head = {sub->id, sub->expiration, sub->rest.client_state_json,
-                              sub->rest.include_resource_data};
+    notif_item_head_t head = {sub->id, sub->expiration, sub->rest->client_state_json,
+                              sub->rest->include_resource_data};
     for (size_t i = 0; i < page.count; i++) {
         size_t len = notif_item_length(page.notifs[i], &head);
         char *text = xmalloc(len);
@@ -961,13 +961,13 @@ static int handle(rest_request_t *req)
         }
         struct herr err;
         auth_principal_t *old_owner = auth_principal_dup(sub->owner);
-        bool old_reauthorization_sent = sub->rest.is_reauthorization_sent;
+        bool old_reauthorization_sent = sub->rest->is_reauthorization_sent;
         auth_principal_t *owner = auth_principal_dup(req->principal);
-        subs_set_owner(sub, &owner);
-        sub->rest.is_reauthorization_sent = false;
+        subs_set_owner(rest->subs, sub, &owner);
+        sub->rest->is_reauthorization_sent = false;
         if (dispatch_persist(rest->dispatch, sub, &err) != 0) {
-            subs_set_owner(sub, &old_owner); /* refused: nothing changes */
-            sub->rest.is_reauthorization_sent = old_reauthorization_sent;
+            subs_set_owner(rest->subs, sub, &old_owner); /* refused: nothing changes */
+            sub->rest->is_reauthorization_sent = old_reauthorization_sent;
             return respond_error(req, err.code, err.message);
         }
         auth_principal_free(old_owner);

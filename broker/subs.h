@@ -16,9 +16,19 @@
  * are found by id through a hash table.
  *
  * subs_match_event finds every subscription an event concerns: those matching the
- * resource and, for a move, the previous path, each reported once, filtered by change
- * type in the index and then by the reader check (auth_may_read) against the owner's
- * principal. The reader check runs per event and is never cached.
+ * resource and, for a move, the previous path, each reported once, filtered by change type
+ * and by the reader check against the owner's principal. The reader check runs per event
+ * and is never cached.
+ *
+ * Matching (subs.c, principals.h). The index holds one entry per distinct pattern: a
+ * group of the subscriptions with that pattern text. Owners are reduced to shared owner
+ * sets of interned principal ids. A small group is scanned; a group of four or fewer
+ * compares the event's reader names with each owner's, larger ones intersect sorted ids
+ * (the event's readers are translated once, on the first group that needs it). A group of
+ * GROUP_BY_PRINCIPAL_MIN subscriptions or more also files each under every principal of
+ * its owner, so an event visits, reader by reader, only subscriptions whose owner may read
+ * it: a department folder with hundreds of followers costs a few table probes per event,
+ * not a check per follower.
  *
  * Owned by one thread: the libwebsockets service thread.
  */
@@ -64,11 +74,13 @@ typedef struct sub_rest {
 typedef struct sub {
     char id[SUBS_ID_BYTES + 1];
     sub_kind_t kind;
-    sub_rest_t rest;             /* persistent kinds only */
+    sub_rest_t *rest;            /* persistent kinds only; NULL for connection */
     struct sub *prev_persistent; /* creation-order list of persistent subscriptions */
     struct sub *next_persistent;
-    char *resource;                             /* the pattern text, owned */
-    path_t pattern;                             /* views into resource */
+    const char *resource;                       /* the pattern text (its group's) */
+    struct group *group;                        /* every subscription with this pattern */
+    uint32_t group_slot;                        /* position among the group's members */
+    const struct owner_set *owner_set;          /* owner's principals as ids, shared */
     unsigned change_mask;                       /* EVENT_* bits */
     const auth_principal_t *owner;              /* borrowed (connection) or owned (persistent) */
     void *channel;                              /* where notifications go; borrowed */
@@ -139,7 +151,7 @@ char *subs_expand_resource(const char *resource, const char *user, bool add_lead
 void subs_set_expiration(sub_t *sub, int64_t expires_at);
 
 /* Replaces a persistent subscription's owner principal (takes ownership of *owner). */
-void subs_set_owner(sub_t *sub, auth_principal_t **owner);
+void subs_set_owner(subs_t *subs, sub_t *sub, auth_principal_t **owner);
 
 /* Calls fn for each subscription that event concerns and whose owner may read it.
  * event->seq must be non-zero and increase from one call to the next. Returns the number

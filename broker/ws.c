@@ -261,10 +261,10 @@ static void queue_notification(ws_session_t *s, notif_t *notif, const sub_t *sub
     entry->notif = notif_ref(notif);
     memcpy(entry->sub_id, sub->id, sizeof(entry->sub_id));
     memcpy(entry->sub_expiration, sub->expiration, sizeof(entry->sub_expiration));
-    if (sub->kind != SUB_CONNECTION && sub->rest.client_state_json != NULL) {
-        entry->client_state_json = xstrdup(sub->rest.client_state_json);
+    if (sub->kind != SUB_CONNECTION && sub->rest->client_state_json != NULL) {
+        entry->client_state_json = xstrdup(sub->rest->client_state_json);
     }
-    entry->include_resource_data = sub->kind != SUB_CONNECTION && sub->rest.include_resource_data;
+    entry->include_resource_data = sub->kind != SUB_CONNECTION && sub->rest->include_resource_data;
     entry->cursor = cursor;
     if (s->queue_length == 1) {
         lws_callback_on_writable(s->wsi);

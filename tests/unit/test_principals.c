@@ -1,0 +1,563 @@
+/* Principals: interning shares ids and owner sets, ids are released and reused, readers
+ * translate to sorted unique ids, and the id check agrees with auth_may_read. */
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth.h"
+#include "principals.h"
+#include "unit.h"
+
+/* A principal on the heap (release with auth_principal_free); groups may repeat. */
+static auth_principal_t *principal(const char *user, const char *const *groups, size_t count)
+{
+    auth_principal_t *p = calloc(1, sizeof(*p));
+    p->user = strdup(user);
+    p->groups = calloc(count + 1, sizeof(char *));
+    for (size_t i = 0; i < count; i++) {
+        p->groups[i] = strdup(groups[i]);
+    }
+    p->group_count = count;
+    p->expires_at = 1795000000;
+    return p;
+}
+
+static bool ids_strictly_ascending(const uint32_t *ids, size_t count)
+{
+    for (size_t i = 1; i < count; i++) {
+        if (ids[i - 1] >= ids[i]) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static void translate(const principals_t *p, const char *const *names, size_t count,
+                      reader_ids_t *out)
+{
+    hstr_t readers[16];
+    ck_assert_uint_le(count, 16);
+    for (size_t i = 0; i < count; i++) {
+        readers[i] = hstr_from_cstr(names[i]);
+    }
+    principals_readers(p, readers, count, out);
+}
+
+/* The id of one principal text, or UINT32_MAX when nobody holds it. */
+static uint32_t id_of(const principals_t *p, const char *text)
+{
+    reader_ids_t r;
+    translate(p, &text, 1, &r);
+    return r.count == 1 ? r.ids[0] : UINT32_MAX;
+}
+
+START_TEST(test_principals_owner_sets_are_shared_and_counted)
+{
+    principals_t *p = principals_new();
+    const char *bau_fin[] = {"bau", "fin"};
+    const char *fin_bau[] = {"fin", "bau"};
+    const char *bau_fin_bau[] = {"bau", "fin", "bau", "fin"};
+    auth_principal_t *a1 = principal("anna", bau_fin, 2);
+    auth_principal_t *a2 = principal("anna", bau_fin, 2);
+    auth_principal_t *a3 = principal("anna", fin_bau, 2);
+    auth_principal_t *a4 = principal("anna", bau_fin_bau, 4);
+    auth_principal_t *otto = principal("otto", bau_fin, 2);
+    auth_principal_t *anna_only = principal("anna", NULL, 0);
+
+    const owner_set_t *s1 = principals_owner_get(p, a1);
+    ck_assert_uint_eq(s1->refs, 1);
+    ck_assert_uint_eq(s1->count, 3);
+    ck_assert(ids_strictly_ascending(s1->ids, s1->count));
+    ck_assert_uint_eq(principals_count(p), 3);
+
+    /* Same user and groups in another allocation, another order, with repeats: one set. */
+    ck_assert_ptr_eq(principals_owner_get(p, a2), s1);
+    ck_assert_ptr_eq(principals_owner_get(p, a3), s1);
+    ck_assert_ptr_eq(principals_owner_get(p, a4), s1);
+    ck_assert_uint_eq(s1->refs, 4);
+    ck_assert_uint_eq(s1->count, 3);
+    ck_assert_uint_eq(principals_count(p), 3);
+
+    /* Another user with the same groups shares the group ids, not the set. */
+    const owner_set_t *so = principals_owner_get(p, otto);
+    ck_assert_ptr_ne(so, s1);
+    ck_assert_uint_eq(so->count, 3);
+    ck_assert_uint_eq(principals_count(p), 4);
+    uint32_t bau = id_of(p, "group:bau");
+    uint32_t fin = id_of(p, "group:fin");
+    uint32_t anna = id_of(p, "user:anna");
+    uint32_t otto_id = id_of(p, "user:otto");
+    ck_assert_uint_ne(bau, UINT32_MAX);
+    ck_assert_uint_ne(fin, UINT32_MAX);
+    ck_assert_uint_ne(anna, otto_id);
+    for (uint32_t i = 0; i < 3; i++) {
+        ck_assert(s1->ids[i] == bau || s1->ids[i] == fin || s1->ids[i] == anna);
+        ck_assert(so->ids[i] == bau || so->ids[i] == fin || so->ids[i] == otto_id);
+    }
+
+    /* A subset of the principals is a set of its own. */
+    const owner_set_t *sa = principals_owner_get(p, anna_only);
+    ck_assert_ptr_ne(sa, s1);
+    ck_assert_uint_eq(sa->count, 1);
+    ck_assert_uint_eq(sa->ids[0], anna);
+    ck_assert_uint_eq(principals_count(p), 4);
+
+    /* Putting back one reference keeps the set and its ids. */
+    principals_owner_put(p, s1);
+    principals_owner_put(p, s1);
+    principals_owner_put(p, s1);
+    ck_assert_uint_eq(s1->refs, 1);
+    ck_assert_uint_eq(id_of(p, "group:bau"), bau);
+    principals_owner_put(p, s1); /* last: anna's ids stay, held by sa */
+    ck_assert_uint_eq(id_of(p, "user:anna"), anna);
+    ck_assert_uint_eq(principals_count(p), 4);
+    principals_owner_put(p, so);
+    ck_assert_uint_eq(id_of(p, "group:bau"), UINT32_MAX);
+    ck_assert_uint_eq(id_of(p, "user:otto"), UINT32_MAX);
+    ck_assert_uint_eq(principals_count(p), 1);
+    principals_owner_put(p, sa);
+    ck_assert_uint_eq(principals_count(p), 0);
+    principals_owner_put(p, NULL);
+
+    principals_free(p);
+    principals_free(NULL);
+    auth_principal_free(a1);
+    auth_principal_free(a2);
+    auth_principal_free(a3);
+    auth_principal_free(a4);
+    auth_principal_free(otto);
+    auth_principal_free(anna_only);
+}
+END_TEST
+
+START_TEST(test_principals_user_and_group_of_one_name_are_distinct)
+{
+    principals_t *p = principals_new();
+    const char *x[] = {"x"};
+    auth_principal_t *px = principal("x", x, 1);
+    const owner_set_t *s = principals_owner_get(p, px);
+    ck_assert_uint_eq(s->count, 2);
+    ck_assert_uint_eq(principals_count(p), 2);
+    ck_assert_uint_ne(id_of(p, "user:x"), id_of(p, "group:x"));
+    principals_owner_put(p, s);
+    ck_assert_uint_eq(principals_count(p), 0);
+    principals_free(p);
+    auth_principal_free(px);
+}
+END_TEST
+
+#define MANY_OWNERS 400
+
+/* Enough owners to grow both tables (256 slots and buckets at the start); removing every
+ * other one must leave the rest findable (backward-shift deletion), and freed ids are
+ * reused before new ones are made. */
+START_TEST(test_principals_count_returns_to_zero_and_ids_are_reused)
+{
+    principals_t *p = principals_new();
+    static auth_principal_t *owners[MANY_OWNERS];
+    static const owner_set_t *sets[MANY_OWNERS];
+    uint32_t max_id = 0;
+    for (int i = 0; i < MANY_OWNERS; i++) {
+        char user[32];
+        char group[32];
+        char shared[32];
+        snprintf(user, sizeof(user), "u%d", i);
+        snprintf(group, sizeof(group), "own%d", i);
+        snprintf(shared, sizeof(shared), "team%d", i % 7);
+        const char *groups[] = {group, shared, group};
+        owners[i] = principal(user, groups, 3);
+        sets[i] = principals_owner_get(p, owners[i]);
+        ck_assert_uint_eq(sets[i]->count, 3);
+        for (uint32_t k = 0; k < sets[i]->count; k++) {
+            max_id = sets[i]->ids[k] > max_id ? sets[i]->ids[k] : max_id;
+        }
+    }
+    ck_assert_uint_eq(principals_count(p), 2 * MANY_OWNERS + 7);
+    ck_assert_uint_eq(max_id + 1, principals_count(p)); /* dense while nothing was freed */
+
+    for (int i = 0; i < MANY_OWNERS; i += 2) {
+        principals_owner_put(p, sets[i]);
+        sets[i] = NULL;
+    }
+    ck_assert_uint_eq(principals_count(p), MANY_OWNERS + 7);
+    int lost = 0;
+    for (int i = 0; i < MANY_OWNERS; i++) {
+        char user[32];
+        char group[32];
+        snprintf(user, sizeof(user), "user:u%d", i);
+        snprintf(group, sizeof(group), "group:own%d", i);
+        const char *names[] = {user, group, "group:nobody"};
+        reader_ids_t r;
+        translate(p, names, 3, &r);
+        if (sets[i] == NULL) {
+            lost += r.count != 0;
+            continue;
+        }
+        /* The set holds the user, own group and team: the first two are found again. */
+        bool ok = r.count == 2 && !r.is_everyone && principals_may_read(sets[i], &r);
+        for (size_t k = 0; ok && k < r.count; k++) {
+            bool in_set = false;
+            for (uint32_t j = 0; j < sets[i]->count; j++) {
+                in_set = in_set || sets[i]->ids[j] == r.ids[k];
+            }
+            ok = in_set;
+        }
+        lost += !ok;
+    }
+    ck_assert_msg(lost == 0, "%d owners translate wrongly after half were released", lost);
+
+    /* New names take freed ids first: none exceeds the largest id seen so far. */
+    static auth_principal_t *fresh[MANY_OWNERS / 2];
+    static const owner_set_t *fresh_sets[MANY_OWNERS / 2];
+    for (int i = 0; i < MANY_OWNERS / 2; i++) {
+        char user[32];
+        char group[32];
+        snprintf(user, sizeof(user), "new%d", i);
+        snprintf(group, sizeof(group), "newgroup%d", i);
+        const char *groups[] = {group};
+        fresh[i] = principal(user, groups, 1);
+        fresh_sets[i] = principals_owner_get(p, fresh[i]);
+        for (uint32_t k = 0; k < fresh_sets[i]->count; k++) {
+            ck_assert_uint_le(fresh_sets[i]->ids[k], max_id);
+        }
+    }
+    ck_assert_uint_eq(principals_count(p), 2 * MANY_OWNERS + 7);
+
+    for (int i = 0; i < MANY_OWNERS; i++) {
+        principals_owner_put(p, sets[i]);
+    }
+    for (int i = 0; i < MANY_OWNERS / 2; i++) {
+        principals_owner_put(p, fresh_sets[i]);
+        auth_principal_free(fresh[i]);
+    }
+    ck_assert_uint_eq(principals_count(p), 0);
+    ck_assert_uint_eq(id_of(p, "user:u1"), UINT32_MAX);
+    principals_free(p);
+    for (int i = 0; i < MANY_OWNERS; i++) {
+        auth_principal_free(owners[i]);
+    }
+}
+END_TEST
+
+START_TEST(test_principals_readers_translate_sorted_unique_known_only)
+{
+    principals_t *p = principals_new();
+    const char *groups[] = {"bau", "fin", "hr"};
+    auth_principal_t *anna = principal("anna", groups, 3);
+    const owner_set_t *s = principals_owner_get(p, anna);
+    reader_ids_t r;
+
+    /* Unknown names, the wrong prefix, a bare prefix and near misses are dropped. */
+    const char *unknown[] = {"user:otto", "user:bau",   "group:anna", "group:", "user:",
+                             "group:ba",  "group:bauX", "anna",       "*x"};
+    translate(p, unknown, 9, &r);
+    ck_assert_uint_eq(r.count, 0);
+    ck_assert(!r.is_everyone);
+    ck_assert(!principals_may_read(s, &r));
+
+    /* Duplicates collapse, the result is sorted whatever the input order. */
+    const char *mixed[] = {"group:hr",  "user:anna", "group:bau",   "group:hr",
+                           "user:anna", "group:fin", "user:nobody", "group:bau"};
+    translate(p, mixed, 8, &r);
+    ck_assert_uint_eq(r.count, 4);
+    ck_assert(!r.is_everyone);
+    ck_assert(ids_strictly_ascending(r.ids, r.count));
+    for (size_t i = 0; i < r.count; i++) {
+        ck_assert_uint_eq(r.ids[i], s->ids[i]);
+    }
+
+    /* `*` anywhere sets is_everyone; it is not an id. */
+    const char *star_last[] = {"user:nobody", "*"};
+    translate(p, star_last, 2, &r);
+    ck_assert(r.is_everyone);
+    ck_assert_uint_eq(r.count, 0);
+    const char *star_first[] = {"*", "group:fin"};
+    translate(p, star_first, 2, &r);
+    ck_assert(r.is_everyone);
+    ck_assert_uint_eq(r.count, 1);
+    ck_assert_uint_eq(r.ids[0], id_of(p, "group:fin"));
+
+    /* No readers: nothing, and not everyone. */
+    principals_readers(p, NULL, 0, &r);
+    ck_assert(!r.is_everyone);
+    ck_assert_uint_eq(r.count, 0);
+
+    /* Readers are views: only their len bytes count, no terminator needed. */
+    const char buffer[] = "group:finXYZuser:annaQ";
+    hstr_t views[] = {{buffer, 9}, {buffer + 12, 9}, {buffer, 8}};
+    principals_readers(p, views, 3, &r);
+    ck_assert_uint_eq(r.count, 2);
+    ck_assert(principals_may_read(s, &r));
+
+    principals_owner_put(p, s);
+    ck_assert_uint_eq(principals_count(p), 0);
+    principals_free(p);
+    auth_principal_free(anna);
+}
+END_TEST
+
+/* An owner set made by hand, for the edges of the intersection. Caller frees it. */
+static owner_set_t *fixed(const uint32_t *ids, uint32_t count)
+{
+    owner_set_t *s = calloc(1, sizeof(*s) + 4 * sizeof(uint32_t));
+    s->count = count;
+    if (count > 0) {
+        memcpy(s->ids, ids, count * sizeof(uint32_t));
+    }
+    return s;
+}
+
+static reader_ids_t readers_of(const uint32_t *ids, size_t count, bool is_everyone)
+{
+    reader_ids_t r;
+    r.is_everyone = is_everyone;
+    r.count = count;
+    if (count > 0) {
+        memcpy(r.ids, ids, count * sizeof(uint32_t));
+    }
+    return r;
+}
+
+START_TEST(test_principals_may_read_edges)
+{
+    const uint32_t owner[] = {1, 5, 9};
+    owner_set_t *s = fixed(owner, 3);
+    static reader_ids_t r;
+
+    const uint32_t first[] = {1};
+    const uint32_t last[] = {9};
+    const uint32_t middle[] = {0, 5, 100};
+    const uint32_t between[] = {0, 2, 6, 8, 10};
+    const uint32_t beyond[] = {10, 11};
+    const uint32_t below[] = {0};
+    r = readers_of(first, 1, false);
+    ck_assert(principals_may_read(s, &r));
+    r = readers_of(last, 1, false);
+    ck_assert(principals_may_read(s, &r));
+    r = readers_of(middle, 3, false);
+    ck_assert(principals_may_read(s, &r));
+    r = readers_of(between, 5, false);
+    ck_assert(!principals_may_read(s, &r));
+    r = readers_of(beyond, 2, false);
+    ck_assert(!principals_may_read(s, &r));
+    r = readers_of(below, 1, false);
+    ck_assert(!principals_may_read(s, &r));
+
+    /* Empty readers: nobody, unless everyone. */
+    r = readers_of(NULL, 0, false);
+    ck_assert(!principals_may_read(s, &r));
+    r = readers_of(NULL, 0, true);
+    ck_assert(principals_may_read(s, &r));
+    r = readers_of(beyond, 2, true);
+    ck_assert(principals_may_read(s, &r));
+
+    /* An empty owner reads only what everyone may. */
+    owner_set_t *empty = fixed(NULL, 0);
+    r = readers_of(first, 1, false);
+    ck_assert(!principals_may_read(empty, &r));
+    r = readers_of(NULL, 0, false);
+    ck_assert(!principals_may_read(empty, &r));
+    r = readers_of(NULL, 0, true);
+    ck_assert(principals_may_read(empty, &r));
+    free(s);
+    free(empty);
+}
+END_TEST
+
+START_TEST(test_principals_may_read_real_principals)
+{
+    principals_t *p = principals_new();
+    const char *bau[] = {"bau"};
+    auth_principal_t *anna = principal("anna", bau, 1);
+    auth_principal_t *otto = principal("otto", NULL, 0);
+    const owner_set_t *sa = principals_owner_get(p, anna);
+    const owner_set_t *so = principals_owner_get(p, otto);
+    reader_ids_t r;
+
+    const char *user_match[] = {"user:anna"};
+    translate(p, user_match, 1, &r);
+    ck_assert(principals_may_read(sa, &r) && !principals_may_read(so, &r));
+    const char *group_match[] = {"user:nobody", "group:bau"};
+    translate(p, group_match, 2, &r);
+    ck_assert(principals_may_read(sa, &r) && !principals_may_read(so, &r));
+    const char *no_match[] = {"group:otto", "user:bau"};
+    translate(p, no_match, 2, &r);
+    ck_assert(!principals_may_read(sa, &r) && !principals_may_read(so, &r));
+    const char *everyone[] = {"*"};
+    translate(p, everyone, 1, &r);
+    ck_assert(principals_may_read(sa, &r) && principals_may_read(so, &r));
+
+    principals_owner_put(p, sa);
+    principals_owner_put(p, so);
+    principals_free(p);
+    auth_principal_free(anna);
+    auth_principal_free(otto);
+}
+END_TEST
+
+/* Names around the 256-byte stack buffer of intern ("user:" is 5 bytes, "group:" 6) and
+ * far past it. */
+START_TEST(test_principals_long_names)
+{
+    static const size_t lengths[] = {250, 251, 252, 300, 1000};
+    principals_t *p = principals_new();
+    for (size_t k = 0; k < sizeof(lengths) / sizeof(lengths[0]); k++) {
+        size_t n = lengths[k];
+        char *name = malloc(n + 1);
+        memset(name, 'a' + (int)k, n);
+        name[n] = '\0';
+        char *other = strdup(name);
+        other[n - 1] = 'Z'; /* differs only in the last byte */
+        const char *groups[] = {name};
+        auth_principal_t *a = principal(name, groups, 1);
+        auth_principal_t *b = principal(name, groups, 1);
+        const owner_set_t *sa = principals_owner_get(p, a);
+        const owner_set_t *sb = principals_owner_get(p, b);
+        ck_assert_ptr_eq(sa, sb);
+        ck_assert_uint_eq(sa->count, 2);
+
+        char *user_reader = malloc(n + 8);
+        char *group_reader = malloc(n + 8);
+        char *other_reader = malloc(n + 8);
+        snprintf(user_reader, n + 8, "user:%s", name);
+        snprintf(group_reader, n + 8, "group:%s", name);
+        snprintf(other_reader, n + 8, "group:%s", other);
+        hstr_t readers[] = {hstr_from_cstr(user_reader)};
+        reader_ids_t r;
+        principals_readers(p, readers, 1, &r);
+        ck_assert_uint_eq(r.count, 1);
+        ck_assert(principals_may_read(sa, &r));
+        readers[0] = hstr_from_cstr(group_reader);
+        principals_readers(p, readers, 1, &r);
+        ck_assert_uint_eq(r.count, 1);
+        ck_assert(principals_may_read(sa, &r));
+        readers[0] = hstr_from_cstr(other_reader);
+        principals_readers(p, readers, 1, &r);
+        ck_assert_uint_eq(r.count, 0);
+
+        principals_owner_put(p, sa);
+        principals_owner_put(p, sb);
+        ck_assert_uint_eq(principals_count(p), 0);
+        auth_principal_free(a);
+        auth_principal_free(b);
+        free(user_reader);
+        free(group_reader);
+        free(other_reader);
+        free(name);
+        free(other);
+    }
+    principals_free(p);
+}
+END_TEST
+
+/* ---- the id check against auth_may_read ---- */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
+
+static uint32_t rnd(uint32_t bound)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state % bound);
+}
+
+static const char *const user_pool[] = {"u0", "u1", "u2", "u3", "g0"};
+static const char *const group_pool[] = {"g0", "g1", "g2", "g3", "u1", "g"};
+/* Readers: everyone, held and unheld users and groups, and crossed prefixes. */
+static const char *const reader_pool[] = {
+    "*",        "user:u0",  "user:u1",  "user:u2",  "user:u3", "user:u9",  "user:g0",  "group:g0",
+    "group:g1", "group:g2", "group:g3", "group:u1", "group:g", "group:g9", "group:u0", "user:g"};
+
+#define POOL(a) (sizeof(a) / sizeof((a)[0]))
+#define LIVE_MAX 24
+#define PROPERTY_ROUNDS 4000
+
+static int describe(char *out, size_t cap, const auth_principal_t *owner, const char **readers,
+                    size_t count)
+{
+    int n = snprintf(out, cap, "owner %s groups [", owner->user);
+    for (size_t i = 0; i < owner->group_count; i++) {
+        n += snprintf(out + n, cap - (size_t)n, "%s%s", i ? " " : "", owner->groups[i]);
+    }
+    n += snprintf(out + n, cap - (size_t)n, "] readers [");
+    for (size_t i = 0; i < count; i++) {
+        n += snprintf(out + n, cap - (size_t)n, "%s%s", i ? " " : "", readers[i]);
+    }
+    n += snprintf(out + n, cap - (size_t)n, "]");
+    return n;
+}
+
+START_TEST(test_principals_may_read_agrees_with_auth_may_read)
+{
+    principals_t *p = principals_new();
+    auth_principal_t *live[LIVE_MAX] = {0};
+    const owner_set_t *live_sets[LIVE_MAX] = {0};
+    int mismatches = 0;
+    char first[1024] = "";
+
+    for (int round = 0; round < PROPERTY_ROUNDS; round++) {
+        /* Replace one live owner now and then, so ids are released and reused. */
+        size_t slot = rnd(LIVE_MAX);
+        if (live[slot] == NULL || rnd(4) == 0) {
+            if (live[slot] != NULL) {
+                principals_owner_put(p, live_sets[slot]);
+                auth_principal_free(live[slot]);
+            }
+            const char *groups[5];
+            size_t group_count = rnd(6);
+            for (size_t g = 0; g < group_count; g++) {
+                groups[g] = group_pool[rnd(POOL(group_pool))];
+            }
+            live[slot] = principal(user_pool[rnd(POOL(user_pool))], groups, group_count);
+            live_sets[slot] = principals_owner_get(p, live[slot]);
+        }
+        const char *names[6];
+        hstr_t readers[6];
+        size_t count = rnd(7);
+        for (size_t i = 0; i < count; i++) {
+            /* `*` is rare, or nearly every case would pass. */
+            names[i] = reader_pool[1 + rnd(POOL(reader_pool) - 1)];
+            if (rnd(20) == 0) {
+                names[i] = "*";
+            }
+            readers[i] = hstr_from_cstr(names[i]);
+        }
+        reader_ids_t r;
+        principals_readers(p, readers, count, &r);
+        bool expected = auth_may_read(live[slot], readers, count);
+        if (principals_may_read(live_sets[slot], &r) != expected) {
+            if (mismatches++ == 0) {
+                int n = describe(first, sizeof(first), live[slot], names, count);
+                snprintf(first + n, sizeof(first) - (size_t)n, ": auth_may_read says %d", expected);
+            }
+        }
+    }
+    ck_assert_msg(mismatches == 0, "%d of %d checks disagree; first: %s", mismatches,
+                  PROPERTY_ROUNDS, first);
+    for (size_t i = 0; i < LIVE_MAX; i++) {
+        principals_owner_put(p, live_sets[i]);
+        auth_principal_free(live[i]);
+    }
+    ck_assert_uint_eq(principals_count(p), 0);
+    principals_free(p);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *suite = suite_create("principals");
+    TCase *tc = tcase_create("principals");
+    tcase_add_test(tc, test_principals_owner_sets_are_shared_and_counted);
+    tcase_add_test(tc, test_principals_user_and_group_of_one_name_are_distinct);
+    tcase_add_test(tc, test_principals_count_returns_to_zero_and_ids_are_reused);
+    tcase_add_test(tc, test_principals_readers_translate_sorted_unique_known_only);
+    tcase_add_test(tc, test_principals_may_read_edges);
+    tcase_add_test(tc, test_principals_may_read_real_principals);
+    tcase_add_test(tc, test_principals_long_names);
+    tcase_add_test(tc, test_principals_may_read_agrees_with_auth_may_read);
+    suite_add_tcase(suite, tc);
+    return unit_run(suite);
+}
