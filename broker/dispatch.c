@@ -80,7 +80,7 @@ static bool deliver(sub_t *sub, void *opaque)
         ws_deliver_to_user(ctx->dispatch->ws, sub->owner->user, ctx->notif, sub);
         break;
     case SUB_WEBHOOK: {
-        if (sub->is_replaying || ctx->event->seq <= sub->replay_upto) {
+        if (sub->rest->is_replaying || ctx->event->seq <= sub->rest->replay_upto) {
             break; /* the replay from the store carries it */
         }
         webhook_command_t *command = webhook_command_new(WEBHOOK_CMD_NOTIFY);
@@ -126,8 +126,8 @@ static void fill_spec(webhook_target_spec_t *spec, const sub_t *sub)
     spec->lifecycle_url = dup_or_null(sub->rest->lifecycle_url);
     spec->client_state_json = dup_or_null(sub->rest->client_state_json);
     spec->include_resource_data = sub->rest->include_resource_data;
-    spec->position = sub->cursor;
-    spec->is_behind = sub->is_replaying;
+    spec->position = sub->rest->cursor;
+    spec->is_behind = sub->rest->is_replaying;
 }
 
 void dispatch_webhook_target_put(dispatch_t *dispatch, const sub_t *sub)
@@ -164,7 +164,7 @@ static int store_result(int rc, const struct herr *err)
 int dispatch_persist(dispatch_t *dispatch, sub_t *sub, struct herr *err)
 {
     int rc = 0;
-    if (sub->kind == SUB_WEBHOOK && sub->cursor == 0 && !sub->is_replaying) {
+    if (sub->kind == SUB_WEBHOOK && sub->rest->cursor == 0 && !sub->rest->is_replaying) {
         /* A new webhook subscription hears what is dispatched from now on; its cursor is
          * stored before anyone learns of it, so a crash cannot skip its first events. The
          * cursor goes first: a document stored without one would come back after a
@@ -172,7 +172,7 @@ int dispatch_persist(dispatch_t *dispatch, sub_t *sub, struct herr *err)
         store_cursor_t cursor = {sub->id, dispatch->dispatched_seq};
         rc = store_result(store_cursors_put(dispatch->store, &cursor, 1, err), err);
         if (rc == 0) {
-            sub->cursor = dispatch->dispatched_seq;
+            sub->rest->cursor = dispatch->dispatched_seq;
         }
     }
     if (rc == 0) {
@@ -190,8 +190,8 @@ void dispatch_restore_targets(dispatch_t *dispatch)
     for (sub_t *sub = subs_first_persistent(dispatch->subs); sub != NULL;
          sub = subs_next_persistent(sub)) {
         if (sub->kind == SUB_WEBHOOK) {
-            sub->is_replaying = sub->cursor < last;
-            behind += sub->is_replaying;
+            sub->rest->is_replaying = sub->rest->cursor < last;
+            behind += sub->rest->is_replaying;
             dispatch_webhook_target_put(dispatch, sub);
         }
     }
@@ -208,8 +208,8 @@ void dispatch_restore_cursor(dispatch_t *dispatch, const char *key, uint64_t seq
         return;
     }
     sub_t *sub = subs_find(dispatch->subs, key);
-    if (sub != NULL && seq > sub->cursor) {
-        sub->cursor = seq;
+    if (sub != NULL && seq > sub->rest->cursor) {
+        sub->rest->cursor = seq;
     }
 }
 
@@ -254,9 +254,9 @@ void dispatch_webhook_positions(dispatch_t *dispatch, const webhook_result_t *re
     for (size_t i = 0; i < result->position_count; i++) {
         const webhook_position_t *position = &result->positions[i];
         sub_t *sub = subs_find(dispatch->subs, position->subscription_id);
-        if (sub != NULL && sub->kind == SUB_WEBHOOK && position->seq > sub->cursor) {
-            sub->cursor = position->seq;
-            sub->is_cursor_dirty = true;
+        if (sub != NULL && sub->kind == SUB_WEBHOOK && position->seq > sub->rest->cursor) {
+            sub->rest->cursor = position->seq;
+            sub->rest->is_cursor_dirty = true;
         }
     }
 }
@@ -296,8 +296,8 @@ static void cursors_flush(dispatch_t *dispatch)
     struct cursor_batch batch = {0};
     for (sub_t *sub = subs_first_persistent(dispatch->subs); sub != NULL;
          sub = subs_next_persistent(sub)) {
-        if (sub->is_cursor_dirty) {
-            batch_add(&batch, sub->id, NULL, sub->cursor);
+        if (sub->rest->is_cursor_dirty) {
+            batch_add(&batch, sub->id, NULL, sub->rest->cursor);
         }
     }
     ws_cursors_take_dirty(dispatch->ws, add_user_cursor, &batch);
@@ -313,7 +313,7 @@ static void cursors_flush(dispatch_t *dispatch)
         if (store_result(store_cursors_put(dispatch->store, batch.items, kept, &err), &err) == 0) {
             for (sub_t *sub = subs_first_persistent(dispatch->subs); sub != NULL;
                  sub = subs_next_persistent(sub)) {
-                sub->is_cursor_dirty = false;
+                sub->rest->is_cursor_dirty = false;
             }
         } else {
             log_msg(LOG_LEVEL_WARN, "dispatch: cursors not stored: %s", err.message);
@@ -334,7 +334,7 @@ void dispatch_webhook_want(dispatch_t *dispatch, const char *subscription_id, ui
     if (sub == NULL || sub->kind != SUB_WEBHOOK) {
         return;
     }
-    sub->is_replaying = true;
+    sub->rest->is_replaying = true;
     struct want *w = xcalloc(1, sizeof(*w));
     memcpy(w->subscription_id, sub->id, sizeof(w->subscription_id));
     w->after = after;
@@ -459,8 +459,8 @@ static bool serve_want(dispatch_t *dispatch)
         command->scanned_seq = chunk.scanned;
         command->is_at_end = is_at_end;
         if (is_at_end) {
-            sub->is_replaying = false;
-            sub->replay_upto = chunk.scanned;
+            sub->rest->is_replaying = false;
+            sub->rest->replay_upto = chunk.scanned;
         }
         webhook_send(dispatch->webhook, &command);
     }

@@ -55,7 +55,8 @@ static sub_t *const *list_members(const struct member_list *l)
 struct group {
     struct group *next; /* hash chain */
     uint64_t hash;
-    sub_t **members;
+    sub_t **members; /* &one while capacity is 1: most personal patterns have one follower */
+    sub_t *one;
     uint32_t count;
     uint32_t capacity;
     struct member_list *lists; /* NULL while the group is small */
@@ -323,6 +324,8 @@ static void group_join(subs_t *subs, sub_t *sub, const char *text, size_t len,
         g = xcalloc(1, sizeof(*g) + len + 1);
         g->hash = hash;
         g->len = len;
+        g->members = &g->one;
+        g->capacity = 1;
         memcpy(g->text, text, len);
         *link = g;
         subs->group_count++;
@@ -335,8 +338,13 @@ static void group_join(subs_t *subs, sub_t *sub, const char *text, size_t len,
         index_add(subs->index, &own, EVENT_CHANGE_ALL, g);
     }
     if (g->count == g->capacity) {
-        g->capacity = g->capacity == 0 ? 1 : g->capacity * 2;
-        g->members = xrealloc(g->members, g->capacity * sizeof(sub_t *));
+        sub_t **members = xmalloc(2 * g->capacity * sizeof(sub_t *));
+        memcpy(members, g->members, g->count * sizeof(sub_t *));
+        if (g->members != &g->one) {
+            free(g->members);
+        }
+        g->members = members;
+        g->capacity *= 2;
     }
     sub->group = g;
     sub->group_slot = g->count;
@@ -374,7 +382,9 @@ static void group_leave(subs_t *subs, sub_t *sub)
     (void)rc;
     *group_link(subs, g->text, g->len, g->hash) = g->next;
     subs->group_count--;
-    free(g->members);
+    if (g->members != &g->one) {
+        free(g->members);
+    }
     free(g);
 }
 
@@ -508,17 +518,18 @@ static int add_persistent(subs_t *subs, const char *id, uint64_t created_order, 
      * in any order, new ones go to the tail. */
     sub_t *after = subs->persistent_tail;
     while (after != NULL && after->rest->created_order > created_order) {
-        after = after->prev_persistent;
+        after = after->rest->prev_persistent;
     }
-    sub->prev_persistent = after;
-    sub->next_persistent = after != NULL ? after->next_persistent : subs->persistent_head;
-    if (sub->next_persistent != NULL) {
-        sub->next_persistent->prev_persistent = sub;
+    sub->rest->prev_persistent = after;
+    sub->rest->next_persistent =
+        after != NULL ? after->rest->next_persistent : subs->persistent_head;
+    if (sub->rest->next_persistent != NULL) {
+        sub->rest->next_persistent->rest->prev_persistent = sub;
     } else {
         subs->persistent_tail = sub;
     }
     if (after != NULL) {
-        after->next_persistent = sub;
+        after->rest->next_persistent = sub;
     } else {
         subs->persistent_head = sub;
     }
@@ -669,15 +680,15 @@ void subs_remove(subs_t *subs, sub_t *sub)
     subs->count--;
     if (sub->kind != SUB_CONNECTION) {
         table_remove(&subs->by_id, sub);
-        if (sub->prev_persistent != NULL) {
-            sub->prev_persistent->next_persistent = sub->next_persistent;
+        if (sub->rest->prev_persistent != NULL) {
+            sub->rest->prev_persistent->rest->next_persistent = sub->rest->next_persistent;
         } else {
-            subs->persistent_head = sub->next_persistent;
+            subs->persistent_head = sub->rest->next_persistent;
         }
-        if (sub->next_persistent != NULL) {
-            sub->next_persistent->prev_persistent = sub->prev_persistent;
+        if (sub->rest->next_persistent != NULL) {
+            sub->rest->next_persistent->rest->prev_persistent = sub->rest->prev_persistent;
         } else {
-            subs->persistent_tail = sub->prev_persistent;
+            subs->persistent_tail = sub->rest->prev_persistent;
         }
         auth_principal_free((auth_principal_t *)sub->owner);
         subs_rest_clear(sub->rest);
@@ -718,13 +729,13 @@ sub_t *subs_first_persistent(subs_t *subs)
 
 sub_t *subs_next_persistent(const sub_t *sub)
 {
-    return sub->next_persistent;
+    return sub->rest->next_persistent;
 }
 
 size_t subs_count_owned(subs_t *subs, const char *user)
 {
     size_t count = 0;
-    for (const sub_t *sub = subs->persistent_head; sub != NULL; sub = sub->next_persistent) {
+    for (const sub_t *sub = subs->persistent_head; sub != NULL; sub = sub->rest->next_persistent) {
         count += strcmp(sub->owner->user, user) == 0;
     }
     return count;

@@ -69,14 +69,19 @@ typedef struct sub_rest {
     unsigned char secret[32];     /* webhook signing key */
     uint64_t created_order;       /* position in creation order, for paging */
     bool is_reauthorization_sent; /* for the current expiration */
+    struct sub *prev_persistent;  /* creation-order list of persistent subscriptions */
+    struct sub *next_persistent;
+    /* Webhook delivery position (dispatch.c): the store's cursor for this subscription. */
+    uint64_t cursor;      /* every item up to this seq was delivered */
+    bool is_cursor_dirty; /* moved since it was last stored */
+    bool is_replaying;    /* catching up from the store: live items are not sent */
+    uint64_t replay_upto; /* live items up to this seq were sent from the store */
 } sub_rest_t;
 
 typedef struct sub {
     char id[SUBS_ID_BYTES + 1];
     sub_kind_t kind;
-    sub_rest_t *rest;            /* persistent kinds only; NULL for connection */
-    struct sub *prev_persistent; /* creation-order list of persistent subscriptions */
-    struct sub *next_persistent;
+    sub_rest_t *rest;                           /* persistent kinds only; NULL for connection */
     const char *resource;                       /* the pattern text (its group's) */
     struct group *group;                        /* every subscription with this pattern */
     uint32_t group_slot;                        /* position among the group's members */
@@ -87,11 +92,6 @@ typedef struct sub {
     int64_t expires_at;                         /* seconds since the epoch */
     char expiration[SUBS_EXPIRATION_BYTES + 1]; /* expires_at in Graph's format */
     uint64_t last_matched_seq;                  /* dedup of resource and previous matches */
-    /* Webhook delivery position (dispatch.c): the store's cursor for this subscription. */
-    uint64_t cursor;      /* every item up to this seq was delivered */
-    bool is_cursor_dirty; /* moved since it was last stored */
-    bool is_replaying;    /* catching up from the store: live items are not sent */
-    uint64_t replay_upto; /* live items up to this seq were sent from the store */
 } sub_t;
 
 /* Called once per subscription an event concerns; returning false stops the match. */
