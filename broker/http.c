@@ -11,6 +11,13 @@
 #include "mem.h"
 
 #define HTTP_MAX_HEADER_BYTES 16384
+/* libwebsockets gives every WebSocket connection a receive buffer of this size; messages
+ * arrive in chunks of it and ws.c reassembles them (up to WS_MAX_MESSAGE_BYTES, allocated
+ * only once a client sends one). Clients send short JSON ops, so a small buffer costs
+ * nothing in speed and keeps an idle connection at about 2 KiB (bench/ws_idle.sh: 4096
+ * bytes made it 6 KiB). */
+#define HTTP_WS_RX_CHUNK_BYTES 256
+
 /* The service loop returns at least this often, so that the main loop sees its stop flag
  * even when no traffic and no signal wakes it. */
 #define HTTP_TICK_US (200 * LWS_US_PER_MS)
@@ -196,7 +203,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 }
 
 static const struct lws_protocols protocols[] = {
-    {"herold", callback, sizeof(struct http_conn), 4096, 0, NULL, 0},
+    {"herold", callback, sizeof(struct http_conn), HTTP_WS_RX_CHUNK_BYTES, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
