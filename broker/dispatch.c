@@ -573,11 +573,21 @@ bool dispatch_replay(dispatch_t *dispatch)
     return dispatch->wants != NULL || budget == 0;
 }
 
-void dispatch_sweep(dispatch_t *dispatch, int64_t now, int64_t reauthorization_lead)
+void dispatch_mark(dispatch_t *dispatch)
 {
     webhook_command_t *mark = webhook_command_new(WEBHOOK_CMD_MARK);
     mark->mark_seq = dispatch->dispatched_seq;
     webhook_send(dispatch->webhook, &mark);
+}
+
+void dispatch_flush_cursors(dispatch_t *dispatch)
+{
+    cursors_flush(dispatch);
+}
+
+void dispatch_sweep(dispatch_t *dispatch, int64_t now, int64_t reauthorization_lead)
+{
+    dispatch_mark(dispatch);
     cursors_flush(dispatch);
 
     sub_t *next;

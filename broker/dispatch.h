@@ -67,6 +67,12 @@ bool dispatch_pending(dispatch_t *dispatch);
  * epoch) and removes expired subscriptions. */
 void dispatch_sweep(dispatch_t *dispatch, int64_t now, int64_t reauthorization_lead);
 
+/* Tells the webhook thread that every item up to the last dispatched seq was sent (MARK). */
+void dispatch_mark(dispatch_t *dispatch);
+
+/* Stores every cursor that moved (as dispatch_sweep does once a second). */
+void dispatch_flush_cursors(dispatch_t *dispatch);
+
 /* Sends a lifecycle notification about a persistent subscription to its subscriber. */
 void dispatch_lifecycle(dispatch_t *dispatch, const sub_t *sub, const char *lifecycle_event);
 

@@ -292,8 +292,21 @@ static void shutdown_broker(struct herold *h)
     if (h->http != NULL) {
         http_drain(h->http, HEROLD_DRAIN_MS);
     }
+    if (h->dispatch != NULL) {
+        dispatch_mark(h->dispatch); /* nothing more is dispatched after the drain */
+    }
     if (h->webhook != NULL) {
         webhook_stop(h->webhook, HEROLD_WEBHOOK_STOP_MS);
+    }
+    if (h->dispatch != NULL && h->rest != NULL) {
+        /* Store where delivery stands, so that a restart repeats nothing it need not. */
+        rest_drain_results(h->rest);
+        webhook_result_t *final = webhook_take_final_positions(h->webhook);
+        if (final != NULL) {
+            dispatch_webhook_positions(h->dispatch, final);
+            webhook_result_free(final);
+        }
+        dispatch_flush_cursors(h->dispatch);
     }
     http_free(h->http);
     ingest_free(h->ingest);

@@ -282,7 +282,8 @@ struct webhook {
     timer_heap_t timers;
     post_t *posts;
     size_t in_flight;
-    uint64_t mark_seq; /* the last MARK */
+    uint64_t mark_seq;                 /* the last MARK */
+    webhook_result_t *final_positions; /* made as the thread ends */
     bool is_stopping;
     int64_t stop_at_ms;
 };
@@ -1177,20 +1178,17 @@ static void target_replay(webhook_t *webhook, target_t *t, webhook_command_t *c,
 
 /* Every live target that is idle has delivered everything up to seq; the moved positions
  * go back to the service thread in one result. */
-static void targets_mark(webhook_t *webhook, uint64_t seq)
+/* A POSITIONS result with every position that moved since the last one, or NULL. */
+static webhook_result_t *positions_moved(webhook_t *webhook)
 {
-    webhook->mark_seq = seq;
     size_t moved = 0;
     for (size_t i = 0; i < webhook->targets.bucket_count; i++) {
         for (target_t *t = webhook->targets.buckets[i]; t != NULL; t = t->next) {
-            if (!t->is_behind && t->batch == NULL && t->queue_length == 0 && seq > t->position) {
-                t->position = seq;
-            }
             moved += t->position != t->reported_position;
         }
     }
     if (moved == 0) {
-        return;
+        return NULL;
     }
     webhook_result_t *result = xcalloc(1, sizeof(*result));
     result->kind = WEBHOOK_RESULT_POSITIONS;
@@ -1206,7 +1204,23 @@ static void targets_mark(webhook_t *webhook, uint64_t seq)
             }
         }
     }
-    result_push(webhook, result);
+    return result;
+}
+
+static void targets_mark(webhook_t *webhook, uint64_t seq)
+{
+    webhook->mark_seq = seq;
+    for (size_t i = 0; i < webhook->targets.bucket_count; i++) {
+        for (target_t *t = webhook->targets.buckets[i]; t != NULL; t = t->next) {
+            if (!t->is_behind && t->batch == NULL && t->queue_length == 0 && seq > t->position) {
+                t->position = seq;
+            }
+        }
+    }
+    webhook_result_t *result = positions_moved(webhook);
+    if (result != NULL) {
+        result_push(webhook, result);
+    }
 }
 
 static void command_run(webhook_t *webhook, webhook_command_t *c, int64_t now)
@@ -1285,8 +1299,11 @@ static bool commands_run(webhook_t *webhook)
         }
         int64_t now = now_ms();
         for (size_t i = 0; i < count; i++) {
-            if (webhook->is_stopping) {
-                webhook_command_free(items[i]);
+            /* While stopping nothing new starts, but a MARK still moves positions: the last
+             * one before a stop lets the final report cover idle targets. */
+            webhook_command_t *c = items[i];
+            if (webhook->is_stopping && c->kind != WEBHOOK_CMD_MARK) {
+                webhook_command_free(c);
             } else {
                 command_run(webhook, items[i], now);
             }
@@ -1381,6 +1398,9 @@ static void *webhook_main(void *arg)
         log_msg(LOG_LEVEL_WARN, "webhook: stopping with %zu requests still in flight",
                 webhook->in_flight);
     }
+    /* What moved since the last report, for webhook_take_final_positions (the service
+     * thread no longer drains results). */
+    webhook->final_positions = positions_moved(webhook);
     state_release(webhook);
     return NULL;
 }
@@ -1501,6 +1521,7 @@ void webhook_free(webhook_t *webhook)
     }
     webhook_stop(webhook, 0);
     chan_free(webhook->commands);
+    webhook_result_free(webhook->final_positions);
     curl_multi_cleanup(webhook->multi);
     curl_global_cleanup();
     free(webhook);
@@ -1535,6 +1556,13 @@ void webhook_command_free(webhook_command_t *command)
     free(command->notifs);
     free(command->url);
     free(command);
+}
+
+webhook_result_t *webhook_take_final_positions(webhook_t *webhook)
+{
+    webhook_result_t *result = webhook->final_positions;
+    webhook->final_positions = NULL;
+    return result;
 }
 
 void webhook_result_free(webhook_result_t *result)

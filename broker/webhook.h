@@ -182,6 +182,11 @@ webhook_command_t *webhook_command_new(webhook_command_kind_t kind);
 /* Releases a command and what it owns (strings, the notif references). NULL is a no-op. */
 void webhook_command_free(webhook_command_t *command);
 
+/* After webhook_stop: the delivered positions that moved since the last POSITIONS result,
+ * as one such result the caller owns, or NULL. A stop thus loses no delivered position: a
+ * MARK sent just before it still counts. */
+webhook_result_t *webhook_take_final_positions(webhook_t *webhook);
+
 /* Releases a result drained from the results channel. NULL is a no-op. */
 void webhook_result_free(webhook_result_t *result);
 

@@ -567,6 +567,33 @@ def test_the_pull_endpoint_pages_to_exactly_what_the_webhook_got(durable_broker,
                      405, "method_not_allowed")
 
 
+# ---- an orderly stop ----
+
+@pytest.mark.broker_args(*WEBHOOK_ARGS)
+def test_an_orderly_restart_delivers_nothing_twice(durable_broker, durable_receivers):
+    """SIGTERM stores where every webhook stands (the last positions, after a final MARK),
+    so a planned restart repeats no item; only a crash may (at least once)."""
+    b = durable_broker
+    hook = durable_receivers("hook")
+    sub = b.create(sub_body(hook.url("/hook"), resource="/orderly")).json()
+    idle = b.create(sub_body(hook.url("/idle"), resource="/elsewhere")).json()
+    delivered = Delivered(hook)
+    seqs = [r["seq"] for r in b.publish_many(
+        [b.event(id="o-%d" % i, resource="/orderly/doc/%d" % i) for i in range(300)])]
+    delivered.wait_seqs(seqs)
+    assert b.stop() == 0
+    b.restart()
+    marker = b.publish_ok(resource="/orderly/marker")["seq"]
+    delivered.wait_seqs([marker])
+    ids = [it["id"] for it in delivered.items()]
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    assert repeated == [], "delivered again after an orderly restart: %r" % repeated[:10]
+    assert [item_seq(it) for it in delivered.items()] == seqs + [marker]
+    # The subscription that heard nothing is not sent anything either.
+    assert [r for r in hook.posts() if r.path == "/idle" and not r.is_validation] == []
+    assert idle["id"] != sub["id"]
+
+
 # ---- dedup ----
 
 def test_a_duplicate_after_a_crash_is_acked_with_its_seq_and_not_delivered_again(
