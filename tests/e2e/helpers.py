@@ -58,6 +58,19 @@ def free_port():
         return s.getsockname()[1]
 
 
+def free_ports(count):
+    """count distinct loopback TCP ports that were free a moment ago (all bound at once, so
+    that the kernel cannot hand out the same one twice)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def sanitizer_problems(text):
     return [m for m in SANITIZER_MARKERS if m in text]
 
@@ -276,8 +289,7 @@ class Broker:
         self.extra_args = [str(a) for a in extra_args]
         self.store_uri = store_uri
         self.data = tmp_path / "data"
-        self.http_port = free_port()
-        self.ingest_port = free_port()
+        self.http_port, self.ingest_port = free_ports(2)
         self.ingest = "tcp://127.0.0.1:%d" % self.ingest_port
         self.ws_url = "ws://127.0.0.1:%d/v1.0/ws" % self.http_port
         self.stderr_path = tmp_path / "herold.stderr"

@@ -13,7 +13,7 @@ import msgpack
 import pytest
 import zmq
 
-from helpers import HEROLD, START_TIMEOUT, free_port, run, sub_body
+from helpers import HEROLD, START_TIMEOUT, free_ports, run, sub_body
 from receiver import check_signed
 
 RECOVERED = re.compile(r"store holds events (\d+)\.\.(\d+)")
@@ -103,9 +103,10 @@ def test_a_flipped_bit_in_the_last_record_cuts_that_record(broker):
 
 def test_a_second_broker_on_the_same_data_directory_is_refused(broker):
     broker.publish_ok(resource="/lock/doc")
+    http_port, ingest_port = free_ports(2)
     done = subprocess.run(
-        [str(HEROLD), "--http", "127.0.0.1:%d" % free_port(),
-         "--ingest", "tcp://127.0.0.1:%d" % free_port(), "--data", str(broker.data)],
+        [str(HEROLD), "--http", "127.0.0.1:%d" % http_port,
+         "--ingest", "tcp://127.0.0.1:%d" % ingest_port, "--data", str(broker.data)],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=START_TIMEOUT)
     assert done.returncode != 0 and "ready" not in done.stderr, done.stderr
     assert "journal" in done.stderr, done.stderr

@@ -21,7 +21,7 @@ import warnings
 import pytest
 
 from helpers import (HEROLD, JSON_TYPE, START_TIMEOUT, SUBSCRIPTIONS, TIMEOUT, RestResponse,
-                     expect_error, free_port, run, sanitizer_problems, sub_body)
+                     expect_error, free_ports, run, sanitizer_problems, sub_body)
 
 # No TLS flags: the broker fixture starts a plain-http herold.
 PLAIN = pytest.mark.broker_args()
@@ -258,8 +258,9 @@ def test_herold_refuses_to_start_with_bad_tls_flags(case, tls, tmp_path):
     other = Tls(tmp_path / "other", "other")
     flags, needles = START_REFUSALS[case](tls, other)
     flags = [str(a) for a in flags]
-    cmd = [str(HEROLD), "--http", "127.0.0.1:%d" % free_port(),
-           "--ingest", "tcp://127.0.0.1:%d" % free_port(), "--data", str(tmp_path / "data")]
+    http_port, ingest_port = free_ports(2)
+    cmd = [str(HEROLD), "--http", "127.0.0.1:%d" % http_port,
+           "--ingest", "tcp://127.0.0.1:%d" % ingest_port, "--data", str(tmp_path / "data")]
     # libwebsockets 4.1 leaks a small buffer when lws_create_context fails; the process
     # exits at once, so leak detection is off for refused starts (memory errors still count).
     env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0")
