@@ -39,10 +39,17 @@ PG_SERVER = os.path.join(ROOT, "tests", "pg-server")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(count):
+    """count distinct loopback ports that were free a moment ago (bound all at once, so the
+    kernel cannot hand out one twice)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def cpu_seconds(pids):
@@ -85,9 +92,10 @@ def wait_ready(proc, log_path, timeout=30):
 
 def run_once(store_flag, work, publishers, events, pg_dir):
     data = tempfile.mkdtemp(dir=work)
-    ingest = "tcp://127.0.0.1:%d" % free_port()
+    http_port, ingest_port = free_ports(2)
+    ingest = "tcp://127.0.0.1:%d" % ingest_port
     log_path = os.path.join(data, "herold.log")
-    args = [HEROLD, "--data", data, "--http", "127.0.0.1:%d" % free_port(), "--ingest", ingest,
+    args = [HEROLD, "--data", data, "--http", "127.0.0.1:%d" % http_port, "--ingest", ingest,
             "--log-level", "info"] + store_flag
     with open(log_path, "w") as log:
         broker = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log)

@@ -77,10 +77,17 @@ class BenchError(Exception):
 
 # ---- small helpers ----------------------------------------------------------------------
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(count):
+    """count distinct loopback ports that were free a moment ago (bound all at once, so the
+    kernel cannot hand out one twice)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def percentile(sorted_values, p):
@@ -331,8 +338,8 @@ class Herold:
         self.dir.mkdir()
         self.data = self.dir / "var"
         self.log_path = self.dir / "herold.log"
-        self.http_port = free_port()
-        self.ingest = "tcp://127.0.0.1:%d" % free_port()
+        self.http_port, ingest_port = free_ports(2)
+        self.ingest = "tcp://127.0.0.1:%d" % ingest_port
         self.base = "http://127.0.0.1:%d" % self.http_port
         self.args = [str(build / "herold"), "--http", "127.0.0.1:%d" % self.http_port,
                      "--ingest", self.ingest, "--data", str(self.data),
