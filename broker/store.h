@@ -55,6 +55,7 @@
 #define STORE_MAX_KEY_BYTES 256
 
 typedef struct store store_t;
+struct json_t;
 
 /* What a backend hands back at open: every stored subscription, then every cursor. The
  * strings are NUL-terminated and valid during the call. Either callback may be NULL. */
@@ -99,6 +100,21 @@ struct store_ops {
 struct store {
     const struct store_ops *ops;
 };
+
+/* ---- shared by the backends (store.c) ---- */
+
+/* A key (cursor key or subscription id) of len bytes: 1..STORE_MAX_KEY_BYTES of valid
+ * UTF-8 without spaces or control characters. Returns 0 or HEROLD_E_BAD_REQUEST naming
+ * what. */
+int store_key_check(const char *what, const char *key, size_t len, struct herr *err);
+
+/* store_cursors_put's precondition for all count cursors: valid keys, seqs that fit a
+ * signed 64-bit column. Returns 0 or HEROLD_E_BAD_REQUEST (nothing may be stored then). */
+int store_cursors_check(const store_cursor_t *cursors, size_t count, struct herr *err);
+
+/* Sets cursors[key] (a JSON object of integers) to seq unless it holds a higher one: the
+ * forward-only rule of the in-process backends. */
+void store_cursor_raise(struct json_t *cursors, const char *key, uint64_t seq);
 
 /* Opens the embedded store in config->data_dir (created if missing) and hands everything
  * stored to loader. Returns NULL with err set when the directory, the journal or the log

@@ -136,26 +136,11 @@ static size_t live_entries(const store_file_t *store)
     return json_object_size(store->live) + json_object_size(store->cursors);
 }
 
-/* A cursor key: 1..STORE_MAX_KEY_BYTES bytes, no space or control character. */
-static bool is_valid_key(const char *key, size_t len)
-{
-    if (len == 0 || len > STORE_MAX_KEY_BYTES) {
-        return false;
-    }
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)key[i];
-        if (c <= ' ' || c == 0x7f) {
-            return false;
-        }
-    }
-    return true;
-}
-
 /* Applies a cursor line's rest, "<key> <seq>". Returns 0 or -1. */
 static int apply_cursor(store_file_t *store, char *rest)
 {
     char *space = strchr(rest, ' ');
-    if (space == NULL || !is_valid_key(rest, (size_t)(space - rest))) {
+    if (space == NULL || store_key_check("cursor key", rest, (size_t)(space - rest), NULL) != 0) {
         return -1;
     }
     *space = '\0';
@@ -165,10 +150,7 @@ static int apply_cursor(store_file_t *store, char *rest)
     if (errno != 0 || end == space + 1 || *end != '\0' || seq > INT64_MAX) {
         return -1;
     }
-    json_t *known = json_object_get(store->cursors, rest);
-    if (known == NULL || (uint64_t)json_integer_value(known) < seq) {
-        json_object_set_new(store->cursors, rest, json_integer((json_int_t)seq));
-    }
+    store_cursor_raise(store->cursors, rest, seq);
     return 0;
 }
 
@@ -306,16 +288,13 @@ static int file_cursors_put(store_t *base, const store_cursor_t *cursors, size_t
                             struct herr *err)
 {
     store_file_t *store = as_file(base);
+    int rc = store_cursors_check(cursors, count, err);
+    if (rc != 0 || count == 0) {
+        return rc;
+    }
     size_t text_len = 0;
     for (size_t i = 0; i < count; i++) {
-        if (!is_valid_key(cursors[i].key, strnlen(cursors[i].key, STORE_MAX_KEY_BYTES + 1)) ||
-            cursors[i].seq > INT64_MAX) {
-            return herr_set(err, HEROLD_E_BAD_REQUEST, "store: cursor %zu has a bad key or seq", i);
-        }
         text_len += 2 + strlen(cursors[i].key) + 1 + 20 + 1;
-    }
-    if (count == 0) {
-        return 0;
     }
     /* One write and one fdatasync for all of them: a torn tail loses only the last lines,
      * and a cursor that goes back a little only repeats deliveries. */
@@ -325,21 +304,17 @@ static int file_cursors_put(store_t *base, const store_cursor_t *cursors, size_t
         used += (size_t)snprintf(text + used, text_len + 1 - used, "C %s %" PRIu64 "\n",
                                  cursors[i].key, cursors[i].seq);
     }
-    int rc = write_all(store->fd, text, used) != 0 || fdatasync(store->fd) != 0
-                 ? herr_set(err, HEROLD_E_SYSTEM, "store: writing %s failed: %s", store->path,
-                            strerror(errno))
-                 : 0;
+    rc = write_all(store->fd, text, used) != 0 || fdatasync(store->fd) != 0
+             ? herr_set(err, HEROLD_E_SYSTEM, "store: writing %s failed: %s", store->path,
+                        strerror(errno))
+             : 0;
     free(text);
     if (rc != 0) {
         return rc;
     }
     store->log_lines += count;
     for (size_t i = 0; i < count; i++) {
-        json_t *known = json_object_get(store->cursors, cursors[i].key);
-        if (known == NULL || (uint64_t)json_integer_value(known) < cursors[i].seq) {
-            json_object_set_new(store->cursors, cursors[i].key,
-                                json_integer((json_int_t)cursors[i].seq));
-        }
+        store_cursor_raise(store->cursors, cursors[i].key, cursors[i].seq);
     }
     if (store->log_lines > 2 * live_entries(store) + 64) {
         return compact(store, err);

@@ -201,38 +201,15 @@ static int mem_subscription_delete(store_t *base, const char *id, struct herr *e
     return 0;
 }
 
-static bool is_valid_key(const char *key)
-{
-    size_t len = strnlen(key, STORE_MAX_KEY_BYTES + 1);
-    if (len == 0 || len > STORE_MAX_KEY_BYTES) {
-        return false;
-    }
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)key[i];
-        if (c <= ' ' || c == 0x7f) {
-            return false;
-        }
-    }
-    return true;
-}
-
 static int mem_cursors_put(store_t *base, const store_cursor_t *cursors, size_t count,
                            struct herr *err)
 {
     store_mem_t *store = as_mem(base);
-    for (size_t i = 0; i < count; i++) {
-        if (!is_valid_key(cursors[i].key) || cursors[i].seq > INT64_MAX) {
-            return herr_set(err, HEROLD_E_BAD_REQUEST, "store: cursor %zu has a bad key or seq", i);
-        }
+    int rc = store_cursors_check(cursors, count, err);
+    for (size_t i = 0; rc == 0 && i < count; i++) {
+        store_cursor_raise(store->cursors, cursors[i].key, cursors[i].seq);
     }
-    for (size_t i = 0; i < count; i++) {
-        json_t *known = json_object_get(store->cursors, cursors[i].key);
-        if (known == NULL || (uint64_t)json_integer_value(known) < cursors[i].seq) {
-            json_object_set_new(store->cursors, cursors[i].key,
-                                json_integer((json_int_t)cursors[i].seq));
-        }
-    }
-    return 0;
+    return rc;
 }
 
 static const struct store_ops mem_ops = {

@@ -311,28 +311,6 @@ static int64_t field_int8(const PGresult *res, int row, int column)
     return (int64_t)v;
 }
 
-/* Keys and ids: 1..STORE_MAX_KEY_BYTES bytes of UTF-8 without spaces or control
- * characters (the server would refuse what is not UTF-8 only after the first rows). */
-static int check_key(const char *what, const char *key, struct herr *err)
-{
-    size_t len = key != NULL ? strlen(key) : 0;
-    if (len == 0 || len > STORE_MAX_KEY_BYTES) {
-        return herr_set(err, HEROLD_E_BAD_REQUEST, "store: %s of %zu bytes (1 to %d allowed)", what,
-                        len, STORE_MAX_KEY_BYTES);
-    }
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)key[i];
-        if (c <= ' ' || c == 0x7f) {
-            return herr_set(err, HEROLD_E_BAD_REQUEST,
-                            "store: %s has a space or control character at byte %zu", what, i);
-        }
-    }
-    if (!path_utf8_is_valid(key, len)) {
-        return herr_set(err, HEROLD_E_BAD_REQUEST, "store: %s is not valid UTF-8", what);
-    }
-    return 0;
-}
-
 static void notice_to_log(void *arg, const PGresult *res)
 {
     const char *role = arg;
@@ -1097,7 +1075,7 @@ static int state_command(struct pg_store *s, const char *name, int param_count,
 
 static int pg_subscription_put(store_t *store, const char *id, const char *json, struct herr *err)
 {
-    int rc = check_key("subscription id", id, err);
+    int rc = store_key_check("subscription id", id, id != NULL ? strlen(id) : 0, err);
     if (rc != 0) {
         return rc;
     }
@@ -1126,18 +1104,9 @@ static int pg_subscription_delete(store_t *store, const char *id, struct herr *e
 static int pg_cursors_put(store_t *store, const store_cursor_t *cursors, size_t count,
                           struct herr *err)
 {
-    for (size_t i = 0; i < count; i++) {
-        int rc = check_key("cursor key", cursors[i].key, err);
-        if (rc != 0) {
-            return rc;
-        }
-        if (cursors[i].seq > (uint64_t)INT64_MAX) {
-            return herr_set(err, HEROLD_E_BAD_REQUEST, "store: cursor seq %" PRIu64 " too large",
-                            cursors[i].seq);
-        }
-    }
-    if (count == 0) {
-        return 0;
+    int rc = store_cursors_check(cursors, count, err);
+    if (rc != 0 || count == 0) {
+        return rc;
     }
     if (count > INT32_MAX / 16) {
         return herr_set(err, HEROLD_E_BAD_REQUEST, "store: %zu cursors in one call", count);
@@ -1153,7 +1122,7 @@ static int pg_cursors_put(store_t *store, const store_cursor_t *cursors, size_t 
     const char *values[] = {(const char *)keys.data, (const char *)seqs.data};
     const int lengths[] = {(int)keys.len, (int)seqs.len};
     const int formats[] = {1, 1};
-    int rc = state_command(as_pg(store), "cursors_put", 2, values, lengths, formats, err);
+    rc = state_command(as_pg(store), "cursors_put", 2, values, lengths, formats, err);
     free(keys.data);
     free(seqs.data);
     return rc;
