@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "event.h"
+#include "clock.h"
 #include "log.h"
 #include "mem.h"
 #include "notif.h"
@@ -546,9 +547,7 @@ void dispatch_page_clear(dispatch_page_t *page)
 
 bool dispatch_replay(dispatch_t *dispatch)
 {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    int64_t now_ms = clock_monotonic_ms();
     if (now_ms < dispatch->replay_paused_until_ms) {
         return false;
     }

@@ -17,6 +17,7 @@
 
 #include "dedup.h"
 #include "event.h"
+#include "clock.h"
 #include "log.h"
 #include "mem.h"
 
@@ -231,13 +232,6 @@ static void pack_error(struct pending *p, const void *payload, size_t payload_le
     pack_error_id(p, id, err);
 }
 
-static int64_t wall_clock_ms(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-}
-
 /* A store that cannot write or sync must not ack anything more: the process ends here,
  * before the replies of the batch go out (STYLE 4: never retry an fsync and trust it). */
 static void store_failed(const struct herr *err)
@@ -297,7 +291,7 @@ static void handle_message(ingest_t *ingest, zmq_msg_t *frames, size_t frame_cou
         p->is_duplicate = true;
         return;
     }
-    int rc = store_event_append(ingest->store, data, len, wall_clock_ms(), &event->seq, &err);
+    int rc = store_event_append(ingest->store, data, len, clock_wall_ms(), &event->seq, &err);
     if (rc == HEROLD_E_UNAVAILABLE || rc == HEROLD_E_TOO_LARGE) {
         pack_error(p, data, len, &err);
         event_free(event);
@@ -404,22 +398,15 @@ static bool receive_one(ingest_t *ingest)
     return true;
 }
 
-static int64_t monotonic_ms(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-}
-
 /* Retention: old segments go, and with them what dedup remembers of them. */
 static void trim_when_due(ingest_t *ingest)
 {
-    int64_t now = monotonic_ms();
+    int64_t now = clock_monotonic_ms();
     if (now < ingest->next_trim_ms) {
         return;
     }
     ingest->next_trim_ms = now + INGEST_TRIM_INTERVAL_MS;
-    if (store_event_trim(ingest->store, wall_clock_ms()) > 0) {
+    if (store_event_trim(ingest->store, clock_wall_ms()) > 0) {
         dedup_expire(ingest->dedup, store_event_first_seq(ingest->store));
     }
 }

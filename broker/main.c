@@ -24,6 +24,7 @@
 #include "event.h"
 #include "http.h"
 #include "ingest.h"
+#include "clock.h"
 #include "log.h"
 #include "mem.h"
 #include "rest.h"
@@ -244,13 +245,6 @@ static void cursors_release(struct herold *h)
     h->cursor_count = 0;
 }
 
-static int64_t wall_clock_ms(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-}
-
 /* A cursor past the store's end means events were delivered that the store no longer
  * holds (a damaged tail was cut, rows were deleted behind the broker's back). Their seqs
  * must not be given to new events: an item id (`<sub>-<seq>`) or a cursor would then name
@@ -273,7 +267,7 @@ static int skip_delivered_seqs(struct herold *h, struct herr *err)
             " were delivered; those seqs are skipped, never given again",
             last, highest);
     for (uint64_t seq = last; seq < highest;) {
-        int rc = store_event_append(h->store, "", 0, wall_clock_ms(), &seq, err);
+        int rc = store_event_append(h->store, "", 0, clock_wall_ms(), &seq, err);
         if (rc == 0 && (seq % 4096 == 0 || seq == highest)) {
             rc = store_event_commit(h->store, err);
         }

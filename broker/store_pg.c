@@ -39,6 +39,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "log.h"
 #include "mem.h"
 #include "path.h"
@@ -210,13 +211,6 @@ static struct pg_store *as_pg(store_t *store)
 
 /* ---- small helpers ---- */
 
-static int64_t monotonic_ms(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-}
-
 /* A server or libpq message on one line, without its trailing newline. */
 static const char *one_line(const char *message, char out[PG_MESSAGE_MAX])
 {
@@ -361,7 +355,7 @@ static void link_lost(struct link *link, const char *why)
     link->backoff_ms = BACKOFF_MIN_MS;
     /* The first reconnect may come at once (a server restart leaves idle connections dead
      * though it is back); backoff starts with the first failed attempt. */
-    link->retry_at_ms = monotonic_ms();
+    link->retry_at_ms = clock_monotonic_ms();
 }
 
 /* Fills err for a statement that did not give want (res may be NULL) and closes the
@@ -691,7 +685,7 @@ static int link_ready(struct pg_store *s, struct link *link, struct herr *err)
     if (link->conn != NULL) {
         return 0;
     }
-    int64_t now = monotonic_ms();
+    int64_t now = clock_monotonic_ms();
     if (now < link->retry_at_ms) {
         return herr_set(err, HEROLD_E_UNAVAILABLE, "store unavailable: reconnecting to PostgreSQL");
     }
@@ -709,7 +703,7 @@ static int link_ready(struct pg_store *s, struct link *link, struct herr *err)
                 link->failed_attempts, why.message);
         link->backoff_ms =
             link->backoff_ms * 2 < BACKOFF_MAX_MS ? link->backoff_ms * 2 : BACKOFF_MAX_MS;
-        link_schedule(link, monotonic_ms());
+        link_schedule(link, clock_monotonic_ms());
         return herr_set(err, HEROLD_E_UNAVAILABLE,
                         "store unavailable: reconnecting to PostgreSQL (%s)", why.message);
     }

@@ -71,6 +71,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "clock.h"
 #include "log.h"
 #include "hash.h"
 #include "mem.h"
@@ -289,13 +290,6 @@ struct webhook {
 };
 
 /* ---- small helpers --------------------------------------------------------------------- */
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void random_bytes(unsigned char *out, size_t len)
 {
@@ -1108,7 +1102,7 @@ static void completions_read(webhook_t *webhook)
             outcome.retry_after_ms = retry_after_ms(easy);
         }
         post_release_easy(webhook, p);
-        post_done(webhook, p, &outcome, now_ms());
+        post_done(webhook, p, &outcome, clock_monotonic_ms());
     }
 }
 
@@ -1297,7 +1291,7 @@ static bool commands_run(webhook_t *webhook)
         if (count == 0) {
             return false;
         }
-        int64_t now = now_ms();
+        int64_t now = clock_monotonic_ms();
         for (size_t i = 0; i < count; i++) {
             /* While stopping nothing new starts, but a MARK still moves positions: the last
              * one before a stop lets the final report cover idle targets. */
@@ -1366,10 +1360,10 @@ static void *webhook_main(void *arg)
     webhook_t *webhook = arg;
     for (;;) {
         if (!webhook->is_stopping && atomic_load(&webhook->stop_requested)) {
-            stop_begin(webhook, now_ms());
+            stop_begin(webhook, clock_monotonic_ms());
         }
         bool has_more_commands = commands_run(webhook);
-        int64_t now = now_ms();
+        int64_t now = clock_monotonic_ms();
         if (!webhook->is_stopping) {
             timers_run(webhook, now);
         }
@@ -1377,7 +1371,7 @@ static void *webhook_main(void *arg)
         curl_multi_perform(webhook->multi, &running);
         completions_read(webhook);
 
-        now = now_ms();
+        now = clock_monotonic_ms();
         if (webhook->is_stopping && (webhook->in_flight == 0 || now >= webhook->stop_at_ms)) {
             break;
         }
