@@ -195,3 +195,23 @@ size_t notif_item_write(const notif_t *notif, const notif_item_head_t *head, cha
     *p++ = '}';
     return (size_t)(p - out);
 }
+
+bool notif_cursor_parse(const char *text, size_t len, uint64_t *out)
+{
+    if (len == 0 || len > 20) {
+        return false;
+    }
+    uint64_t value = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] < '0' || text[i] > '9') {
+            return false;
+        }
+        unsigned digit = (unsigned)(text[i] - '0');
+        if (value > (UINT64_MAX - digit) / 10) {
+            return false;
+        }
+        value = value * 10 + digit;
+    }
+    *out = value;
+    return true;
+}

@@ -63,6 +63,10 @@ size_t notif_item_length(const notif_t *notif, const notif_item_head_t *head);
  * notif_item_length() bytes; returns the bytes written (no NUL). */
 size_t notif_item_write(const notif_t *notif, const notif_item_head_t *head, char *out);
 
+/* Parses a cursor as herold writes it in notify frames, lifecycle frames and pull pages:
+ * the decimal seq, 1 to 20 digits, no sign or space, at most UINT64_MAX. */
+bool notif_cursor_parse(const char *text, size_t len, uint64_t *seq);
+
 /* Formats ms since the epoch as ISO 8601 UTC with milliseconds ("2026-11-27T10:00:00.000Z")
  * into out (at least 25 bytes). */
 void notif_format_time_ms(int64_t ms, char *out, size_t cap);

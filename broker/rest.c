@@ -1,7 +1,6 @@
 #include "rest.h"
 
 #include <ctype.h>
-#include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <libwebsockets.h>
@@ -852,10 +851,7 @@ static int handle_notifications(rest_request_t *req, sub_t *sub)
     }
     if (lws_get_urlarg_by_name(req->wsi, "since=", arg, sizeof(arg)) != NULL) {
         const char *text = arg + 6;
-        char *end;
-        errno = 0;
-        since = strtoull(text, &end, 10);
-        if (*text < '0' || *text > '9' || *end != '\0' || errno != 0) {
+        if (!notif_cursor_parse(text, strlen(text), &since)) {
             return respond_error(req, HEROLD_E_BAD_REQUEST,
                                  "since: must be a cursor from an earlier page or notification");
         }

@@ -287,27 +287,6 @@ static void answer_error(ws_session_t *s, const char *ref, int code, const char 
 
 /* ---- resume ---- */
 
-/* Parses a cursor: the decimal seq herold wrote, 1 to 20 digits. */
-static bool cursor_parse(const char *text, size_t len, uint64_t *out)
-{
-    if (len == 0 || len > 20) {
-        return false;
-    }
-    uint64_t value = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (text[i] < '0' || text[i] > '9') {
-            return false;
-        }
-        unsigned digit = (unsigned)(text[i] - '0');
-        if (value > (UINT64_MAX - digit) / 10) {
-            return false;
-        }
-        value = value * 10 + digit;
-    }
-    *out = value;
-    return true;
-}
-
 static void replay_list_add(ws_session_t *s)
 {
     if (s->is_replay_listed) {
@@ -424,8 +403,8 @@ static void op_resume(ws_session_t *s, json_t *message, const char *ref)
         }
         cursor = s->user->cursor;
     } else if (!json_is_string(cursor_json) ||
-               !cursor_parse(json_string_value(cursor_json), json_string_length(cursor_json),
-                             &cursor)) {
+               !notif_cursor_parse(json_string_value(cursor_json), json_string_length(cursor_json),
+                                   &cursor)) {
         answer_error(s, ref, HEROLD_E_BAD_REQUEST,
                      "cursor: must be a cursor string from a notify or lifecycle frame");
         return;
@@ -625,7 +604,7 @@ ws_session_t *ws_handshake(ws_t *ws, struct lws *wsi, int *http_status)
     /* The buffer holds "since=<value>"; the answer points at the value. */
     const char *since_text = lws_get_urlarg_by_name(wsi, "since=", since_arg, sizeof(since_arg));
     bool has_since = since_text != NULL;
-    if (has_since && !cursor_parse(since_text, strlen(since_text), &since)) {
+    if (has_since && !notif_cursor_parse(since_text, strlen(since_text), &since)) {
         log_msg(LOG_LEVEL_INFO, "ws: handshake refused: since is not a cursor");
         auth_principal_free(principal);
         *http_status = 400;

@@ -191,6 +191,30 @@ START_TEST(test_notif_graph_time_format)
 }
 END_TEST
 
+/* The cursor rule shared by resume and the pull endpoint: decimal, 1..20 digits, at most
+ * UINT64_MAX; anything else is refused. */
+START_TEST(test_notif_cursor_parse_edges)
+{
+    uint64_t seq = 7;
+    ck_assert(notif_cursor_parse("0", 1, &seq));
+    ck_assert_uint_eq(seq, 0);
+    ck_assert(notif_cursor_parse("42", 2, &seq));
+    ck_assert_uint_eq(seq, 42);
+    ck_assert(notif_cursor_parse("18446744073709551615", 20, &seq));
+    ck_assert_uint_eq(seq, UINT64_MAX);
+    const char *refused[] = {"", "-1", "+1", " 1", "1a", "18446744073709551616",
+                             "000000000000000000001"};
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        seq = 7;
+        ck_assert_msg(!notif_cursor_parse(refused[i], strlen(refused[i]), &seq), "%s",
+                      refused[i]);
+        ck_assert_uint_eq(seq, 7);
+    }
+    ck_assert(notif_cursor_parse("123", 2, &seq)); /* len bounds the text */
+    ck_assert_uint_eq(seq, 12);
+}
+END_TEST
+
 int main(void)
 {
     Suite *suite = suite_create("notif");
@@ -201,6 +225,7 @@ int main(void)
     tcase_add_test(tc, test_notif_resource_data_only_for_subscriptions_that_ask);
     tcase_add_test(tc, test_notif_refcount_shares_one_payload);
     tcase_add_test(tc, test_notif_graph_time_format);
+    tcase_add_test(tc, test_notif_cursor_parse_edges);
     suite_add_tcase(suite, tc);
     return unit_run(suite);
 }
