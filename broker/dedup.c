@@ -53,8 +53,7 @@ static void remove_at(dedup_t *dedup, size_t hole)
     dedup->count--;
     for (size_t i = (hole + 1) & mask; dedup->slots[i].seq != 0; i = (i + 1) & mask) {
         size_t home = dedup->slots[i].hash & mask;
-        bool stays = hole <= i ? (home > hole && home <= i) : (home > hole || home <= i);
-        if (!stays) {
+        if (hash_may_fill_hole(home, hole, i, mask)) {
             dedup->slots[hole] = dedup->slots[i];
             dedup->slots[i].seq = 0;
             hole = i;

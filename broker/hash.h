@@ -7,6 +7,7 @@
  * Chain calls to hash several fields: hash_fnv1a(hash_fnv1a(HASH_FNV1A_SEED, a, n), b, m).
  */
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -25,6 +26,15 @@ static inline uint64_t hash_fnv1a(uint64_t hash, const void *data, size_t len)
 static inline uint64_t hash_fnv1a_cstr(const char *s)
 {
     return hash_fnv1a(HASH_FNV1A_SEED, s, strlen(s));
+}
+
+/* Open addressing with linear probing, deletion by backward shift (every table here): after
+ * the slot hole was emptied, may the member at slot i, whose home slot is home, move into
+ * it? Not when home lies cyclically in (hole, i]: it would then sit before its home.
+ * mask is the capacity (a power of two) minus one. */
+static inline bool hash_may_fill_hole(size_t home, size_t hole, size_t i, size_t mask)
+{
+    return ((i - home) & mask) >= ((i - hole) & mask);
 }
 
 #endif

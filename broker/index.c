@@ -162,10 +162,7 @@ static void children_remove(struct node *node, struct node *child)
     }
     for (size_t j = (hole + 1) & mask; node->children[j] != NULL; j = (j + 1) & mask) {
         size_t home = (size_t)node->children[j]->hash & mask;
-        /* The member at j may move into the hole unless its home lies cyclically in
-         * (hole, j], in which case moving it would put it before its home. */
-        bool home_after_hole = ((j - home) & mask) < ((j - hole) & mask);
-        if (!home_after_hole) {
+        if (hash_may_fill_hole(home, hole, j, mask)) {
             node->children[hole] = node->children[j];
             node->children[j] = NULL;
             hole = j;

@@ -147,8 +147,7 @@ static void release(principals_t *p, uint32_t id)
     p->count--;
     for (size_t i = (hole + 1) & mask; p->slots[i].text != NULL; i = (i + 1) & mask) {
         size_t home = p->slots[i].hash & mask;
-        bool stays = hole <= i ? (home > hole && home <= i) : (home > hole || home <= i);
-        if (!stays) {
+        if (hash_may_fill_hole(home, hole, i, mask)) {
             p->slots[hole] = p->slots[i];
             p->slots[i].text = NULL;
             hole = i;

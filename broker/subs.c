@@ -132,9 +132,7 @@ static void table_remove(struct id_table *t, const sub_t *sub)
     /* Shift back the run after the hole so every entry stays reachable from its home. */
     for (size_t i = (hole + 1) & mask; t->slots[i] != NULL; i = (i + 1) & mask) {
         size_t home = hash_id(t->slots[i]->id) & mask;
-        bool home_is_cyclically_after_hole =
-            hole <= i ? (home > hole && home <= i) : (home > hole || home <= i);
-        if (!home_is_cyclically_after_hole) {
+        if (hash_may_fill_hole(home, hole, i, mask)) {
             t->slots[hole] = t->slots[i];
             t->slots[i] = NULL;
             hole = i;
@@ -245,8 +243,7 @@ static void list_remove(struct group *g, uint32_t id, const sub_t *sub)
     uint32_t hole = (uint32_t)(l - g->lists);
     for (uint32_t i = (hole + 1) & mask; g->lists[i].count != 0; i = (i + 1) & mask) {
         uint32_t home = (g->lists[i].id * 2654435761u) & mask;
-        bool stays = hole <= i ? (home > hole && home <= i) : (home > hole || home <= i);
-        if (!stays) {
+        if (hash_may_fill_hole(home, hole, i, mask)) {
             g->lists[hole] = g->lists[i];
             g->lists[i].count = 0;
             hole = i;
