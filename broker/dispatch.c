@@ -298,9 +298,12 @@ static void cursors_flush(dispatch_t *dispatch)
     for (sub_t *sub = subs_first_persistent(dispatch->subs); sub != NULL;
          sub = subs_next_persistent(sub)) {
         if (sub->rest->is_cursor_dirty) {
+            /* Clean from here on; made dirty again below if the store refuses. */
+            sub->rest->is_cursor_dirty = false;
             batch_add(&batch, sub->id, NULL, sub->rest->cursor);
         }
     }
+    size_t sub_cursors = batch.count; /* the batch starts with them */
     ws_cursors_take_dirty(dispatch->ws, add_user_cursor, &batch);
     if (batch.count > 0) {
         struct herr err;
@@ -311,13 +314,14 @@ static void cursors_flush(dispatch_t *dispatch)
                 batch.items[kept++] = batch.items[i];
             }
         }
-        if (store_result(store_cursors_put(dispatch->store, batch.items, kept, &err), &err) == 0) {
-            for (sub_t *sub = subs_first_persistent(dispatch->subs); sub != NULL;
-                 sub = subs_next_persistent(sub)) {
-                sub->rest->is_cursor_dirty = false;
-            }
-        } else {
+        if (store_result(store_cursors_put(dispatch->store, batch.items, kept, &err), &err) != 0) {
             log_msg(LOG_LEVEL_WARN, "dispatch: cursors not stored: %s", err.message);
+            for (size_t i = 0; i < sub_cursors; i++) {
+                sub_t *sub = subs_find(dispatch->subs, batch.items[i].key);
+                if (sub != NULL) {
+                    sub->rest->is_cursor_dirty = true;
+                }
+            }
         }
     }
     for (size_t i = 0; i < batch.count; i++) {
@@ -349,7 +353,8 @@ void dispatch_webhook_want(dispatch_t *dispatch, const char *subscription_id, ui
 
 /* One chunk of a replay: the records read, the items made for the subscriptions. */
 struct chunk {
-    sub_t **subs; /* the subscriptions replayed */
+    sub_t **subs;           /* the subscriptions replayed */
+    const path_t *patterns; /* their patterns, parsed once per chunk */
     size_t sub_count;
     notif_t **notifs; /* webhook: collected; sessions: delivered at once */
     const sub_t **notif_subs;
@@ -375,7 +380,7 @@ static bool chunk_record(const journal_record_t *record, void *opaque)
         event->seq = record->seq;
         notif_t *notif = NULL;
         for (size_t i = 0; i < chunk->sub_count; i++) {
-            if (!subs_sub_concerns(chunk->subs[i], event)) {
+            if (!subs_sub_concerns_parsed(chunk->subs[i], &chunk->patterns[i], event)) {
                 continue;
             }
             if (notif == NULL) {
@@ -433,8 +438,13 @@ static bool serve_want(dispatch_t *dispatch)
         w->subscription_id[0] != '\0' ? subs_find(dispatch->subs, w->subscription_id) : NULL;
     if (sub != NULL && sub->kind == SUB_WEBHOOK) {
         notif_t *notifs[DISPATCH_REPLAY_ITEMS];
-        struct chunk chunk = {
-            .subs = &sub, .sub_count = 1, .notifs = notifs, .max_items = DISPATCH_REPLAY_ITEMS};
+        path_t pattern;
+        subs_sub_pattern(sub, &pattern);
+        struct chunk chunk = {.subs = &sub,
+                              .patterns = &pattern,
+                              .sub_count = 1,
+                              .notifs = notifs,
+                              .max_items = DISPATCH_REPLAY_ITEMS};
         bool is_at_end = false;
         int rc = chunk_read(dispatch, w->after + 1, &chunk, &is_at_end);
         if (rc == HEROLD_E_NOT_FOUND) {
@@ -496,8 +506,15 @@ static bool serve_session(dispatch_t *dispatch, ws_session_t *session)
         }
     }
     sub_t **subs = dispatch->user_subs;
-    struct chunk chunk = {
-        .subs = subs, .sub_count = count, .session = session, .max_items = room - 64};
+    path_t *patterns = xmalloc((count > 0 ? count : 1) * sizeof(*patterns));
+    for (size_t i = 0; i < count; i++) {
+        subs_sub_pattern(subs[i], &patterns[i]);
+    }
+    struct chunk chunk = {.subs = subs,
+                          .patterns = patterns,
+                          .sub_count = count,
+                          .session = session,
+                          .max_items = room - 64};
     bool is_at_end = false;
     uint64_t from = ws_session_replay_from(session);
     int rc = chunk_read(dispatch, from, &chunk, &is_at_end);
@@ -506,6 +523,7 @@ static bool serve_session(dispatch_t *dispatch, ws_session_t *session)
         ws_session_replay_missed(session, first > 0 ? first - 1 : 0);
         rc = chunk_read(dispatch, 0, &chunk, &is_at_end);
     }
+    free(patterns);
     if (rc != 0) {
         return false;
     }
@@ -518,7 +536,13 @@ int dispatch_page_read(dispatch_t *dispatch, sub_t *sub, uint64_t since, size_t 
 {
     memset(page, 0, sizeof(*page));
     page->notifs = xmalloc(top * sizeof(*page->notifs));
-    struct chunk chunk = {.subs = &sub, .sub_count = 1, .notifs = page->notifs, .max_items = top};
+    path_t pattern;
+    subs_sub_pattern(sub, &pattern);
+    struct chunk chunk = {.subs = &sub,
+                          .patterns = &pattern,
+                          .sub_count = 1,
+                          .notifs = page->notifs,
+                          .max_items = top};
     bool is_at_end = false;
     /* since=0 asks for everything retained, as on the WebSocket: nothing was missed. */
     int rc = chunk_read(dispatch, since == 0 ? 0 : since + 1, &chunk, &is_at_end);

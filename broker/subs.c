@@ -828,17 +828,24 @@ size_t subs_match_event(subs_t *subs, const event_t *event, subs_match_fn fn, vo
     return m.calls;
 }
 
+int subs_sub_pattern(const sub_t *sub, path_t *out)
+{
+    return path_parse_pattern(sub->resource, strlen(sub->resource), out, NULL);
+}
+
 bool subs_sub_concerns(const sub_t *sub, const event_t *event)
+{
+    path_t pattern;
+    return subs_sub_pattern(sub, &pattern) == 0 && subs_sub_concerns_parsed(sub, &pattern, event);
+}
+
+bool subs_sub_concerns_parsed(const sub_t *sub, const path_t *pattern, const event_t *event)
 {
     if ((sub->change_mask & (unsigned)event->type) == 0) {
         return false;
     }
-    path_t pattern;
-    if (path_parse_pattern(sub->resource, strlen(sub->resource), &pattern, NULL) != 0) {
-        return false;
-    }
-    if (!path_matches(&pattern, &event->resource_path) &&
-        !(event->has_previous && path_matches(&pattern, &event->previous_path))) {
+    if (!path_matches(pattern, &event->resource_path) &&
+        !(event->has_previous && path_matches(pattern, &event->previous_path))) {
         return false;
     }
     return auth_may_read(sub->owner, event->readers, event->reader_count);

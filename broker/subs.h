@@ -162,6 +162,14 @@ size_t subs_match_event(subs_t *subs, const event_t *event, subs_match_fn fn, vo
  * reader check)? The single-subscription form of subs_match_event, for replays. */
 bool subs_sub_concerns(const sub_t *sub, const event_t *event);
 
+/* sub's pattern, parsed (views into sub->resource), for loops that check many events
+ * against a few subscriptions: parse once, then subs_sub_concerns_parsed. Returns 0 (or
+ * HEROLD_E_BAD_PATH, never for a subscription subs holds). */
+int subs_sub_pattern(const sub_t *sub, path_t *out);
+
+/* subs_sub_concerns with sub's pattern from subs_sub_pattern. */
+bool subs_sub_concerns_parsed(const sub_t *sub, const path_t *pattern, const event_t *event);
+
 /* The number of live subscriptions. */
 size_t subs_count(const subs_t *subs);
 
