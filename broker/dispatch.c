@@ -202,13 +202,13 @@ void dispatch_restore_targets(dispatch_t *dispatch)
     }
 }
 
-void dispatch_restore_cursor(dispatch_t *dispatch, const char *key, uint64_t seq)
+void dispatch_restore_cursor(subs_t *subs, ws_t *ws, const char *key, uint64_t seq)
 {
     if (strncmp(key, "user:", 5) == 0) {
-        ws_cursor_restore(dispatch->ws, key + 5, seq);
+        ws_cursor_restore(ws, key + 5, seq);
         return;
     }
-    sub_t *sub = subs_find(dispatch->subs, key);
+    sub_t *sub = subs_find(subs, key);
     if (sub != NULL && seq > sub->rest->cursor) {
         sub->rest->cursor = seq;
     }

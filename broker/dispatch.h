@@ -95,9 +95,9 @@ int dispatch_persist(dispatch_t *dispatch, sub_t *sub, struct herr *err);
  * subscription). Returns 0, or HEROLD_E_UNAVAILABLE with nothing changed. */
 int dispatch_delete_subscription(dispatch_t *dispatch, sub_t *sub, struct herr *err);
 
-/* At start, before dispatch_restore_targets: a cursor the store kept ("user:<id>" or a
- * subscription id). */
-void dispatch_restore_cursor(dispatch_t *dispatch, const char *key, uint64_t seq);
+/* At start, as the store loads (after the subscriptions, before dispatch exists): a cursor
+ * it kept, "user:<id>" for ws or a subscription id for subs (dispatch writes both). */
+void dispatch_restore_cursor(subs_t *subs, ws_t *ws, const char *key, uint64_t seq);
 
 /* After a restart: hands every restored webhook subscription to the webhook thread, those
  * whose cursor is before the store's end marked to catch up. */

@@ -62,8 +62,7 @@ struct herold {
     http_t *http;
     void *zmq;
     ingest_t *ingest;
-    store_cursor_t *cursors; /* loaded, applied once dispatch exists */
-    size_t cursor_count;
+    uint64_t highest_cursor; /* of the cursors the store kept */
 };
 
 static void on_stop_signal(int signo)
@@ -229,20 +228,10 @@ static void restore_subscription(const char *id, const char *json, void *ctx)
 static void restore_cursor(const char *key, uint64_t seq, void *ctx)
 {
     struct herold *h = ctx;
-    h->cursors = xrealloc(h->cursors, (h->cursor_count + 1) * sizeof(*h->cursors));
-    h->cursors[h->cursor_count].key = xstrdup(key);
-    h->cursors[h->cursor_count].seq = seq;
-    h->cursor_count++;
-}
-
-static void cursors_release(struct herold *h)
-{
-    for (size_t i = 0; i < h->cursor_count; i++) {
-        free((char *)h->cursors[i].key);
+    dispatch_restore_cursor(h->subs, h->ws, key, seq);
+    if (seq > h->highest_cursor) {
+        h->highest_cursor = seq;
     }
-    free(h->cursors);
-    h->cursors = NULL;
-    h->cursor_count = 0;
 }
 
 /* A cursor past the store's end means events were delivered that the store no longer
@@ -252,12 +241,7 @@ static void cursors_release(struct herold *h)
  * which decode as no event and so concern nobody, fill the gap. */
 static int skip_delivered_seqs(struct herold *h, struct herr *err)
 {
-    uint64_t highest = 0;
-    for (size_t i = 0; i < h->cursor_count; i++) {
-        if (h->cursors[i].seq > highest) {
-            highest = h->cursors[i].seq;
-        }
-    }
+    uint64_t highest = h->highest_cursor;
     uint64_t last = store_event_last_seq(h->store);
     if (highest <= last) {
         return 0;
@@ -316,7 +300,6 @@ static void shutdown_broker(struct herold *h)
         zmq_ctx_term(h->zmq);
     }
     auth_free(h->auth);
-    cursors_release(h);
     config_clear(&h->config);
 }
 
@@ -344,6 +327,7 @@ static int run_broker(int argc, char **argv)
         return 1;
     }
     h.subs = subs_new();
+    h.ws = ws_new(h.auth, h.subs); /* before the store: it hands over users' cursors */
     store_config_t store_config = {
         .data_dir = h.config.data_dir,
         .conninfo = h.config.store,
@@ -378,7 +362,6 @@ static int run_broker(int argc, char **argv)
     }
     h.events = chan_new(HEROLD_DISPATCH_QUEUE, wake_dispatch, &h, release_event);
     h.webhook_results = chan_new(HEROLD_WEBHOOK_RESULTS_QUEUE, wake_dispatch, &h, release_result);
-    h.ws = ws_new(h.auth, h.subs);
 
     webhook_config_t webhook_config;
     webhook_config_init(&webhook_config);
@@ -394,10 +377,6 @@ static int run_broker(int argc, char **argv)
         return 1;
     }
     h.dispatch = dispatch_new(h.subs, h.ws, h.webhook, h.store, h.events);
-    for (size_t i = 0; i < h.cursor_count; i++) {
-        dispatch_restore_cursor(h.dispatch, h.cursors[i].key, h.cursors[i].seq);
-    }
-    cursors_release(&h);
     rest_config_t rest_config = {
         .allow_private = h.config.webhook_allow_private,
         .min_expiration_seconds = h.config.subscription_min_seconds,
