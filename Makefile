@@ -9,6 +9,8 @@ PKGS      := libzmq msgpack libwebsockets jansson openssl libcurl libpq
 DEB_PKGS  := build-essential pkg-config libzmq3-dev libmsgpack-dev libwebsockets-dev \
              libssl-dev libjansson-dev libcurl4-openssl-dev check python3 python3-pytest python3-zmq \
              python3-msgpack python3-websockets openssl curl libpq-dev postgresql-15
+# What `make bench` adds: the peers it measures herold against, and gnuplot for the plots.
+BENCH_DEB_PKGS := mosquitto nats-server redis-server gnuplot-nox
 
 CC        ?= cc
 WARN      := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
@@ -42,7 +44,7 @@ UNIT_BINS   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 BENCH_SRCS  := $(wildcard bench/*.c)
 BENCH_BINS  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 
-.PHONY: all deps run check test unit e2e graph asan bench clean format
+.PHONY: all deps bench-deps run check test unit e2e graph asan bench bench-quick clean format
 # Keep objects: they are intermediate files of pattern rules, which make would delete.
 .SECONDARY:
 .DEFAULT_GOAL := all
@@ -51,7 +53,20 @@ all: $(BUILD)/herold $(CLIENT_BINS) $(UNIT_BINS) $(BENCH_BINS)
 
 # Installs only what is missing: dpkg-query answers in milliseconds when all is there.
 deps:
-	@missing=""; for p in $(DEB_PKGS); do \
+	@$(MAKE) --no-print-directory install-debs PACKAGES="$(DEB_PKGS)"
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	    echo "installing: nodejs npm"; \
+	    SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	    $$SUDO apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends nodejs npm; \
+	fi
+
+bench-deps:
+	@$(MAKE) --no-print-directory install-debs PACKAGES="$(BENCH_DEB_PKGS)"
+
+.PHONY: install-debs
+install-debs:
+	@missing=""; for p in $(PACKAGES); do \
 	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -59,12 +74,6 @@ deps:
 	    SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	    $$SUDO apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
-	fi; \
-	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
-	    echo "installing: nodejs npm"; \
-	    SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-	    $$SUDO apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends nodejs npm; \
 	fi
 
 $(BUILD)/obj/%.o: %.c
@@ -123,7 +132,15 @@ check: deps
 asan:
 	$(MAKE) BUILD=build/asan all
 
-bench: all
+# herold and the peers (mosquitto, nats-server, Redis) on the same workloads, one after the
+# other, three rounds: rewrites the suite section of bench/RESULTS.md and the plots in
+# bench/results/. A few minutes. bench-quick: one short round (under a minute), printing
+# the W1 ratio only.
+bench: deps bench-deps all
+	/usr/bin/python3 bench/suite.py --build $(BUILD)
+
+bench-quick: deps bench-deps all
+	/usr/bin/python3 bench/suite.py --quick --no-results-md --build $(BUILD)
 
 clean:
 	rm -rf build

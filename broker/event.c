@@ -991,14 +991,19 @@ static json_t *data_value_json(const msgpack_object *o)
 
 json_t *event_data_json(const event_t *event)
 {
-    if (event->data.len == 0) {
+    return event_data_map_json(event->data.p, event->data.len);
+}
+
+json_t *event_data_map_json(const void *data, size_t len)
+{
+    if (len == 0) {
         return NULL;
     }
     msgpack_unpacked unpacked;
     size_t offset = 0;
     msgpack_unpacked_init(&unpacked);
     json_t *result = NULL;
-    if (msgpack_unpack_next(&unpacked, event->data.p, event->data.len, &offset) ==
+    if (msgpack_unpack_next(&unpacked, data, len, &offset) ==
             MSGPACK_UNPACK_SUCCESS &&
         unpacked.data.type == MSGPACK_OBJECT_MAP) {
         result = data_value_json(&unpacked.data);

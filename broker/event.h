@@ -114,6 +114,9 @@ int event_change_mask_parse(const char *p, size_t len, unsigned *mask, struct he
 struct json_t;
 struct json_t *event_data_json(const event_t *event);
 
+/* The same for data bytes kept apart from their event (a copy of event->data). */
+struct json_t *event_data_map_json(const void *data, size_t len);
+
 /* Writes mask as Graph's comma list in the order created,updated,deleted into out (at
  * least 24 bytes); returns the length. */
 size_t event_change_mask_format(unsigned mask, char *out, size_t cap);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "log.h"
@@ -17,6 +18,8 @@
  * nothing in speed and keeps an idle connection at about 2 KiB (bench/ws_idle.sh: 4096
  * bytes made it 6 KiB). */
 #define HTTP_WS_RX_CHUNK_BYTES 256
+/* The send buffer of a WebSocket: room for one whole notify frame (ws.h, 256 KiB). */
+#define HTTP_WS_SNDBUF_BYTES (256 * 1024)
 
 /* The service loop returns at least this often, so that the main loop sees its stop flag
  * even when no traffic and no signal wakes it. */
@@ -163,9 +166,15 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return 0;
     }
 
-    case LWS_CALLBACK_ESTABLISHED:
+    case LWS_CALLBACK_ESTABLISHED: {
+        /* A notify frame is up to 256 KiB. With the kernel's default 16 KiB to start
+         * from, one frame left the socket in many small sends, each waking the reader:
+         * that cost most of the service thread under load (perf, W1). */
+        int sndbuf = HTTP_WS_SNDBUF_BYTES;
+        setsockopt(lws_get_socket_fd(wsi), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
         ws_session_open(conn->session);
         return 0;
+    }
 
     case LWS_CALLBACK_RECEIVE:
         return ws_session_receive(conn->session, in, len, lws_is_final_fragment(wsi) != 0,
@@ -203,7 +212,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 }
 
 static const struct lws_protocols protocols[] = {
-    {"herold", callback, sizeof(struct http_conn), HTTP_WS_RX_CHUNK_BYTES, 0, NULL, 0},
+    /* tx_packet_size: left 0, lws would cut every send to the receive chunk, 256 bytes,
+     * and a 256 KiB notify frame took a thousand send() calls (strace, W1). */
+    {"herold", callback, sizeof(struct http_conn), HTTP_WS_RX_CHUNK_BYTES, 0, NULL,
+     HTTP_WS_SNDBUF_BYTES},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 

@@ -17,7 +17,9 @@
  * the event's data map (never overriding @odata.type, @odata.id or id).
  *
  * Refcounts are atomic: a notif is shared by WebSocket queues on the service thread and
- * webhook batches on the delivery thread. The payload itself is immutable.
+ * webhook batches on the delivery thread. The payload itself is immutable; the rich form is
+ * built on first use by whichever thread needs it and published atomically, so events
+ * nobody asked resource data for never pay for it.
  */
 
 #include <stdatomic.h>
@@ -27,14 +29,23 @@
 
 #include "event.h"
 
+struct notif_rich {
+    size_t len;
+    char text[]; /* NUL-terminated */
+};
+
 typedef struct notif {
     atomic_int refcount;
     uint64_t seq;
-    char *rich_members; /* the members with the event's data merged into resourceData
-                           (for includeResourceData), or NULL when it has no data */
-    size_t rich_members_len;
+    /* the members with the event's data merged into resourceData (includeResourceData);
+       NULL until first needed, and always when the event has no data */
+    struct notif_rich *_Atomic rich;
     size_t members_len;
-    char members[]; /* JSON members without the braces, NUL-terminated */
+    size_t resource_data_end; /* offset of resourceData's closing brace in members */
+    size_t data_len;          /* the event's data map (msgpack) stored after members */
+    char seq_text[24];        /* seq in decimal, for item ids */
+    size_t seq_len;
+    char members[]; /* JSON members without the braces, NUL-terminated; then data_len bytes */
 } notif_t;
 
 /* Encodes the shared part of event's notification items. Returns a notif with refcount 1

@@ -154,13 +154,40 @@ START_TEST(test_notif_resource_data_only_for_subscriptions_that_ask)
     /* Without data, asking for it changes nothing. */
     make_event(&event, "/dms/doc/8", NULL);
     notif = notif_new(&event);
-    ck_assert_ptr_null(notif->rich_members);
     rich = item_json_full(notif, "s", "e", NULL, true);
+    ck_assert_ptr_null(atomic_load(&notif->rich));
     ck_assert_str_eq(
         json_string_value(json_object_get(json_object_get(rich, "resourceData"), "id")), "8");
     json_decref(rich);
     notif_release(notif);
     msgpack_sbuffer_destroy(&buf);
+}
+END_TEST
+
+/* Strings are escaped as JSON requires: quotes, backslashes and every control character,
+ * while UTF-8 passes through; a JSON parser reads back exactly the bytes of the event. */
+START_TEST(test_notif_strings_survive_escaping)
+{
+    static const char actor[] = "a\"b\\c\x01\x1f\b\f\n\r\t/\x7f\xc3\xa4\xe2\x80\xa8z";
+    static const char tenant[] = "\"";
+    event_t event;
+    make_event(&event, "/dms/\xc3\xa4rger/\"q\"", NULL);
+    event.actor = hstr_from_cstr(actor);
+    event.tenant = hstr_from_cstr(tenant);
+    notif_t *notif = notif_new(&event);
+    json_t *item = item_json(notif, "s", "e");
+    ck_assert_str_eq(json_string_value(json_object_get(item, "actor")), actor);
+    ck_assert_str_eq(json_string_value(json_object_get(item, "tenantId")), tenant);
+    ck_assert_str_eq(json_string_value(json_object_get(item, "resource")), "/dms/\xc3\xa4rger/\"q\"");
+    ck_assert_str_eq(
+        json_string_value(json_object_get(json_object_get(item, "resourceData"), "id")),
+        "\"q\"");
+    /* No raw control character may remain in the text. */
+    for (size_t i = 0; i < notif->members_len; i++) {
+        ck_assert_uint_ge((unsigned char)notif->members[i], 0x20);
+    }
+    json_decref(item);
+    notif_release(notif);
 }
 END_TEST
 
@@ -188,6 +215,15 @@ START_TEST(test_notif_graph_time_format)
     ck_assert_uint_eq(strlen(out), 28);
     notif_format_time_ms(1795000000007LL, out, sizeof(out));
     ck_assert_str_eq(out, "2026-11-18T11:06:40.007Z");
+    /* The second is cached: the same second, the next, and back again. */
+    notif_format_time_ms(1795000000999LL, out, sizeof(out));
+    ck_assert_str_eq(out, "2026-11-18T11:06:40.999Z");
+    notif_format_time_ms(1795000001000LL, out, sizeof(out));
+    ck_assert_str_eq(out, "2026-11-18T11:06:41.000Z");
+    notif_format_time_ms(1795000000500LL, out, sizeof(out));
+    ck_assert_str_eq(out, "2026-11-18T11:06:40.500Z");
+    notif_format_time_ms(1LL, out, sizeof(out));
+    ck_assert_str_eq(out, "1970-01-01T00:00:00.001Z");
 }
 END_TEST
 
@@ -223,6 +259,7 @@ int main(void)
     tcase_add_test(tc, test_notif_optional_fields_absent_and_default_type);
     tcase_add_test(tc, test_notif_client_state_is_spliced_in);
     tcase_add_test(tc, test_notif_resource_data_only_for_subscriptions_that_ask);
+    tcase_add_test(tc, test_notif_strings_survive_escaping);
     tcase_add_test(tc, test_notif_refcount_shares_one_payload);
     tcase_add_test(tc, test_notif_graph_time_format);
     tcase_add_test(tc, test_notif_cursor_parse_edges);
