@@ -22,7 +22,9 @@
  * unpacker allocates is bounded by the message size.
  *
  * The second pass reads the top-level map header itself and unpacks each key and each
- * value with msgpack_unpack_next. Unpacking entry by entry gives the byte offsets of every
+ * value with msgpack_unpack into one zone per message (msgpack_unpack_next would create an
+ * 8 KiB zone per msgpack_unpacked, two per event: 6 % of the broker under load). Unpacking
+ * entry by entry gives the byte offsets of every
  * value, which is how `data` becomes a view of its own encoded bytes (the size limit
  * counts the bytes the publisher sent, not a re-encoding), and lets a refusal name the
  * first bad entry in message order. msgpack-c does not copy str payloads: the objects
@@ -33,6 +35,10 @@
  * in the order they appear, then the missing required fields in the order id, source,
  * type, resource, time, readers.
  */
+
+/* The first chunk of the zone a message is unpacked into: room for the objects of a
+ * typical event (a reader array of a few dozen, a small data map) in one allocation. */
+#define EVENT_UNPACK_ZONE_BYTES 2048
 
 /* Containers nested deeper than this anywhere in a message make it malformed. It lies
  * below msgpack-c's own stack (MSGPACK_EMBED_STACK_SIZE), so the unpacker never fails on a
@@ -646,11 +652,11 @@ static int field_lookup(const char *p, size_t len)
 }
 
 /* Unpacks the object at *pos (already proven sound by the scan) and moves *pos past it. */
-static int unpack_at(msgpack_unpacked *result, const event_t *event, size_t *pos, uint64_t entry,
-                     struct herr *err)
+static int unpack_at(msgpack_zone *zone, msgpack_object *result, const event_t *event, size_t *pos,
+                     uint64_t entry, struct herr *err)
 {
-    msgpack_unpack_return rc = msgpack_unpack_next(result, event->raw, event->raw_len, pos);
-    if (rc != MSGPACK_UNPACK_SUCCESS) {
+    msgpack_unpack_return rc = msgpack_unpack(event->raw, event->raw_len, pos, zone, result);
+    if (rc != MSGPACK_UNPACK_SUCCESS && rc != MSGPACK_UNPACK_EXTRA_BYTES) {
         /* Only out of memory can get here after a successful scan: refuse, do not crash. */
         return herr_set(err, HEROLD_E_MALFORMED,
                         "message: entry %" PRIu64 " could not be unpacked (msgpack-c: %d)", entry,
@@ -684,18 +690,20 @@ static int decode_fields(event_t *event, struct herr *err)
     }
 
     unsigned seen = 0;
-    msgpack_unpacked key;
-    msgpack_unpacked value;
-    msgpack_unpacked_init(&key);
-    msgpack_unpacked_init(&value);
+    msgpack_object key_object;
+    msgpack_object value_object;
+    msgpack_zone zone;
+    if (!msgpack_zone_init(&zone, EVENT_UNPACK_ZONE_BYTES)) {
+        return herr_set(err, HEROLD_E_MALFORMED, "message: out of memory unpacking it");
+    }
     pos = top.size;
     for (uint64_t i = 0; i < top.count && rc == 0; i++) {
         char buf[SHOWN_BUFFER];
-        rc = unpack_at(&key, event, &pos, i, err);
+        rc = unpack_at(&zone, &key_object, event, &pos, i, err);
         if (rc != 0) {
             break;
         }
-        const msgpack_object *k = &key.data;
+        const msgpack_object *k = &key_object;
         if (k->type != MSGPACK_OBJECT_STR) {
             rc = herr_set(err, HEROLD_E_MALFORMED,
                           "message: the key of entry %" PRIu64 " is a msgpack %s; keys must be str",
@@ -714,13 +722,12 @@ static int decode_fields(event_t *event, struct herr *err)
         }
         seen |= 1u << field;
         size_t start = pos;
-        rc = unpack_at(&value, event, &pos, i, err);
+        rc = unpack_at(&zone, &value_object, event, &pos, i, err);
         if (rc == 0) {
-            rc = take_field(event, (enum field)field, &value.data, start, pos, err);
+            rc = take_field(event, (enum field)field, &value_object, start, pos, err);
         }
     }
-    msgpack_unpacked_destroy(&key);
-    msgpack_unpacked_destroy(&value);
+    msgpack_zone_destroy(&zone);
     if (rc != 0) {
         return rc;
     }

@@ -203,6 +203,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         /* Both run bounded work per turn; a cancel brings the loop round again soon. */
         if (dispatch_pending(http->routes.dispatch) | dispatch_replay(http->routes.dispatch)) {
             lws_cancel_service(lws_get_context(wsi));
+        } else {
+            ws_flush_held(http->routes.ws); /* dispatch ran dry: write what it queued */
         }
         return 0;
 

@@ -20,18 +20,20 @@
 #define WS_CLOSE_FLUSH_SECONDS 10
 
 /* Write coalescing. Every send() on a socket costs a system call, a socket buffer and a
- * wake-up of the reader, whatever its size; with events fanned out over many connections
- * each one gets only a few items per turn of the loop, and under load those small sends
- * took most of the service thread (W1: 100 connections, 1-3 items per send). So while the
- * broker is busy, a session that has notifications waiting is written when it holds
- * WS_COALESCE_ITEMS of them or WS_COALESCE_US after its first one, whichever comes first.
- * "Busy" means the last WS_RATE_SAMPLE notifications were queued faster than
- * WS_BUSY_ITEMS_PER_SECOND; below that every notification is written at once, so a
- * quiet broker adds no delay. Answers to ops and lifecycle frames are never held. */
-#define WS_COALESCE_US 2000
+ * wake-up of the reader, whatever its size (about 20 us here, most of it the kernel); with
+ * events fanned out over many connections each one gets only a few items per turn of the
+ * loop, and those small sends took half of the service thread under load (W1: 100
+ * connections, 1-3 items per send). So notifications are held, and a session is written
+ * when one of these comes first:
+ *   - it holds WS_COALESCE_ITEMS notifications;
+ *   - dispatch ran dry (ws_flush_held): everything that has arrived is queued, so a
+ *     quiet broker writes at once and adds no delay, while a saturated one, whose
+ *     dispatcher never runs dry, writes fewer and larger frames;
+ *   - WS_COALESCE_US passed since the first held notification, which bounds the delay
+ *     under saturation.
+ * Answers to ops and lifecycle frames are never held. */
+#define WS_COALESCE_US 5000
 #define WS_COALESCE_ITEMS 64
-#define WS_RATE_SAMPLE 1024
-#define WS_BUSY_ITEMS_PER_SECOND 100000
 
 /* One FIFO entry: a notification item for one subscription, or a whole text frame
  * (an answer to an op or a lifecycle frame). */
@@ -103,9 +105,6 @@ struct ws {
     ws_session_t *coalescing;
     lws_sorted_usec_list_t coalesce_timer;
     struct lws_context *coalesce_context; /* set while the timer is scheduled */
-    uint64_t rate_sample_count;
-    lws_usec_t rate_sample_start;
-    bool is_busy;
     unsigned char *frame; /* the notify frame being written (service thread) */
     size_t frame_capacity;
 };
@@ -293,42 +292,37 @@ static void coalesce_remove(ws_session_t *s)
     s->is_coalescing = false;
 }
 
-static void coalesce_timer_fired(lws_sorted_usec_list_t *sul)
+void ws_flush_held(ws_t *ws)
 {
-    ws_t *ws = lws_container_of(sul, ws_t, coalesce_timer);
-    ws->coalesce_context = NULL;
     while (ws->coalescing != NULL) {
         ws_session_t *s = ws->coalescing;
         coalesce_remove(s);
         lws_callback_on_writable(s->wsi);
     }
-}
-
-/* Whether notifications arrive fast enough that holding them back saves sends. */
-static bool coalesce_is_busy(ws_t *ws)
-{
-    if (++ws->rate_sample_count >= WS_RATE_SAMPLE) {
-        lws_usec_t now = lws_now_usecs();
-        lws_usec_t took = now - ws->rate_sample_start;
-        ws->is_busy = took < (lws_usec_t)WS_RATE_SAMPLE * 1000000 / WS_BUSY_ITEMS_PER_SECOND;
-        ws->rate_sample_start = now;
-        ws->rate_sample_count = 0;
+    if (ws->coalesce_context != NULL) {
+        lws_sul_cancel(&ws->coalesce_timer);
+        ws->coalesce_context = NULL;
     }
-    return ws->is_busy;
 }
 
-/* A notification joined the queue: write now, or hold it back while the broker is busy. */
+static void coalesce_timer_fired(lws_sorted_usec_list_t *sul)
+{
+    ws_t *ws = lws_container_of(sul, ws_t, coalesce_timer);
+    ws->coalesce_context = NULL;
+    ws_flush_held(ws);
+}
+
+/* A notification joined the queue: write now when enough are waiting, else hold it. */
 static void request_notify_write(ws_session_t *s)
 {
     ws_t *ws = s->ws;
-    if (!coalesce_is_busy(ws) || s->queue_length >= WS_COALESCE_ITEMS) {
-        /* Also when the session was held back: the timer no longer covers it. */
+    if (s->queue_length >= WS_COALESCE_ITEMS) {
         coalesce_remove(s);
         lws_callback_on_writable(s->wsi);
         return;
     }
     if (s->is_coalescing || s->queue_length > 1) {
-        return; /* already waiting for the timer, or a write is already due */
+        return; /* already held, or a write is already due: it takes this one too */
     }
     s->is_coalescing = true;
     s->coalesce_prev = NULL;

@@ -56,6 +56,10 @@ typedef struct ws_session ws_session_t;
  * borrowed). */
 ws_t *ws_new(const auth_t *auth, subs_t *subs);
 
+/* Writes every session that holds notifications back for coalescing (ws.c explains the
+ * rule). Called when dispatch has queued everything that has arrived. */
+void ws_flush_held(ws_t *ws);
+
 /* Frees the layer. Every session must have been closed. NULL is a no-op. */
 void ws_free(ws_t *ws);
 
