@@ -23,12 +23,57 @@
 
 #define INGEST_POLL_MS 100
 
+/* A reply being packed. An ok reply is under 200 bytes and fits inline; only a long error
+ * message goes to the heap (a msgpack_sbuffer would malloc 8 KiB for every reply). */
+#define INGEST_REPLY_INLINE_BYTES 256
+
+struct reply {
+    char inline_bytes[INGEST_REPLY_INLINE_BYTES];
+    char *data; /* inline_bytes or heap */
+    size_t size;
+    size_t capacity;
+};
+
+static void reply_init(struct reply *r)
+{
+    r->data = r->inline_bytes;
+    r->size = 0;
+    r->capacity = sizeof(r->inline_bytes);
+}
+
+static void reply_destroy(struct reply *r)
+{
+    if (r->data != r->inline_bytes) {
+        free(r->data);
+    }
+    reply_init(r);
+}
+
+/* msgpack_packer's write callback. */
+static int reply_write(void *data, const char *buf, size_t len)
+{
+    struct reply *r = data;
+    if (r->size + len > r->capacity) {
+        size_t capacity = (r->size + len) * 2;
+        char *heap = xmalloc(capacity);
+        memcpy(heap, r->data, r->size);
+        if (r->data != r->inline_bytes) {
+            free(r->data);
+        }
+        r->data = heap;
+        r->capacity = capacity;
+    }
+    memcpy(r->data + r->size, buf, len);
+    r->size += len;
+    return 0;
+}
+
 /* One message of the batch on its way to disk: its envelope, its reply, and the event
  * to dispatch once the batch is durable. */
 struct pending {
     zmq_msg_t envelope[2];
     size_t envelope_count;
-    msgpack_sbuffer reply;
+    struct reply reply;
     event_t *event;    /* accepted, or a duplicate (then not dispatched) */
     uint64_t seq;      /* the seq in an ok reply; 0 for a refused message */
     bool is_duplicate; /* of an event stored earlier, or earlier in this batch */
@@ -192,7 +237,7 @@ static void send_reply(ingest_t *ingest, struct pending *p)
 static void pack_ok(struct pending *p, hstr_t id, uint64_t seq)
 {
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &p->reply, msgpack_sbuffer_write);
+    msgpack_packer_init(&pk, &p->reply, reply_write);
     msgpack_pack_map(&pk, 3);
     pack_cstr(&pk, "id");
     pack_str(&pk, id.p, id.len);
@@ -206,7 +251,7 @@ static void pack_ok(struct pending *p, hstr_t id, uint64_t seq)
 static void pack_error_id(struct pending *p, hstr_t id, const struct herr *err)
 {
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &p->reply, msgpack_sbuffer_write);
+    msgpack_packer_init(&pk, &p->reply, reply_write);
     msgpack_pack_map(&pk, 4);
     pack_cstr(&pk, "id");
     if (id.p != NULL) {
@@ -256,7 +301,7 @@ static void handle_message(ingest_t *ingest, zmq_msg_t *frames, size_t frame_cou
         zmq_msg_init(&p->envelope[i]);
         zmq_msg_move(&p->envelope[i], &frames[i]);
     }
-    msgpack_sbuffer_init(&p->reply);
+    reply_init(&p->reply);
     p->event = NULL;
     p->seq = 0;
     p->is_duplicate = false;
@@ -316,7 +361,7 @@ static void refuse_uncommitted(ingest_t *ingest, const struct herr *err)
     for (size_t i = 0; i < ingest->batch_count; i++) {
         struct pending *p = &ingest->batch[i];
         if (p->event != NULL && p->seq > last) {
-            msgpack_sbuffer_clear(&p->reply);
+            reply_destroy(&p->reply);
             pack_error_id(p, p->event->id, err);
             event_free(p->event);
             p->event = NULL;
@@ -347,7 +392,7 @@ static void flush_batch(ingest_t *ingest)
         for (size_t f = 0; f < p->envelope_count; f++) {
             zmq_msg_close(&p->envelope[f]);
         }
-        msgpack_sbuffer_destroy(&p->reply);
+        reply_destroy(&p->reply);
         /* A closed channel means shutdown: the event is in the store for later. */
         if (p->event != NULL && (p->is_duplicate || !chan_push(ingest->out, p->event))) {
             event_free(p->event);

@@ -60,20 +60,45 @@ void notif_format_graph_time(int64_t seconds, char *out, size_t cap)
  * JSON_COMPACT wrote: '"' and '\\' escaped, control characters as \b \f \n \r \t or
  * \u00XX, everything else (UTF-8 already validated by event_decode) copied. */
 
+/* Text being built: in the caller's stack buffer while it fits, then on the heap. */
 struct text {
     char *p;
     size_t len;
     size_t cap;
+    char *stack; /* the initial buffer, not freed */
 };
+
+#define TEXT_STACK_BYTES 2048
+
+static void text_init(struct text *t, char *stack, size_t cap)
+{
+    t->p = stack;
+    t->len = 0;
+    t->cap = cap;
+    t->stack = stack;
+}
+
+static void text_free(struct text *t)
+{
+    if (t->p != t->stack) {
+        free(t->p);
+    }
+}
 
 static void text_reserve(struct text *t, size_t more)
 {
     if (t->len + more > t->cap) {
-        size_t cap = t->cap == 0 ? 512 : t->cap;
+        size_t cap = t->cap;
         while (cap < t->len + more) {
             cap *= 2;
         }
-        t->p = xrealloc(t->p, cap);
+        if (t->p == t->stack) {
+            char *heap = xmalloc(cap);
+            memcpy(heap, t->p, t->len);
+            t->p = heap;
+        } else {
+            t->p = xrealloc(t->p, cap);
+        }
         t->cap = cap;
     }
 }
@@ -141,7 +166,9 @@ static void text_put_view(struct text *t, hstr_t view)
 
 notif_t *notif_new(const event_t *event)
 {
-    struct text t = {0};
+    char stack[TEXT_STACK_BYTES];
+    struct text t;
+    text_init(&t, stack, sizeof(stack));
     char event_time[32];
 
     TEXT_LIT(&t, "\"changeType\":");
@@ -194,7 +221,7 @@ notif_t *notif_new(const event_t *event)
     if (event->data.len > 0) {
         memcpy(notif->members + t.len + 1, event->data.p, event->data.len);
     }
-    free(t.p);
+    text_free(&t);
     return notif;
 }
 
@@ -209,7 +236,9 @@ static const struct notif_rich *rich_form(const notif_t *shared)
         return rich;
     }
     json_t *data = event_data_map_json(notif->members + notif->members_len + 1, notif->data_len);
-    struct text t = {0};
+    char stack[TEXT_STACK_BYTES];
+    struct text t;
+    text_init(&t, stack, sizeof(stack));
     text_put(&t, notif->members, notif->resource_data_end);
     if (data != NULL) {
         const char *key;
@@ -239,7 +268,7 @@ static const struct notif_rich *rich_form(const notif_t *shared)
     made->len = t.len;
     memcpy(made->text, t.p, t.len);
     made->text[t.len] = '\0';
-    free(t.p);
+    text_free(&t);
     struct notif_rich *expected = NULL;
     if (!atomic_compare_exchange_strong_explicit(&notif->rich, &expected, made,
                                                  memory_order_acq_rel, memory_order_acquire)) {

@@ -191,6 +191,30 @@ START_TEST(test_notif_strings_survive_escaping)
 }
 END_TEST
 
+/* Members longer than the stack buffer they are built in (a 1024-byte resource appears
+ * three times) move to the heap intact. */
+START_TEST(test_notif_long_members_survive)
+{
+    char resource[1025];
+    resource[0] = '/';
+    for (size_t i = 1; i < sizeof(resource) - 1; i++) {
+        resource[i] = (i % 100 == 0) ? '/' : (char)('a' + i % 26);
+    }
+    resource[sizeof(resource) - 1] = '\0';
+    event_t event;
+    make_event(&event, resource, NULL);
+    notif_t *notif = notif_new(&event);
+    ck_assert_uint_gt(notif->members_len, 2048);
+    json_t *item = item_json(notif, "s", "e");
+    ck_assert_str_eq(json_string_value(json_object_get(item, "resource")), resource);
+    ck_assert_str_eq(
+        json_string_value(json_object_get(json_object_get(item, "resourceData"), "@odata.id")),
+        resource);
+    json_decref(item);
+    notif_release(notif);
+}
+END_TEST
+
 START_TEST(test_notif_refcount_shares_one_payload)
 {
     event_t event;
@@ -260,6 +284,7 @@ int main(void)
     tcase_add_test(tc, test_notif_client_state_is_spliced_in);
     tcase_add_test(tc, test_notif_resource_data_only_for_subscriptions_that_ask);
     tcase_add_test(tc, test_notif_strings_survive_escaping);
+    tcase_add_test(tc, test_notif_long_members_survive);
     tcase_add_test(tc, test_notif_refcount_shares_one_payload);
     tcase_add_test(tc, test_notif_graph_time_format);
     tcase_add_test(tc, test_notif_cursor_parse_edges);
