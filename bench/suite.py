@@ -255,6 +255,21 @@ class System:
             stop(self.proc)
 
 
+def latency_skip_reason(throughput_runs, rnd, scenario):
+    """Why the latency run of this round is skipped, or None. A system whose throughput run
+    of the same round delivered less than the latency scenario asks for cannot keep up with
+    it: its latencies would measure a growing backlog (and take minutes to drain)."""
+    same_round = [r for r in throughput_runs if r["suite"].get("round") == rnd]
+    if not same_round or not scenario.get("rate"):
+        return None
+    needed = scenario["rate"] * scenario["followers"]
+    delivered = same_round[-1]["delivered_per_s"]
+    if delivered < needed:
+        return "its throughput run delivered %s/s, below the %s/s this scenario needs" % (
+            fmt_int(delivered), fmt_int(needed))
+    return None
+
+
 def run_bench(opts, system, target, scenario_path, scenario, prefix):
     """Runs herold-bench once; returns its JSON (plus the server's and the bench's CPU) or
     raises SetupError."""
@@ -661,26 +676,25 @@ def main():
         os.makedirs(SUITE_DIR)
         for rnd in range(1, opts.rounds + 1):
             for t in targets:
-                system = System(SYSTEM_OF[t], build, work)
                 t0 = time.monotonic()
-                try:
-                    system.start()
-                    for kind in ("throughput", "latency"):
+                for kind in ("throughput", "latency"):
+                    skip = latency_skip_reason(runs[t]["throughput"], rnd, scenarios[kind]) \
+                        if kind == "latency" else None
+                    if skip is not None:
+                        log("round %d %s %s skipped: %s" % (rnd, t, scenarios[kind]["name"],
+                                                            skip))
+                        continue
+                    # A fresh system per scenario: what one run left behind (a backlog, a
+                    # journal's dirty pages being written back) does not land on the next.
+                    system = System(SYSTEM_OF[t], build, work)
+                    try:
+                        system.start()
                         prefix = os.path.join(SUITE_DIR, "r%d-%s-%s" % (
                             rnd, t, scenarios[kind]["name"]))
-                        try:
-                            result = run_bench(opts, system, t, scenario_paths[kind],
-                                               scenarios[kind], prefix)
-                        except SetupError as e:
-                            failures.append("round %d %s %s: %s" % (
-                                rnd, t, scenarios[kind]["name"], first_of(e)))
-                            log("round %d %s %s failed: %s" % (rnd, t, scenarios[kind]["name"],
-                                                               e))
-                            if system.proc.poll() is not None:
-                                raise SetupError("%s died:\n%s" % (system.kind,
-                                                                   tail(system.log_path)))
-                            continue
+                        result = run_bench(opts, system, t, scenario_paths[kind],
+                                           scenarios[kind], prefix)
                         result["suite"]["prefix"] = prefix
+                        result["suite"]["round"] = rnd
                         runs[t][kind].append(result)
                         print("round %d %-8s %-13s delivered/s %10s  lost %9s  p99 %8s ms  "
                               "(%.1f s)" % (rnd, t, scenarios[kind]["name"],
@@ -688,15 +702,17 @@ def main():
                                             fmt_int(result["lost"]),
                                             fmt_ms(result["latency_us"]["p99"]),
                                             result["suite"]["wall_seconds"]), flush=True)
-                except SetupError as e:
-                    failures.append("round %d %s: %s" % (rnd, t, first_of(e)))
-                    log("round %d %s failed: %s" % (rnd, t, e))
-                    if os.path.exists(system.log_path):
-                        shutil.copy(system.log_path, os.path.join(
-                            SUITE_DIR, "r%d-%s.server.log" % (rnd, t)))
-                finally:
-                    system.stop()
-                    shutil.rmtree(system.dir, ignore_errors=True)
+                    except SetupError as e:
+                        failures.append("round %d %s %s: %s" % (
+                            rnd, t, scenarios[kind]["name"], first_of(e)))
+                        log("round %d %s %s failed: %s" % (rnd, t, scenarios[kind]["name"], e))
+                        if os.path.exists(system.log_path):
+                            shutil.copy(system.log_path, os.path.join(
+                                SUITE_DIR, "r%d-%s-%s.server.log" % (
+                                    rnd, t, scenarios[kind]["name"])))
+                    finally:
+                        system.stop()
+                        shutil.rmtree(system.dir, ignore_errors=True)
                 log("round %d %s: %.1f s" % (rnd, t, time.monotonic() - t0))
     except KeyboardInterrupt as e:
         log("suite: interrupted (%s), stopping everything it started" % (e or "Ctrl-C"))

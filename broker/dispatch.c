@@ -290,9 +290,10 @@ static void add_user_cursor(const char *user, uint64_t seq, void *ctx)
     batch_add(ctx, NULL, key, seq);
 }
 
-/* Stores every cursor that moved, in one write. A cursor stored a little late only means
- * a few deliveries repeat after a crash (at least once). */
-static void cursors_flush(dispatch_t *dispatch)
+/* Stores every cursor that moved, in one write; with sync false it does not wait for the
+ * disk (store_cursors_note). A cursor stored a little late only means a few deliveries
+ * repeat after a crash (at least once). */
+static void cursors_flush(dispatch_t *dispatch, bool sync)
 {
     struct cursor_batch batch = {0};
     for (sub_t *sub = subs_first_persistent(dispatch->subs); sub != NULL;
@@ -314,7 +315,9 @@ static void cursors_flush(dispatch_t *dispatch)
                 batch.items[kept++] = batch.items[i];
             }
         }
-        if (store_result(store_cursors_put(dispatch->store, batch.items, kept, &err), &err) != 0) {
+        int rc = sync ? store_cursors_put(dispatch->store, batch.items, kept, &err)
+                      : store_cursors_note(dispatch->store, batch.items, kept, &err);
+        if (store_result(rc, &err) != 0) {
             log_msg(LOG_LEVEL_WARN, "dispatch: cursors not stored: %s", err.message);
             for (size_t i = 0; i < sub_cursors; i++) {
                 sub_t *sub = subs_find(dispatch->subs, batch.items[i].key);
@@ -605,13 +608,13 @@ void dispatch_mark(dispatch_t *dispatch)
 
 void dispatch_flush_cursors(dispatch_t *dispatch)
 {
-    cursors_flush(dispatch);
+    cursors_flush(dispatch, true);
 }
 
 void dispatch_sweep(dispatch_t *dispatch, int64_t now, int64_t reauthorization_lead)
 {
     dispatch_mark(dispatch);
-    cursors_flush(dispatch);
+    cursors_flush(dispatch, false);
 
     sub_t *next;
     for (sub_t *sub = subs_first_persistent(dispatch->subs); sub != NULL; sub = next) {

@@ -92,7 +92,7 @@ struct store_ops {
     size_t (*event_trim)(store_t *store, int64_t now_ms);
     int (*subscription_put)(store_t *store, const char *id, const char *json, struct herr *err);
     int (*subscription_delete)(store_t *store, const char *id, struct herr *err);
-    int (*cursors_put)(store_t *store, const store_cursor_t *cursors, size_t count,
+    int (*cursors_put)(store_t *store, const store_cursor_t *cursors, size_t count, bool sync,
                        struct herr *err);
 };
 
@@ -220,7 +220,19 @@ static inline int store_subscription_delete(store_t *store, const char *id, stru
 static inline int store_cursors_put(store_t *store, const store_cursor_t *cursors, size_t count,
                                     struct herr *err)
 {
-    return store->ops->cursors_put(store, cursors, count, err);
+    return store->ops->cursors_put(store, cursors, count, true, err);
+}
+
+/* Like store_cursors_put, but returns without waiting for the disk: the embedded store
+ * writes the lines and leaves them to the kernel, so a crash of the process keeps them and
+ * only a crash of the machine may lose the last ones, which repeats deliveries (at least
+ * once). For the periodic cursor flush on the service thread, where an fdatasync behind
+ * the journal's writes stalled every WebSocket delivery for up to a few hundred ms.
+ * PostgreSQL and memory store them as store_cursors_put does. */
+static inline int store_cursors_note(store_t *store, const store_cursor_t *cursors, size_t count,
+                                     struct herr *err)
+{
+    return store->ops->cursors_put(store, cursors, count, false, err);
 }
 
 #endif

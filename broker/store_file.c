@@ -285,7 +285,7 @@ static int file_subscription_delete(store_t *base, const char *id, struct herr *
 }
 
 static int file_cursors_put(store_t *base, const store_cursor_t *cursors, size_t count,
-                            struct herr *err)
+                            bool sync, struct herr *err)
 {
     store_file_t *store = as_file(base);
     int rc = store_cursors_check(cursors, count, err);
@@ -304,7 +304,7 @@ static int file_cursors_put(store_t *base, const store_cursor_t *cursors, size_t
         used += (size_t)snprintf(text + used, text_len + 1 - used, "C %s %" PRIu64 "\n",
                                  cursors[i].key, cursors[i].seq);
     }
-    rc = write_all(store->fd, text, used) != 0 || fdatasync(store->fd) != 0
+    rc = write_all(store->fd, text, used) != 0 || (sync && fdatasync(store->fd) != 0)
              ? herr_set(err, HEROLD_E_SYSTEM, "store: writing %s failed: %s", store->path,
                         strerror(errno))
              : 0;

@@ -202,8 +202,9 @@ static int mem_subscription_delete(store_t *base, const char *id, struct herr *e
 }
 
 static int mem_cursors_put(store_t *base, const store_cursor_t *cursors, size_t count,
-                           struct herr *err)
+                           bool sync, struct herr *err)
 {
+    (void)sync;
     store_mem_t *store = as_mem(base);
     int rc = store_cursors_check(cursors, count, err);
     for (size_t i = 0; rc == 0 && i < count; i++) {

@@ -1096,8 +1096,9 @@ static int pg_subscription_delete(store_t *store, const char *id, struct herr *e
 }
 
 static int pg_cursors_put(store_t *store, const store_cursor_t *cursors, size_t count,
-                          struct herr *err)
+                          bool sync, struct herr *err)
 {
+    (void)sync; /* always committed: one statement on the state connection */
     int rc = store_cursors_check(cursors, count, err);
     if (rc != 0 || count == 0) {
         return rc;

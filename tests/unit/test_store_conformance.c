@@ -790,6 +790,30 @@ START_TEST(test_store_conformance_cursors_survive_reopen_and_only_move_forward)
 }
 END_TEST
 
+/* Cursors noted without waiting for the disk follow the same rules and are there after a
+ * reopen (a crash of the process keeps them; only the machine's could lose them). */
+START_TEST(test_store_conformance_noted_cursors_survive_reopen)
+{
+    struct env env;
+    env_init(&env, _i);
+    struct seen seen = {0};
+    store_t *store = env_open(&env, NULL);
+    struct herr err = {0};
+    ck_assert_int_eq(
+        store_cursors_note(store, (store_cursor_t[]){{"hook-1", 5}, {"user:ann", 7}}, 2, &err), 0);
+    ck_assert_int_eq(store_cursors_note(store, (store_cursor_t[]){{"hook-1", 4}}, 1, &err), 0);
+    ck_assert_int_eq(store_cursors_note(store, (store_cursor_t[]){{"bad key", 4}}, 1, &err),
+                     HEROLD_E_BAD_REQUEST);
+    store = reopen(&env, store, &seen);
+    ck_assert_int_eq(seen.cursor_count, 2);
+    ck_assert_int_eq(seen_seq(&seen, "hook-1"), 5);
+    ck_assert_int_eq(seen_seq(&seen, "user:ann"), 7);
+    store_close(store);
+    seen_clear(&seen);
+    env_clear(&env);
+}
+END_TEST
+
 START_TEST(test_store_conformance_cursors_go_with_their_subscription)
 {
     struct env env;
@@ -1041,6 +1065,8 @@ static void add_common(TCase *tc, int backend)
     tcase_add_loop_test(tc, test_store_conformance_delete_of_an_unknown_id_is_a_no_op, backend,
                         backend + 1);
     tcase_add_loop_test(tc, test_store_conformance_cursors_survive_reopen_and_only_move_forward,
+                        backend, backend + 1);
+    tcase_add_loop_test(tc, test_store_conformance_noted_cursors_survive_reopen,
                         backend, backend + 1);
     tcase_add_loop_test(tc, test_store_conformance_cursors_go_with_their_subscription, backend,
                         backend + 1);
