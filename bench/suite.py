@@ -59,6 +59,9 @@ SCENARIO_DEFAULTS = {"name": "", "connections": 100, "subs_per_conn": 100, "foll
                      "drain_seconds": 5, "publishers": 1, "seconds": 0}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
+# Targets whose latency run was skipped: their throughput was below what it asks for.
+SKIPPED_LATENCY = set()
+
 # Every process this script started and has not yet reaped; cleanup() ends them.
 CHILDREN = []
 
@@ -506,7 +509,8 @@ def table_lines(targets, summary, failures, herold_rate):
                                             fmt_ms(q["p999"]), fmt_ms(q["max"]),
                                             fmt_int(lat["lost"]))
         else:
-            right = "%8s %8s %8s %8s %9s" % ("failed", "", "", "", "")
+            right = "%8s %8s %8s %8s %9s" % (
+                "too slow" if t in SKIPPED_LATENCY else "failed", "", "", "", "")
         lines.append("%s | %s | %7s" % (left, right, ratio))
     for f in failures:
         lines.append("failed: %s" % f)
@@ -557,6 +561,9 @@ def results_section(opts, facts, date, targets, summary, scenarios, plots, failu
             "| target | p50 | p99 | p99.9 | max | lost |", "|---|---:|---:|---:|---:|---:|"]
     for t in targets:
         s = summary.get(t, {}).get("latency")
+        if not s and t in SKIPPED_LATENCY:
+            out.append("| %s | not run: its throughput is below this rate | | | | |" % t)
+            continue
         if not s:
             out.append("| %s | failed | | | | |" % t)
             continue
@@ -681,6 +688,7 @@ def main():
                     skip = latency_skip_reason(runs[t]["throughput"], rnd, scenarios[kind]) \
                         if kind == "latency" else None
                     if skip is not None:
+                        SKIPPED_LATENCY.add(t)
                         log("round %d %s %s skipped: %s" % (rnd, t, scenarios[kind]["name"],
                                                             skip))
                         continue
