@@ -76,9 +76,14 @@ def log(text):
 
 
 def spawn(args, **kwargs):
-    """Starts a child in its own session, so that a Ctrl-C on the terminal reaches only this
-    script, which then ends the children in order."""
-    proc = subprocess.Popen(args, start_new_session=True, **kwargs)
+    """Starts a child in its own process group, so that a Ctrl-C on the terminal reaches only
+    this script, which then ends the children in order. Not in its own session: with the
+    kernel's scheduler autogroups (sched_autogroup_enabled) every session gets an equal
+    share of the CPU as one group, so a server in its own session competed with
+    herold-bench group against group rather than thread against thread, and a server with
+    more busy threads than the other lost out (herold's p99 at 20k events/s went from about
+    10 ms to 150 ms)."""
+    proc = subprocess.Popen(args, process_group=0, **kwargs)
     CHILDREN.append(proc)
     return proc
 
@@ -463,8 +468,8 @@ def plot(targets, medians_files, scenarios, quick):
     made = []
     thr, lat = scenarios["throughput"], scenarios["latency"]
     jobs = [(rate_pairs, "rate_files", "rate_title",
-             "%s: deliveries per second (median round; %s events, %d x %d subscriptions)" % (
-                 thr["name"], fmt_int(thr["events"]), thr["connections"],
+             "%s: deliveries per second (median round; %s, %d x %d subscriptions)" % (
+                 thr["name"], amount(thr), thr["connections"],
                  thr["subs_per_conn"]), "w1-throughput.png"),
             (latency_pairs, "latency_files", "latency_title",
              "%s: publish-to-delivery latency at %s events/s (median round)" % (
@@ -517,6 +522,13 @@ def table_lines(targets, summary, failures, herold_rate):
     return lines
 
 
+def amount(scenario):
+    """How much a scenario publishes: '10 s' (at most N events) or 'N events'."""
+    if scenario.get("seconds"):
+        return "%d s (at most %s events)" % (scenario["seconds"], fmt_int(scenario["events"]))
+    return "%s events" % fmt_int(scenario["events"])
+
+
 def results_section(opts, facts, date, targets, summary, scenarios, plots, failures, ratio_line,
                     herold_rate):
     thr, lat = scenarios["throughput"], scenarios["latency"]
@@ -526,7 +538,8 @@ def results_section(opts, facts, date, targets, summary, scenarios, plots, failu
            "Machine: %d cores (%s), %s, %s, %s; herold %s (embedded store on %s); "
            "mosquitto %s, nats-server %s, redis-server %s (configurations in `bench/peers/`). "
            "Every system runs alone on loopback, fresh for each run, with herold-bench on the "
-           "same two cores. herold acks each event after the journal's fdatasync; the peers "
+           "same two cores, all in one scheduling group (the kernel shares the CPU thread by "
+           "thread). herold acks each event after the journal's fdatasync; the peers "
            "keep nothing (MQTT QoS 0, core NATS, Redis pub/sub) and are set not to drop or "
            "cut a reader that is merely slow." % (
                facts["cores"], facts["model"], facts["memory"], facts["kernel"], facts["os"],
@@ -534,14 +547,14 @@ def results_section(opts, facts, date, targets, summary, scenarios, plots, failu
                facts["redis-server"]), "",
            "### Throughput: `bench/scenarios/%s.conf`" % thr["name"], "",
            "%d connections x %d subscriptions, %d followers per folder, %d-byte events, "
-           "%s %s, %s events; medians of %s. CPU: cores used per wall second by the server "
+           "%s %s, for %s; medians of %s. CPU: cores used per wall second by the server "
            "and by herold-bench during the run." % (
                thr["connections"], thr["subs_per_conn"], thr["followers"], thr["event_bytes"],
                "one publisher" if thr["publishers"] == 1 else
                "%d publishers" % thr["publishers"],
                "as fast as it is let (herold: up to %d events awaiting their ack)" %
                thr["window"] if thr["rate"] == 0 else "at %s events/s" % fmt_int(thr["rate"]),
-               fmt_int(thr["events"]), rounds), "",
+               amount(thr), rounds), "",
            "| target | delivered/s | published/s | lost | server CPU | bench CPU | herold/target |",
            "|---|---:|---:|---:|---:|---:|---:|"]
     for t in targets:
