@@ -1,0 +1,83 @@
+"""herold-bench against a real broker: the load generator behind `make bench` counts every
+delivery it expects, so a broker that loses or repeats a notification, or a tool that
+miscounts, shows here. Small scenarios only: this checks correctness, never speed."""
+
+import json
+import subprocess
+
+from helpers import BUILD, sanitizer_problems
+
+HEROLD_BENCH = BUILD / "bench" / "herold-bench"
+
+
+def run_bench(broker, tmp_path, *sets, scenario_text=None):
+    token = tmp_path / "token"
+    token.write_text(broker.token("bench", groups=("bench",)))
+    args = [str(HEROLD_BENCH), "--target", "herold", "--pub", broker.ingest,
+            "--sub", "127.0.0.1:%d" % broker.http_port, "--token-file", str(token),
+            "--out", str(tmp_path / "run")]
+    if scenario_text is not None:
+        scenario = tmp_path / "scenario.conf"
+        scenario.write_text(scenario_text)
+        args += ["--scenario", str(scenario)]
+    for s in sets:
+        args += ["--set", s]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert not sanitizer_problems(done.stderr), done.stderr
+    return done
+
+
+def test_bench_counts_every_delivery_of_a_small_w1(broker, tmp_path):
+    done = run_bench(broker, tmp_path, scenario_text=(
+        "# 6 connections x 5 subscriptions, 2 followers per folder: 15 folders\n"
+        "name = smoke\nconnections = 6\nsubs_per_conn = 5\nfollowers = 2\n"
+        "event_bytes = 200\nevents = 3000\nrate = 0\nwindow = 200\nsources = 2\n"
+        "drain_seconds = 5\n"))
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "run.json").read_text())
+    assert result["events_sent"] == 3000
+    assert result["events_acked"] == 3000
+    assert result["expected"] == 6000  # every folder has exactly two followers
+    assert result["delivered"] == 6000
+    assert result["lost"] == 0 and result["duplicates"] == 0
+    assert result["unrecognised"] == 0
+    assert result["scenario"]["name"] == "smoke"
+    assert result["latency_us"]["max"] >= result["latency_us"]["p50"] > 0
+    rates = (tmp_path / "run-rate.csv").read_text().splitlines()
+    assert rates[0] == "second,published,delivered"
+    assert sum(int(line.split(",")[1]) for line in rates[1:]) == 3000
+    assert sum(int(line.split(",")[2]) for line in rates[1:]) == 6000
+    cdf = (tmp_path / "run-latency.csv").read_text().splitlines()
+    assert cdf[0] == "latency_us,fraction"
+    assert float(cdf[-1].split(",")[1]) == 1.0
+
+
+def test_bench_reports_an_uneven_share_exactly(broker, tmp_path):
+    # 7 x 2 = 14 subscriptions with 3 followers each make 4 folders, two of them with a
+    # fourth follower: the tool must count what each folder really has.
+    done = run_bench(broker, tmp_path, "connections=7", "subs_per_conn=2", "followers=3",
+                     "events=500", "publishers=2", "drain_seconds=5")
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "run.json").read_text())
+    assert result["events_acked"] == 500
+    assert result["lost"] == 0 and result["duplicates"] == 0
+    assert result["delivered"] == result["expected"]
+    assert 500 * 3 < result["expected"] < 500 * 4
+
+
+def test_bench_refuses_a_bad_scenario_and_a_bad_token(broker, tmp_path):
+    done = run_bench(broker, tmp_path, "conections=3")
+    assert done.returncode == 2
+    assert "unknown scenario key: conections" in done.stderr
+    done = run_bench(broker, tmp_path, "followers=0")
+    assert done.returncode == 2
+    assert "bad value for followers" in done.stderr
+    bad = tmp_path / "bad-token"
+    bad.write_text("not-a-token")
+    refused = subprocess.run(
+        [str(HEROLD_BENCH), "--target", "herold", "--pub", broker.ingest,
+         "--sub", "127.0.0.1:%d" % broker.http_port, "--token-file", str(bad),
+         "--set", "connections=2", "--set", "events=10"],
+        capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1
+    assert "401" in refused.stderr
