@@ -13,7 +13,8 @@ herold-bench then runs the throughput scenario (bench/scenarios/w1.conf: 100 con
 100 subscriptions, one publisher as fast as it is let) and the latency scenario
 (bench/scenarios/latency.conf: the same subscriptions at a fixed 20,000 events/s), and the
 system is stopped. --quick: one round of w1-quick and latency-quick (sized to finish the
-six targets within a minute on two cores; not meant for RESULTS.md, so `make bench-quick`
+six targets within a minute on two cores; its files go to bench/results/quick/, and it is
+not meant for RESULTS.md, so `make bench-quick`
 should pass --no-results-md). Peers' configurations: bench/peers/*.conf.in (@PORT@, @WS_PORT@, @DIR@
 are filled in per run).
 
@@ -641,6 +642,11 @@ def main():
     parser.add_argument("--no-results-md", action="store_true",
                         help="leave bench/RESULTS.md alone")
     opts = parser.parse_args()
+    if opts.quick:
+        # A quick run leaves the committed results of the full suite alone.
+        global RESULTS, SUITE_DIR
+        RESULTS = os.path.join(BENCH, "results", "quick")
+        SUITE_DIR = os.path.join(RESULTS, "suite")
     opts.command = " ".join(["bench/suite.py"] + sys.argv[1:])
     if opts.rounds is None:
         opts.rounds = 1 if opts.quick else 3
@@ -797,7 +803,8 @@ def main():
         print(line)
     print("herold/: herold's delivered/s over the target's; CPU in cores; %s" % best_note)
     if plots:
-        print("plots: %s" % ", ".join("bench/results/" + p for p in plots))
+        print("plots: %s" % ", ".join(os.path.relpath(os.path.join(RESULTS, p), ROOT)
+                                       for p in plots))
     if not opts.no_results_md:
         if os.path.exists(RESULTS_MD):
             rewrite_results_md(RESULTS_MD, results_section(
