@@ -21,6 +21,13 @@
  *   notification item), at the start of the peers' payloads. Payloads are padded to
  *   event_bytes.
  *
+ * Scenario keys (defaults in scenario_defaults): name, connections, subs_per_conn,
+ * followers, event_bytes, events, rate (events/s, 0: as fast as acks and sockets allow),
+ * seconds (stop publishing after this long, 0: never), window (herold: events in flight),
+ * publishers, sources, client_threads, drain_seconds (stop waiting once nothing arrived
+ * for this long). Exit status: 0 when the run completed (losses are in the results), 1
+ * when the connections could not be set up, 2 for bad options.
+ *
  * Every delivery is counted per event (one byte each), so losses and duplicates are exact;
  * publish→receive latency goes into a log-bucket histogram (16 buckets per power of two).
  * Results: PREFIX.json (summary), PREFIX-rate.csv (per second), PREFIX-latency.csv (CDF).
@@ -121,14 +128,13 @@ struct conn {
     enum conn_state state;
     long index;
     char source[32];
-    char *setup;       /* bytes to send once connected: the subscriptions */
+    char *setup; /* bytes to send once connected: the subscriptions */
     size_t setup_len;
-    size_t setup_sent; /* herold: messages sent; others: 0 or all */
     char **setup_msgs; /* herold: one subscribe op per message */
     long setup_msg_count;
     long acks_needed; /* subscriptions still to be confirmed */
     bool is_ready;
-    bool wants_out; /* EPOLLOUT registered: out holds bytes the socket did not take */
+    bool wants_out;   /* EPOLLOUT registered: out holds bytes the socket did not take */
     struct rxbuf net; /* bytes read from the socket, not yet parsed */
     struct rxbuf rx;  /* WebSocket: the message (herold) or protocol stream (peers) so far */
     struct rxbuf out; /* bytes to write */
@@ -395,8 +401,7 @@ static void herold_message(struct conn *c, const char *msg, size_t len, uint64_t
     }
 }
 
-static bool mqtt_remaining_length(const unsigned char *p, size_t avail, size_t *value,
-                                  size_t *used)
+static bool mqtt_remaining_length(const unsigned char *p, size_t avail, size_t *value, size_t *used)
 {
     size_t v = 0;
     for (size_t k = 0; k < 4; k++) {
@@ -1113,8 +1118,7 @@ static void herold_pack_str(msgpack_packer *pk, const char *s, size_t n)
     msgpack_pack_str_body(pk, s, n);
 }
 
-static void herold_encode(struct bench *b, msgpack_sbuffer *sb, uint64_t i, uint64_t ns,
-                          size_t pad)
+static void herold_encode(struct bench *b, msgpack_sbuffer *sb, uint64_t i, uint64_t ns, size_t pad)
 {
     msgpack_packer pk;
     char text[1200];
@@ -1196,8 +1200,8 @@ static void publish_herold(struct publisher *p)
     msgpack_sbuffer_init(&sb);
     /* Pad the data map so that the whole event is event_bytes long. */
     herold_encode(b, &sb, (uint64_t)b->sc.events, now_ns(), 0);
-    size_t pad = (size_t)b->sc.event_bytes > sb.size + 2 ? (size_t)b->sc.event_bytes - sb.size - 2
-                                                         : 0;
+    size_t pad =
+        (size_t)b->sc.event_bytes > sb.size + 2 ? (size_t)b->sc.event_bytes - sb.size - 2 : 0;
     pad = pad > 1000 ? 1000 : pad;
     uint64_t share = pub_share(b, p->index);
     uint64_t in_flight = 0;
@@ -1473,8 +1477,7 @@ static void scenario_set(struct scenario *sc, const char *key, const char *value
             char *end;
             errno = 0;
             long v = strtol(value, &end, 10);
-            if (errno != 0 || end == value || *end != '\0' || v < keys[k].min ||
-                v > keys[k].max) {
+            if (errno != 0 || end == value || *end != '\0' || v < keys[k].min || v > keys[k].max) {
                 fail("bad value for %s", key);
             }
             *keys[k].field = v;
@@ -1675,8 +1678,7 @@ static void write_results(struct bench *b, const struct histogram *h, double sec
     json_object_set_new(root, "scenario", sc);
     json_object_set_new(root, "events_sent", json_integer((json_int_t)published));
     json_object_set_new(root, "events_acked", json_integer((json_int_t)atomic_load(&b->acked)));
-    json_object_set_new(root, "events_refused",
-                        json_integer((json_int_t)atomic_load(&b->refused)));
+    json_object_set_new(root, "events_refused", json_integer((json_int_t)atomic_load(&b->refused)));
     json_object_set_new(root, "expected", json_integer((json_int_t)b->expected_total));
     json_object_set_new(root, "delivered", json_integer((json_int_t)delivered));
     json_object_set_new(root, "lost", json_integer((json_int_t)lost));
@@ -1855,8 +1857,8 @@ int main(int argc, char **argv)
         if (now - last_report >= 1000000000u) {
             double dt = (double)(now - last_report) / 1e9;
             fprintf(stderr,
-                    "%s[%s %s] %4.0fs  published %8.0f/s  delivered %8.0f/s  %" PRIu64
-                    "/%" PRIu64 "%s",
+                    "%s[%s %s] %4.0fs  published %8.0f/s  delivered %8.0f/s  %" PRIu64 "/%" PRIu64
+                    "%s",
                     is_tty ? "\r" : "", b->opt.label, sc->name, (double)(now - b->t0_ns) / 1e9,
                     (double)(published - last_published) / dt,
                     (double)(delivered - last_delivered) / dt, delivered, b->expected_total,

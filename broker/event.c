@@ -1010,8 +1010,7 @@ json_t *event_data_map_json(const void *data, size_t len)
     size_t offset = 0;
     msgpack_unpacked_init(&unpacked);
     json_t *result = NULL;
-    if (msgpack_unpack_next(&unpacked, data, len, &offset) ==
-            MSGPACK_UNPACK_SUCCESS &&
+    if (msgpack_unpack_next(&unpacked, data, len, &offset) == MSGPACK_UNPACK_SUCCESS &&
         unpacked.data.type == MSGPACK_OBJECT_MAP) {
         result = data_value_json(&unpacked.data);
     }

@@ -211,8 +211,8 @@ notif_t *notif_new(const event_t *event)
     atomic_init(&notif->refcount, 1);
     atomic_init(&notif->rich, NULL);
     notif->seq = event->seq;
-    notif->seq_len = (size_t)snprintf(notif->seq_text, sizeof(notif->seq_text), "%" PRIu64,
-                                      event->seq);
+    notif->seq_len =
+        (size_t)snprintf(notif->seq_text, sizeof(notif->seq_text), "%" PRIu64, event->seq);
     notif->members_len = t.len;
     notif->resource_data_end = resource_data_end;
     memcpy(notif->members, t.p, t.len);

@@ -105,7 +105,7 @@ struct ws {
     ws_session_t *coalescing;
     lws_sorted_usec_list_t coalesce_timer;
     struct lws_context *coalesce_context; /* set while the timer is scheduled */
-    unsigned char *frame; /* the notify frame being written (service thread) */
+    unsigned char *frame;                 /* the notify frame being written (service thread) */
     size_t frame_capacity;
 };
 

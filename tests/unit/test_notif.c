@@ -178,10 +178,10 @@ START_TEST(test_notif_strings_survive_escaping)
     json_t *item = item_json(notif, "s", "e");
     ck_assert_str_eq(json_string_value(json_object_get(item, "actor")), actor);
     ck_assert_str_eq(json_string_value(json_object_get(item, "tenantId")), tenant);
-    ck_assert_str_eq(json_string_value(json_object_get(item, "resource")), "/dms/\xc3\xa4rger/\"q\"");
+    ck_assert_str_eq(json_string_value(json_object_get(item, "resource")),
+                     "/dms/\xc3\xa4rger/\"q\"");
     ck_assert_str_eq(
-        json_string_value(json_object_get(json_object_get(item, "resourceData"), "id")),
-        "\"q\"");
+        json_string_value(json_object_get(json_object_get(item, "resourceData"), "id")), "\"q\"");
     /* No raw control character may remain in the text. */
     for (size_t i = 0; i < notif->members_len; i++) {
         ck_assert_uint_ge((unsigned char)notif->members[i], 0x20);
@@ -262,12 +262,11 @@ START_TEST(test_notif_cursor_parse_edges)
     ck_assert_uint_eq(seq, 42);
     ck_assert(notif_cursor_parse("18446744073709551615", 20, &seq));
     ck_assert_uint_eq(seq, UINT64_MAX);
-    const char *refused[] = {"", "-1", "+1", " 1", "1a", "18446744073709551616",
-                             "000000000000000000001"};
+    const char *refused[] = {
+        "", "-1", "+1", " 1", "1a", "18446744073709551616", "000000000000000000001"};
     for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
         seq = 7;
-        ck_assert_msg(!notif_cursor_parse(refused[i], strlen(refused[i]), &seq), "%s",
-                      refused[i]);
+        ck_assert_msg(!notif_cursor_parse(refused[i], strlen(refused[i]), &seq), "%s", refused[i]);
         ck_assert_uint_eq(seq, 7);
     }
     ck_assert(notif_cursor_parse("123", 2, &seq)); /* len bounds the text */

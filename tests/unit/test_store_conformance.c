@@ -1066,8 +1066,8 @@ static void add_common(TCase *tc, int backend)
                         backend + 1);
     tcase_add_loop_test(tc, test_store_conformance_cursors_survive_reopen_and_only_move_forward,
                         backend, backend + 1);
-    tcase_add_loop_test(tc, test_store_conformance_noted_cursors_survive_reopen,
-                        backend, backend + 1);
+    tcase_add_loop_test(tc, test_store_conformance_noted_cursors_survive_reopen, backend,
+                        backend + 1);
     tcase_add_loop_test(tc, test_store_conformance_cursors_go_with_their_subscription, backend,
                         backend + 1);
     tcase_add_loop_test(tc, test_store_conformance_cursors_all_or_none, backend, backend + 1);
