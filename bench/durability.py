@@ -24,12 +24,13 @@ import os
 import platform
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from benchutil import free_ports
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.environ.get("HEROLD_BUILD", "build")
@@ -37,19 +38,6 @@ HEROLD = os.path.join(ROOT, BUILD, "herold")
 PUB = os.path.join(ROOT, BUILD, "herold-pub")
 PG_SERVER = os.path.join(ROOT, "tests", "pg-server")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def free_ports(count):
-    """count distinct loopback ports that were free a moment ago (bound all at once, so the
-    kernel cannot hand out one twice)."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def cpu_seconds(pids):

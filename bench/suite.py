@@ -44,6 +44,8 @@ import tempfile
 import textwrap
 import time
 
+from benchutil import free_ports
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench")
 RESULTS = os.path.join(BENCH, "results")
@@ -111,19 +113,6 @@ def cleanup():
 
 def on_signal(signum, _frame):
     raise KeyboardInterrupt("signal %d" % signum)
-
-
-def free_ports(count):
-    """count distinct loopback ports that were free a moment ago (bound all at once, so the
-    kernel cannot hand out one twice)."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def listening(port):

@@ -48,7 +48,6 @@ import platform
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -56,6 +55,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+
+from benchutil import free_ports
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -76,19 +77,6 @@ class BenchError(Exception):
 
 
 # ---- small helpers ----------------------------------------------------------------------
-
-def free_ports(count):
-    """count distinct loopback ports that were free a moment ago (bound all at once, so the
-    kernel cannot hand out one twice)."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
 
 def percentile(sorted_values, p):
     """Nearest-rank percentile of an ascending list; None when empty."""
