@@ -59,11 +59,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
+#include <curl/curl.h>
 #include <zmq.h>
 
 #include "mem.h"
@@ -91,7 +93,8 @@ struct scenario {
     long drain_seconds;
     long publishers;
     long client_threads;
-    long seconds; /* stop publishing after this long; 0: when all events are sent */
+    long seconds;  /* stop publishing after this long; 0: when all events are sent */
+    long webhooks; /* herold: webhook subscriptions on folders, delivered to herold-bench */
 };
 
 struct options {
@@ -1056,6 +1059,266 @@ static void *receiver_main(void *arg)
     return NULL;
 }
 
+/* ---- webhook receivers (herold only) ----
+ *
+ * One thread serves HTTP/1.1 on a loopback port: it answers herold's validation request
+ * with the decoded token, and counts the items of every delivery as the WebSocket
+ * receivers do (their `actor` carries the marker), answering 202. Subscriptions are made
+ * through the Graph REST API before publishing starts; each adds one follower to its
+ * folder, so the expected counts stay exact. The broker needs --webhook-allow-private to
+ * deliver to loopback. */
+
+struct hook_conn {
+    int fd;
+    size_t slot; /* in hooks.conns */
+    struct rxbuf in;
+};
+
+struct hooks {
+    struct receiver receiver; /* its bench and histogram; no connections */
+    int epoll_fd;
+    int listen_fd;
+    int port;
+    pthread_t thread;
+    _Atomic uint64_t requests;
+    struct hook_conn **conns; /* open connections, closed and freed at the end */
+    size_t conn_count;
+    size_t conn_capacity;
+};
+
+static void hook_send(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w > 0) {
+            p += w;
+            n -= (size_t)w;
+        } else if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+            struct pollfd pfd = {fd, POLLOUT, 0};
+            poll(&pfd, 1, 100);
+        } else {
+            return; /* herold went away; its retries are its business */
+        }
+    }
+}
+
+static int hex_value(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* The decoded value of validationToken in target (form encoding); NULL when absent. */
+static char *validation_token(const char *target, size_t len)
+{
+    const char *key = memmem(target, len, "validationToken=", 16);
+    if (key == NULL) {
+        return NULL;
+    }
+    const char *p = key + 16;
+    const char *end = target + len;
+    char *out = xmalloc((size_t)(end - p) + 1);
+    size_t n = 0;
+    while (p < end && *p != '&' && *p != ' ') {
+        if (*p == '%' && end - p >= 3 && hex_value(p[1]) >= 0 && hex_value(p[2]) >= 0) {
+            out[n++] = (char)(hex_value(p[1]) * 16 + hex_value(p[2]));
+            p += 3;
+        } else {
+            out[n++] = *p == '+' ? ' ' : *p;
+            p++;
+        }
+    }
+    out[n] = '\0';
+    return out;
+}
+
+/* Handles every complete request in c->in; returns false when the connection is unusable. */
+static bool hook_requests(struct hooks *h, struct hook_conn *c)
+{
+    size_t off = 0;
+    for (;;) {
+        char *head = c->in.data + off;
+        size_t avail = c->in.len - off;
+        char *head_end = memmem(head, avail, "\r\n\r\n", 4);
+        if (head_end == NULL) {
+            break;
+        }
+        size_t head_len = (size_t)(head_end + 4 - head);
+        size_t body_len = 0;
+        for (char *line = memmem(head, head_len, "\r\n", 2); line != NULL && line < head_end;
+             line = memmem(line + 2, (size_t)(head_end - line), "\r\n", 2)) {
+            if (strncasecmp(line + 2, "content-length:", 15) == 0) {
+                body_len = strtoul(line + 17, NULL, 10);
+            }
+        }
+        if (avail < head_len + body_len) {
+            break;
+        }
+        char *line_end = memmem(head, head_len, "\r\n", 2);
+        char *token = validation_token(head, (size_t)(line_end - head));
+        if (token != NULL) {
+            char response[1024];
+            int n = snprintf(response, sizeof(response),
+                             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                             "Content-Length: %zu\r\n\r\n%s",
+                             strlen(token), token);
+            free(token);
+            if (n < 0 || (size_t)n >= sizeof(response)) {
+                return false;
+            }
+            hook_send(c->fd, response, (size_t)n);
+        } else {
+            const char *body = head + head_len;
+            const char *end = body + body_len;
+            uint64_t now = now_ns();
+            static const char key[] = "\"actor\":\"";
+            for (const char *p = body; (p = memmem(p, (size_t)(end - p), key, sizeof(key) - 1));) {
+                p += sizeof(key) - 1;
+                uint64_t i;
+                uint64_t ns;
+                if (parse_marker(p, end, &i, &ns)) {
+                    record_delivery(&h->receiver, i, ns, now);
+                }
+            }
+            static const char accepted[] = "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n";
+            hook_send(c->fd, accepted, sizeof(accepted) - 1);
+        }
+        atomic_fetch_add(&h->requests, 1);
+        off += head_len + body_len;
+    }
+    rx_consume(&c->in, off);
+    return true;
+}
+
+static void hook_close(struct hooks *h, struct hook_conn *c)
+{
+    epoll_ctl(h->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    h->conns[c->slot] = h->conns[--h->conn_count];
+    h->conns[c->slot]->slot = c->slot;
+    free(c->in.data);
+    free(c);
+}
+
+static void *hooks_main(void *arg)
+{
+    struct hooks *h = arg;
+    struct epoll_event events[64];
+    while (!atomic_load(&h->receiver.bench->stop)) {
+        int n = epoll_wait(h->epoll_fd, events, 64, 50);
+        for (int k = 0; k < n; k++) {
+            struct hook_conn *c = events[k].data.ptr;
+            if (c == NULL) {
+                int fd = accept4(h->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                if (fd >= 0) {
+                    c = xcalloc(1, sizeof(*c));
+                    c->fd = fd;
+                    if (h->conn_count == h->conn_capacity) {
+                        h->conn_capacity = h->conn_capacity == 0 ? 16 : h->conn_capacity * 2;
+                        h->conns = xrealloc(h->conns, h->conn_capacity * sizeof(*h->conns));
+                    }
+                    c->slot = h->conn_count;
+                    h->conns[h->conn_count++] = c;
+                    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+                    epoll_ctl(h->epoll_fd, EPOLL_CTL_ADD, fd, &ev);
+                }
+                continue;
+            }
+            char buf[65536];
+            ssize_t r;
+            while ((r = recv(c->fd, buf, sizeof(buf), 0)) > 0) {
+                rx_append(&c->in, buf, (size_t)r);
+            }
+            bool is_gone = r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR);
+            if (!hook_requests(h, c) || is_gone) {
+                hook_close(h, c);
+            }
+        }
+    }
+    while (h->conn_count > 0) {
+        hook_close(h, h->conns[h->conn_count - 1]);
+    }
+    free(h->conns);
+    return NULL;
+}
+
+static void hooks_start(struct bench *b, struct hooks *h)
+{
+    memset(h, 0, sizeof(*h));
+    h->receiver.bench = b;
+    h->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sa_len = sizeof(sa);
+    if (h->listen_fd < 0 || bind(h->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+        listen(h->listen_fd, 128) != 0 ||
+        getsockname(h->listen_fd, (struct sockaddr *)&sa, &sa_len) != 0) {
+        fail("cannot listen for webhooks: %s", strerror(errno));
+    }
+    h->port = ntohs(sa.sin_port);
+    h->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+    epoll_ctl(h->epoll_fd, EPOLL_CTL_ADD, h->listen_fd, &ev);
+    pthread_create(&h->thread, NULL, hooks_main, h);
+}
+
+static size_t curl_collect(char *p, size_t size, size_t count, void *ctx)
+{
+    rx_append(ctx, p, size * count);
+    return size * count;
+}
+
+/* Makes the scenario's webhook subscriptions through the REST API; each adds a follower
+ * to its folder. Returns false (after saying why) when one is refused. */
+static bool hooks_subscribe(struct bench *b, struct hooks *h)
+{
+    CURL *curl = curl_easy_init();
+    char url[512];
+    char auth[4200];
+    char expiration[32];
+    time_t t = time(NULL) + 3600;
+    strftime(expiration, sizeof(expiration), "%Y-%m-%dT%H:%M:%SZ", gmtime(&t));
+    snprintf(url, sizeof(url), "http://%s:%d/v1.0/subscriptions", b->host, b->port);
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", b->token);
+    struct curl_slist *headers = curl_slist_append(NULL, auth);
+    headers = curl_slist_append(headers, "Content-Type: application/json");
+    bool ok = curl != NULL;
+    for (long k = 0; ok && k < b->sc.webhooks; k++) {
+        long folder = k % b->folders;
+        char body[512];
+        snprintf(body, sizeof(body),
+                 "{\"changeType\":\"created,updated,deleted\",\"notificationUrl\":"
+                 "\"http://127.0.0.1:%d/hook/%ld\",\"resource\":\"/w1/f%ld\","
+                 "\"expirationDateTime\":\"%s\"}",
+                 h->port, k, folder, expiration);
+        struct rxbuf answer = {0};
+        curl_easy_setopt(curl, CURLOPT_URL, url);
+        curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, curl_collect);
+        curl_easy_setopt(curl, CURLOPT_WRITEDATA, &answer);
+        curl_easy_setopt(curl, CURLOPT_TIMEOUT, 30L);
+        long status = 0;
+        CURLcode rc = curl_easy_perform(curl);
+        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+        if (rc != CURLE_OK || status != 201) {
+            fprintf(stderr, "herold-bench: webhook subscription %ld refused: %s %ld %.*s\n", k,
+                    curl_easy_strerror(rc), status, (int)(answer.len < 400 ? answer.len : 400),
+                    answer.data != NULL ? answer.data : "");
+            ok = false;
+        } else if (b->expected[folder] < 255) {
+            b->expected[folder]++;
+        }
+        free(answer.data);
+    }
+    curl_slist_free_all(headers);
+    if (curl != NULL) {
+        curl_easy_cleanup(curl);
+    }
+    return ok;
+}
+
 /* ---- publishers ---- */
 
 struct publisher {
@@ -1467,6 +1730,7 @@ static void scenario_set(struct scenario *sc, const char *key, const char *value
         {"publishers", &sc->publishers, 1, 64},
         {"client_threads", &sc->client_threads, 1, 16},
         {"seconds", &sc->seconds, 0, MAX_SECONDS - 60},
+        {"webhooks", &sc->webhooks, 0, 1000},
     };
     if (strcmp(key, "name") == 0) {
         snprintf(sc->name, sizeof(sc->name), "%s", value);
@@ -1610,6 +1874,9 @@ static void parse_options(struct bench *b, int argc, char **argv)
     if (o->label == NULL) {
         o->label = target_names[o->target];
     }
+    if (b->sc.webhooks > 0 && o->target != T_HEROLD) {
+        fail("%s", "webhooks are herold's only");
+    }
     split_host_port(o->sub, b->host, sizeof(b->host), &b->port);
     if (o->target != T_HEROLD) {
         split_host_port(o->pub, b->pub_host, sizeof(b->pub_host), &b->pub_port);
@@ -1675,6 +1942,7 @@ static void write_results(struct bench *b, const struct histogram *h, double sec
     json_object_set_new(sc, "publishers", json_integer(b->sc.publishers));
     json_object_set_new(sc, "client_threads", json_integer(b->sc.client_threads));
     json_object_set_new(sc, "seconds", json_integer(b->sc.seconds));
+    json_object_set_new(sc, "webhooks", json_integer(b->sc.webhooks));
     json_object_set_new(root, "scenario", sc);
     json_object_set_new(root, "events_sent", json_integer((json_int_t)published));
     json_object_set_new(root, "events_acked", json_integer((json_int_t)atomic_load(&b->acked)));
@@ -1818,6 +2086,12 @@ int main(int argc, char **argv)
         usleep(10000);
     }
     bool setup_failed = atomic_load(&b->failed) > 0 || interrupted;
+    struct hooks hooks;
+    bool has_hooks = !setup_failed && sc->webhooks > 0;
+    if (has_hooks) {
+        hooks_start(b, &hooks);
+        setup_failed = !hooks_subscribe(b, &hooks);
+    }
     if (!setup_failed) {
         fprintf(stderr, "herold-bench: %s %s: %ld connections, %ld subscriptions ready in %.2f s\n",
                 b->opt.label, sc->name, sc->connections, total_subs,
@@ -1889,6 +2163,11 @@ int main(int argc, char **argv)
     for (long t = 0; t < threads; t++) {
         pthread_join(b->receivers[t].thread, NULL);
     }
+    if (has_hooks) {
+        pthread_join(hooks.thread, NULL);
+        close(hooks.listen_fd);
+        close(hooks.epoll_fd);
+    }
     if (setup_failed) {
         fprintf(stderr, "herold-bench: setup failed: %ld of %ld connections ready\n",
                 atomic_load(&b->ready), sc->connections);
@@ -1897,8 +2176,8 @@ int main(int argc, char **argv)
 
     struct histogram merged;
     memset(&merged, 0, sizeof(merged));
-    for (long t = 0; t < threads; t++) {
-        const struct histogram *h = &b->receivers[t].hist;
+    for (long t = 0; t < threads + (has_hooks ? 1 : 0); t++) {
+        const struct histogram *h = t < threads ? &b->receivers[t].hist : &hooks.receiver.hist;
         for (unsigned k = 0; k < HIST_BUCKETS; k++) {
             merged.counts[k] += h->counts[k];
         }

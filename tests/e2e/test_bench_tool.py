@@ -5,6 +5,8 @@ miscounts, shows here. Small scenarios only: this checks correctness, never spee
 import json
 import subprocess
 
+import pytest
+
 from helpers import BUILD, sanitizer_problems
 
 HEROLD_BENCH = BUILD / "bench" / "herold-bench"
@@ -81,3 +83,26 @@ def test_bench_refuses_a_bad_scenario_and_a_bad_token(broker, tmp_path):
         capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1
     assert "401" in refused.stderr
+
+
+@pytest.mark.broker_args("--webhook-allow-private")
+def test_bench_counts_webhook_deliveries_too(broker, tmp_path):
+    # 4 x 3 subscriptions over 6 folders, plus 3 webhook subscriptions on folders 0-2:
+    # those folders have three followers, the others two.
+    done = run_bench(broker, tmp_path, "connections=4", "subs_per_conn=3", "followers=2",
+                     "webhooks=3", "events=600", "drain_seconds=5")
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "run.json").read_text())
+    assert result["scenario"]["webhooks"] == 3
+    assert result["events_acked"] == 600
+    assert 600 * 2 < result["expected"] < 600 * 3
+    assert result["delivered"] == result["expected"]
+    assert result["lost"] == 0 and result["duplicates"] == 0
+
+
+def test_bench_refuses_webhooks_without_herold(tmp_path):
+    done = subprocess.run(
+        [str(HEROLD_BENCH), "--target", "nats", "--pub", "127.0.0.1:1", "--sub", "127.0.0.1:1",
+         "--set", "webhooks=1"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert "webhooks are herold's only" in done.stderr
