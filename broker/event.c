@@ -814,6 +814,59 @@ bool event_peek_id(const void *message, size_t len, hstr_t *id)
     return false;
 }
 
+/* The str value at pos as a view, when it is 1..max bytes of valid UTF-8. */
+static bool peek_str_value(const unsigned char *p, size_t len, size_t pos, size_t max, hstr_t *out)
+{
+    struct wire_head value;
+    if (wire_head_read(p, len, pos, &value) != WIRE_OK || value.kind != WIRE_STR ||
+        value.body == 0 || value.body > max) {
+        return false;
+    }
+    const char *text = (const char *)p + pos + value.size - value.body;
+    if (!path_utf8_is_valid(text, value.body)) {
+        return false;
+    }
+    *out = (hstr_t){text, value.body};
+    return true;
+}
+
+bool event_peek_origin(const void *message, size_t len, hstr_t *source, hstr_t *id)
+{
+    const unsigned char *p = message;
+    struct wire_head top;
+    if (message == NULL || wire_head_read(p, len, 0, &top) != WIRE_OK || top.kind != WIRE_MAP) {
+        return false;
+    }
+    bool has_source = false;
+    bool has_id = false;
+    size_t pos = top.size;
+    for (uint64_t i = 0; i < top.count && !(has_source && has_id); i++) {
+        struct wire_head key;
+        if (wire_head_read(p, len, pos, &key) != WIRE_OK) {
+            return false;
+        }
+        const char *name = (const char *)p + pos + key.size - key.body;
+        bool is_id = key.kind == WIRE_STR && key.body == 2 && memcmp(name, "id", 2) == 0;
+        bool is_source = key.kind == WIRE_STR && key.body == 6 && memcmp(name, "source", 6) == 0;
+        if (scan_object(p, len, &pos, NULL) != 0) {
+            return false;
+        }
+        if (is_id && (has_id || !peek_str_value(p, len, pos, EVENT_MAX_ID_BYTES, id))) {
+            return false;
+        }
+        if (is_source &&
+            (has_source || !peek_str_value(p, len, pos, EVENT_MAX_SOURCE_BYTES, source))) {
+            return false;
+        }
+        has_id = has_id || is_id;
+        has_source = has_source || is_source;
+        if (scan_object(p, len, &pos, NULL) != 0) {
+            return false;
+        }
+    }
+    return has_source && has_id;
+}
+
 /* ---- change types ---- */
 
 const char *event_change_name(event_change_t type)

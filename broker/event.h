@@ -98,6 +98,13 @@ void event_free(event_t *event);
  * length, so it is safe on messages event_decode refused for their size. */
 bool event_peek_id(const void *message, size_t len, hstr_t *id);
 
+/* For rebuilding deduplication from stored events: finds the top-level "source" and "id"
+ * of message, each a str of 1..their limit bytes of valid UTF-8, and returns true with
+ * views into message. Only walks the map (no allocation, no validation of the other
+ * fields: stored events were validated on the way in), so it is several times cheaper
+ * than event_decode. False when either is missing, repeated or not such a str. */
+bool event_peek_origin(const void *message, size_t len, hstr_t *source, hstr_t *id);
+
 /* The wire name of a single change type ("created", …), or NULL for anything else. */
 const char *event_change_name(event_change_t type);
 

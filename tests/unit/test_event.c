@@ -1205,6 +1205,61 @@ START_TEST(test_event_peek_id)
 }
 END_TEST
 
+/* The origin (source and id) read without decoding, as dedup's rebuild does. */
+START_TEST(test_event_peek_origin)
+{
+    msgpack_sbuffer sb;
+    hstr_t source = {NULL, 0};
+    hstr_t id = {NULL, 0};
+
+    pack_event(&sb, NULL, 0);
+    ck_assert(event_peek_origin(sb.data, sb.size, &source, &id));
+    ck_assert_uint_eq(id.len, 5);
+    ck_assert_mem_eq(id.p, "evt-1", 5);
+    ck_assert_uint_eq(source.len, 3);
+    ck_assert_mem_eq(source.p, "dms", 3);
+    ck_assert(source.p >= sb.data && source.p < sb.data + sb.size);
+    msgpack_sbuffer_destroy(&sb);
+
+    /* Any order, other entries between. */
+    const struct entry reordered[] = {
+        {"data", RAW("\x81\xa1k\x91\x01")}, {"id", S("x")}, {"colour", U(1)}, {"source", S("s")}};
+    pack_exact(&sb, reordered, 4);
+    ck_assert(event_peek_origin(sb.data, sb.size, &source, &id));
+    ck_assert_mem_eq(id.p, "x", 1);
+    ck_assert_mem_eq(source.p, "s", 1);
+    /* Cut before the source: refused. */
+    ck_assert(!event_peek_origin(sb.data, sb.size - 2, &source, &id));
+    msgpack_sbuffer_destroy(&sb);
+
+    /* Missing, not a str, empty, repeated, too long: refused. */
+    pack_event(&sb, CHANGES({"source", OMIT}));
+    ck_assert(!event_peek_origin(sb.data, sb.size, &source, &id));
+    msgpack_sbuffer_destroy(&sb);
+    pack_event(&sb, CHANGES({"source", U(3)}));
+    ck_assert(!event_peek_origin(sb.data, sb.size, &source, &id));
+    msgpack_sbuffer_destroy(&sb);
+    pack_event(&sb, CHANGES({"id", S("")}));
+    ck_assert(!event_peek_origin(sb.data, sb.size, &source, &id));
+    msgpack_sbuffer_destroy(&sb);
+    const struct entry twice[] = {{"id", S("a")}, {"id", S("b")}, {"source", S("s")}};
+    pack_exact(&sb, twice, 3);
+    ck_assert(!event_peek_origin(sb.data, sb.size, &source, &id));
+    msgpack_sbuffer_destroy(&sb);
+    char *long_source = filled(EVENT_MAX_SOURCE_BYTES + 1, 's');
+    pack_event(&sb, CHANGES({"source", SN(long_source, EVENT_MAX_SOURCE_BYTES)}));
+    ck_assert(event_peek_origin(sb.data, sb.size, &source, &id));
+    ck_assert_uint_eq(source.len, EVENT_MAX_SOURCE_BYTES);
+    msgpack_sbuffer_destroy(&sb);
+    pack_event(&sb, CHANGES({"source", SN(long_source, EVENT_MAX_SOURCE_BYTES + 1)}));
+    ck_assert(!event_peek_origin(sb.data, sb.size, &source, &id));
+    msgpack_sbuffer_destroy(&sb);
+    free(long_source);
+    ck_assert(!event_peek_origin(NULL, 0, &source, &id));
+    ck_assert(!event_peek_origin("\x92\xa2id\xa1x", 5, &source, &id));
+}
+END_TEST
+
 START_TEST(test_event_free_null)
 {
     event_free(NULL);
@@ -1315,6 +1370,7 @@ static Suite *event_suite(void)
     tcase_add_test(tc, test_event_data_depth_limit);
     tcase_add_test(tc, test_event_data_must_have_json_form);
     tcase_add_test(tc, test_event_peek_id);
+    tcase_add_test(tc, test_event_peek_origin);
     tcase_add_test(tc, test_event_free_null);
     tcase_add_test(tc, test_event_fixtures);
     suite_add_tcase(s, tc);
