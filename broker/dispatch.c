@@ -120,7 +120,7 @@ static char *dup_or_null(const char *s)
 static void fill_spec(webhook_target_spec_t *spec, const sub_t *sub)
 {
     memcpy(spec->subscription_id, sub->id, sizeof(spec->subscription_id));
-    memcpy(spec->expiration, sub->expiration, sizeof(spec->expiration));
+    subs_format_expiration(sub, spec->expiration);
     memcpy(spec->secret, sub->rest->secret, sizeof(spec->secret));
     spec->notification_url =
         sub->kind == SUB_WEBHOOK ? dup_or_null(sub->rest->notification_url) : NULL;

@@ -45,11 +45,19 @@ void notif_format_time_ms(int64_t ms, char *out, size_t cap)
 
 void notif_format_graph_time(int64_t seconds, char *out, size_t cap)
 {
-    time_t t = (time_t)seconds;
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d.0000000Z", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    /* Called for every WebSocket notification (subs_format_expiration), mostly with the
+     * same few expiries: keep the last one formatted, per thread. */
+    static _Thread_local int64_t cached_seconds = INT64_MIN;
+    static _Thread_local char cached[80];
+    if (seconds != cached_seconds) {
+        time_t t = (time_t)seconds;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        snprintf(cached, sizeof(cached), "%04d-%02d-%02dT%02d:%02d:%02d.0000000Z",
+                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        cached_seconds = seconds;
+    }
+    snprintf(out, cap, "%s", cached);
 }
 
 /* ---- the shared members, written directly ----

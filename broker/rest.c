@@ -283,7 +283,9 @@ static json_t *subscription_json(const rest_request_t *req, const sub_t *sub, bo
     json_object_set_new(o, "notificationUrl", json_string(sub->rest->notification_url));
     json_object_set_new(o, "notificationQueryOptions", json_null());
     json_object_set_new(o, "lifecycleNotificationUrl", string_or_null(sub->rest->lifecycle_url));
-    json_object_set_new(o, "expirationDateTime", json_string(sub->expiration));
+    char expiration[SUBS_EXPIRATION_BYTES + 1];
+    subs_format_expiration(sub, expiration);
+    json_object_set_new(o, "expirationDateTime", json_string(expiration));
     json_object_set_new(o, "creatorId", json_string(sub->owner->user));
     json_object_set_new(o, "includeResourceData", json_boolean(sub->rest->include_resource_data));
     json_object_set_new(o, "latestSupportedTlsVersion", json_string("v1_2"));
@@ -820,9 +822,11 @@ static int handle_list(rest_request_t *req)
 static json_t *missed_item(const sub_t *sub, uint64_t cursor)
 {
     char text[32];
+    char expiration[SUBS_EXPIRATION_BYTES + 1];
     snprintf(text, sizeof(text), "%" PRIu64, cursor);
+    subs_format_expiration(sub, expiration);
     json_t *item = json_pack("{s:s, s:s}", "subscriptionId", sub->id,
-                             "subscriptionExpirationDateTime", sub->expiration);
+                             "subscriptionExpirationDateTime", expiration);
     if (sub->rest->client_state != NULL) {
         json_object_set_new(item, "clientState", json_string(sub->rest->client_state));
     }
@@ -865,7 +869,9 @@ static int handle_notifications(rest_request_t *req, sub_t *sub)
     if (page.is_missed) {
         json_array_append_new(value, missed_item(sub, since));
     }
-    notif_item_head_t head = {sub->id, sub->expiration, sub->rest->client_state_json,
+    char expiration[SUBS_EXPIRATION_BYTES + 1];
+    subs_format_expiration(sub, expiration);
+    notif_item_head_t head = {sub->id, expiration, sub->rest->client_state_json,
                               sub->rest->include_resource_data};
     for (size_t i = 0; i < page.count; i++) {
         size_t len = notif_item_length(page.notifs[i], &head);

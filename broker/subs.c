@@ -468,7 +468,6 @@ static int add_with_id(subs_t *subs, const char *id, const char *resource, size_
     sub->owner_set = principals_owner_get(subs->principals, owner);
     sub->channel = channel;
     sub->expires_at = expires_at;
-    notif_format_graph_time(expires_at, sub->expiration, sizeof(sub->expiration));
     group_join(subs, sub, resource, len, &pattern);
     subs->count++;
     *out = sub;
@@ -741,8 +740,12 @@ size_t subs_count_owned(subs_t *subs, const char *user)
 void subs_set_expiration(sub_t *sub, int64_t expires_at)
 {
     sub->expires_at = expires_at;
-    notif_format_graph_time(expires_at, sub->expiration, sizeof(sub->expiration));
     sub->rest->is_reauthorization_sent = false;
+}
+
+void subs_format_expiration(const sub_t *sub, char *out)
+{
+    notif_format_graph_time(sub->expires_at, out, SUBS_EXPIRATION_BYTES + 1);
 }
 
 void subs_set_owner(subs_t *subs, sub_t *sub, auth_principal_t **owner)

@@ -90,7 +90,6 @@ typedef struct sub {
     const auth_principal_t *owner;              /* borrowed (connection) or owned (persistent) */
     void *channel;                              /* where notifications go; borrowed */
     int64_t expires_at;                         /* seconds since the epoch */
-    char expiration[SUBS_EXPIRATION_BYTES + 1]; /* expires_at in Graph's format */
     uint64_t last_matched_seq;                  /* dedup of resource and previous matches */
 } sub_t;
 
@@ -147,8 +146,15 @@ void subs_rest_clear(sub_rest_t *rest);
  * / gets one (Graph writes "users/x/events"). Caller frees the result. */
 char *subs_expand_resource(const char *resource, const char *user, bool add_leading_slash);
 
-/* Sets a new expiration (and its Graph text) and re-arms the reauthorization notice. */
+/* Sets a new expiration and re-arms the reauthorization notice. */
 void subs_set_expiration(sub_t *sub, int64_t expires_at);
+
+/* Writes the expiration in Graph's format ("2026-11-27T10:00:00.0000000Z") into out
+ * (SUBS_EXPIRATION_BYTES + 1 bytes). Formatted when asked rather than kept in every
+ * record: the text cost 29 bytes per subscription, and the formatting is cached per
+ * thread for the last second asked (notif_format_graph_time), so a session's
+ * subscriptions, which share their token's expiry, pay for it once. */
+void subs_format_expiration(const sub_t *sub, char *out);
 
 /* Replaces a persistent subscription's owner principal (takes ownership of *owner). */
 void subs_set_owner(subs_t *subs, sub_t *sub, auth_principal_t **owner);

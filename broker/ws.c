@@ -350,7 +350,7 @@ static void queue_notification(ws_session_t *s, notif_t *notif, const sub_t *sub
     struct out_entry *entry = queue_append(s);
     entry->notif = notif_ref(notif);
     memcpy(entry->sub_id, sub->id, sizeof(entry->sub_id));
-    memcpy(entry->sub_expiration, sub->expiration, sizeof(entry->sub_expiration));
+    subs_format_expiration(sub, entry->sub_expiration);
     if (sub->kind != SUB_CONNECTION && sub->rest->client_state_json != NULL) {
         entry->client_state_json = xstrdup(sub->rest->client_state_json);
     }
@@ -559,10 +559,12 @@ static void op_subscribe(ws_session_t *s, json_t *message, const char *ref)
     s->subs[s->sub_count++] = sub;
 
     char types[32];
+    char expiration[SUBS_EXPIRATION_BYTES + 1];
     event_change_mask_format(mask, types, sizeof(types));
+    subs_format_expiration(sub, expiration);
     json_t *answer = json_pack("{s:s, s:o, s:s, s:s, s:s, s:s}", "op", "subscribed", "ref",
                                ref_value(ref), "subscriptionId", sub->id, "resource", sub->resource,
-                               "changeType", types, "expirationDateTime", sub->expiration);
+                               "changeType", types, "expirationDateTime", expiration);
     queue_json(s, answer);
 }
 

@@ -237,6 +237,8 @@ START_TEST(test_notif_graph_time_format)
     notif_format_graph_time(1795000000, out, sizeof(out));
     ck_assert_str_eq(out, "2026-11-18T11:06:40.0000000Z");
     ck_assert_uint_eq(strlen(out), 28);
+    notif_format_graph_time(0, out, sizeof(out)); /* the cached second changes back */
+    ck_assert_str_eq(out, "1970-01-01T00:00:00.0000000Z");
     notif_format_time_ms(1795000000007LL, out, sizeof(out));
     ck_assert_str_eq(out, "2026-11-18T11:06:40.007Z");
     /* The second is cached: the same second, the next, and back again. */

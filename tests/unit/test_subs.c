@@ -161,7 +161,16 @@ START_TEST(test_subs_add_refuses_bad_input_and_changes_nothing)
     ck_assert_str_ne(a->id, b->id);
     ck_assert_uint_eq(strlen(a->id), SUBS_ID_BYTES);
     ck_assert_int_eq(a->id[14], '4');
-    ck_assert_str_eq(a->expiration, "2026-11-18T11:06:40.0000000Z");
+    char expiration[SUBS_EXPIRATION_BYTES + 1];
+    subs_format_expiration(a, expiration);
+    ck_assert_str_eq(expiration, "2026-11-18T11:06:40.0000000Z");
+    /* Formatted from expires_at each time: a record with another expiry says so. */
+    sub_t later = *a;
+    later.expires_at = a->expires_at + 1;
+    subs_format_expiration(&later, expiration);
+    ck_assert_str_eq(expiration, "2026-11-18T11:06:41.0000000Z");
+    subs_format_expiration(a, expiration);
+    ck_assert_str_eq(expiration, "2026-11-18T11:06:40.0000000Z");
 
     hstr_t readers[] = {HSTR_LIT("user:anna")};
     struct seen seen = {0};
