@@ -1,7 +1,10 @@
 """Helpers shared by the benchmark scripts in bench/ (imported from the script's own
 directory)."""
 
+import os
 import socket
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def free_ports(count):
@@ -15,3 +18,26 @@ def free_ports(count):
     finally:
         for s in sockets:
             s.close()
+
+
+def process_cpu_seconds(pid):
+    """User + system CPU seconds of a process, all its threads included; None when it
+    cannot be read (the process is gone)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def cpu_model():
+    """The CPU's model name from /proc/cpuinfo, or "?"."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "?"

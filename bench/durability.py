@@ -30,27 +30,18 @@ import sys
 import tempfile
 import time
 
-from benchutil import free_ports
+from benchutil import free_ports, process_cpu_seconds
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.environ.get("HEROLD_BUILD", "build")
 HEROLD = os.path.join(ROOT, BUILD, "herold")
 PUB = os.path.join(ROOT, BUILD, "herold-pub")
 PG_SERVER = os.path.join(ROOT, "tests", "pg-server")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pids):
     """User + system CPU seconds of the given processes (and their threads)."""
-    total = 0
-    for pid in pids:
-        try:
-            with open("/proc/%d/stat" % pid) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (OSError, IndexError, ValueError):
-            pass
-    return total / CLK_TCK
+    return sum(process_cpu_seconds(pid) or 0.0 for pid in pids)
 
 
 def postgres_pids(data_dir):

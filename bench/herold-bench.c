@@ -1080,7 +1080,6 @@ struct hooks {
     int listen_fd;
     int port;
     pthread_t thread;
-    _Atomic uint64_t requests;
     struct hook_conn **conns; /* open connections, closed and freed at the end */
     size_t conn_count;
     size_t conn_capacity;
@@ -1185,7 +1184,6 @@ static bool hook_requests(struct hooks *h, struct hook_conn *c)
             static const char accepted[] = "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n";
             hook_send(c->fd, accepted, sizeof(accepted) - 1);
         }
-        atomic_fetch_add(&h->requests, 1);
         off += head_len + body_len;
     }
     rx_consume(&c->in, off);

@@ -44,7 +44,7 @@ import tempfile
 import textwrap
 import time
 
-from benchutil import free_ports
+from benchutil import cpu_model, free_ports, process_cpu_seconds
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench")
@@ -60,7 +60,6 @@ SYSTEM_OF = {"herold": "herold", "mqtt": "mosquitto", "mqtt-ws": "mosquitto",
 SCENARIO_DEFAULTS = {"name": "", "connections": 100, "subs_per_conn": 100, "followers": 2,
                      "event_bytes": 200, "events": 0, "rate": 0, "window": 1000, "sources": 4,
                      "drain_seconds": 5, "publishers": 1, "seconds": 0}
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Targets whose latency run was skipped: their throughput was below what it asks for.
 SKIPPED_LATENCY = set()
@@ -124,13 +123,8 @@ def listening(port):
 
 
 def cpu_seconds(pid):
-    """User + system CPU seconds of a process, all its threads included."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-    except (OSError, IndexError, ValueError):
-        return 0.0
+    """User + system CPU seconds of a process, all its threads included (0 once gone)."""
+    return process_cpu_seconds(pid) or 0.0
 
 
 def tail(path, lines=15):
@@ -397,15 +391,7 @@ def filesystem_of(path):
 
 
 def machine_facts(work):
-    model = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    model = cpu_model()
     try:
         with open("/etc/debian_version") as f:
             debian = "Debian " + f.read().strip()

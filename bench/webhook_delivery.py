@@ -56,7 +56,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from benchutil import free_ports
+from benchutil import cpu_model, free_ports, process_cpu_seconds
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -109,15 +109,7 @@ def loadavg():
 
 
 def machine_facts():
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return {"nproc": os.cpu_count(), "kernel": "%s %s" % (platform.system(), platform.release()),
             "cpu": cpu, "python": platform.python_version(), "loadavg_start": loadavg()}
 
@@ -354,12 +346,7 @@ class Herold:
 
     def cpu_seconds(self):
         """utime + stime of the running broker, from /proc."""
-        try:
-            with open("/proc/%d/stat" % self.proc.pid) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            return None
+        return process_cpu_seconds(self.proc.pid)
 
     async def stop(self):
         """SIGTERM, then SIGKILL after STOP_TIMEOUT; returns the exit code (or a text)."""

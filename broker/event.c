@@ -775,54 +775,59 @@ void event_free(event_t *event)
     free(event);
 }
 
-bool event_peek_id(const void *message, size_t len, hstr_t *id)
+/* Walks the entries of a message's top-level map for the peek functions without reading
+ * more than it must: a value is skipped only when the next entry is asked for, so what
+ * follows the entry a caller wanted may be damaged or cut. */
+struct top_walk {
+    const unsigned char *p;
+    size_t len;
+    size_t pos;       /* the next key, or the value of the entry just returned */
+    uint64_t left;    /* entries not yet returned */
+    bool is_at_value; /* pos is at a value still to be skipped */
+};
+
+static bool top_walk_start(struct top_walk *w, const void *message, size_t len)
 {
-    const unsigned char *p = message;
     struct wire_head top;
-    size_t pos;
-    if (message == NULL || wire_head_read(p, len, 0, &top) != WIRE_OK || top.kind != WIRE_MAP) {
+    if (message == NULL || wire_head_read(message, len, 0, &top) != WIRE_OK ||
+        top.kind != WIRE_MAP) {
         return false;
     }
-    pos = top.size;
-    for (uint64_t i = 0; i < top.count; i++) {
-        struct wire_head key;
-        struct wire_head value;
-        if (wire_head_read(p, len, pos, &key) != WIRE_OK) {
-            return false;
-        }
-        bool is_id =
-            key.kind == WIRE_STR && key.body == 2 && memcmp(p + pos + key.size - 2, "id", 2) == 0;
-        if (scan_object(p, len, &pos, NULL) != 0) {
-            return false;
-        }
-        if (is_id) {
-            if (wire_head_read(p, len, pos, &value) != WIRE_OK || value.kind != WIRE_STR ||
-                value.body == 0 || value.body > EVENT_MAX_ID_BYTES) {
-                return false;
-            }
-            const char *text = (const char *)p + pos + value.size - value.body;
-            if (!path_utf8_is_valid(text, value.body)) {
-                return false;
-            }
-            *id = (hstr_t){text, value.body};
-            return true;
-        }
-        if (scan_object(p, len, &pos, NULL) != 0) {
-            return false;
-        }
-    }
-    return false;
+    *w = (struct top_walk){message, len, top.size, top.count, false};
+    return true;
 }
 
-/* The str value at pos as a view, when it is 1..max bytes of valid UTF-8. */
-static bool peek_str_value(const unsigned char *p, size_t len, size_t pos, size_t max, hstr_t *out)
+/* The next entry: *key is its str key (len 0 for a key of another type), and the walk's
+ * pos is at its value. False at the end of the map or where the bytes do not read. */
+static bool top_walk_next(struct top_walk *w, hstr_t *key)
+{
+    struct wire_head head;
+    if ((w->is_at_value && scan_object(w->p, w->len, &w->pos, NULL) != 0) || w->left == 0 ||
+        wire_head_read(w->p, w->len, w->pos, &head) != WIRE_OK) {
+        return false;
+    }
+    *key = head.kind == WIRE_STR
+               ? (hstr_t){(const char *)w->p + w->pos + head.size - head.body, head.body}
+               : (hstr_t){NULL, 0};
+    w->left--;
+    w->is_at_value = true;
+    return scan_object(w->p, w->len, &w->pos, NULL) == 0;
+}
+
+static bool key_is(hstr_t key, const char *name)
+{
+    return key.len == strlen(name) && memcmp(key.p, name, key.len) == 0;
+}
+
+/* The str value at the walk's pos as a view, when it is 1..max bytes of valid UTF-8. */
+static bool top_walk_str(const struct top_walk *w, size_t max, hstr_t *out)
 {
     struct wire_head value;
-    if (wire_head_read(p, len, pos, &value) != WIRE_OK || value.kind != WIRE_STR ||
+    if (wire_head_read(w->p, w->len, w->pos, &value) != WIRE_OK || value.kind != WIRE_STR ||
         value.body == 0 || value.body > max) {
         return false;
     }
-    const char *text = (const char *)p + pos + value.size - value.body;
+    const char *text = (const char *)w->p + w->pos + value.size - value.body;
     if (!path_utf8_is_valid(text, value.body)) {
         return false;
     }
@@ -830,38 +835,41 @@ static bool peek_str_value(const unsigned char *p, size_t len, size_t pos, size_
     return true;
 }
 
-bool event_peek_origin(const void *message, size_t len, hstr_t *source, hstr_t *id)
+bool event_peek_id(const void *message, size_t len, hstr_t *id)
 {
-    const unsigned char *p = message;
-    struct wire_head top;
-    if (message == NULL || wire_head_read(p, len, 0, &top) != WIRE_OK || top.kind != WIRE_MAP) {
+    struct top_walk w;
+    hstr_t key;
+    if (!top_walk_start(&w, message, len)) {
         return false;
     }
+    while (top_walk_next(&w, &key)) {
+        if (key_is(key, "id")) {
+            return top_walk_str(&w, EVENT_MAX_ID_BYTES, id);
+        }
+    }
+    return false;
+}
+
+bool event_peek_origin(const void *message, size_t len, hstr_t *source, hstr_t *id)
+{
+    struct top_walk w;
+    hstr_t key;
     bool has_source = false;
     bool has_id = false;
-    size_t pos = top.size;
-    for (uint64_t i = 0; i < top.count && !(has_source && has_id); i++) {
-        struct wire_head key;
-        if (wire_head_read(p, len, pos, &key) != WIRE_OK) {
-            return false;
-        }
-        const char *name = (const char *)p + pos + key.size - key.body;
-        bool is_id = key.kind == WIRE_STR && key.body == 2 && memcmp(name, "id", 2) == 0;
-        bool is_source = key.kind == WIRE_STR && key.body == 6 && memcmp(name, "source", 6) == 0;
-        if (scan_object(p, len, &pos, NULL) != 0) {
-            return false;
-        }
-        if (is_id && (has_id || !peek_str_value(p, len, pos, EVENT_MAX_ID_BYTES, id))) {
-            return false;
-        }
-        if (is_source &&
-            (has_source || !peek_str_value(p, len, pos, EVENT_MAX_SOURCE_BYTES, source))) {
-            return false;
-        }
-        has_id = has_id || is_id;
-        has_source = has_source || is_source;
-        if (scan_object(p, len, &pos, NULL) != 0) {
-            return false;
+    if (!top_walk_start(&w, message, len)) {
+        return false;
+    }
+    while (!(has_source && has_id) && top_walk_next(&w, &key)) {
+        if (key_is(key, "id")) {
+            if (has_id || !top_walk_str(&w, EVENT_MAX_ID_BYTES, id)) {
+                return false;
+            }
+            has_id = true;
+        } else if (key_is(key, "source")) {
+            if (has_source || !top_walk_str(&w, EVENT_MAX_SOURCE_BYTES, source)) {
+                return false;
+            }
+            has_source = true;
         }
     }
     return has_source && has_id;

@@ -19,45 +19,45 @@ static const char item_head_end[] = "\",";
 
 #define LIT_LEN(s) (sizeof(s) - 1)
 
+/* "YYYY-MM-DDTHH:MM:SS" of a second, formatted once per second asked. Event times come in
+ * order and expiries repeat (a session's subscriptions share their token's), so gmtime_r
+ * and snprintf, 5 % of the service thread under load, run about once a second. Each
+ * caller keeps its own cache, per thread: event times and expiries alternate on the
+ * delivery path and would evict each other from a shared one. */
+struct second_cache {
+    int64_t seconds;
+    char text[80];
+};
+
+static const char *second_text(struct second_cache *cache, int64_t seconds)
+{
+    if (seconds != cache->seconds || cache->text[0] == '\0') {
+        time_t t = (time_t)seconds;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        snprintf(cache->text, sizeof(cache->text), "%04d-%02d-%02dT%02d:%02d:%02d",
+                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        cache->seconds = seconds;
+    }
+    return cache->text;
+}
+
 void notif_format_time_ms(int64_t ms, char *out, size_t cap)
 {
-    /* Events come in time order, so the date and time up to the second repeat: format
-     * them once per second and thread (snprintf and gmtime_r were 5 % of the service
-     * thread under load). */
-    static _Thread_local int64_t cached_seconds = INT64_MIN;
-    static _Thread_local char cached[80];
+    static _Thread_local struct second_cache cache;
     int64_t seconds = ms / 1000;
     int millis = (int)(ms % 1000);
     if (millis < 0) {
         seconds--;
         millis += 1000;
     }
-    if (seconds != cached_seconds) {
-        time_t t = (time_t)seconds;
-        struct tm tm;
-        gmtime_r(&t, &tm);
-        snprintf(cached, sizeof(cached), "%04d-%02d-%02dT%02d:%02d:%02d.", tm.tm_year + 1900,
-                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
-        cached_seconds = seconds;
-    }
-    snprintf(out, cap, "%s%03dZ", cached, millis);
+    snprintf(out, cap, "%s.%03dZ", second_text(&cache, seconds), millis);
 }
 
 void notif_format_graph_time(int64_t seconds, char *out, size_t cap)
 {
-    /* Called for every WebSocket notification (subs_format_expiration), mostly with the
-     * same few expiries: keep the last one formatted, per thread. */
-    static _Thread_local int64_t cached_seconds = INT64_MIN;
-    static _Thread_local char cached[80];
-    if (seconds != cached_seconds) {
-        time_t t = (time_t)seconds;
-        struct tm tm;
-        gmtime_r(&t, &tm);
-        snprintf(cached, sizeof(cached), "%04d-%02d-%02dT%02d:%02d:%02d.0000000Z",
-                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
-        cached_seconds = seconds;
-    }
-    snprintf(out, cap, "%s", cached);
+    static _Thread_local struct second_cache cache;
+    snprintf(out, cap, "%s.0000000Z", second_text(&cache, seconds));
 }
 
 /* ---- the shared members, written directly ----
