@@ -85,7 +85,7 @@ static bool deliver(sub_t *sub, void *opaque)
             break; /* the replay from the store carries it */
         }
         webhook_command_t *command = webhook_command_new(WEBHOOK_CMD_NOTIFY);
-        memcpy(command->spec.subscription_id, sub->id, sizeof(command->spec.subscription_id));
+        subs_id_format(sub, command->spec.subscription_id);
         command->notif = notif_ref(ctx->notif);
         webhook_send(ctx->dispatch->webhook, &command);
         break;
@@ -119,7 +119,7 @@ static char *dup_or_null(const char *s)
 /* The parts of a webhook command that describe the subscription. */
 static void fill_spec(webhook_target_spec_t *spec, const sub_t *sub)
 {
-    memcpy(spec->subscription_id, sub->id, sizeof(spec->subscription_id));
+    subs_id_format(sub, spec->subscription_id);
     subs_format_expiration(sub, spec->expiration);
     memcpy(spec->secret, sub->rest->secret, sizeof(spec->secret));
     spec->notification_url =
@@ -141,7 +141,7 @@ void dispatch_webhook_target_put(dispatch_t *dispatch, const sub_t *sub)
 void dispatch_lifecycle(dispatch_t *dispatch, const sub_t *sub, const char *lifecycle_event)
 {
     if (sub->kind == SUB_WEBSOCKET) {
-        ws_lifecycle_to_user(dispatch->ws, sub->owner->user, lifecycle_event, sub->id);
+        ws_lifecycle_to_user(dispatch->ws, sub->owner->user, lifecycle_event, SUBS_ID_TEXT(sub));
     }
     if (sub->rest->lifecycle_url != NULL) {
         webhook_command_t *command = webhook_command_new(WEBHOOK_CMD_LIFECYCLE);
@@ -170,7 +170,7 @@ int dispatch_persist(dispatch_t *dispatch, sub_t *sub, struct herr *err)
          * stored before anyone learns of it, so a crash cannot skip its first events. The
          * cursor goes first: a document stored without one would come back after a
          * restart as a subscription no one was told of. */
-        store_cursor_t cursor = {sub->id, dispatch->dispatched_seq};
+        store_cursor_t cursor = {SUBS_ID_TEXT(sub), dispatch->dispatched_seq};
         rc = store_result(store_cursors_put(dispatch->store, &cursor, 1, err), err);
         if (rc == 0) {
             sub->rest->cursor = dispatch->dispatched_seq;
@@ -178,7 +178,8 @@ int dispatch_persist(dispatch_t *dispatch, sub_t *sub, struct herr *err)
     }
     if (rc == 0) {
         char *doc = subs_to_json(sub);
-        rc = store_result(store_subscription_put(dispatch->store, sub->id, doc, err), err);
+        rc =
+            store_result(store_subscription_put(dispatch->store, SUBS_ID_TEXT(sub), doc, err), err);
         free(doc);
     }
     return rc;
@@ -218,19 +219,20 @@ void dispatch_remove_subscription(dispatch_t *dispatch, sub_t *sub)
 {
     struct herr err;
     if (sub->kind != SUB_CONNECTION &&
-        store_result(store_subscription_delete(dispatch->store, sub->id, &err), &err) != 0) {
+        store_result(store_subscription_delete(dispatch->store, SUBS_ID_TEXT(sub), &err), &err) !=
+            0) {
         /* Back after a restart, where it expires or is removed again. */
-        log_msg(LOG_LEVEL_WARN, "dispatch: subscription %s stays in the store: %s", sub->id,
-                err.message);
+        log_msg(LOG_LEVEL_WARN, "dispatch: subscription %s stays in the store: %s",
+                SUBS_ID_TEXT(sub), err.message);
     }
     for (struct want *w = dispatch->wants; w != NULL; w = w->next) {
-        if (strcmp(w->subscription_id, sub->id) == 0) {
+        if (subs_id_is(sub, w->subscription_id)) {
             w->subscription_id[0] = '\0'; /* skipped when its turn comes */
         }
     }
     if (sub->kind == SUB_WEBHOOK) {
         webhook_command_t *command = webhook_command_new(WEBHOOK_CMD_TARGET_REMOVE);
-        memcpy(command->spec.subscription_id, sub->id, sizeof(command->spec.subscription_id));
+        subs_id_format(sub, command->spec.subscription_id);
         webhook_send(dispatch->webhook, &command);
     }
     subs_remove(dispatch->subs, sub);
@@ -239,7 +241,8 @@ void dispatch_remove_subscription(dispatch_t *dispatch, sub_t *sub)
 int dispatch_delete_subscription(dispatch_t *dispatch, sub_t *sub, struct herr *err)
 {
     if (sub->kind != SUB_CONNECTION) {
-        int rc = store_result(store_subscription_delete(dispatch->store, sub->id, err), err);
+        int rc =
+            store_result(store_subscription_delete(dispatch->store, SUBS_ID_TEXT(sub), err), err);
         if (rc != 0) {
             return rc;
         }
@@ -301,7 +304,7 @@ static void cursors_flush(dispatch_t *dispatch, bool sync)
         if (sub->rest->is_cursor_dirty) {
             /* Clean from here on; made dirty again below if the store refuses. */
             sub->rest->is_cursor_dirty = false;
-            batch_add(&batch, sub->id, NULL, sub->rest->cursor);
+            batch_add(&batch, NULL, xstrdup(SUBS_ID_TEXT(sub)), sub->rest->cursor);
         }
     }
     size_t sub_cursors = batch.count; /* the batch starts with them */
@@ -344,7 +347,7 @@ void dispatch_webhook_want(dispatch_t *dispatch, const char *subscription_id, ui
     }
     sub->rest->is_replaying = true;
     struct want *w = xcalloc(1, sizeof(*w));
-    memcpy(w->subscription_id, sub->id, sizeof(w->subscription_id));
+    subs_id_format(sub, w->subscription_id);
     w->after = after;
     if (dispatch->wants_tail != NULL) {
         dispatch->wants_tail->next = w;
@@ -453,7 +456,7 @@ static bool serve_want(dispatch_t *dispatch)
         if (rc == HEROLD_E_NOT_FOUND) {
             log_msg(LOG_LEVEL_WARN,
                     "dispatch: subscription %s: events after %" PRIu64 " are past retention",
-                    sub->id, w->after);
+                    SUBS_ID_TEXT(sub), w->after);
             dispatch_lifecycle(dispatch, sub, "missed");
             rc = chunk_read(dispatch, 0, &chunk, &is_at_end);
         }
@@ -464,7 +467,7 @@ static bool serve_want(dispatch_t *dispatch)
             return false;
         }
         webhook_command_t *command = webhook_command_new(WEBHOOK_CMD_REPLAY);
-        memcpy(command->spec.subscription_id, sub->id, sizeof(command->spec.subscription_id));
+        subs_id_format(sub, command->spec.subscription_id);
         if (chunk.count > 0) {
             command->notifs = xmalloc(chunk.count * sizeof(*command->notifs));
             memcpy(command->notifs, notifs, chunk.count * sizeof(*command->notifs));
@@ -619,13 +622,13 @@ void dispatch_sweep(dispatch_t *dispatch, int64_t now, int64_t reauthorization_l
     sub_t *next;
     for (sub_t *sub = subs_first_persistent(dispatch->subs); sub != NULL; sub = next) {
         next = subs_next_persistent(sub);
-        if (now >= sub->expires_at) {
-            log_msg(LOG_LEVEL_INFO, "dispatch: subscription %s of %s expired", sub->id,
+        if (now >= subs_expires_at(sub)) {
+            log_msg(LOG_LEVEL_INFO, "dispatch: subscription %s of %s expired", SUBS_ID_TEXT(sub),
                     sub->owner->user);
             dispatch_lifecycle(dispatch, sub, "subscriptionRemoved");
             dispatch_remove_subscription(dispatch, sub);
         } else if (!sub->rest->is_reauthorization_sent &&
-                   now >= sub->expires_at - reauthorization_lead) {
+                   now >= subs_expires_at(sub) - reauthorization_lead) {
             sub->rest->is_reauthorization_sent = true;
             dispatch_lifecycle(dispatch, sub, "reauthorizationRequired");
         }

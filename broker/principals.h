@@ -64,16 +64,16 @@ void principals_owner_put(principals_t *principals, const owner_set_t *owner);
 void principals_readers(const principals_t *principals, const hstr_t *readers, size_t count,
                         reader_ids_t *out);
 
-/* Does an owner holding owner's principals pass the reader check? */
-static inline bool principals_may_read(const owner_set_t *owner, const reader_ids_t *readers)
+/* The smallest id owner shares with readers (ignoring is_everyone) in *first; false when
+ * they share none. */
+static inline bool principals_first_shared(const owner_set_t *owner, const reader_ids_t *readers,
+                                           uint32_t *first)
 {
-    if (readers->is_everyone) {
-        return true;
-    }
     size_t i = 0;
     size_t j = 0;
     while (i < owner->count && j < readers->count) {
         if (owner->ids[i] == readers->ids[j]) {
+            *first = owner->ids[i];
             return true;
         }
         if (owner->ids[i] < readers->ids[j]) {
@@ -83,6 +83,13 @@ static inline bool principals_may_read(const owner_set_t *owner, const reader_id
         }
     }
     return false;
+}
+
+/* Does an owner holding owner's principals pass the reader check? */
+static inline bool principals_may_read(const owner_set_t *owner, const reader_ids_t *readers)
+{
+    uint32_t first;
+    return readers->is_everyone || principals_first_shared(owner, readers, &first);
 }
 
 /* The number of principals interned (for tests and benchmarks). */

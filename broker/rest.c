@@ -274,7 +274,7 @@ static json_t *subscription_json(const rest_request_t *req, const sub_t *sub, bo
         context_url(req, "$metadata#subscriptions/$entity", context, sizeof(context));
         json_object_set_new(o, "@odata.context", json_string(context));
     }
-    json_object_set_new(o, "id", json_string(sub->id));
+    json_object_set_new(o, "id", json_string(SUBS_ID_TEXT(sub)));
     json_object_set_new(o, "resource", json_string(sub->rest->resource_given));
     json_object_set_new(o, "applicationId", string_or_null(sub->rest->application_id));
     json_object_set_new(o, "changeType", json_string(types));
@@ -423,7 +423,7 @@ static const sub_t *find_identical(rest_t *rest, const char *user, const char *r
 {
     for (const sub_t *s = subs_first_persistent(rest->subs); s != NULL;
          s = subs_next_persistent(s)) {
-        if (strcmp(s->owner->user, user) == 0 && strcmp(s->resource, resource) == 0 &&
+        if (strcmp(s->owner->user, user) == 0 && strcmp(subs_resource(s), resource) == 0 &&
             s->change_mask == mask && strcmp(s->rest->notification_url, url) == 0) {
             return s;
         }
@@ -466,7 +466,7 @@ static int finish_change(rest_request_t *req)
         /* Applied, stored, and undone when the store refuses: a change answered with an
          * error changes nothing. */
         char *old_url = sub->rest->notification_url;
-        int64_t old_expires_at = sub->expires_at;
+        int64_t old_expires_at = subs_expires_at(sub);
         bool old_reauthorization_sent = sub->rest->is_reauthorization_sent;
         auth_principal_t *old_owner = auth_principal_dup(sub->owner);
         if (change->new_url != NULL) {
@@ -521,7 +521,8 @@ static int finish_change(rest_request_t *req)
     if (sub->kind == SUB_WEBHOOK) {
         dispatch_webhook_target_put(rest->dispatch, sub);
     }
-    log_msg(LOG_LEVEL_INFO, "rest: %s created subscription %s", sub->owner->user, sub->id);
+    log_msg(LOG_LEVEL_INFO, "rest: %s created subscription %s", sub->owner->user,
+            SUBS_ID_TEXT(sub));
     return respond(
         req, 201,
         subscription_json(req, sub, false, sub->kind == SUB_WEBHOOK ? secret_text : NULL));
@@ -825,7 +826,7 @@ static json_t *missed_item(const sub_t *sub, uint64_t cursor)
     char expiration[SUBS_EXPIRATION_BYTES + 1];
     snprintf(text, sizeof(text), "%" PRIu64, cursor);
     subs_format_expiration(sub, expiration);
-    json_t *item = json_pack("{s:s, s:s}", "subscriptionId", sub->id,
+    json_t *item = json_pack("{s:s, s:s}", "subscriptionId", SUBS_ID_TEXT(sub),
                              "subscriptionExpirationDateTime", expiration);
     if (sub->rest->client_state != NULL) {
         json_object_set_new(item, "clientState", json_string(sub->rest->client_state));
@@ -871,7 +872,7 @@ static int handle_notifications(rest_request_t *req, sub_t *sub)
     }
     char expiration[SUBS_EXPIRATION_BYTES + 1];
     subs_format_expiration(sub, expiration);
-    notif_item_head_t head = {sub->id, expiration, sub->rest->client_state_json,
+    notif_item_head_t head = {SUBS_ID_TEXT(sub), expiration, sub->rest->client_state_json,
                               sub->rest->include_resource_data};
     for (size_t i = 0; i < page.count; i++) {
         size_t len = notif_item_length(page.notifs[i], &head);
@@ -888,7 +889,7 @@ static int handle_notifications(rest_request_t *req, sub_t *sub)
     char suffix[160];
     context_url(req, "$metadata#Collection(changeNotification)", context, sizeof(context));
     snprintf(suffix, sizeof(suffix), "subscriptions/%s/notifications?since=%" PRIu64 "&$top=%ld",
-             sub->id, page.cursor, top);
+             SUBS_ID_TEXT(sub), page.cursor, top);
     context_url(req, suffix, link, sizeof(link));
     char cursor[32];
     snprintf(cursor, sizeof(cursor), "%" PRIu64, page.cursor);
@@ -1188,7 +1189,7 @@ void rest_drain_results(rest_t *rest)
                 sub_t *sub = subs_find(rest->subs, result->subscription_id);
                 if (sub != NULL) {
                     log_msg(LOG_LEVEL_INFO, "rest: subscription %s removed: endpoint answered 410",
-                            sub->id);
+                            SUBS_ID_TEXT(sub));
                     dispatch_remove_subscription(rest->dispatch, sub);
                 }
             }

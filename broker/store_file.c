@@ -284,8 +284,8 @@ static int file_subscription_delete(store_t *base, const char *id, struct herr *
     return rc;
 }
 
-static int file_cursors_put(store_t *base, const store_cursor_t *cursors, size_t count,
-                            bool sync, struct herr *err)
+static int file_cursors_put(store_t *base, const store_cursor_t *cursors, size_t count, bool sync,
+                            struct herr *err)
 {
     store_file_t *store = as_file(base);
     int rc = store_cursors_check(cursors, count, err);

@@ -201,8 +201,8 @@ static int mem_subscription_delete(store_t *base, const char *id, struct herr *e
     return 0;
 }
 
-static int mem_cursors_put(store_t *base, const store_cursor_t *cursors, size_t count,
-                           bool sync, struct herr *err)
+static int mem_cursors_put(store_t *base, const store_cursor_t *cursors, size_t count, bool sync,
+                           struct herr *err)
 {
     (void)sync;
     store_mem_t *store = as_mem(base);

@@ -1095,8 +1095,8 @@ static int pg_subscription_delete(store_t *store, const char *id, struct herr *e
     return state_command(as_pg(store), "subscription_delete", 1, values, NULL, NULL, err);
 }
 
-static int pg_cursors_put(store_t *store, const store_cursor_t *cursors, size_t count,
-                          bool sync, struct herr *err)
+static int pg_cursors_put(store_t *store, const store_cursor_t *cursors, size_t count, bool sync,
+                          struct herr *err)
 {
     (void)sync; /* always committed: one statement on the state connection */
     int rc = store_cursors_check(cursors, count, err);

@@ -20,15 +20,15 @@
  * and by the reader check against the owner's principal. The reader check runs per event
  * and is never cached.
  *
- * Matching (subs.c, principals.h). The index holds one entry per distinct pattern: a
- * group of the subscriptions with that pattern text. Owners are reduced to shared owner
- * sets of interned principal ids. A small group is scanned; a group of four or fewer
- * compares the event's reader names with each owner's, larger ones intersect sorted ids
- * (the event's readers are translated once, on the first group that needs it). A group of
- * GROUP_BY_PRINCIPAL_MIN subscriptions or more also files each under every principal of
- * its owner, so an event visits, reader by reader, only subscriptions whose owner may read
- * it: a department folder with hundreds of followers costs a few table probes per event,
- * not a check per follower.
+ * Matching lives in patterns.h: one record per distinct pattern text, literal patterns
+ * found by hashing the resource's prefixes, owners reduced to shared sets of interned
+ * principal ids (principals.h), large patterns filing their members by principal.
+ *
+ * Records are small because a million of them must fit in 128 bytes each with their
+ * index: the id is kept as 16 bytes and formatted when asked (SUBS_ID_TEXT); the pattern
+ * text is the pattern record's; a connection subscription's expiry is its owner's token's.
+ * Records come from blocks of SUBS_PER_BLOCK, without malloc's per-block header; freed
+ * records are reused, and poisoned for AddressSanitizer while free.
  *
  * Owned by one thread: the libwebsockets service thread.
  */
@@ -40,10 +40,10 @@
 #include "auth.h"
 #include "errors.h"
 #include "event.h"
-#include "index.h"
 #include "path.h"
 
 #define SUBS_ID_BYTES 36         /* a UUID in its text form */
+#define SUBS_ID_RAW_BYTES 16     /* the UUID's bytes */
 #define SUBS_EXPIRATION_BYTES 28 /* "2026-11-27T10:00:00.0000000Z" */
 
 typedef struct subs subs_t;
@@ -66,6 +66,7 @@ typedef struct sub_rest {
     char *encryption_certificate; /* NULL when none */
     char *encryption_certificate_id;
     bool include_resource_data;
+    int64_t expires_at;           /* seconds since the epoch */
     unsigned char secret[32];     /* webhook signing key */
     uint64_t created_order;       /* position in creation order, for paging */
     bool is_reauthorization_sent; /* for the current expiration */
@@ -79,18 +80,17 @@ typedef struct sub_rest {
 } sub_rest_t;
 
 typedef struct sub {
-    char id[SUBS_ID_BYTES + 1];
-    sub_kind_t kind;
-    sub_rest_t *rest;                           /* persistent kinds only; NULL for connection */
-    const char *resource;                       /* the pattern text (its group's) */
-    struct group *group;                        /* every subscription with this pattern */
-    uint32_t group_slot;                        /* position among the group's members */
-    const struct owner_set *owner_set;          /* owner's principals as ids, shared */
-    unsigned change_mask;                       /* EVENT_* bits */
-    const auth_principal_t *owner;              /* borrowed (connection) or owned (persistent) */
-    void *channel;                              /* where notifications go; borrowed */
-    int64_t expires_at;                         /* seconds since the epoch */
-    uint64_t last_matched_seq;                  /* dedup of resource and previous matches */
+    uint8_t id[SUBS_ID_RAW_BYTES]; /* a UUID; SUBS_ID_TEXT for its text form */
+    uint8_t kind;                  /* sub_kind_t */
+    uint8_t change_mask;           /* EVENT_* bits */
+    uint32_t pattern_slot;         /* position among the pattern's members */
+    union {
+        sub_rest_t *rest; /* persistent kinds (SUB_WEBSOCKET, SUB_WEBHOOK) */
+        void *channel;    /* SUB_CONNECTION: where notifications go; borrowed */
+    };
+    struct pattern *pattern;           /* patterns.h: the pattern and its other members */
+    const struct owner_set *owner_set; /* owner's principals as ids, shared */
+    const auth_principal_t *owner;     /* borrowed (connection) or owned (persistent) */
 } sub_t;
 
 /* Called once per subscription an event concerns; returning false stops the match. */
@@ -101,13 +101,13 @@ subs_t *subs_new(void);
 /* Frees every remaining subscription and the index. NULL is a no-op. */
 void subs_free(subs_t *subs);
 
-/* Creates a subscription to the pattern resource[0..len) for the changes in mask. The
- * pattern must already be in its final form (`me/` expanded). On success returns 0 and
- * sets *out to the record, which subs owns (until subs_remove). Returns HEROLD_E_BAD_PATH
- * or HEROLD_E_BAD_CHANGE_TYPE (mask 0) with err set, changing nothing. */
+/* Creates a connection subscription to the pattern resource[0..len) for the changes in
+ * mask; it expires with its owner's token (owner->expires_at). The pattern must already be
+ * in its final form (`me/` expanded). On success returns 0 and sets *out to the record,
+ * which subs owns (until subs_remove). Returns HEROLD_E_BAD_PATH or
+ * HEROLD_E_BAD_CHANGE_TYPE (mask 0) with err set, changing nothing. */
 int subs_add(subs_t *subs, const char *resource, size_t len, unsigned change_mask,
-             const auth_principal_t *owner, void *channel, int64_t expires_at, sub_t **out,
-             struct herr *err);
+             const auth_principal_t *owner, void *channel, sub_t **out, struct herr *err);
 
 /* Creates a persistent subscription (kind SUB_WEBSOCKET or SUB_WEBHOOK) like subs_add;
  * takes ownership of *owner (sets it NULL) and of the strings in *rest (which it clears).
@@ -119,8 +119,24 @@ int subs_add_persistent(subs_t *subs, sub_kind_t kind, const char *resource, siz
 /* Removes and frees a subscription returned by subs_add or subs_add_persistent. */
 void subs_remove(subs_t *subs, sub_t *sub);
 
-/* The persistent subscription with this id, or NULL. */
+/* The persistent subscription with this id (its text form), or NULL. */
 sub_t *subs_find(subs_t *subs, const char *id);
+
+/* Writes sub's id in its text form into out (SUBS_ID_BYTES + 1 bytes); returns out. */
+char *subs_id_format(const sub_t *sub, char *out);
+
+/* sub's id as text, in a buffer that lives until the end of the enclosing block. */
+#define SUBS_ID_TEXT(sub) subs_id_format((sub), (char[SUBS_ID_BYTES + 1]){0})
+
+/* Does sub have this id (text form)? */
+bool subs_id_is(const sub_t *sub, const char *id);
+
+/* The subscription's pattern text (its final form, `me/` expanded). */
+const char *subs_resource(const sub_t *sub);
+
+/* When the subscription expires, in seconds since the epoch: its own expiration for a
+ * persistent one, its owner's token's for a connection one. */
+int64_t subs_expires_at(const sub_t *sub);
 
 /* The oldest persistent subscription, and the next one in creation order (NULL at end). */
 sub_t *subs_first_persistent(subs_t *subs);
@@ -146,7 +162,8 @@ void subs_rest_clear(sub_rest_t *rest);
  * / gets one (Graph writes "users/x/events"). Caller frees the result. */
 char *subs_expand_resource(const char *resource, const char *user, bool add_leading_slash);
 
-/* Sets a new expiration and re-arms the reauthorization notice. */
+/* Sets a persistent subscription's new expiration and re-arms the reauthorization
+ * notice. */
 void subs_set_expiration(sub_t *sub, int64_t expires_at);
 
 /* Writes the expiration in Graph's format ("2026-11-27T10:00:00.0000000Z") into out
@@ -159,16 +176,16 @@ void subs_format_expiration(const sub_t *sub, char *out);
 /* Replaces a persistent subscription's owner principal (takes ownership of *owner). */
 void subs_set_owner(subs_t *subs, sub_t *sub, auth_principal_t **owner);
 
-/* Calls fn for each subscription that event concerns and whose owner may read it.
- * event->seq must be non-zero and increase from one call to the next. Returns the number
- * of calls. Allocates nothing. */
+/* Calls fn once for each subscription that event concerns and whose owner may read it.
+ * Returns the number of calls. Allocates nothing and writes nothing: calls may run on
+ * several threads at once while no subscription changes. */
 size_t subs_match_event(subs_t *subs, const event_t *event, subs_match_fn fn, void *ctx);
 
 /* Does event concern sub (pattern on the resource or the previous path, change type,
  * reader check)? The single-subscription form of subs_match_event, for replays. */
 bool subs_sub_concerns(const sub_t *sub, const event_t *event);
 
-/* sub's pattern, parsed (views into sub->resource), for loops that check many events
+/* sub's pattern, parsed (views into subs_resource(sub)), for loops that check many events
  * against a few subscriptions: parse once, then subs_sub_concerns_parsed. Returns 0 (or
  * HEROLD_E_BAD_PATH, never for a subscription subs holds). */
 int subs_sub_pattern(const sub_t *sub, path_t *out);
@@ -178,6 +195,13 @@ bool subs_sub_concerns_parsed(const sub_t *sub, const path_t *pattern, const eve
 
 /* The number of live subscriptions. */
 size_t subs_count(const subs_t *subs);
+
+/* The number of distinct patterns with subscriptions (for tests). */
+size_t subs_pattern_count(const subs_t *subs);
+
+/* The interned principals and owner sets behind the reader check (for benchmarks, which
+ * count what owners cost apart from what subscriptions cost). */
+struct principals *subs_principals(subs_t *subs);
 
 /* Writes a new random UUIDv4 in text form into out (SUBS_ID_BYTES + 1 bytes). */
 void subs_new_id(char *out);

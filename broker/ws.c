@@ -349,7 +349,7 @@ static void queue_notification(ws_session_t *s, notif_t *notif, const sub_t *sub
     }
     struct out_entry *entry = queue_append(s);
     entry->notif = notif_ref(notif);
-    memcpy(entry->sub_id, sub->id, sizeof(entry->sub_id));
+    subs_id_format(sub, entry->sub_id);
     subs_format_expiration(sub, entry->sub_expiration);
     if (sub->kind != SUB_CONNECTION && sub->rest->client_state_json != NULL) {
         entry->client_state_json = xstrdup(sub->rest->client_state_json);
@@ -543,8 +543,7 @@ static void op_subscribe(ws_session_t *s, json_t *message, const char *ref)
 
     char *pattern = subs_expand_resource(json_string_value(resource), s->principal->user, false);
     sub_t *sub;
-    int rc = subs_add(s->ws->subs, pattern, strlen(pattern), mask, s->principal, s,
-                      s->principal->expires_at, &sub, &err);
+    int rc = subs_add(s->ws->subs, pattern, strlen(pattern), mask, s->principal, s, &sub, &err);
     free(pattern);
     if (rc != 0) {
         char text[HERR_MESSAGE_MAX + 16];
@@ -562,9 +561,10 @@ static void op_subscribe(ws_session_t *s, json_t *message, const char *ref)
     char expiration[SUBS_EXPIRATION_BYTES + 1];
     event_change_mask_format(mask, types, sizeof(types));
     subs_format_expiration(sub, expiration);
-    json_t *answer = json_pack("{s:s, s:o, s:s, s:s, s:s, s:s}", "op", "subscribed", "ref",
-                               ref_value(ref), "subscriptionId", sub->id, "resource", sub->resource,
-                               "changeType", types, "expirationDateTime", expiration);
+    json_t *answer =
+        json_pack("{s:s, s:o, s:s, s:s, s:s, s:s}", "op", "subscribed", "ref", ref_value(ref),
+                  "subscriptionId", SUBS_ID_TEXT(sub), "resource", subs_resource(sub), "changeType",
+                  types, "expirationDateTime", expiration);
     queue_json(s, answer);
 }
 
@@ -576,7 +576,7 @@ static void op_unsubscribe(ws_session_t *s, json_t *message, const char *ref)
         return;
     }
     for (size_t i = 0; i < s->sub_count; i++) {
-        if (strcmp(s->subs[i]->id, json_string_value(id)) == 0) {
+        if (subs_id_is(s->subs[i], json_string_value(id))) {
             subs_remove(s->ws->subs, s->subs[i]);
             s->subs[i] = s->subs[--s->sub_count];
             json_t *answer = json_pack("{s:s, s:o, s:O}", "op", "unsubscribed", "ref",

@@ -26,12 +26,11 @@ static bool confirm(uint64_t seq, void *ctx)
     return strcmp(sources[seq], p->source) == 0 && strcmp(ids[seq], p->id) == 0;
 }
 
-static uint64_t find(dedup_t *d, const char *source, const char *id, uint64_t oldest,
-                     int *calls)
+static uint64_t find(dedup_t *d, const char *source, const char *id, uint64_t oldest, int *calls)
 {
     struct probe p = {source, id, 0};
-    uint64_t seq = dedup_find(d, dedup_hash(source, strlen(source), id, strlen(id)), oldest,
-                              confirm, &p);
+    uint64_t seq =
+        dedup_find(d, dedup_hash(source, strlen(source), id, strlen(id)), oldest, confirm, &p);
     if (calls != NULL) {
         *calls = p.confirm_calls;
     }

@@ -13,15 +13,7 @@
 /* A principal on the heap (release with auth_principal_free); groups may repeat. */
 static auth_principal_t *principal(const char *user, const char *const *groups, size_t count)
 {
-    auth_principal_t *p = calloc(1, sizeof(*p));
-    p->user = strdup(user);
-    p->groups = calloc(count + 1, sizeof(char *));
-    for (size_t i = 0; i < count; i++) {
-        p->groups[i] = strdup(groups[i]);
-    }
-    p->group_count = count;
-    p->expires_at = 1795000000;
-    return p;
+    return unit_principal(user, groups, count);
 }
 
 static bool ids_strictly_ascending(const uint32_t *ids, size_t count)

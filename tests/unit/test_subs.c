@@ -68,8 +68,7 @@ static sub_t *add(subs_t *subs, const char *resource, unsigned mask, const auth_
 {
     sub_t *sub = NULL;
     struct herr err;
-    ck_assert_int_eq(
-        subs_add(subs, resource, strlen(resource), mask, owner, NULL, 1795000000, &sub, &err), 0);
+    ck_assert_int_eq(subs_add(subs, resource, strlen(resource), mask, owner, NULL, &sub, &err), 0);
     ck_assert_ptr_nonnull(sub);
     return sub;
 }
@@ -143,12 +142,12 @@ START_TEST(test_subs_add_refuses_bad_input_and_changes_nothing)
     auth_principal_t *anna = principal("anna", NULL);
     sub_t *sub = (sub_t *)0x1;
     struct herr err;
-    ck_assert_int_eq(subs_add(subs, "dms/x", 5, EVENT_CHANGE_ALL, anna, NULL, 0, &sub, &err),
+    ck_assert_int_eq(subs_add(subs, "dms/x", 5, EVENT_CHANGE_ALL, anna, NULL, &sub, &err),
                      HEROLD_E_BAD_PATH);
     ck_assert_ptr_null(sub);
-    ck_assert_int_eq(subs_add(subs, "/dms/x", 6, 0, anna, NULL, 0, &sub, &err),
+    ck_assert_int_eq(subs_add(subs, "/dms/x", 6, 0, anna, NULL, &sub, &err),
                      HEROLD_E_BAD_CHANGE_TYPE);
-    ck_assert_int_eq(subs_add(subs, "/dms/x", 6, 1u << 3, anna, NULL, 0, &sub, &err),
+    ck_assert_int_eq(subs_add(subs, "/dms/x", 6, 1u << 3, anna, NULL, &sub, &err),
                      HEROLD_E_BAD_CHANGE_TYPE);
     ck_assert_uint_eq(subs_count(subs), 0);
 
@@ -157,17 +156,33 @@ START_TEST(test_subs_add_refuses_bad_input_and_changes_nothing)
     sub_t *a = add(subs, text, EVENT_CREATED, anna);
     memset(text, 'z', sizeof(text) - 1);
     sub_t *b = add(subs, "/dms/*/x", EVENT_CREATED, anna);
-    ck_assert_str_eq(a->resource, "/dms/*/x");
-    ck_assert_str_ne(a->id, b->id);
-    ck_assert_uint_eq(strlen(a->id), SUBS_ID_BYTES);
-    ck_assert_int_eq(a->id[14], '4');
+    ck_assert_str_eq(subs_resource(a), "/dms/*/x");
+    ck_assert_str_ne(SUBS_ID_TEXT(a), SUBS_ID_TEXT(b));
+    char a_id[SUBS_ID_BYTES + 1];
+    subs_id_format(a, a_id);
+    ck_assert_uint_eq(strlen(a_id), SUBS_ID_BYTES);
+    ck_assert_int_eq(a_id[14], '4');
+    ck_assert(strchr("89ab", a_id[19]) != NULL);
+    ck_assert(subs_id_is(a, a_id));
+    ck_assert(!subs_id_is(b, a_id));
+    /* Only the canonical text form names it. */
+    char upper[SUBS_ID_BYTES + 1];
+    for (size_t i = 0; i <= SUBS_ID_BYTES; i++) {
+        upper[i] = (char)(a_id[i] >= 'a' && a_id[i] <= 'f' ? a_id[i] - 32 : a_id[i]);
+    }
+    ck_assert(strcmp(upper, a_id) == 0 || !subs_id_is(a, upper));
+    a_id[SUBS_ID_BYTES - 1] = '\0';
+    ck_assert(!subs_id_is(a, a_id));
+    ck_assert(!subs_id_is(a, ""));
     char expiration[SUBS_EXPIRATION_BYTES + 1];
     subs_format_expiration(a, expiration);
     ck_assert_str_eq(expiration, "2026-11-18T11:06:40.0000000Z");
-    /* Formatted from expires_at each time: a record with another expiry says so. */
-    sub_t later = *a;
-    later.expires_at = a->expires_at + 1;
-    subs_format_expiration(&later, expiration);
+    /* A connection subscription expires with its owner's token, formatted each time. */
+    ck_assert_int_eq(subs_expires_at(a), anna->expires_at);
+    anna->expires_at++;
+    subs_format_expiration(a, expiration);
+    ck_assert_str_eq(expiration, "2026-11-18T11:06:41.0000000Z");
+    anna->expires_at--;
     ck_assert_str_eq(expiration, "2026-11-18T11:06:41.0000000Z");
     subs_format_expiration(a, expiration);
     ck_assert_str_eq(expiration, "2026-11-18T11:06:40.0000000Z");
@@ -221,7 +236,7 @@ START_TEST(test_subs_persistent_round_trip_keeps_everything_and_creation_order)
     char ids[3][SUBS_ID_BYTES + 1];
     for (int i = 0; i < 3; i++) {
         docs[i] = subs_to_json(made[i]);
-        strcpy(ids[i], made[i]->id);
+        subs_id_format(made[i], ids[i]);
     }
     subs_free(subs);
 
@@ -230,12 +245,12 @@ START_TEST(test_subs_persistent_round_trip_keeps_everything_and_creation_order)
     for (int i = 2; i >= 0; i--) {
         sub_t *back;
         ck_assert_int_eq(subs_restore(subs, ids[i], docs[i], &back, &err), 0);
-        ck_assert_str_eq(back->id, ids[i]);
+        ck_assert_str_eq(SUBS_ID_TEXT(back), ids[i]);
         ck_assert_int_eq(back->kind, i == 0 ? SUB_WEBSOCKET : SUB_WEBHOOK);
-        ck_assert_str_eq(back->resource, "/users/anna/folder");
+        ck_assert_str_eq(subs_resource(back), "/users/anna/folder");
         ck_assert_str_eq(back->rest->resource_given, "me/folder");
         ck_assert_str_eq(back->rest->client_state, "state \"quoted\"");
-        ck_assert_int_eq(back->expires_at, 1795000000 + i);
+        ck_assert_int_eq(subs_expires_at(back), 1795000000 + i);
         ck_assert_uint_eq(back->change_mask, EVENT_CREATED);
         ck_assert_str_eq(back->owner->user, "anna");
         ck_assert_uint_eq(back->owner->group_count, 1);
@@ -247,7 +262,7 @@ START_TEST(test_subs_persistent_round_trip_keeps_everything_and_creation_order)
     }
     int i = 0;
     for (sub_t *s = subs_first_persistent(subs); s != NULL; s = subs_next_persistent(s), i++) {
-        ck_assert_str_eq(s->id, ids[i]);
+        ck_assert_str_eq(SUBS_ID_TEXT(s), ids[i]);
     }
     ck_assert_int_eq(i, 3);
     /* A new subscription after a restore comes after the restored ones. */
@@ -308,15 +323,7 @@ static void model_init(struct model *m)
 
 static auth_principal_t *principal_groups(const char *user, const char *const *groups, size_t count)
 {
-    auth_principal_t *p = calloc(1, sizeof(*p));
-    p->user = strdup(user);
-    p->groups = calloc(count + 1, sizeof(char *));
-    for (size_t i = 0; i < count; i++) {
-        p->groups[i] = strdup(groups[i]);
-    }
-    p->group_count = count;
-    p->expires_at = 1795000000;
-    return p;
+    return unit_principal(user, groups, count);
 }
 
 /* Adds a subscription; persistent ones get a copy of owner. Returns its model slot, or -1
@@ -342,7 +349,7 @@ static int model_add(struct model *m, const char *pattern, unsigned mask,
             subs_rest_clear(&rest);
         }
     } else {
-        rc = subs_add(m->subs, pattern, strlen(pattern), mask, owner, NULL, 1795000000, &sub, &err);
+        rc = subs_add(m->subs, pattern, strlen(pattern), mask, owner, NULL, &sub, &err);
     }
     if (rc != 0 || m->count == MODEL_MAX) {
         if (m->failures++ == 0) {
@@ -838,9 +845,9 @@ START_TEST(test_subs_group_lists_survive_colliding_principals)
         snprintf(names[k], sizeof(names[k]), "c%d", k);
         users[k] = principal(names[k], NULL);
         struct herr err;
-        ck_assert_int_eq(subs_add(m.subs, "/other", 6, EVENT_CHANGE_ALL, users[k], NULL, 1795000000,
-                                  &elsewhere[k], &err),
-                         0);
+        ck_assert_int_eq(
+            subs_add(m.subs, "/other", 6, EVENT_CHANGE_ALL, users[k], NULL, &elsewhere[k], &err),
+            0);
     }
     m.outside = SPREAD_USERS;
     char step[64];

@@ -5,6 +5,10 @@
  * turn the result into the exit status. */
 
 #include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth.h"
 
 static inline int unit_run(Suite *suite)
 {
@@ -13,6 +17,22 @@ static inline int unit_run(Suite *suite)
     int failed = srunner_ntests_failed(runner);
     srunner_free(runner);
     return failed == 0 ? 0 : 1;
+}
+
+/* A principal on the heap (release with auth_principal_free) expiring at 1795000000
+ * (2026-11-18T11:06:40Z); groups may repeat. */
+static inline auth_principal_t *unit_principal(const char *user, const char *const *groups,
+                                               size_t count)
+{
+    auth_principal_t *p = calloc(1, sizeof(*p));
+    p->user = strdup(user);
+    p->groups = calloc(count + 1, sizeof(char *));
+    for (size_t i = 0; i < count; i++) {
+        p->groups[i] = strdup(groups[i]);
+    }
+    p->group_count = count;
+    p->expires_at = 1795000000;
+    return p;
 }
 
 #endif

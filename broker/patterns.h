@@ -1,0 +1,83 @@
+#ifndef HEROLD_PATTERNS_H
+#define HEROLD_PATTERNS_H
+
+/*
+ * The matching index: subscriptions by pattern, and the match of an event against them
+ * with the reader check.
+ *
+ * One record per distinct pattern text holds its subscriptions (its members). A pattern
+ * without `*` segments is found by its text in one hash table; a resource matches exactly
+ * the literal patterns that are its prefixes (path.h: a subscription covers everything
+ * beneath it), so a match hashes the resource's prefixes in one pass and probes the table
+ * once per segment, whatever else is subscribed. A pattern with `*` segments hangs off the
+ * record of its literal prefix (the text before its first `*`; the root for a pattern that
+ * starts with one) and is compared segment by segment when that prefix is probed.
+ *
+ * The reader check. A pattern with few members scans them: up to four compare the
+ * event's reader names with each owner's, more intersect sorted principal ids
+ * (principals.h). A pattern with PATTERNS_FILING_MIN members or more also *files* them by
+ * principal: per chunk of members, a directory of buckets over 32-bit entries (a 16-bit
+ * hash tag of the principal id, the member's slot in the chunk), about 4.5 bytes per
+ * principal an owner holds, so an event visits, reader by reader, only members whose
+ * owner may read it. Every
+ * candidate is confirmed against its owner's ids, and reported only under the smallest
+ * id it shares with the readers, so tags that collide cost a check and never a wrong or a
+ * second delivery.
+ *
+ * A match writes nothing: several threads may match at once as long as none changes the
+ * index meanwhile. Changes (join, leave) belong to one thread.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "event.h"
+#include "principals.h"
+
+struct sub;
+
+typedef struct patterns patterns_t;
+typedef struct pattern pattern_t;
+
+/* Members from which a pattern files them by principal; below half of it, it scans. */
+#define PATTERNS_FILING_MIN 16
+/* A filing covers this many members (slots 0..4095 of a chunk fit its 16-bit entries); a
+ * pattern with more has one per chunk, so that a join or a leave rewrites one chunk's
+ * entries, not all of them. */
+#define PATTERNS_FILING_CHUNK 4096
+
+/* Called once per subscription an event concerns; returning false stops the match. */
+typedef bool (*patterns_match_fn)(struct sub *sub, void *ctx);
+
+/* A new empty index that reads owner sets and translates readers through principals,
+ * which must outlive it. Never NULL. */
+patterns_t *patterns_new(const principals_t *principals);
+
+/* Frees the index. Every subscription must have left. NULL is a no-op. */
+void patterns_free(patterns_t *patterns);
+
+/* Adds sub to the pattern text[0..len), which must be a valid pattern (path.h). Reads
+ * sub->owner_set and sets sub->pattern and sub->pattern_slot. */
+void patterns_join(patterns_t *patterns, struct sub *sub, const char *text, size_t len);
+
+/* Removes sub from its pattern, freeing the pattern when it was the last member. */
+void patterns_leave(patterns_t *patterns, struct sub *sub);
+
+/* The pattern's text, NUL-terminated, and its length. */
+const char *patterns_text(const pattern_t *pattern);
+size_t patterns_text_len(const pattern_t *pattern);
+
+/* Calls fn once for every subscription whose pattern matches the event's resource or, for
+ * a move, its previous path, whose change mask has the event's type and whose owner may
+ * read the event. Returns the number of calls. An event without readers matches nothing. */
+size_t patterns_match(const patterns_t *patterns, const event_t *event, patterns_match_fn fn,
+                      void *ctx);
+
+/* The number of distinct patterns with members (for tests and benchmarks). */
+size_t patterns_count(const patterns_t *patterns);
+
+/* True when the pattern files its members by principal (for tests). */
+bool patterns_is_filed(const pattern_t *pattern);
+
+#endif
