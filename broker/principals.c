@@ -283,8 +283,9 @@ static size_t sort_unique_readers(uint32_t *ids, size_t count)
 void principals_readers(const principals_t *p, const hstr_t *readers, size_t count,
                         reader_ids_t *out)
 {
-    /* Every reader's slot is fetched before any is compared: in a table of a million
-     * principals each is a cache miss, and they overlap instead of queueing. */
+    /* Every reader's slot is fetched before any is compared, then every likely text: in a
+     * table of a million principals each is a cache miss, and they overlap instead of
+     * queueing. */
     uint64_t hashes[PRINCIPALS_MAX_READERS];
     size_t mask = p->capacity - 1;
     if (count > PRINCIPALS_MAX_READERS) {
@@ -293,6 +294,15 @@ void principals_readers(const principals_t *p, const hstr_t *readers, size_t cou
     for (size_t i = 0; i < count; i++) {
         hashes[i] = hash_fnv1a(HASH_FNV1A_SEED, readers[i].p, readers[i].len);
         __builtin_prefetch(&p->slots[hashes[i] & mask]);
+    }
+    /* Then the text of the slot each is likely to be found in, compared below. */
+    for (size_t i = 0; i < count; i++) {
+        for (size_t j = hashes[i] & mask; p->slots[j].text != NULL; j = (j + 1) & mask) {
+            if (p->slots[j].hash == hashes[i]) {
+                __builtin_prefetch(p->slots[j].text);
+                break;
+            }
+        }
     }
     out->is_everyone = false;
     out->count = 0;
