@@ -41,8 +41,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "b64url.h"
 #include "event.h"
+#include "jwk.h"
 #include "path.h"
+#include "readfile.h"
 
 /* The longest secret file we read; a secret is text, and anything larger is a mistake
  * (a wrong path, a key store) that should not be read into memory whole. */
@@ -52,96 +55,23 @@
 /* Base64url of SHA256_BYTES without padding: ceil(32 * 8 / 6). */
 #define SIGNATURE_B64_BYTES 43
 
-static const char b64url_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
 static const char signed_header_json[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
 
+/* RS256 with a 16384-bit key: the longest signature a key we load can make. */
+#define SIGNATURE_MAX_BYTES 2048
+
 struct auth {
+    unsigned char *secret; /* HS256; NULL when HS256 tokens are not accepted */
     size_t secret_len;
-    unsigned char secret[];
+    jwk_set_t keys; /* RS256 and ES256 */
+    char *issuer;   /* NULL: iss not checked */
+    char *audience; /* NULL: aud not checked */
+    int64_t leeway;
+    /* Where the keys came from, for auth_reload. */
+    char *secret_file;
+    char *public_key_file;
+    char *jwks_file;
 };
-
-/* ---- base64url ---------------------------------------------------------------------- */
-
-static int b64url_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z') {
-        return c - 'A';
-    }
-    if (c >= 'a' && c <= 'z') {
-        return c - 'a' + 26;
-    }
-    if (c >= '0' && c <= '9') {
-        return c - '0' + 52;
-    }
-    if (c == '-') {
-        return 62;
-    }
-    if (c == '_') {
-        return 63;
-    }
-    return -1;
-}
-
-/* Decodes len characters into out, which must hold len * 3 / 4 bytes. Returns false for
- * anything but the one canonical unpadded encoding of some byte string. */
-static bool b64url_decode(const char *in, size_t len, unsigned char *out, size_t *out_len)
-{
-    unsigned acc = 0;
-    unsigned bits = 0;
-    size_t n = 0;
-
-    if (len % 4 == 1) {
-        return false; /* 6 bits cannot end a byte */
-    }
-    for (size_t i = 0; i < len; i++) {
-        int v = b64url_value((unsigned char)in[i]);
-        if (v < 0) {
-            return false;
-        }
-        acc = (acc << 6) | (unsigned)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[n++] = (unsigned char)(acc >> bits);
-            acc &= (1u << bits) - 1;
-        }
-    }
-    if (acc != 0) {
-        return false; /* non-zero padding bits: a second spelling of the same bytes */
-    }
-    *out_len = n;
-    return true;
-}
-
-/* Encodes len bytes without padding. Caller owns the result (free()). */
-static char *b64url_encode(const unsigned char *in, size_t len)
-{
-    char *out = xmalloc((len + 2) / 3 * 4 + 1);
-    size_t n = 0;
-    size_t i = 0;
-
-    for (; i + 3 <= len; i += 3) {
-        unsigned v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8 | in[i + 2];
-        out[n++] = b64url_alphabet[v >> 18];
-        out[n++] = b64url_alphabet[(v >> 12) & 63];
-        out[n++] = b64url_alphabet[(v >> 6) & 63];
-        out[n++] = b64url_alphabet[v & 63];
-    }
-    if (len - i == 1) {
-        unsigned v = (unsigned)in[i] << 16;
-        out[n++] = b64url_alphabet[v >> 18];
-        out[n++] = b64url_alphabet[(v >> 12) & 63];
-    } else if (len - i == 2) {
-        unsigned v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8;
-        out[n++] = b64url_alphabet[v >> 18];
-        out[n++] = b64url_alphabet[(v >> 12) & 63];
-        out[n++] = b64url_alphabet[(v >> 6) & 63];
-    }
-    out[n] = '\0';
-    return out;
-}
 
 /* ---- helpers -------------------------------------------------------------------------- */
 
@@ -219,16 +149,46 @@ static json_t *decode_json_part(const char *p, size_t len, const char *what, str
     return value;
 }
 
-static int check_header(const json_t *header, struct herr *err)
-{
-    const json_t *alg = json_object_get(header, "alg");
-    const json_t *typ = json_object_get(header, "typ");
+enum token_alg {
+    ALG_HS256 = 1,
+    ALG_RS256,
+    ALG_ES256,
+};
 
-    if (alg == NULL) {
+static bool has_key_for(const auth_t *auth, jwk_alg_t alg)
+{
+    for (size_t i = 0; i < auth->keys.count; i++) {
+        if (auth->keys.keys[i].alg == alg) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Checks the header and says which algorithm verifies the token; *kid is the header's
+ * kid (borrowed from header) or NULL. Only algorithms with a configured key pass: an
+ * RS256 token meets an RSA key and nothing else, an HS256 token the secret. */
+static int check_header(const auth_t *auth, const json_t *header, enum token_alg *alg,
+                        const char **kid, struct herr *err)
+{
+    const json_t *alg_value = json_object_get(header, "alg");
+    const json_t *typ = json_object_get(header, "typ");
+    const json_t *kid_value = json_object_get(header, "kid");
+
+    if (alg_value == NULL) {
         return herr_set(err, HEROLD_E_UNAUTHORIZED, "token: header has no alg");
     }
-    if (!json_string_equals(alg, "HS256")) {
-        return herr_set(err, HEROLD_E_UNAUTHORIZED, "token: alg must be HS256");
+    if (json_string_equals(alg_value, "HS256") && auth->secret != NULL) {
+        *alg = ALG_HS256;
+    } else if (json_string_equals(alg_value, "RS256") && has_key_for(auth, JWK_RS256)) {
+        *alg = ALG_RS256;
+    } else if (json_string_equals(alg_value, "ES256") && has_key_for(auth, JWK_ES256)) {
+        *alg = ALG_ES256;
+    } else {
+        return herr_set(
+            err, HEROLD_E_UNAUTHORIZED, "token: alg must be one this broker has a key for (%s%s%s)",
+            auth->secret != NULL ? "HS256 " : "", has_key_for(auth, JWK_RS256) ? "RS256 " : "",
+            has_key_for(auth, JWK_ES256) ? "ES256" : "");
     }
     if (typ != NULL && !json_string_equals(typ, "JWT")) {
         return herr_set(err, HEROLD_E_UNAUTHORIZED, "token: typ must be JWT when present");
@@ -236,6 +196,10 @@ static int check_header(const json_t *header, struct herr *err)
     if (json_object_get(header, "crit") != NULL) {
         return herr_set(err, HEROLD_E_UNAUTHORIZED, "token: crit extensions are not supported");
     }
+    if (kid_value != NULL && !json_is_string(kid_value)) {
+        return herr_set(err, HEROLD_E_UNAUTHORIZED, "token: kid is not a string");
+    }
+    *kid = kid_value != NULL ? json_string_value(kid_value) : NULL;
     return 0;
 }
 
@@ -256,20 +220,51 @@ static int claim_integer(const json_t *claims, const char *name, bool *present, 
 }
 
 /* now > exp + leeway, written so that nothing overflows for any exp and now. */
-static bool is_expired(int64_t exp, int64_t now)
+static bool is_expired(int64_t exp, int64_t now, int64_t leeway)
 {
-    return exp <= INT64_MAX - AUTH_CLOCK_LEEWAY_SECONDS && now > exp + AUTH_CLOCK_LEEWAY_SECONDS;
+    return exp <= INT64_MAX - leeway && now > exp + leeway;
 }
 
 /* now + leeway < nbf, written so that nothing overflows for any nbf and now. */
-static bool is_not_yet_valid(int64_t nbf, int64_t now)
+static bool is_not_yet_valid(int64_t nbf, int64_t now, int64_t leeway)
 {
-    return now <= INT64_MAX - AUTH_CLOCK_LEEWAY_SECONDS && now + AUTH_CLOCK_LEEWAY_SECONDS < nbf;
+    return now <= INT64_MAX - leeway && now + leeway < nbf;
+}
+
+/* iss must be the configured issuer, and aud (a string or an array of strings) must name
+ * the configured audience. */
+static int check_issuer_audience(const auth_t *auth, const json_t *claims, struct herr *err)
+{
+    if (auth->issuer != NULL) {
+        const json_t *iss = json_object_get(claims, "iss");
+        if (iss == NULL) {
+            return herr_set(err, HEROLD_E_UNAUTHORIZED, "token: claim iss is missing");
+        }
+        if (!json_string_equals(iss, auth->issuer)) {
+            return herr_set(err, HEROLD_E_UNAUTHORIZED,
+                            "token: claim iss is not the configured issuer");
+        }
+    }
+    if (auth->audience != NULL) {
+        const json_t *aud = json_object_get(claims, "aud");
+        bool named = json_string_equals(aud, auth->audience);
+        for (size_t i = 0; !named && json_is_array(aud) && i < json_array_size(aud); i++) {
+            named = json_string_equals(json_array_get(aud, i), auth->audience);
+        }
+        if (aud == NULL) {
+            return herr_set(err, HEROLD_E_UNAUTHORIZED, "token: claim aud is missing");
+        }
+        if (!named) {
+            return herr_set(err, HEROLD_E_UNAUTHORIZED,
+                            "token: claim aud does not name the configured audience");
+        }
+    }
+    return 0;
 }
 
 /* Checks every claim, then builds the principal: nothing is allocated for a refused token. */
-static int principal_from_claims(const json_t *claims, int64_t now, auth_principal_t **out,
-                                 struct herr *err)
+static int principal_from_claims(const auth_t *auth, const json_t *claims, int64_t now,
+                                 auth_principal_t **out, struct herr *err)
 {
     const json_t *sub = json_object_get(claims, "sub");
     const json_t *groups = json_object_get(claims, "groups");
@@ -326,10 +321,13 @@ static int principal_from_claims(const json_t *claims, int64_t now, auth_princip
     if (azp != NULL && !json_string_is_id(azp)) {
         return herr_set(err, HEROLD_E_UNAUTHORIZED, "token: claim azp is not a valid id string");
     }
-    if (is_expired(exp, now)) {
+    if ((rc = check_issuer_audience(auth, claims, err)) != 0) {
+        return rc;
+    }
+    if (is_expired(exp, now, auth->leeway)) {
         return herr_set(err, HEROLD_E_TOKEN_EXPIRED, "token: expired (claim exp)");
     }
-    if (has_nbf && is_not_yet_valid(nbf, now)) {
+    if (has_nbf && is_not_yet_valid(nbf, now, auth->leeway)) {
         return herr_set(err, HEROLD_E_UNAUTHORIZED, "token: not yet valid (claim nbf)");
     }
 
@@ -353,61 +351,128 @@ static int principal_from_claims(const json_t *claims, int64_t now, auth_princip
 
 /* ---- lifecycle ------------------------------------------------------------------------ */
 
+/* Reads a secret file (trailing newlines are not part of the secret) into *secret (caller
+ * frees with OPENSSL_clear_free). */
+static int read_secret_file(const char *path, unsigned char **secret, size_t *secret_len,
+                            struct herr *err)
+{
+    size_t len = 0;
+    char *buf = readfile_bounded(path, SECRET_FILE_MAX_BYTES, "jwt secret", &len, err);
+    if (buf == NULL) {
+        return err->code;
+    }
+    size_t size = len + 1;
+    /* Editors and `echo` end the file with a newline; it is not part of the secret. */
+    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r')) {
+        len--;
+    }
+    int rc = 0;
+    if (len < AUTH_MIN_SECRET_BYTES) {
+        rc = herr_set(err, HEROLD_E_CONFIG, "jwt secret: shorter than %d bytes",
+                      AUTH_MIN_SECRET_BYTES);
+    } else {
+        *secret = xmalloc(len);
+        memcpy(*secret, buf, len);
+        *secret_len = len;
+    }
+    OPENSSL_clear_free(buf, size);
+    return rc;
+}
+
+/* Reads every key source of a configuration into the fields of out (zeroed first). */
+static int load_keys(const char *secret_file, const char *public_key_file, const char *jwks_file,
+                     auth_t *out, struct herr *err)
+{
+    int rc = 0;
+    memset(out, 0, sizeof(*out));
+    if (secret_file != NULL) {
+        rc = read_secret_file(secret_file, &out->secret, &out->secret_len, err);
+    }
+    if (rc == 0 && public_key_file != NULL) {
+        rc = jwk_load_pem_file(public_key_file, &out->keys, err);
+    }
+    if (rc == 0 && jwks_file != NULL) {
+        rc = jwk_load_jwks_file(jwks_file, &out->keys, err);
+    }
+    if (rc != 0) {
+        OPENSSL_clear_free(out->secret, out->secret_len);
+        jwk_set_clear(&out->keys);
+        memset(out, 0, sizeof(*out));
+    }
+    return rc;
+}
+
 auth_t *auth_new(const void *secret, size_t secret_len, struct herr *err)
 {
     if (secret == NULL || secret_len < AUTH_MIN_SECRET_BYTES) {
         herr_set(err, HEROLD_E_CONFIG, "jwt secret: shorter than %d bytes", AUTH_MIN_SECRET_BYTES);
         return NULL;
     }
-    auth_t *auth = xmalloc(sizeof(*auth) + secret_len);
-    auth->secret_len = secret_len;
+    auth_t *auth = xcalloc(1, sizeof(*auth));
+    auth->secret = xmalloc(secret_len);
     memcpy(auth->secret, secret, secret_len);
+    auth->secret_len = secret_len;
+    auth->leeway = AUTH_CLOCK_LEEWAY_SECONDS;
     return auth;
 }
 
 auth_t *auth_new_from_file(const char *path, struct herr *err)
 {
-    /* One byte more than the limit, to tell a full file from an oversize one. */
-    char *buf = xmalloc(SECRET_FILE_MAX_BYTES + 1);
-    size_t len = 0;
-    auth_t *auth = NULL;
+    auth_config_t config = {.secret_file = path, .leeway_seconds = AUTH_CLOCK_LEEWAY_SECONDS};
+    return auth_open(&config, err);
+}
 
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        herr_set(err, HEROLD_E_SYSTEM, "jwt secret: open(%s) failed: %s", path, strerror(errno));
-        goto out;
+static char *dup_or_null(const char *s)
+{
+    return s != NULL ? xstrdup(s) : NULL;
+}
+
+auth_t *auth_open(const auth_config_t *config, struct herr *err)
+{
+    if (config->secret_file == NULL && config->public_key_file == NULL &&
+        config->jwks_file == NULL) {
+        herr_set(err, HEROLD_E_CONFIG, "auth: no secret, public key or JWKS file");
+        return NULL;
     }
-    while (len < SECRET_FILE_MAX_BYTES + 1) {
-        ssize_t n = read(fd, buf + len, SECRET_FILE_MAX_BYTES + 1 - len);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0) {
-            herr_set(err, HEROLD_E_SYSTEM, "jwt secret: read(%s) failed: %s", path,
-                     strerror(errno));
-            close(fd);
-            goto out;
-        }
-        if (n == 0) {
-            break;
-        }
-        len += (size_t)n;
+    if (config->leeway_seconds < 0 || config->leeway_seconds > AUTH_MAX_LEEWAY_SECONDS) {
+        herr_set(err, HEROLD_E_CONFIG, "jwt leeway: must be 0..%d seconds",
+                 AUTH_MAX_LEEWAY_SECONDS);
+        return NULL;
     }
-    close(fd);
-    if (len > SECRET_FILE_MAX_BYTES) {
-        herr_set(err, HEROLD_E_CONFIG, "jwt secret: %s is larger than %d bytes", path,
-                 SECRET_FILE_MAX_BYTES);
-        goto out;
+    auth_t loaded;
+    if (load_keys(config->secret_file, config->public_key_file, config->jwks_file, &loaded, err) !=
+        0) {
+        return NULL;
     }
-    /* Editors and `echo` end the file with a newline; it is not part of the secret. */
-    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r')) {
-        len--;
-    }
-    auth = auth_new(buf, len, err);
-out:
-    OPENSSL_cleanse(buf, SECRET_FILE_MAX_BYTES + 1);
-    free(buf);
+    auth_t *auth = xmalloc(sizeof(*auth));
+    *auth = loaded;
+    auth->issuer = dup_or_null(config->issuer);
+    auth->audience = dup_or_null(config->audience);
+    auth->leeway = config->leeway_seconds;
+    auth->secret_file = dup_or_null(config->secret_file);
+    auth->public_key_file = dup_or_null(config->public_key_file);
+    auth->jwks_file = dup_or_null(config->jwks_file);
     return auth;
+}
+
+int auth_reload(auth_t *auth, struct herr *err)
+{
+    auth_t loaded;
+    int rc = load_keys(auth->secret_file, auth->public_key_file, auth->jwks_file, &loaded, err);
+    if (rc != 0) {
+        return rc;
+    }
+    OPENSSL_clear_free(auth->secret, auth->secret_len);
+    jwk_set_clear(&auth->keys);
+    auth->secret = loaded.secret;
+    auth->secret_len = loaded.secret_len;
+    auth->keys = loaded.keys;
+    return 0;
+}
+
+size_t auth_key_count(const auth_t *auth)
+{
+    return (auth->secret != NULL ? 1 : 0) + auth->keys.count;
 }
 
 void auth_free(auth_t *auth)
@@ -415,20 +480,69 @@ void auth_free(auth_t *auth)
     if (auth == NULL) {
         return;
     }
-    OPENSSL_cleanse(auth->secret, auth->secret_len);
+    OPENSSL_clear_free(auth->secret, auth->secret_len);
+    jwk_set_clear(&auth->keys);
+    free(auth->issuer);
+    free(auth->audience);
+    free(auth->secret_file);
+    free(auth->public_key_file);
+    free(auth->jwks_file);
     free(auth);
 }
 
 /* ---- tokens --------------------------------------------------------------------------- */
 
+/* Checks the signature of signing_input with the key the header chose. */
+static int check_signature(const auth_t *auth, enum token_alg alg, const char *kid,
+                           const char *signing_input, size_t signing_len, const char *signature,
+                           size_t signature_len, struct herr *err)
+{
+    unsigned char given[SIGNATURE_MAX_BYTES + 3];
+    size_t given_len = 0;
+    if (signature_len > (SIGNATURE_MAX_BYTES * 4 + 2) / 3 ||
+        !b64url_decode(signature, signature_len, given, &given_len)) {
+        return herr_set(err, HEROLD_E_UNAUTHORIZED, "token: signature is not base64url");
+    }
+    if (alg == ALG_HS256) {
+        unsigned char expected[SHA256_BYTES];
+        if (given_len != SHA256_BYTES) {
+            return herr_set(err, HEROLD_E_UNAUTHORIZED,
+                            "token: signature is not base64url of %d bytes", SHA256_BYTES);
+        }
+        hmac_sha256(auth, signing_input, signing_len, expected);
+        if (CRYPTO_memcmp(expected, given, SHA256_BYTES) != 0) {
+            return herr_set(err, HEROLD_E_UNAUTHORIZED, "token: signature does not match");
+        }
+        return 0;
+    }
+    /* A kid names one key; without one, any key of the algorithm may have signed. */
+    jwk_alg_t key_alg = alg == ALG_RS256 ? JWK_RS256 : JWK_ES256;
+    bool has_candidate = false;
+    for (size_t i = 0; i < auth->keys.count; i++) {
+        const jwk_key_t *key = &auth->keys.keys[i];
+        if (key->alg != key_alg ||
+            (kid != NULL && (key->kid == NULL || strcmp(key->kid, kid) != 0))) {
+            continue;
+        }
+        has_candidate = true;
+        if (jwk_verify(key, signing_input, signing_len, given, given_len)) {
+            return 0;
+        }
+    }
+    if (!has_candidate) {
+        return herr_set(err, HEROLD_E_UNAUTHORIZED, "token: no %s key has this kid",
+                        jwk_alg_name(key_alg));
+    }
+    return herr_set(err, HEROLD_E_UNAUTHORIZED, "token: signature does not match");
+}
+
 int auth_token_verify(const auth_t *auth, const char *token, size_t len, int64_t now,
                       auth_principal_t **out, struct herr *err)
 {
-    unsigned char expected[SHA256_BYTES];
-    unsigned char given[SHA256_BYTES];
-    size_t given_len = 0;
     json_t *header = NULL;
     json_t *claims = NULL;
+    enum token_alg alg = 0;
+    const char *kid = NULL;
     int rc;
 
     *out = NULL;
@@ -454,27 +568,21 @@ int auth_token_verify(const auth_t *auth, const char *token, size_t len, int64_t
     if (header == NULL) {
         return HEROLD_E_UNAUTHORIZED;
     }
-    rc = check_header(header, err);
-    json_decref(header);
+    rc = check_header(auth, header, &alg, &kid, err);
+    if (rc == 0) {
+        rc = check_signature(auth, alg, kid, token, (size_t)(dot2 - token), signature,
+                             signature_len, err);
+    }
+    json_decref(header); /* kid pointed into it */
     if (rc != 0) {
         return rc;
-    }
-
-    if (signature_len != SIGNATURE_B64_BYTES ||
-        !b64url_decode(signature, signature_len, given, &given_len) || given_len != SHA256_BYTES) {
-        return herr_set(err, HEROLD_E_UNAUTHORIZED, "token: signature is not base64url of %d bytes",
-                        SHA256_BYTES);
-    }
-    hmac_sha256(auth, token, (size_t)(dot2 - token), expected);
-    if (CRYPTO_memcmp(expected, given, SHA256_BYTES) != 0) {
-        return herr_set(err, HEROLD_E_UNAUTHORIZED, "token: signature does not match");
     }
 
     claims = decode_json_part(payload, payload_len, "claims set", err);
     if (claims == NULL) {
         return HEROLD_E_UNAUTHORIZED;
     }
-    rc = principal_from_claims(claims, now, out, err);
+    rc = principal_from_claims(auth, claims, now, out, err);
     json_decref(claims);
     return rc;
 }
@@ -484,6 +592,10 @@ char *auth_token_sign(const auth_t *auth, const char *user, const char *const *g
 {
     unsigned char mac[SHA256_BYTES];
 
+    if (auth->secret == NULL) {
+        herr_set(err, HEROLD_E_CONFIG, "token: no HS256 secret to sign with");
+        return NULL;
+    }
     if (user == NULL || !id_is_valid(user, strlen(user))) {
         herr_set(err, HEROLD_E_BAD_PRINCIPAL,
                  "user: not a valid id (1..%d bytes of UTF-8, "

@@ -4,19 +4,26 @@
 /*
  * Bearer tokens and the reader check.
  *
- * Tokens are compact JWS (JWT) signed with HMAC-SHA256 (HS256) under a shared secret,
- * verified with OpenSSL: header `{"alg":"HS256","typ":"JWT"}` (any other alg is refused,
- * `none` included), claims `sub` (the user id, required, a valid principal id), `exp`
- * (required, seconds since the epoch), `nbf` and `iat` (optional), `groups` (optional
- * array of group ids), `azp` (optional application id). The signature is compared in
- * constant time before any claim is trusted. A token longer than AUTH_MAX_TOKEN_BYTES
- * or with more than AUTH_MAX_GROUPS groups is refused.
+ * Tokens are compact JWS (JWT) verified with OpenSSL, signed with one of:
+ *   - HS256 (HMAC-SHA256) under a shared secret (the secret file; `herold token` signs so);
+ *   - RS256 or ES256 under an identity provider's key, from a PEM file of public keys or
+ *     a JWK Set (jwk.h), the header's `kid` choosing the key when present.
+ * Only an algorithm with a configured key is accepted: `none` never, HS256 only with a
+ * secret, and a public key only for the algorithm of its type, so no algorithm confusion
+ * (an RSA public key taken as an HMAC secret) is possible. Claims: `sub` (the user id,
+ * required, a valid principal id), `exp` (required, seconds since the epoch), `nbf` and
+ * `iat` (optional), `groups` (optional array of group ids), `azp` (optional application
+ * id), and `iss` and `aud` when an issuer or audience is configured. exp and nbf allow the
+ * configured leeway for clock skew. The signature is checked before any claim is trusted.
+ * A token longer than AUTH_MAX_TOKEN_BYTES or with more than AUTH_MAX_GROUPS groups is
+ * refused.
  *
  * A principal is what a verified token says about its bearer: the user and the groups.
  * The reader check asks whether a principal may read an object given the object's
  * readers list (`*`, `user:<id>`, `group:<id>`).
  *
- * An auth_t is immutable after auth_new and may be used from any thread.
+ * An auth_t may be used from any thread between its creation and auth_reload, which
+ * belongs to the thread that verifies (the service thread).
  */
 
 #include <stdbool.h>
@@ -29,8 +36,10 @@
 #define AUTH_MAX_TOKEN_BYTES 8192
 #define AUTH_MAX_GROUPS 256
 #define AUTH_MIN_SECRET_BYTES 32
-/* Leeway for exp and nbf against clock differences between issuer and broker. */
+/* Leeway for exp and nbf against clock differences between issuer and broker: the
+ * default, and the most that may be configured. */
 #define AUTH_CLOCK_LEEWAY_SECONDS 30
+#define AUTH_MAX_LEEWAY_SECONDS 600
 
 typedef struct auth auth_t;
 
@@ -50,6 +59,27 @@ auth_t *auth_new(const void *secret, size_t secret_len, struct herr *err);
  * err set when the file cannot be read or the secret is too short. */
 auth_t *auth_new_from_file(const char *path, struct herr *err);
 
+/* Where keys come from, and what claims must say. At least one key source. */
+typedef struct auth_config {
+    const char *secret_file;     /* HS256 secret, or NULL: HS256 tokens refused */
+    const char *public_key_file; /* PEM public keys (RS256, ES256), or NULL */
+    const char *jwks_file;       /* a JWK Set (RS256, ES256), or NULL */
+    const char *issuer;          /* when set, the iss claim must equal it */
+    const char *audience;        /* when set, the aud claim must name it */
+    int64_t leeway_seconds;      /* 0..AUTH_MAX_LEEWAY_SECONDS */
+} auth_config_t;
+
+/* A verifier with every key of config's sources. Returns NULL with err set when a source
+ * cannot be read or holds no usable key (HEROLD_E_CONFIG, HEROLD_E_SYSTEM). */
+auth_t *auth_open(const auth_config_t *config, struct herr *err);
+
+/* Reads the key sources again (a rotated secret, a new JWK Set) and uses them from now
+ * on. On failure returns the error and keeps the keys it had. */
+int auth_reload(auth_t *auth, struct herr *err);
+
+/* The number of keys in use: the secret, if any, and each public key. */
+size_t auth_key_count(const auth_t *auth);
+
 void auth_free(auth_t *auth);
 
 /* Verifies a token at time now (seconds since the epoch). On success returns 0 and sets
@@ -59,9 +89,9 @@ void auth_free(auth_t *auth);
 int auth_token_verify(const auth_t *auth, const char *token, size_t len, int64_t now,
                       auth_principal_t **out, struct herr *err);
 
-/* Signs a token for user with the given groups, valid from now for ttl_seconds. Returns a
- * new NUL-terminated string the caller owns (free()), or NULL with err set when user or
- * a group is not a valid principal id. */
+/* Signs an HS256 token for user with the given groups, valid from now for ttl_seconds.
+ * Returns a new NUL-terminated string the caller owns (free()), or NULL with err set when
+ * auth has no secret or user or a group is not a valid principal id. */
 char *auth_token_sign(const auth_t *auth, const char *user, const char *const *groups,
                       size_t group_count, int64_t now, int64_t ttl_seconds, struct herr *err);
 

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "log.h"
 #include "mem.h"
 
@@ -39,6 +40,20 @@ static const struct option_def option_defs[] = {
     {"jwt-secret-file", "HEROLD_JWT_SECRET_FILE", offsetof(config_t, jwt_secret_file),
      "HS256 token secret; created with a random secret if missing (default DATA/jwt.secret)",
      false},
+    {"jwt-public-key", "HEROLD_JWT_PUBLIC_KEY", offsetof(config_t, jwt_public_key),
+     "PEM public keys (RSA >= 2048 bits: RS256; EC P-256: ES256) that sign tokens; "
+     "reloaded on SIGHUP",
+     false},
+    {"jwks-file", "HEROLD_JWKS_FILE", offsetof(config_t, jwks_file),
+     "a JWK Set of RS256/ES256 keys, kid selecting; reloaded on SIGHUP. With either, HS256 "
+     "tokens are accepted only if --jwt-secret-file is given too",
+     false},
+    {"jwt-issuer", "HEROLD_JWT_ISSUER", offsetof(config_t, jwt_issuer),
+     "the iss claim every token must carry (default: not checked)", false},
+    {"jwt-audience", "HEROLD_JWT_AUDIENCE", offsetof(config_t, jwt_audience),
+     "the audience every token's aud claim must name (default: not checked)", false},
+    {"jwt-leeway", "HEROLD_JWT_LEEWAY", offsetof(config_t, jwt_leeway_text),
+     "seconds of clock skew allowed on exp and nbf, 0..600 (default 30)", false},
     {"log-level", "HEROLD_LOG_LEVEL", offsetof(config_t, log_level),
      "debug, info, warn or error (default info)", false},
     {"tls-cert", "HEROLD_TLS_CERT", offsetof(config_t, tls_cert),
@@ -259,6 +274,10 @@ static int finish(config_t *cfg, struct herr *err)
         return HEROLD_E_CONFIG;
     }
     cfg->max_subscriptions_per_user = (int)value;
+    if (parse_number("jwt-leeway", cfg->jwt_leeway_text, AUTH_CLOCK_LEEWAY_SECONDS, 0,
+                     AUTH_MAX_LEEWAY_SECONDS, &cfg->jwt_leeway, err) != 0) {
+        return HEROLD_E_CONFIG;
+    }
     if (parse_number("retention-seconds", cfg->retention_seconds_text, 604800, 1,
                      10LL * 365 * 86400, &cfg->retention_seconds, err) != 0 ||
         parse_number("retention-bytes", cfg->retention_bytes_text, 1073741824LL, 1024 * 1024,

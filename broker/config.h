@@ -32,7 +32,13 @@ typedef struct config {
     uint64_t retention_bytes;
     char *segment_bytes_text;
     uint64_t segment_bytes;
-    char *jwt_secret_file; /* NULL: DATA/jwt.secret */
+    char *jwt_secret_file; /* NULL: DATA/jwt.secret, unless public keys are configured */
+    char *jwt_public_key;  /* PEM public keys, or NULL */
+    char *jwks_file;       /* JWK Set, or NULL */
+    char *jwt_issuer;
+    char *jwt_audience;
+    char *jwt_leeway_text;
+    int64_t jwt_leeway;
     char *log_level;
     char *tls_cert; /* PEM certificate chain: serve https and wss; NULL for plain */
     char *tls_key;  /* PEM private key for tls_cert */

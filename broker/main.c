@@ -46,6 +46,7 @@
 #define HEROLD_TOKEN_MAX_TTL (400LL * 24 * 3600)
 
 static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t reload_requested;
 
 struct herold {
     config_t config;
@@ -69,6 +70,12 @@ static void on_stop_signal(int signo)
 {
     (void)signo;
     stop_requested = 1;
+}
+
+static void on_reload_signal(int signo)
+{
+    (void)signo;
+    reload_requested = 1;
 }
 
 static void wake_dispatch(void *ctx)
@@ -100,16 +107,30 @@ static int make_directory(const char *path, struct herr *err)
     return 0;
 }
 
-/* The secret in effect, created on first use so that `make run` needs no setup. */
+/* The token keys in effect. Without public keys, the HS256 secret is created on first use
+ * so that `make run` needs no setup; with them, HS256 is accepted only from a secret file
+ * given explicitly. */
 static auth_t *open_auth(const config_t *cfg, struct herr *err)
 {
-    char *path = config_jwt_secret_path(cfg);
-    auth_t *auth = NULL;
-    if (cfg->jwt_secret_file != NULL || make_directory(cfg->data_dir, err) == 0) {
-        if (auth_secret_file_ensure(path, err) == 0) {
-            auth = auth_new_from_file(path, err);
+    bool has_public_keys = cfg->jwt_public_key != NULL || cfg->jwks_file != NULL;
+    char *path = NULL;
+    if (cfg->jwt_secret_file != NULL || !has_public_keys) {
+        path = config_jwt_secret_path(cfg);
+        if ((cfg->jwt_secret_file == NULL && make_directory(cfg->data_dir, err) != 0) ||
+            auth_secret_file_ensure(path, err) != 0) {
+            free(path);
+            return NULL;
         }
     }
+    auth_config_t auth_config = {
+        .secret_file = path,
+        .public_key_file = cfg->jwt_public_key,
+        .jwks_file = cfg->jwks_file,
+        .issuer = cfg->jwt_issuer,
+        .audience = cfg->jwt_audience,
+        .leeway_seconds = cfg->jwt_leeway,
+    };
+    auth_t *auth = auth_open(&auth_config, err);
     free(path);
     return auth;
 }
@@ -201,6 +222,8 @@ static void install_signal_handlers(void)
     /* No SA_RESTART: the service loop's poll must return with EINTR. */
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = on_reload_signal;
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 }
 
@@ -301,6 +324,18 @@ static void shutdown_broker(struct herold *h)
     }
     auth_free(h->auth);
     config_clear(&h->config);
+}
+
+/* SIGHUP: the token keys are read again. Connections stay; tokens already accepted stay
+ * valid until they expire. A source that cannot be read keeps the keys in use. */
+static void reload_keys(struct herold *h)
+{
+    struct herr err;
+    if (auth_reload(h->auth, &err) != 0) {
+        log_msg(LOG_LEVEL_ERROR, "herold: SIGHUP: keys kept as they were: %s", err.message);
+        return;
+    }
+    log_msg(LOG_LEVEL_INFO, "herold: SIGHUP: %zu token keys loaded", auth_key_count(h->auth));
 }
 
 static int run_broker(int argc, char **argv)
@@ -417,6 +452,10 @@ static int run_broker(int argc, char **argv)
         if (http_service(h.http) != 0) {
             log_msg(LOG_LEVEL_ERROR, "herold: the service loop failed");
             break;
+        }
+        if (reload_requested) {
+            reload_requested = 0;
+            reload_keys(&h);
         }
     }
     log_msg(LOG_LEVEL_INFO, "herold: shutting down");

@@ -581,21 +581,35 @@ void subs_format_expiration(const sub_t *sub, char *out)
     notif_format_graph_time(subs_expires_at(sub), out, SUBS_EXPIRATION_BYTES + 1);
 }
 
-void subs_set_owner(subs_t *subs, sub_t *sub, auth_principal_t **owner)
+/* Gives sub a new owner. A large pattern files its members under their owners'
+ * principals, so the subscription leaves its pattern and joins it again. */
+static void change_owner(subs_t *subs, sub_t *sub, const auth_principal_t *owner)
 {
-    assert(sub->kind != SUB_CONNECTION);
-    /* A large pattern files its members under their owners' principals: rejoin. */
     const pattern_t *pattern = sub->pattern;
     char *text = xstrdup(patterns_text(pattern));
     size_t len = patterns_text_len(pattern);
     patterns_leave(subs->patterns, sub);
-    principals_owner_put(subs->principals, sub->owner_set);
-    auth_principal_free((auth_principal_t *)sub->owner);
-    sub->owner = *owner;
-    *owner = NULL;
-    sub->owner_set = principals_owner_get(subs->principals, sub->owner);
+    const owner_set_t *old_set = sub->owner_set;
+    sub->owner = owner;
+    sub->owner_set = principals_owner_get(subs->principals, owner);
+    principals_owner_put(subs->principals, old_set); /* after: a shared set stays interned */
     patterns_join(subs->patterns, sub, text, len);
     free(text);
+}
+
+void subs_set_owner(subs_t *subs, sub_t *sub, auth_principal_t **owner)
+{
+    assert(sub->kind != SUB_CONNECTION);
+    auth_principal_t *old = (auth_principal_t *)sub->owner;
+    change_owner(subs, sub, *owner);
+    *owner = NULL;
+    auth_principal_free(old);
+}
+
+void subs_rebind_owner(subs_t *subs, sub_t *sub, const auth_principal_t *owner)
+{
+    assert(sub->kind == SUB_CONNECTION);
+    change_owner(subs, sub, owner);
 }
 
 size_t subs_match_event(subs_t *subs, const event_t *event, subs_match_fn fn, void *ctx)

@@ -176,6 +176,10 @@ void subs_format_expiration(const sub_t *sub, char *out);
 /* Replaces a persistent subscription's owner principal (takes ownership of *owner). */
 void subs_set_owner(subs_t *subs, sub_t *sub, auth_principal_t **owner);
 
+/* Points a connection subscription at its session's new principal (borrowed, like the
+ * one it replaces: a renewed token of the same user). */
+void subs_rebind_owner(subs_t *subs, sub_t *sub, const auth_principal_t *owner);
+
 /* Calls fn once for each subscription that event concerns and whose owner may read it.
  * Returns the number of calls. Allocates nothing and writes nothing: calls may run on
  * several threads at once while no subscription changes. */

@@ -82,9 +82,12 @@ struct ws_session {
     uint64_t cursor_floor; /* the replay has queued everything up to here */
     ws_session_t *replay_prev;
     ws_session_t *replay_next;
-    bool is_overflowed;    /* only the missed frame is left to send */
-    bool is_close_pending; /* close with close_status at the next WRITEABLE */
+    bool is_overflowed;           /* only the missed frame is left to send */
+    int64_t opened_at;            /* seconds since the epoch */
+    bool is_reauthorization_sent; /* for the current token */
+    bool is_close_pending;        /* close with close_status at the next WRITEABLE */
     enum lws_close_status close_status;
+    const char *close_reason; /* static text sent with close_status */
     bool is_coalescing; /* on the ws's coalesce list, waiting for its timer */
     ws_session_t *coalesce_prev;
     ws_session_t *coalesce_next;
@@ -568,6 +571,41 @@ static void op_subscribe(ws_session_t *s, json_t *message, const char *ref)
     queue_json(s, answer);
 }
 
+/* A renewed token for the same user: the connection lives on under it, its subscriptions
+ * checked against its groups from now on. */
+static void op_auth(ws_session_t *s, json_t *message, const char *ref)
+{
+    json_t *token = json_object_get(message, "token");
+    if (!json_is_string(token)) {
+        answer_error(s, ref, HEROLD_E_BAD_REQUEST, "token: a string is required");
+        return;
+    }
+    struct herr err;
+    auth_principal_t *principal = NULL;
+    if (auth_token_verify(s->ws->auth, json_string_value(token), json_string_length(token),
+                          (int64_t)time(NULL), &principal, &err) != 0) {
+        log_msg(LOG_LEVEL_INFO, "ws: auth refused for %s: %s", s->principal->user, err.message);
+        answer_error(s, ref, err.code, err.message);
+        return;
+    }
+    if (strcmp(principal->user, s->principal->user) != 0) {
+        auth_principal_free(principal);
+        answer_error(s, ref, HEROLD_E_FORBIDDEN,
+                     "token: for another user than the connection's; open a new connection");
+        return;
+    }
+    for (size_t i = 0; i < s->sub_count; i++) {
+        subs_rebind_owner(s->ws->subs, s->subs[i], principal);
+    }
+    auth_principal_free(s->principal);
+    s->principal = principal;
+    s->is_reauthorization_sent = false;
+    char expiration[SUBS_EXPIRATION_BYTES + 1];
+    notif_format_graph_time(principal->expires_at, expiration, sizeof(expiration));
+    queue_json(s, json_pack("{s:s, s:o, s:s}", "op", "authenticated", "ref", ref_value(ref),
+                            "expirationDateTime", expiration));
+}
+
 static void op_unsubscribe(ws_session_t *s, json_t *message, const char *ref)
 {
     json_t *id = json_object_get(message, "subscriptionId");
@@ -628,9 +666,11 @@ static void handle_message(ws_session_t *s, const char *data, size_t len)
         queue_json(s, json_pack("{s:s, s:o}", "op", "pong", "ref", ref_value(ref)));
     } else if (strcmp(json_string_value(op), "resume") == 0) {
         op_resume(s, message, ref);
+    } else if (strcmp(json_string_value(op), "auth") == 0) {
+        op_auth(s, message, ref);
     } else {
         answer_error(s, ref, HEROLD_E_UNKNOWN_OP,
-                     "op: not one of subscribe, unsubscribe, ping, resume");
+                     "op: not one of subscribe, unsubscribe, ping, resume, auth");
     }
     json_decref(message);
 }
@@ -704,6 +744,7 @@ ws_session_t *ws_handshake(ws_t *ws, struct lws *wsi, int *http_status)
     s->ws = ws;
     s->wsi = wsi;
     s->principal = principal;
+    s->opened_at = (int64_t)time(NULL);
     s->user = user_get(ws, principal->user);
     if (has_since) {
         /* Live websocket: items wait for the replay from now on; it starts at open. */
@@ -825,11 +866,8 @@ static int write_notify_batch(ws_session_t *s)
 int ws_session_writeable(ws_session_t *s)
 {
     if (s->is_close_pending) {
-        static const char reason_going_away[] = "shutting down";
-        static const char reason_overflow[] = "queue overflow";
-        const char *reason =
-            s->close_status == LWS_CLOSE_STATUS_GOINGAWAY ? reason_going_away : reason_overflow;
-        lws_close_reason(s->wsi, s->close_status, (unsigned char *)reason, strlen(reason));
+        lws_close_reason(s->wsi, s->close_status, (unsigned char *)s->close_reason,
+                         strlen(s->close_reason));
         return -1;
     }
     if (s->queue_length == 0) {
@@ -854,6 +892,7 @@ int ws_session_writeable(ws_session_t *s)
              * WRITEABLE): close at the next one. */
             s->is_close_pending = true;
             s->close_status = LWS_CLOSE_STATUS_POLICY_VIOLATION;
+            s->close_reason = "queue overflow";
         }
     }
     if (s->queue_length > 0 || s->is_close_pending) {
@@ -932,12 +971,44 @@ void ws_lifecycle_to_user(ws_t *ws, const char *user, const char *lifecycle_even
     }
 }
 
+void ws_sweep(ws_t *ws, int64_t now, int64_t reauthorization_lead)
+{
+    for (ws_session_t *s = ws->sessions; s != NULL; s = s->next) {
+        int64_t expires_at = s->principal->expires_at;
+        if (s->is_close_pending) {
+            continue;
+        }
+        if (now >= expires_at) {
+            log_msg(LOG_LEVEL_INFO, "ws: the token of %s expired: connection closed",
+                    s->principal->user);
+            s->is_close_pending = true;
+            s->close_status = LWS_CLOSE_STATUS_POLICY_VIOLATION;
+            s->close_reason = "token expired";
+            lws_callback_on_writable(s->wsi);
+            continue;
+        }
+        /* A token shorter-lived than twice the lead is asked for half-way through. */
+        int64_t lead = reauthorization_lead;
+        if ((expires_at - s->opened_at) / 2 < lead) {
+            lead = (expires_at - s->opened_at) / 2;
+        }
+        if (!s->is_reauthorization_sent && now >= expires_at - lead) {
+            s->is_reauthorization_sent = true;
+            char expiration[SUBS_EXPIRATION_BYTES + 1];
+            notif_format_graph_time(expires_at, expiration, sizeof(expiration));
+            queue_json(s, json_pack("{s:s, s:s, s:s}", "op", "lifecycle", "lifecycleEvent",
+                                    "reauthorizationRequired", "expirationDateTime", expiration));
+        }
+    }
+}
+
 void ws_close_all(ws_t *ws)
 {
     for (ws_session_t *s = ws->sessions; s != NULL; s = s->next) {
         if (!s->is_close_pending) {
             s->is_close_pending = true;
             s->close_status = LWS_CLOSE_STATUS_GOINGAWAY;
+            s->close_reason = "shutting down";
         }
         lws_callback_on_writable(s->wsi);
     }

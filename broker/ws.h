@@ -100,6 +100,12 @@ ws_session_t *ws_replay_next(const ws_session_t *session);
 /* The next seq to read for session (0: from the first retained). */
 uint64_t ws_session_replay_from(const ws_session_t *session);
 
+/* Once a second: a session whose token expires within the lead (or within half the
+ * token's remaining life at connect, if shorter) is sent reauthorizationRequired, once per
+ * token; a session whose token has expired is closed with 1008. A session renews its
+ * token with the `auth` op. */
+void ws_sweep(ws_t *ws, int64_t now, int64_t reauthorization_lead);
+
 /* The token's principal of session. */
 const auth_principal_t *ws_session_principal(const ws_session_t *session);
 
