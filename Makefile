@@ -8,9 +8,12 @@ PKGS      := libzmq msgpack libwebsockets jansson openssl libcurl libpq
 # Debian packages that provide the build and test dependencies.
 DEB_PKGS  := build-essential pkg-config libzmq3-dev libmsgpack-dev libwebsockets-dev \
              libssl-dev libjansson-dev libcurl4-openssl-dev check python3 python3-pytest python3-zmq \
-             python3-msgpack python3-websockets openssl curl libpq-dev postgresql-15
+             python3-msgpack python3-websockets python3-cryptography openssl curl libpq-dev \
+             postgresql-15
 # What `make bench` adds: the peers it measures herold against, and gnuplot for the plots.
 BENCH_DEB_PKGS := mosquitto nats-server redis-server gnuplot-nox
+# What `make fuzz` adds: clang and its libFuzzer runtime.
+FUZZ_DEB_PKGS := clang libclang-rt-14-dev
 
 CC        ?= cc
 WARN      := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
@@ -43,13 +46,17 @@ UNIT_SRCS   := $(wildcard tests/unit/test_*.c)
 UNIT_BINS   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 BENCH_SRCS  := $(wildcard bench/*.c)
 BENCH_BINS  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
+FUZZ_SRCS   := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_NAMES  := $(patsubst tests/fuzz/fuzz_%.c,%,$(FUZZ_SRCS))
+REPLAY_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz-replay/%,$(FUZZ_SRCS))
 
-.PHONY: all deps bench-deps run check test unit e2e graph asan bench bench-quick clean format
+.PHONY: all deps bench-deps fuzz-deps run check test unit e2e graph asan bench bench-quick fuzz \
+        clean format
 # Keep objects: they are intermediate files of pattern rules, which make would delete.
 .SECONDARY:
 .DEFAULT_GOAL := all
 
-all: $(BUILD)/herold $(CLIENT_BINS) $(UNIT_BINS) $(BENCH_BINS)
+all: $(BUILD)/herold $(CLIENT_BINS) $(UNIT_BINS) $(BENCH_BINS) $(REPLAY_BINS)
 
 # Installs only what is missing: dpkg-query answers in milliseconds when all is there.
 deps:
@@ -63,6 +70,9 @@ deps:
 
 bench-deps:
 	@$(MAKE) --no-print-directory install-debs PACKAGES="$(BENCH_DEB_PKGS)"
+
+fuzz-deps:
+	@$(MAKE) --no-print-directory install-debs PACKAGES="$(FUZZ_DEB_PKGS)"
 
 .PHONY: install-debs
 install-debs:
@@ -99,6 +109,11 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS)
 
+# Each fuzz target with the replay driver: its corpus and regression inputs, run once.
+$(BUILD)/fuzz-replay/%: $(BUILD)/obj/tests/fuzz/%.o $(BUILD)/obj/tests/fuzz/replay.o $(CORE_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS)
+
 run: deps all
 	@mkdir -p var
 	@echo "herold: HTTP and WebSocket on http://127.0.0.1:8080 (/v1.0/ws), events on tcp://127.0.0.1:5560"
@@ -112,6 +127,8 @@ run: deps all
 # there; it runs as a non-root user in a temporary directory and is removed afterwards.
 test: all
 	tests/with-pg sh -c 'set -e; for t in $(UNIT_BINS); do echo "== $$t"; CK_DEFAULT_TIMEOUT=60 $$t; done'
+	set -e; for f in $(FUZZ_NAMES); do \
+	    $(BUILD)/fuzz-replay/fuzz_$$f tests/fuzz/corpus/$$f tests/fuzz/regress/$$f; done
 	tests/with-pg env HEROLD_BUILD=$(BUILD) /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e
 	$(MAKE) graph
 
@@ -132,6 +149,38 @@ check: deps
 asan:
 	$(MAKE) BUILD=build/asan all
 
+# libFuzzer (clang) on every target in tests/fuzz/ for FUZZ_SECONDS each (default 60),
+# starting from the committed corpus; new inputs collect in build/fuzz/corpus/, and any
+# crash is written to build/fuzz/crashes/ and stops the run. A crash, once fixed, goes
+# into tests/fuzz/regress/<target>/, which `make check` replays.
+FUZZ_SECONDS ?= 60
+FUZZ_CC      := clang
+FUZZ_FLAGS   := -std=c11 -D_GNU_SOURCE -g -O1 -Ibroker -fno-omit-frame-pointer \
+                -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_OBJS    := $(patsubst %.c,build/fuzz/obj/%.o,$(BROKER_SRCS))
+
+build/fuzz/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link $(PKG_CFLAGS) -c $< -o $@
+
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_OBJS)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer $(PKG_CFLAGS) -o $@ $^ $(PKG_LIBS)
+
+fuzz: fuzz-deps $(patsubst %,build/fuzz/fuzz_%,$(FUZZ_NAMES))
+	@mkdir -p build/fuzz/crashes
+	set -e; for f in $(FUZZ_NAMES); do \
+	    mkdir -p build/fuzz/corpus/$$f; \
+	    echo "== fuzz_$$f for $(FUZZ_SECONDS) s"; \
+	    build/fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -max_len=16384 -timeout=10 \
+	        -rss_limit_mb=2048 -print_final_stats=1 \
+	        -artifact_prefix=build/fuzz/crashes/$$f- \
+	        build/fuzz/corpus/$$f tests/fuzz/corpus/$$f 2>&1 | \
+	        grep -E "^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::average_exec_per_sec|.*ERROR|SUMMARY)" \
+	        || true; \
+	    if ls build/fuzz/crashes/$$f-* >/dev/null 2>&1; then \
+	        echo "fuzz_$$f: a crash is in build/fuzz/crashes/"; exit 1; fi; \
+	done
+
 # herold and the peers (mosquitto, nats-server, Redis) on the same workloads, one after the
 # other, three rounds: rewrites the suite section of bench/RESULTS.md and the plots in
 # bench/results/. A few minutes. bench-quick: one short round (under a minute), printing
@@ -146,6 +195,6 @@ clean:
 	rm -rf build
 
 format:
-	clang-format -i broker/*.[ch] clients/*.[ch] tests/unit/*.c bench/*.c
+	clang-format -i broker/*.[ch] clients/*.[ch] tests/unit/*.c tests/fuzz/*.c bench/*.c
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -76,6 +76,13 @@ int jwk_load_pem_file(const char *path, jwk_set_t *set, struct herr *err)
     if (text == NULL) {
         return err->code;
     }
+    int rc = jwk_parse_pem(text, path, set, err);
+    free(text);
+    return rc;
+}
+
+int jwk_parse_pem(const char *text, const char *path, jwk_set_t *set, struct herr *err)
+{
     jwk_set_t loaded = {0};
     int rc = 0;
     /* Block by block, each read on its own: reading a PEM stream to its end leaves an
@@ -117,7 +124,6 @@ int jwk_load_pem_file(const char *path, jwk_set_t *set, struct herr *err)
         at = strstr(end_line + 5, "-----BEGIN ");
     }
     ERR_clear_error();
-    free(text);
     if (rc != 0) {
         jwk_set_clear(&loaded);
         return rc;
@@ -256,9 +262,15 @@ int jwk_load_jwks_file(const char *path, jwk_set_t *set, struct herr *err)
     if (text == NULL) {
         return err->code;
     }
+    int rc = jwk_parse_jwks(text, len, path, set, err);
+    free(text);
+    return rc;
+}
+
+int jwk_parse_jwks(const char *text, size_t len, const char *path, jwk_set_t *set, struct herr *err)
+{
     json_error_t jerr;
     json_t *doc = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
-    free(text);
     const json_t *keys = json_object_get(doc, "keys");
     if (!json_is_array(keys)) {
         json_decref(doc);

@@ -52,6 +52,12 @@ int jwk_load_pem_file(const char *path, jwk_set_t *set, struct herr *err);
  * HEROLD_E_SYSTEM with err set and set unchanged. */
 int jwk_load_jwks_file(const char *path, jwk_set_t *set, struct herr *err);
 
+/* The same from a file's text already read (NUL-terminated for PEM); path names it in
+ * messages. */
+int jwk_parse_pem(const char *text, const char *path, jwk_set_t *set, struct herr *err);
+int jwk_parse_jwks(const char *text, size_t len, const char *path, jwk_set_t *set,
+                   struct herr *err);
+
 /* Frees the keys and empties the set. */
 void jwk_set_clear(jwk_set_t *set);
 

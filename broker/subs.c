@@ -115,6 +115,19 @@ static void table_remove(struct id_table *t, const sub_t *sub)
 #define UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 
+/* A free record holds the next free one in its first bytes. */
+static void free_link_set(sub_t *r, sub_t *next)
+{
+    memcpy((unsigned char *)r, &next, sizeof(next));
+}
+
+static sub_t *free_link_get(const sub_t *r)
+{
+    sub_t *next;
+    memcpy(&next, (const unsigned char *)r, sizeof(next));
+    return next;
+}
+
 /* A zeroed record. */
 static sub_t *record_new(subs_t *subs)
 {
@@ -124,14 +137,14 @@ static sub_t *record_new(subs_t *subs)
         subs->blocks = block;
         for (size_t i = SUBS_PER_BLOCK; i-- > 0;) {
             sub_t *r = &block->records[i];
-            memcpy(r, &subs->free_records, sizeof(sub_t *));
+            free_link_set(r, subs->free_records);
             subs->free_records = r;
             POISON(r, sizeof(*r));
         }
     }
     sub_t *r = subs->free_records;
     UNPOISON(r, sizeof(*r));
-    memcpy(&subs->free_records, r, sizeof(sub_t *));
+    subs->free_records = free_link_get(r);
     memset(r, 0, sizeof(*r));
     return r;
 }
@@ -139,7 +152,7 @@ static sub_t *record_new(subs_t *subs)
 static void record_free(subs_t *subs, sub_t *r)
 {
     memset(r, 0, sizeof(*r));
-    memcpy(r, &subs->free_records, sizeof(sub_t *));
+    free_link_set(r, subs->free_records);
     subs->free_records = r;
     POISON(r, sizeof(*r));
 }
