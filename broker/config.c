@@ -23,6 +23,14 @@ static const struct option_def option_defs[] = {
      "ADDR:PORT of the HTTP and WebSocket listener (default " CONFIG_DEFAULT_HTTP ")", false},
     {"ingest", "HEROLD_INGEST", offsetof(config_t, ingest),
      "ZeroMQ endpoint of the ingest socket (default " CONFIG_DEFAULT_INGEST ")", false},
+    {"ingest-keys", "HEROLD_INGEST_KEYS", offsetof(config_t, ingest_keys),
+     "publisher public keys (Z85, one per line): ingest becomes CurveZMQ and only these may "
+     "publish; reloaded on SIGHUP",
+     false},
+    {"ingest-server-key", "HEROLD_INGEST_SERVER_KEY", offsetof(config_t, ingest_server_key),
+     "the broker's CurveZMQ keypair file, created if missing (default DATA/ingest.key)", false},
+    {"ingest-insecure", "HEROLD_INGEST_INSECURE", offsetof(config_t, ingest_insecure_text),
+     "allow a plaintext ingest endpoint that other machines can reach (default off)", true},
     {"data", "HEROLD_DATA", offsetof(config_t, data_dir),
      "data directory, created if missing (default " CONFIG_DEFAULT_DATA ")", false},
     {"store", "HEROLD_STORE", offsetof(config_t, store),
@@ -116,7 +124,11 @@ void config_usage(FILE *out)
 {
     fprintf(out, "usage: herold [options]\n"
                  "       herold token USER [--groups g1,g2] [--ttl SECONDS] [--data DIR | "
-                 "--jwt-secret-file FILE]\n\noptions:\n");
+                 "--jwt-secret-file FILE]\n"
+                 "       herold ingest-key [--data DIR | --ingest-server-key FILE]   "
+                 "(the broker's CurveZMQ public key)\n"
+                 "       herold keygen FILE   (a new CurveZMQ keypair for a publisher)\n"
+                 "\noptions:\n");
     for (size_t i = 0; i < OPTION_COUNT; i++) {
         fprintf(out, "  --%-28s %s\n", option_defs[i].name, option_defs[i].help);
     }
@@ -245,6 +257,9 @@ static int finish(config_t *cfg, struct herr *err)
     if (log_level_parse(cfg->log_level) < 0) {
         return herr_set(err, HEROLD_E_CONFIG,
                         "log-level: '%.32s' is not debug, info, warn or error", cfg->log_level);
+    }
+    if (parse_bool("ingest-insecure", cfg->ingest_insecure_text, &cfg->ingest_insecure, err) != 0) {
+        return HEROLD_E_CONFIG;
     }
     if (parse_bool("webhook-allow-private", cfg->webhook_allow_private_text,
                    &cfg->webhook_allow_private, err) != 0 ||
@@ -396,6 +411,17 @@ void config_clear(config_t *cfg)
     }
     free(cfg->http_address);
     cfg->http_address = NULL;
+}
+
+char *config_ingest_server_key_path(const config_t *cfg)
+{
+    if (cfg->ingest_server_key != NULL) {
+        return xstrdup(cfg->ingest_server_key);
+    }
+    size_t len = strlen(cfg->data_dir) + strlen("/ingest.key") + 1;
+    char *path = xmalloc(len);
+    snprintf(path, len, "%s/ingest.key", cfg->data_dir);
+    return path;
 }
 
 char *config_jwt_secret_path(const config_t *cfg)

@@ -23,7 +23,11 @@ typedef struct config {
     char *http;         /* ADDR:PORT as given */
     char *http_address; /* parsed from http */
     int http_port;
-    char *ingest; /* ZeroMQ endpoint */
+    char *ingest;            /* ZeroMQ endpoint */
+    char *ingest_keys;       /* publisher keys file: CurveZMQ on; NULL: plaintext */
+    char *ingest_server_key; /* NULL: DATA/ingest.key */
+    char *ingest_insecure_text;
+    bool ingest_insecure;
     char *data_dir;
     char *store; /* postgresql://... or memory:; NULL: the embedded store under data_dir */
     char *retention_seconds_text;
@@ -72,6 +76,10 @@ void config_clear(config_t *cfg);
 
 /* Prints the flags and their defaults. */
 void config_usage(FILE *out);
+
+/* The broker's CurveZMQ keypair file: the configured one or DATA/ingest.key. Caller
+ * frees. */
+char *config_ingest_server_key_path(const config_t *cfg);
 
 /* The secret file in effect: the configured one or DATA/jwt.secret. Caller frees. */
 char *config_jwt_secret_path(const config_t *cfg);

@@ -166,8 +166,8 @@ static bool confirm_duplicate(uint64_t seq, void *opaque)
     return ctx->is_same;
 }
 
-ingest_t *ingest_new(void *zmq_context, const char *endpoint, store_t *store, chan_t *out,
-                     struct herr *err)
+ingest_t *ingest_new(void *zmq_context, const char *endpoint, const char *curve_secret_key,
+                     store_t *store, chan_t *out, struct herr *err)
 {
     void *socket = zmq_socket(zmq_context, ZMQ_ROUTER);
     if (socket == NULL) {
@@ -184,6 +184,19 @@ ingest_t *ingest_new(void *zmq_context, const char *endpoint, store_t *store, ch
     zmq_setsockopt(socket, ZMQ_SNDHWM, &reply_hwm, sizeof(reply_hwm));
     zmq_setsockopt(socket, ZMQ_LINGER, &linger, sizeof(linger));
     zmq_setsockopt(socket, ZMQ_ROUTER_HANDOVER, &handover, sizeof(handover));
+    if (curve_secret_key != NULL) {
+        /* A CURVE server: libzmq asks the ZAP handler (zap.h) about every publisher. */
+        int is_server = 1;
+        if (zmq_setsockopt(socket, ZMQ_CURVE_SERVER, &is_server, sizeof(is_server)) != 0 ||
+            zmq_setsockopt(socket, ZMQ_CURVE_SECRETKEY, curve_secret_key,
+                           strlen(curve_secret_key)) != 0 ||
+            zmq_setsockopt(socket, ZMQ_ZAP_DOMAIN, "herold", 6) != 0) {
+            herr_set(err, HEROLD_E_SYSTEM, "ingest: CURVE cannot be set up: %s",
+                     zmq_strerror(errno));
+            zmq_close(socket);
+            return NULL;
+        }
+    }
     if (zmq_bind(socket, endpoint) != 0) {
         herr_set(err, HEROLD_E_SYSTEM, "ingest: zmq_bind(%s) failed: %s", endpoint,
                  zmq_strerror(errno));

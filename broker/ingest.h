@@ -39,12 +39,13 @@
 
 typedef struct ingest ingest_t;
 
-/* Binds a ROUTER socket on endpoint in zmq_context (borrowed). Accepted events are
+/* Binds a ROUTER socket on endpoint in zmq_context (borrowed); with curve_secret_key (Z85)
+ * it is a CurveZMQ server whose publishers a ZAP handler (zap.h) must admit. Accepted events are
  * appended to store (borrowed; the ingest thread becomes its only event writer) and then go to
  * out (borrowed). Returns NULL with err set when the endpoint cannot be bound. Call from
  * the thread that will later call ingest_start; the socket moves to the ingest thread. */
-ingest_t *ingest_new(void *zmq_context, const char *endpoint, store_t *store, chan_t *out,
-                     struct herr *err);
+ingest_t *ingest_new(void *zmq_context, const char *endpoint, const char *curve_secret_key,
+                     store_t *store, chan_t *out, struct herr *err);
 
 /* Starts the ingest thread. Returns 0 or HEROLD_E_SYSTEM. */
 int ingest_start(ingest_t *ingest, struct herr *err);

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <openssl/crypto.h>
 #include <zmq.h>
 
 #include "auth.h"
@@ -32,6 +33,7 @@
 #include "subs.h"
 #include "webhook.h"
 #include "ws.h"
+#include "zap.h"
 
 /* Events accepted by ingest and not yet dispatched; beyond this, ingest waits. */
 #define HEROLD_DISPATCH_QUEUE 4096
@@ -63,6 +65,7 @@ struct herold {
     http_t *http;
     void *zmq;
     ingest_t *ingest;
+    zap_t *zap;              /* NULL: plaintext ingest */
     uint64_t highest_cursor; /* of the cursors the store kept */
 };
 
@@ -311,6 +314,7 @@ static void shutdown_broker(struct herold *h)
     }
     http_free(h->http);
     ingest_free(h->ingest);
+    zap_free(h->zap); /* after the ingest socket: libzmq may still ask it until then */
     rest_free(h->rest);
     dispatch_free(h->dispatch);
     ws_free(h->ws);
@@ -333,9 +337,64 @@ static void reload_keys(struct herold *h)
     struct herr err;
     if (auth_reload(h->auth, &err) != 0) {
         log_msg(LOG_LEVEL_ERROR, "herold: SIGHUP: keys kept as they were: %s", err.message);
-        return;
+    } else {
+        log_msg(LOG_LEVEL_INFO, "herold: SIGHUP: %zu token keys loaded", auth_key_count(h->auth));
     }
-    log_msg(LOG_LEVEL_INFO, "herold: SIGHUP: %zu token keys loaded", auth_key_count(h->auth));
+    if (h->zap != NULL) {
+        if (zap_reload(h->zap, &err) != 0) {
+            log_msg(LOG_LEVEL_ERROR, "herold: SIGHUP: publisher keys kept as they were: %s",
+                    err.message);
+        } else {
+            log_msg(LOG_LEVEL_INFO, "herold: SIGHUP: %zu publisher keys loaded",
+                    zap_key_count(h->zap));
+        }
+    }
+}
+
+/* Publisher authentication: CurveZMQ with the keys file, or plaintext where only this
+ * machine can reach the endpoint (or the operator said --ingest-insecure). Sets
+ * *secret_key to the broker's CURVE secret key (caller frees and clears), or NULL. */
+static int open_ingest_security(struct herold *h, char **secret_key, struct herr *err)
+{
+    *secret_key = NULL;
+    if (h->config.ingest_keys == NULL) {
+        if (zap_endpoint_is_local(h->config.ingest)) {
+            return 0;
+        }
+        if (!h->config.ingest_insecure) {
+            return herr_set(err, HEROLD_E_CONFIG,
+                            "ingest: %s is reachable from other machines: give publisher keys "
+                            "(--ingest-keys) or accept plaintext with --ingest-insecure",
+                            h->config.ingest);
+        }
+        log_msg(LOG_LEVEL_WARN,
+                "herold: ingest on %s is plaintext and unauthenticated (--ingest-insecure)",
+                h->config.ingest);
+        return 0;
+    }
+    char *path = config_ingest_server_key_path(&h->config);
+    zap_keypair_t keypair;
+    int rc = 0;
+    if (h->config.ingest_server_key == NULL) {
+        rc = make_directory(h->config.data_dir, err);
+    }
+    if (rc == 0) {
+        rc = zap_keypair_ensure(path, &keypair, err);
+    }
+    free(path);
+    if (rc != 0) {
+        return rc;
+    }
+    h->zap = zap_new(h->zmq, h->config.ingest_keys, err);
+    if (h->zap == NULL) {
+        OPENSSL_cleanse(&keypair, sizeof(keypair));
+        return err->code;
+    }
+    log_msg(LOG_LEVEL_INFO, "herold: ingest is CurveZMQ, server key %s, %zu publisher keys",
+            keypair.public_key, zap_key_count(h->zap));
+    *secret_key = xstrdup(keypair.secret_key);
+    OPENSSL_cleanse(&keypair, sizeof(keypair));
+    return 0;
 }
 
 static int run_broker(int argc, char **argv)
@@ -438,7 +497,16 @@ static int run_broker(int argc, char **argv)
      * wake-up (wake_dispatch) needs h.http. */
     dispatch_restore_targets(h.dispatch);
     h.zmq = zmq_ctx_new();
-    h.ingest = ingest_new(h.zmq, h.config.ingest, h.store, h.events, &err);
+    char *curve_secret_key = NULL;
+    if (open_ingest_security(&h, &curve_secret_key, &err) != 0) {
+        log_msg(LOG_LEVEL_ERROR, "herold: %s", err.message);
+        shutdown_broker(&h);
+        return 1;
+    }
+    h.ingest = ingest_new(h.zmq, h.config.ingest, curve_secret_key, h.store, h.events, &err);
+    if (curve_secret_key != NULL) {
+        OPENSSL_clear_free(curve_secret_key, strlen(curve_secret_key));
+    }
     if (h.ingest == NULL || ingest_start(h.ingest, &err) != 0) {
         log_msg(LOG_LEVEL_ERROR, "herold: %s", err.message);
         shutdown_broker(&h);
@@ -464,10 +532,72 @@ static int run_broker(int argc, char **argv)
     return 0;
 }
 
+/* herold keygen FILE: a new CurveZMQ keypair for a publisher (or a broker). */
+static int command_keygen(int argc, char **argv)
+{
+    if (argc != 3 || argv[2][0] == '-') {
+        fprintf(stderr, "usage: herold keygen FILE\n");
+        return 2;
+    }
+    struct herr err;
+    zap_keypair_t keypair;
+    struct stat st;
+    if (stat(argv[2], &st) == 0) {
+        fprintf(stderr, "herold keygen: %s exists; not overwritten\n", argv[2]);
+        return 1;
+    }
+    if (zap_keypair_ensure(argv[2], &keypair, &err) != 0) {
+        fprintf(stderr, "herold keygen: %s\n", err.message);
+        return 1;
+    }
+    printf("%s\n", keypair.public_key);
+    OPENSSL_cleanse(&keypair, sizeof(keypair));
+    return 0;
+}
+
+/* herold ingest-key [broker options]: the broker's CurveZMQ public key, which publishers
+ * need (the keypair is made if missing). */
+static int command_ingest_key(int argc, char **argv)
+{
+    struct herr err;
+    config_t cfg;
+    char **args = xcalloc((size_t)argc, sizeof(char *));
+    args[0] = argv[0];
+    for (int i = 2; i < argc; i++) {
+        args[i - 1] = argv[i];
+    }
+    int rc = config_load(&cfg, argc - 1, args, &err);
+    free(args);
+    if (rc != 0) {
+        fprintf(stderr, "herold ingest-key: %s\n", err.message);
+        return 2;
+    }
+    char *path = config_ingest_server_key_path(&cfg);
+    zap_keypair_t keypair;
+    int status = 1;
+    if ((cfg.ingest_server_key != NULL || make_directory(cfg.data_dir, &err) == 0) &&
+        zap_keypair_ensure(path, &keypair, &err) == 0) {
+        printf("%s\n", keypair.public_key);
+        OPENSSL_cleanse(&keypair, sizeof(keypair));
+        status = 0;
+    } else {
+        fprintf(stderr, "herold ingest-key: %s\n", err.message);
+    }
+    free(path);
+    config_clear(&cfg);
+    return status;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "token") == 0) {
         return command_token(argc, argv);
+    }
+    if (argc >= 2 && strcmp(argv[1], "keygen") == 0) {
+        return command_keygen(argc, argv);
+    }
+    if (argc >= 2 && strcmp(argv[1], "ingest-key") == 0) {
+        return command_ingest_key(argc, argv);
     }
     return run_broker(argc, argv);
 }

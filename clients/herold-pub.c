@@ -37,6 +37,7 @@
 
 #include "cli.h"
 #include "mem.h"
+#include "zap.h"
 
 #define PUB_DEFAULT_INGEST "tcp://127.0.0.1:5560"
 #define PUB_WINDOW 1000                  /* events sent but not yet answered */
@@ -57,6 +58,8 @@ enum {
 
 struct options {
     const char *ingest;
+    const char *server_key; /* the broker's CurveZMQ public key (Z85), or NULL */
+    const char *key_file;   /* this publisher's keypair file (herold keygen) */
     const char *id;
     const char *source;
     const char *type;
@@ -792,7 +795,8 @@ out:
 
 static void usage(FILE *out)
 {
-    fputs("usage: herold-pub [--ingest ENDPOINT] [--id ID] [--source S] [--type T]\n"
+    fputs("usage: herold-pub [--ingest ENDPOINT] [--server-key Z85 --key-file FILE]\n"
+          "                  [--id ID] [--source S] [--type T]\n"
           "                  [--resource PATH] [--readers r1,r2] [--time MS] [--actor A]\n"
           "                  [--kind K] [--tenant T] [--previous PATH] [--data JSON]\n"
           "                  [--repeat N] [--rate EVENTS_PER_SECOND] [--quiet]\n"
@@ -804,6 +808,8 @@ static void usage(FILE *out)
           "--rate paces sends (default: as fast as the window of unanswered events allows).\n"
           "Prints each reply as a JSON line (unless --quiet).\n"
           "--ingest defaults to " PUB_DEFAULT_INGEST ".\n"
+          "--server-key (herold ingest-key prints it) and --key-file (herold keygen makes\n"
+          "one) speak CurveZMQ to a broker started with --ingest-keys.\n"
           "Exit status: 0 all acked, 1 any refused, 2 usage or connection error.\n",
           out);
 }
@@ -840,6 +846,8 @@ static int parse_options(int argc, char **argv, struct options *options)
         OPT_RATE,
         OPT_QUIET,
         OPT_HELP,
+        OPT_SERVER_KEY,
+        OPT_KEY_FILE,
     };
     static const struct option long_options[] = {
         {"ingest", required_argument, NULL, OPT_INGEST},
@@ -858,6 +866,8 @@ static int parse_options(int argc, char **argv, struct options *options)
         {"rate", required_argument, NULL, OPT_RATE},
         {"quiet", no_argument, NULL, OPT_QUIET},
         {"help", no_argument, NULL, OPT_HELP},
+        {"server-key", required_argument, NULL, OPT_SERVER_KEY},
+        {"key-file", required_argument, NULL, OPT_KEY_FILE},
         {NULL, 0, NULL, 0},
     };
     json_error_t error;
@@ -870,10 +880,17 @@ static int parse_options(int argc, char **argv, struct options *options)
     opterr = 0;
     while ((opt = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
         options->has_event_flags |= opt != OPT_INGEST && opt != OPT_RESOURCE && opt != OPT_RATE &&
-                                    opt != OPT_QUIET && opt != OPT_HELP && opt != '?';
+                                    opt != OPT_QUIET && opt != OPT_HELP && opt != '?' &&
+                                    opt != OPT_SERVER_KEY && opt != OPT_KEY_FILE;
         switch (opt) {
         case OPT_INGEST:
             options->ingest = optarg;
+            break;
+        case OPT_SERVER_KEY:
+            options->server_key = optarg;
+            break;
+        case OPT_KEY_FILE:
+            options->key_file = optarg;
             break;
         case OPT_ID:
             options->id = optarg;
@@ -973,11 +990,50 @@ static int random_uuid(char text[PUB_UUID_TEXT_BYTES])
     return 0;
 }
 
-static void *open_socket(void *context, const char *endpoint)
+/* CurveZMQ as a client: the broker's public key and this publisher's keypair. */
+static int set_curve(void *socket, const struct options *options)
 {
+    struct herr err;
+    zap_keypair_t keypair;
+    if (options->server_key == NULL || options->key_file == NULL) {
+        fprintf(stderr, "herold-pub: --server-key and --key-file go together\n");
+        return -1;
+    }
+    if (strlen(options->server_key) != ZAP_KEY_TEXT_BYTES) {
+        fprintf(stderr, "herold-pub: --server-key is a Z85 key of %d characters\n",
+                ZAP_KEY_TEXT_BYTES);
+        return -1;
+    }
+    if (zap_keypair_read(options->key_file, &keypair, &err) != 0) {
+        fprintf(stderr, "herold-pub: %s\n", err.message);
+        return -1;
+    }
+    int rc =
+        zmq_setsockopt(socket, ZMQ_CURVE_SERVERKEY, options->server_key, ZAP_KEY_TEXT_BYTES) == 0 &&
+                zmq_setsockopt(socket, ZMQ_CURVE_PUBLICKEY, keypair.public_key,
+                               ZAP_KEY_TEXT_BYTES) == 0 &&
+                zmq_setsockopt(socket, ZMQ_CURVE_SECRETKEY, keypair.secret_key,
+                               ZAP_KEY_TEXT_BYTES) == 0
+            ? 0
+            : -1;
+    memset(&keypair, 0, sizeof(keypair));
+    if (rc != 0) {
+        fprintf(stderr, "herold-pub: CURVE cannot be set up: %s\n", zmq_strerror(errno));
+    }
+    return rc;
+}
+
+static void *open_socket(void *context, const struct options *options)
+{
+    const char *endpoint = options->ingest;
     void *socket = zmq_socket(context, ZMQ_DEALER);
     if (socket == NULL) {
         fprintf(stderr, "herold-pub: zmq_socket failed: %s\n", zmq_strerror(errno));
+        return NULL;
+    }
+    if ((options->server_key != NULL || options->key_file != NULL) &&
+        set_curve(socket, options) != 0) {
+        zmq_close(socket);
         return NULL;
     }
     /* Every event is answered before exit, or the run failed: nothing worth lingering for. */
@@ -1033,7 +1089,7 @@ int main(int argc, char **argv)
     void *context = zmq_ctx_new();
     struct publisher pub = {
         .endpoint = options.ingest, .is_quiet = options.is_quiet, .rate = options.rate};
-    pub.socket = context != NULL ? open_socket(context, options.ingest) : NULL;
+    pub.socket = context != NULL ? open_socket(context, &options) : NULL;
     if (pub.socket != NULL && publish(&pub, &source) == 0) {
         pub.refused += source.local_refusals;
         status = pub.refused > 0 ? PUB_EXIT_REFUSED : PUB_EXIT_OK;
