@@ -186,7 +186,10 @@ class System:
             # port: HTTP and WebSocket; ws_port: the ZeroMQ ingest.
             args = [herold, "--data", os.path.join(self.dir, "var"),
                     "--http", "127.0.0.1:%d" % self.port,
-                    "--ingest", "tcp://127.0.0.1:%d" % self.ws_port, "--log-level", "info"]
+                    "--ingest", "tcp://127.0.0.1:%d" % self.ws_port, "--log-level", "info",
+                    # One user (the load generator) holds every connection and subscription.
+                    "--max-connections-per-user", "0", "--max-subscriptions-per-minute",
+                    "1000000", "--max-ops-per-second", "1000000"]
             ports = [self.port, self.ws_port]
         elif self.kind == "mosquitto":
             args = ["mosquitto", "-c", self._config("mosquitto")]

@@ -25,7 +25,8 @@ if [ "$hard" != unlimited ] && [ $((COUNT + 1024)) -gt "$hard" ]; then
 fi
 ulimit -n $((COUNT + 1024))
 "$BUILD/herold" --data "$work/var" --http "127.0.0.1:$port" \
-    --ingest "tcp://127.0.0.1:$(free_port)" --log-level warn 2>"$work/herold.log" &
+    --ingest "tcp://127.0.0.1:$(free_port)" --log-level warn --max-connections-per-user 0 \
+    2>"$work/herold.log" &
 broker=$!
 for _ in $(seq 100); do
     curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break

@@ -91,6 +91,20 @@ static const struct option_def option_defs[] = {
     {"reauthorization-lead", "HEROLD_REAUTHORIZATION_LEAD",
      offsetof(config_t, reauthorization_lead_text),
      "seconds before expiry that reauthorizationRequired is sent (default 600)", false},
+    {"max-connections-per-user", "HEROLD_MAX_CONNECTIONS_PER_USER",
+     offsetof(config_t, max_connections_per_user_text),
+     "WebSocket connections one user may hold open, 0 for no limit (default 32)", false},
+    {"max-ops-per-second", "HEROLD_MAX_OPS_PER_SECOND", offsetof(config_t, max_ops_per_second_text),
+     "messages a WebSocket connection may send per second, in bursts of twice that or 512 "
+     "(default 100)",
+     false},
+    {"max-subscriptions-per-minute", "HEROLD_MAX_SUBSCRIPTIONS_PER_MINUTE",
+     offsetof(config_t, max_subscriptions_per_minute_text),
+     "subscriptions one user may create per minute, REST and WebSocket together; more get "
+     "429 with Retry-After (default 600)",
+     false},
+    {"allowed-origins", "HEROLD_ALLOWED_ORIGINS", offsetof(config_t, allowed_origins),
+     "comma-separated Origin values a browser's WebSocket may come from (default: any)", false},
     {"max-subscriptions-per-user", "HEROLD_MAX_SUBSCRIPTIONS_PER_USER",
      offsetof(config_t, max_subscriptions_per_user_text),
      "persistent subscriptions one user may hold (default 1000)", false},
@@ -289,6 +303,21 @@ static int finish(config_t *cfg, struct herr *err)
         return HEROLD_E_CONFIG;
     }
     cfg->max_subscriptions_per_user = (int)value;
+    if (parse_number("max-connections-per-user", cfg->max_connections_per_user_text, 32, 0, 1000000,
+                     &value, err) != 0) {
+        return HEROLD_E_CONFIG;
+    }
+    cfg->max_connections_per_user = (int)value;
+    if (parse_number("max-ops-per-second", cfg->max_ops_per_second_text, 100, 1, 1000000, &value,
+                     err) != 0) {
+        return HEROLD_E_CONFIG;
+    }
+    cfg->max_ops_per_second = (int)value;
+    if (parse_number("max-subscriptions-per-minute", cfg->max_subscriptions_per_minute_text, 600, 1,
+                     1000000, &value, err) != 0) {
+        return HEROLD_E_CONFIG;
+    }
+    cfg->max_subscriptions_per_minute = (int)value;
     if (parse_number("jwt-leeway", cfg->jwt_leeway_text, AUTH_CLOCK_LEEWAY_SECONDS, 0,
                      AUTH_MAX_LEEWAY_SECONDS, &cfg->jwt_leeway, err) != 0) {
         return HEROLD_E_CONFIG;

@@ -92,6 +92,12 @@ static void refuse_upgrade(struct lws *wsi, int status)
     } else if (status == 400) {
         code = HEROLD_E_BAD_REQUEST;
         reason = "Bad Request";
+    } else if (status == 403) {
+        code = HEROLD_E_FORBIDDEN;
+        reason = "Forbidden";
+    } else if (status == 429) {
+        code = HEROLD_E_LIMIT;
+        reason = "Too Many Requests";
     }
     int body_len = snprintf(body, sizeof(body), "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}",
                             herold_error_code(code), herold_error_text(code));

@@ -65,7 +65,10 @@ struct herold {
     http_t *http;
     void *zmq;
     ingest_t *ingest;
-    zap_t *zap;              /* NULL: plaintext ingest */
+    zap_t *zap;             /* NULL: plaintext ingest */
+    ratelimit_t *creations; /* subscriptions created per user (REST and ws) */
+    char **allowed_origins;
+    size_t allowed_origin_count;
     uint64_t highest_cursor; /* of the cursors the store kept */
 };
 
@@ -327,7 +330,37 @@ static void shutdown_broker(struct herold *h)
         zmq_ctx_term(h->zmq);
     }
     auth_free(h->auth);
+    ratelimit_free(h->creations);
+    for (size_t i = 0; i < h->allowed_origin_count; i++) {
+        free(h->allowed_origins[i]);
+    }
+    free(h->allowed_origins);
     config_clear(&h->config);
+}
+
+/* --allowed-origins as a list; spaces around the commas do not count. */
+static void parse_origins(struct herold *h)
+{
+    if (h->config.allowed_origins == NULL) {
+        return;
+    }
+    char *copy = xstrdup(h->config.allowed_origins);
+    for (char *save = NULL, *o = strtok_r(copy, ",", &save); o != NULL;
+         o = strtok_r(NULL, ",", &save)) {
+        while (*o == ' ') {
+            o++;
+        }
+        size_t len = strlen(o);
+        while (len > 0 && o[len - 1] == ' ') {
+            o[--len] = '\0';
+        }
+        if (len > 0) {
+            h->allowed_origins =
+                xrealloc(h->allowed_origins, (h->allowed_origin_count + 1) * sizeof(char *));
+            h->allowed_origins[h->allowed_origin_count++] = xstrdup(o);
+        }
+    }
+    free(copy);
 }
 
 /* SIGHUP: the token keys are read again. Connections stay; tokens already accepted stay
@@ -422,6 +455,18 @@ static int run_broker(int argc, char **argv)
     }
     h.subs = subs_new();
     h.ws = ws_new(h.auth, h.subs); /* before the store: it hands over users' cursors */
+    h.creations = ratelimit_new(h.config.max_subscriptions_per_minute / 60.0,
+                                h.config.max_subscriptions_per_minute);
+    parse_origins(&h);
+    ws_limits_t limits = {
+        .max_connections_per_user = h.config.max_connections_per_user,
+        .ops_per_second = h.config.max_ops_per_second,
+        .creations = h.creations,
+        .creations_per_minute = h.config.max_subscriptions_per_minute,
+        .allowed_origins = h.allowed_origins,
+        .allowed_origin_count = h.allowed_origin_count,
+    };
+    ws_set_limits(h.ws, &limits);
     store_config_t store_config = {
         .data_dir = h.config.data_dir,
         .conninfo = h.config.store,
@@ -477,6 +522,8 @@ static int run_broker(int argc, char **argv)
         .max_expiration_minutes = h.config.subscription_max_minutes,
         .max_subscriptions_per_user = h.config.max_subscriptions_per_user,
         .is_tls = h.config.tls_cert != NULL,
+        .creations = h.creations,
+        .creations_per_minute = h.config.max_subscriptions_per_minute,
     };
     h.rest = rest_new(&rest_config, h.auth, h.subs, h.dispatch, h.webhook, h.webhook_results);
     http_routes_t routes = {

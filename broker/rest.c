@@ -12,6 +12,7 @@
 
 #include "errors.h"
 #include "event.h"
+#include "clock.h"
 #include "log.h"
 #include "mem.h"
 #include "notif.h"
@@ -63,7 +64,8 @@ struct rest_request {
     char *response;
     size_t response_len;
     bool is_close_after;
-    uint64_t pending_id; /* non-zero while a validation runs */
+    int64_t retry_after_s; /* > 0: a Retry-After header goes with the answer */
+    uint64_t pending_id;   /* non-zero while a validation runs */
     struct change *change;
 };
 
@@ -220,6 +222,14 @@ static int write_headers(rest_request_t *req, int status, size_t body_len)
         lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close", 5,
                                      &p, end) != 0) {
         return -1;
+    }
+    if (req->retry_after_s > 0) {
+        char seconds[24];
+        int len = snprintf(seconds, sizeof(seconds), "%lld", (long long)req->retry_after_s);
+        if (lws_add_http_header_by_name(wsi, (const unsigned char *)"retry-after:",
+                                        (const unsigned char *)seconds, len, &p, end) != 0) {
+            return -1;
+        }
     }
     return lws_finalize_write_http_header(wsi, start, &p, end) != 0 ? -1 : 0;
 }
@@ -594,6 +604,17 @@ static int handle_create(rest_request_t *req, json_t *body)
     struct change *change = xcalloc(1, sizeof(*change));
     change->is_create = true;
     req->change = change;
+
+    int64_t retry_after_ms = 0;
+    if (req->rest->config.creations != NULL &&
+        !ratelimit_take(req->rest->config.creations, req->principal->user, clock_monotonic_ms(),
+                        &retry_after_ms)) {
+        char text[96];
+        snprintf(text, sizeof(text), "subscriptions: at most %d created per minute",
+                 req->rest->config.creations_per_minute);
+        req->retry_after_s = (retry_after_ms + 999) / 1000;
+        return respond_error(req, HEROLD_E_LIMIT, text);
+    }
 
     json_t *change_type = json_object_get(body, "changeType");
     json_t *url = json_object_get(body, "notificationUrl");

@@ -30,6 +30,7 @@
 #include "auth.h"
 #include "chan.h"
 #include "dispatch.h"
+#include "ratelimit.h"
 #include "subs.h"
 #include "webhook.h"
 
@@ -50,7 +51,9 @@ typedef struct rest_config {
     int64_t min_expiration_seconds; /* closer expirations are raised to this */
     int64_t max_expiration_minutes; /* further ones are refused */
     int max_subscriptions_per_user;
-    bool is_tls; /* links we emit say https */
+    bool is_tls;              /* links we emit say https */
+    ratelimit_t *creations;   /* subscriptions created per user, shared with ws; or NULL */
+    int creations_per_minute; /* the rate behind creations, for messages */
 } rest_config_t;
 
 /* The API over subs, dispatch and webhook (borrowed); validation answers arrive on

@@ -12,6 +12,7 @@
 
 #include "event.h"
 #include "hash.h"
+#include "clock.h"
 #include "log.h"
 #include "mem.h"
 #include "notif.h"
@@ -53,6 +54,7 @@ struct out_entry {
 struct ws_user {
     struct ws_user *next; /* hash chain */
     char *name;
+    int session_count; /* open connections */
     uint64_t cursor;
     bool is_dirty;
 };
@@ -84,11 +86,12 @@ struct ws_session {
     ws_session_t *replay_next;
     bool is_overflowed;           /* only the missed frame is left to send */
     int64_t opened_at;            /* seconds since the epoch */
+    rate_bucket_t ops;            /* client messages, against limits.ops_per_second */
     bool is_reauthorization_sent; /* for the current token */
     bool is_close_pending;        /* close with close_status at the next WRITEABLE */
     enum lws_close_status close_status;
     const char *close_reason; /* static text sent with close_status */
-    bool is_coalescing; /* on the ws's coalesce list, waiting for its timer */
+    bool is_coalescing;       /* on the ws's coalesce list, waiting for its timer */
     ws_session_t *coalesce_prev;
     ws_session_t *coalesce_next;
     ws_session_t *prev;
@@ -110,6 +113,7 @@ struct ws {
     struct lws_context *coalesce_context; /* set while the timer is scheduled */
     unsigned char *frame;                 /* the notify frame being written (service thread) */
     size_t frame_capacity;
+    ws_limits_t limits;
 };
 
 ws_t *ws_new(const auth_t *auth, subs_t *subs)
@@ -118,6 +122,11 @@ ws_t *ws_new(const auth_t *auth, subs_t *subs)
     ws->auth = auth;
     ws->subs = subs;
     return ws;
+}
+
+void ws_set_limits(ws_t *ws, const ws_limits_t *limits)
+{
+    ws->limits = *limits;
 }
 
 void ws_free(ws_t *ws)
@@ -544,6 +553,17 @@ static void op_subscribe(ws_session_t *s, json_t *message, const char *ref)
         return;
     }
 
+    int64_t retry_after_ms = 0;
+    if (s->ws->limits.creations != NULL &&
+        !ratelimit_take(s->ws->limits.creations, s->principal->user, clock_monotonic_ms(),
+                        &retry_after_ms)) {
+        char text[128];
+        snprintf(text, sizeof(text),
+                 "subscriptions: at most %d created per minute; retry in %lld s",
+                 s->ws->limits.creations_per_minute, (long long)(retry_after_ms + 999) / 1000);
+        answer_error(s, ref, HEROLD_E_LIMIT, text);
+        return;
+    }
     char *pattern = subs_expand_resource(json_string_value(resource), s->principal->user, false);
     sub_t *sub;
     int rc = subs_add(s->ws->subs, pattern, strlen(pattern), mask, s->principal, s, &sub, &err);
@@ -629,6 +649,17 @@ static void op_unsubscribe(ws_session_t *s, json_t *message, const char *ref)
 
 static void handle_message(ws_session_t *s, const char *data, size_t len)
 {
+    double rate = s->ws->limits.ops_per_second;
+    /* Bursts of twice the rate, and at least enough to subscribe a connection's worth at
+     * once, as a client does when it (re)connects. */
+    double burst = 2 * rate > WS_OPS_BURST_MIN ? 2 * rate : WS_OPS_BURST_MIN;
+    if (rate > 0 && !rate_bucket_take(&s->ops, rate, burst, clock_monotonic_ms(), NULL)) {
+        /* Refused before parsing: an op over the rate costs as little as possible. */
+        char text[96];
+        snprintf(text, sizeof(text), "ops: at most %g per second on a connection", rate);
+        answer_error(s, NULL, HEROLD_E_LIMIT, text);
+        return;
+    }
     json_error_t jerr;
     json_t *message = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
     if (message == NULL) {
@@ -710,11 +741,42 @@ static int request_token(struct lws *wsi, char *buf, int cap)
     return (int)len;
 }
 
+/* A browser names the page that opens a WebSocket in Origin; with allowed origins
+ * configured, a page elsewhere may not use a user's token through it. Clients that are not
+ * browsers send no Origin and are not concerned. */
+static bool origin_is_allowed(const ws_t *ws, struct lws *wsi)
+{
+    if (ws->limits.allowed_origins == NULL) {
+        return true;
+    }
+    char origin[256];
+    int len = lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN);
+    if (len <= 0) {
+        return true;
+    }
+    if (len >= (int)sizeof(origin) ||
+        lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN) < 0) {
+        return false;
+    }
+    for (size_t i = 0; i < ws->limits.allowed_origin_count; i++) {
+        if (strcasecmp(origin, ws->limits.allowed_origins[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 ws_session_t *ws_handshake(ws_t *ws, struct lws *wsi, int *http_status)
 {
     char token[AUTH_MAX_TOKEN_BYTES + 64];
     struct herr err;
     auth_principal_t *principal = NULL;
+
+    if (!origin_is_allowed(ws, wsi)) {
+        log_msg(LOG_LEVEL_INFO, "ws: handshake refused: Origin is not an allowed origin");
+        *http_status = 403;
+        return NULL;
+    }
 
     int len = request_token(wsi, token, (int)sizeof(token));
     if (len <= 0) {
@@ -740,12 +802,22 @@ ws_session_t *ws_handshake(ws_t *ws, struct lws *wsi, int *http_status)
         *http_status = 400;
         return NULL;
     }
+    struct ws_user *user = user_get(ws, principal->user);
+    if (ws->limits.max_connections_per_user > 0 &&
+        user->session_count >= ws->limits.max_connections_per_user) {
+        log_msg(LOG_LEVEL_INFO, "ws: handshake refused: %s has %d connections open",
+                principal->user, user->session_count);
+        auth_principal_free(principal);
+        *http_status = 429;
+        return NULL;
+    }
     ws_session_t *s = xcalloc(1, sizeof(*s));
     s->ws = ws;
     s->wsi = wsi;
     s->principal = principal;
     s->opened_at = (int64_t)time(NULL);
-    s->user = user_get(ws, principal->user);
+    s->user = user;
+    user->session_count++;
     if (has_since) {
         /* Live websocket: items wait for the replay from now on; it starts at open. */
         replay_begin(s, since);
@@ -927,6 +999,7 @@ void ws_session_closed(ws_session_t *s)
         s->next->prev = s->prev;
     }
     ws->session_count--;
+    s->user->session_count--;
     log_msg(LOG_LEVEL_DEBUG, "ws: session of %s closed", s->principal->user);
     auth_principal_free(s->principal);
     free(s->subs);
@@ -973,6 +1046,9 @@ void ws_lifecycle_to_user(ws_t *ws, const char *user, const char *lifecycle_even
 
 void ws_sweep(ws_t *ws, int64_t now, int64_t reauthorization_lead)
 {
+    if (ws->limits.creations != NULL) {
+        ratelimit_sweep(ws->limits.creations, clock_monotonic_ms());
+    }
     for (ws_session_t *s = ws->sessions; s != NULL; s = s->next) {
         int64_t expires_at = s->principal->expires_at;
         if (s->is_close_pending) {

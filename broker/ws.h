@@ -33,6 +33,7 @@
 #include <stdint.h>
 
 #include "auth.h"
+#include "ratelimit.h"
 #include "notif.h"
 #include "subs.h"
 
@@ -41,6 +42,8 @@ struct lws;
 #define WS_MAX_MESSAGE_BYTES 16384 /* one client message after reassembly */
 #define WS_MAX_REF_BYTES 128
 #define WS_MAX_SUBSCRIPTIONS_PER_CONNECTION 256
+/* The smallest burst of ops a connection is allowed (ws_limits_t.ops_per_second). */
+#define WS_OPS_BURST_MIN (2 * WS_MAX_SUBSCRIPTIONS_PER_CONNECTION)
 #define WS_QUEUE_MAX_ENTRIES 8192
 /* A session gains DISPATCH_EVENTS_PER_TURN items per loop turn for each of its matching
  * subscriptions and may send one frame per turn, so a frame holds many more items than
@@ -50,6 +53,17 @@ struct lws;
 #define WS_BATCH_MAX_BYTES (256 * 1024)
 
 typedef struct ws ws_t;
+
+/* What one user or connection may do (config.h has the flags and defaults). */
+typedef struct ws_limits {
+    int max_connections_per_user; /* at once; 0: no limit */
+    double ops_per_second;        /* per connection; bursts of twice that, at least
+                                     WS_OPS_BURST_MIN; 0: no limit */
+    ratelimit_t *creations;       /* subscriptions created per user, shared with REST; or NULL */
+    int creations_per_minute;     /* the rate behind creations, for messages */
+    char **allowed_origins;       /* Origin headers accepted; NULL: any (borrowed) */
+    size_t allowed_origin_count;
+} ws_limits_t;
 typedef struct ws_session ws_session_t;
 
 /* A WebSocket layer checking tokens with auth and creating subscriptions in subs (both
@@ -99,6 +113,9 @@ ws_session_t *ws_replay_next(const ws_session_t *session);
 
 /* The next seq to read for session (0: from the first retained). */
 uint64_t ws_session_replay_from(const ws_session_t *session);
+
+/* Sets the limits (copied; the pointers in it are borrowed). Without it: none. */
+void ws_set_limits(ws_t *ws, const ws_limits_t *limits);
 
 /* Once a second: a session whose token expires within the lead (or within half the
  * token's remaining life at connect, if shorter) is sent reauthorizationRequired, once per
