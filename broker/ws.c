@@ -16,6 +16,7 @@
 #include "log.h"
 #include "mem.h"
 #include "notif.h"
+#include "wsop.h"
 
 /* Seconds a session that must close may take to flush its last frames. */
 #define WS_CLOSE_FLUSH_SECONDS 10
@@ -491,23 +492,17 @@ void ws_session_replay_advance(ws_session_t *s, uint64_t scanned_seq, bool is_at
     }
 }
 
-static void op_resume(ws_session_t *s, json_t *message, const char *ref)
+static void op_resume(ws_session_t *s, const wsop_t *op)
 {
-    json_t *cursor_json = json_object_get(message, "cursor");
-    uint64_t cursor;
-    if (cursor_json == NULL || json_is_null(cursor_json)) {
+    const char *ref = op->ref;
+    uint64_t cursor = op->cursor;
+    if (!op->has_cursor) {
         if (s->user->cursor == 0) {
             answer_error(s, ref, HEROLD_E_NOT_FOUND,
                          "cursor: none given and none stored for this user");
             return;
         }
         cursor = s->user->cursor;
-    } else if (!json_is_string(cursor_json) ||
-               !notif_cursor_parse(json_string_value(cursor_json), json_string_length(cursor_json),
-                                   &cursor)) {
-        answer_error(s, ref, HEROLD_E_BAD_REQUEST,
-                     "cursor: must be a cursor string from a notify or lifecycle frame");
-        return;
     }
     if (s->is_replaying) {
         answer_error(s, ref, HEROLD_E_CONFLICT, "cursor: a resume is already running");
@@ -524,27 +519,11 @@ static void op_resume(ws_session_t *s, json_t *message, const char *ref)
 
 /* ---- ops ---- */
 
-static void op_subscribe(ws_session_t *s, json_t *message, const char *ref)
+static void op_subscribe(ws_session_t *s, const wsop_t *op)
 {
     struct herr err;
-    unsigned mask = EVENT_CHANGE_ALL;
-    json_t *resource = json_object_get(message, "resource");
-    json_t *change_type = json_object_get(message, "changeType");
-
-    if (!json_is_string(resource)) {
-        answer_error(s, ref, HEROLD_E_BAD_REQUEST, "resource: a string is required");
-        return;
-    }
-    if (change_type != NULL && !json_is_string(change_type)) {
-        answer_error(s, ref, HEROLD_E_BAD_REQUEST, "changeType: must be a string");
-        return;
-    }
-    if (change_type != NULL &&
-        event_change_mask_parse(json_string_value(change_type), json_string_length(change_type),
-                                &mask, &err) != 0) {
-        answer_error(s, ref, err.code, err.message);
-        return;
-    }
+    const char *ref = op->ref;
+    unsigned mask = op->change_mask;
     if (s->sub_count >= WS_MAX_SUBSCRIPTIONS_PER_CONNECTION) {
         char text[128];
         snprintf(text, sizeof(text), "subscriptions: at most %d per connection",
@@ -564,7 +543,7 @@ static void op_subscribe(ws_session_t *s, json_t *message, const char *ref)
         answer_error(s, ref, HEROLD_E_LIMIT, text);
         return;
     }
-    char *pattern = subs_expand_resource(json_string_value(resource), s->principal->user, false);
+    char *pattern = subs_expand_resource(op->resource, s->principal->user, false);
     sub_t *sub;
     int rc = subs_add(s->ws->subs, pattern, strlen(pattern), mask, s->principal, s, &sub, &err);
     free(pattern);
@@ -593,17 +572,13 @@ static void op_subscribe(ws_session_t *s, json_t *message, const char *ref)
 
 /* A renewed token for the same user: the connection lives on under it, its subscriptions
  * checked against its groups from now on. */
-static void op_auth(ws_session_t *s, json_t *message, const char *ref)
+static void op_auth(ws_session_t *s, const wsop_t *op)
 {
-    json_t *token = json_object_get(message, "token");
-    if (!json_is_string(token)) {
-        answer_error(s, ref, HEROLD_E_BAD_REQUEST, "token: a string is required");
-        return;
-    }
+    const char *ref = op->ref;
     struct herr err;
     auth_principal_t *principal = NULL;
-    if (auth_token_verify(s->ws->auth, json_string_value(token), json_string_length(token),
-                          (int64_t)time(NULL), &principal, &err) != 0) {
+    if (auth_token_verify(s->ws->auth, op->token, op->token_len, (int64_t)time(NULL), &principal,
+                          &err) != 0) {
         log_msg(LOG_LEVEL_INFO, "ws: auth refused for %s: %s", s->principal->user, err.message);
         answer_error(s, ref, err.code, err.message);
         return;
@@ -626,19 +601,15 @@ static void op_auth(ws_session_t *s, json_t *message, const char *ref)
                             "expirationDateTime", expiration));
 }
 
-static void op_unsubscribe(ws_session_t *s, json_t *message, const char *ref)
+static void op_unsubscribe(ws_session_t *s, const wsop_t *op)
 {
-    json_t *id = json_object_get(message, "subscriptionId");
-    if (!json_is_string(id)) {
-        answer_error(s, ref, HEROLD_E_BAD_REQUEST, "subscriptionId: a string is required");
-        return;
-    }
+    const char *ref = op->ref;
     for (size_t i = 0; i < s->sub_count; i++) {
-        if (subs_id_is(s->subs[i], json_string_value(id))) {
+        if (subs_id_is(s->subs[i], op->subscription_id)) {
             subs_remove(s->ws->subs, s->subs[i]);
             s->subs[i] = s->subs[--s->sub_count];
-            json_t *answer = json_pack("{s:s, s:o, s:O}", "op", "unsubscribed", "ref",
-                                       ref_value(ref), "subscriptionId", id);
+            json_t *answer = json_pack("{s:s, s:o, s:s}", "op", "unsubscribed", "ref",
+                                       ref_value(ref), "subscriptionId", op->subscription_id);
             queue_json(s, answer);
             return;
         }
@@ -660,50 +631,31 @@ static void handle_message(ws_session_t *s, const char *data, size_t len)
         answer_error(s, NULL, HEROLD_E_LIMIT, text);
         return;
     }
-    json_error_t jerr;
-    json_t *message = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (message == NULL) {
-        char text[200];
-        snprintf(text, sizeof(text), "not valid JSON: %s", jerr.text);
-        answer_error(s, NULL, HEROLD_E_BAD_JSON, text);
+    wsop_t op;
+    struct herr err;
+    if (wsop_parse(data, len, &op, &err) != 0) {
+        answer_error(s, op.ref, err.code, err.message);
+        wsop_clear(&op);
         return;
     }
-    if (!json_is_object(message)) {
-        answer_error(s, NULL, HEROLD_E_BAD_JSON, "a message must be a JSON object");
-        json_decref(message);
-        return;
+    switch (op.kind) {
+    case WSOP_SUBSCRIBE:
+        op_subscribe(s, &op);
+        break;
+    case WSOP_UNSUBSCRIBE:
+        op_unsubscribe(s, &op);
+        break;
+    case WSOP_PING:
+        queue_json(s, json_pack("{s:s, s:o}", "op", "pong", "ref", ref_value(op.ref)));
+        break;
+    case WSOP_RESUME:
+        op_resume(s, &op);
+        break;
+    case WSOP_AUTH:
+        op_auth(s, &op);
+        break;
     }
-
-    const char *ref = NULL;
-    json_t *ref_json = json_object_get(message, "ref");
-    if (ref_json != NULL && !json_is_null(ref_json)) {
-        if (!json_is_string(ref_json) || json_string_length(ref_json) > WS_MAX_REF_BYTES) {
-            answer_error(s, NULL, HEROLD_E_BAD_REQUEST,
-                         "ref: must be a string of at most 128 bytes");
-            json_decref(message);
-            return;
-        }
-        ref = json_string_value(ref_json);
-    }
-
-    json_t *op = json_object_get(message, "op");
-    if (!json_is_string(op)) {
-        answer_error(s, ref, HEROLD_E_BAD_REQUEST, "op: a string is required");
-    } else if (strcmp(json_string_value(op), "subscribe") == 0) {
-        op_subscribe(s, message, ref);
-    } else if (strcmp(json_string_value(op), "unsubscribe") == 0) {
-        op_unsubscribe(s, message, ref);
-    } else if (strcmp(json_string_value(op), "ping") == 0) {
-        queue_json(s, json_pack("{s:s, s:o}", "op", "pong", "ref", ref_value(ref)));
-    } else if (strcmp(json_string_value(op), "resume") == 0) {
-        op_resume(s, message, ref);
-    } else if (strcmp(json_string_value(op), "auth") == 0) {
-        op_auth(s, message, ref);
-    } else {
-        answer_error(s, ref, HEROLD_E_UNKNOWN_OP,
-                     "op: not one of subscribe, unsubscribe, ping, resume, auth");
-    }
-    json_decref(message);
+    wsop_clear(&op);
 }
 
 /* ---- session lifecycle ---- */
