@@ -539,35 +539,42 @@ static int finish_change(rest_request_t *req)
 }
 
 /* Reads and checks expirationDateTime; 0 with *expires_at, or an answered error. */
-static int read_expiration(rest_request_t *req, json_t *value, int64_t *expires_at)
+/* expirationDateTime against the configured bounds at now. */
+static int parse_expiration(const rest_config_t *config, json_t *value, int64_t now,
+                            int64_t *expires_at, struct herr *err)
 {
     int64_t requested;
-    int64_t now = (int64_t)time(NULL);
     if (!json_is_string(value) || parse_datetime(json_string_value(value), &requested) != 0) {
-        respond_error(req, HEROLD_E_BAD_REQUEST,
-                      "expirationDateTime: an ISO 8601 date and time such as "
-                      "2026-11-28T10:00:00.0000000Z is required");
-        return -1;
+        return herr_set(err, HEROLD_E_BAD_REQUEST,
+                        "expirationDateTime: an ISO 8601 date and time such as "
+                        "2026-11-28T10:00:00.0000000Z is required");
     }
     if (requested <= now) {
-        respond_error(req, HEROLD_E_BAD_REQUEST, "expirationDateTime: lies in the past");
-        return -1;
+        return herr_set(err, HEROLD_E_BAD_REQUEST, "expirationDateTime: lies in the past");
     }
-    if (requested > now + req->rest->config.max_expiration_minutes * 60) {
-        char text[128];
-        snprintf(text, sizeof(text), "expirationDateTime: more than %" PRId64 " minutes ahead",
-                 req->rest->config.max_expiration_minutes);
-        respond_error(req, HEROLD_E_BAD_REQUEST, text);
-        return -1;
+    if (requested > now + config->max_expiration_minutes * 60) {
+        return herr_set(err, HEROLD_E_BAD_REQUEST,
+                        "expirationDateTime: more than %" PRId64 " minutes ahead",
+                        config->max_expiration_minutes);
     }
-    if (requested < now + req->rest->config.min_expiration_seconds) {
-        requested = now + req->rest->config.min_expiration_seconds;
+    if (requested < now + config->min_expiration_seconds) {
+        requested = now + config->min_expiration_seconds;
     }
     *expires_at = requested;
     return 0;
 }
 
-/* Checks a webhook URL; 0, or an answered error naming member. */
+static int read_expiration(rest_request_t *req, json_t *value, int64_t *expires_at)
+{
+    struct herr err;
+    int rc = parse_expiration(&req->rest->config, value, (int64_t)time(NULL), expires_at, &err);
+    if (rc != 0) {
+        respond_error(req, rc, err.message);
+        return -1;
+    }
+    return 0;
+}
+
 static int check_url(rest_request_t *req, const char *member, const char *url)
 {
     struct herr err;
@@ -579,28 +586,142 @@ static int check_url(rest_request_t *req, const char *member, const char *url)
     return 0;
 }
 
-static const char *optional_string(rest_request_t *req, json_t *body, const char *member,
-                                   size_t max_bytes, bool *is_bad)
+/* An optional string member of at most max_bytes: *out is NULL when absent or null. */
+static int string_member(json_t *body, const char *member, size_t max_bytes, const char **out,
+                         struct herr *err)
 {
     json_t *value = json_object_get(body, member);
+    *out = NULL;
     if (value == NULL || json_is_null(value)) {
-        return NULL;
+        return 0;
     }
     if (!json_is_string(value) || json_string_length(value) > max_bytes) {
-        char text[128];
-        snprintf(text, sizeof(text), "%s: must be a string of at most %zu bytes", member,
-                 max_bytes);
-        respond_error(req, HEROLD_E_BAD_REQUEST, text);
-        *is_bad = true;
-        return NULL;
+        return herr_set(err, HEROLD_E_BAD_REQUEST, "%s: must be a string of at most %zu bytes",
+                        member, max_bytes);
     }
-    return json_string_value(value);
+    *out = json_string_value(value);
+    return 0;
+}
+
+/* A creation body, checked whole into change (which the caller frees either way): every
+ * rule that needs no state beyond the configuration. Returns 0 or the error to answer. */
+static int parse_create(const rest_config_t *config, json_t *body,
+                        const auth_principal_t *principal, int64_t now, struct change *change,
+                        struct herr *err)
+{
+    json_t *change_type = json_object_get(body, "changeType");
+    json_t *url = json_object_get(body, "notificationUrl");
+    json_t *resource = json_object_get(body, "resource");
+    json_t *expiration = json_object_get(body, "expirationDateTime");
+    const char *missing = !json_is_string(change_type) ? "changeType"
+                          : !json_is_string(url)       ? "notificationUrl"
+                          : !json_is_string(resource)  ? "resource"
+                          : expiration == NULL         ? "expirationDateTime"
+                                                       : NULL;
+    if (missing != NULL) {
+        return herr_set(err, HEROLD_E_BAD_REQUEST, "%s: a string is required", missing);
+    }
+    int rc = event_change_mask_parse(json_string_value(change_type),
+                                     json_string_length(change_type), &change->change_mask, err);
+    if (rc != 0) {
+        return rc;
+    }
+    change->resource = subs_expand_resource(json_string_value(resource), principal->user, true);
+    path_t pattern;
+    struct herr path_err;
+    if (path_parse_pattern(change->resource, strlen(change->resource), &pattern, &path_err) != 0) {
+        return herr_set(err, HEROLD_E_BAD_PATH, "resource: %s", path_err.message);
+    }
+    if ((rc = parse_expiration(config, expiration, now, &change->expires_at, err)) != 0) {
+        return rc;
+    }
+    const char *url_text = json_string_value(url);
+    if (strcmp(url_text, REST_WEBSOCKET_URL) == 0) {
+        change->kind = SUB_WEBSOCKET;
+    } else {
+        if ((rc = webhook_url_check_named("notificationUrl", url_text, config->allow_private,
+                                          err)) != 0) {
+            return rc;
+        }
+        change->kind = SUB_WEBHOOK;
+        change->urls_to_validate[0] = xstrdup(url_text);
+    }
+    const char *lifecycle;
+    if ((rc = string_member(body, "lifecycleNotificationUrl", WEBHOOK_MAX_URL_BYTES + 1, &lifecycle,
+                            err)) != 0) {
+        return rc;
+    }
+    if (lifecycle != NULL && change->kind == SUB_WEBSOCKET) {
+        /* Lifecycle notifications of websocket: subscriptions travel over the owner's
+         * sessions, and such subscriptions have no secret to sign a webhook with. */
+        return herr_set(err, HEROLD_E_BAD_REQUEST,
+                        "lifecycleNotificationUrl: not for websocket: subscriptions, whose "
+                        "lifecycle notifications go to the owner's sessions");
+    }
+    if (lifecycle != NULL) {
+        if ((rc = webhook_url_check_named("lifecycleNotificationUrl", lifecycle,
+                                          config->allow_private, err)) != 0) {
+            return rc;
+        }
+        change->urls_to_validate[1] = xstrdup(lifecycle);
+    }
+    const char *client_state;
+    if ((rc = string_member(body, "clientState", 4 * 128, &client_state, err)) != 0) {
+        return rc;
+    }
+    if (client_state != NULL && utf8_chars(client_state) > REST_MAX_CLIENT_STATE_CHARS) {
+        return herr_set(err, HEROLD_E_BAD_REQUEST, "clientState: longer than 128 characters");
+    }
+    const char *certificate;
+    const char *certificate_id;
+    if ((rc = string_member(body, "encryptionCertificate", REST_MAX_CERTIFICATE_BYTES, &certificate,
+                            err)) != 0 ||
+        (rc = string_member(body, "encryptionCertificateId", 256, &certificate_id, err)) != 0) {
+        return rc;
+    }
+    json_t *include = json_object_get(body, "includeResourceData");
+    if (include != NULL && !json_is_boolean(include) && !json_is_null(include)) {
+        return herr_set(err, HEROLD_E_BAD_REQUEST, "includeResourceData: must be a boolean");
+    }
+
+    change->rest.resource_given = xstrdup(json_string_value(resource));
+    change->rest.notification_url = xstrdup(url_text);
+    change->rest.lifecycle_url = lifecycle != NULL ? xstrdup(lifecycle) : NULL;
+    if (client_state != NULL) {
+        change->rest.client_state = xstrdup(client_state);
+        json_t *state = json_string(client_state);
+        change->rest.client_state_json = json_dumps(state, JSON_ENCODE_ANY);
+        json_decref(state);
+    }
+    change->rest.application_id =
+        principal->application != NULL ? xstrdup(principal->application) : NULL;
+    change->rest.encryption_certificate = certificate != NULL ? xstrdup(certificate) : NULL;
+    change->rest.encryption_certificate_id =
+        certificate_id != NULL ? xstrdup(certificate_id) : NULL;
+    change->rest.include_resource_data = json_is_true(include);
+    return 0;
+}
+
+int rest_check_create_body(const rest_config_t *config, const char *text, size_t len,
+                           const auth_principal_t *principal, int64_t now, struct herr *err)
+{
+    json_error_t jerr;
+    json_t *body = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object(body)) {
+        json_decref(body);
+        return herr_set(err, HEROLD_E_BAD_JSON, "the body is not a JSON object");
+    }
+    struct change *change = xcalloc(1, sizeof(*change));
+    change->is_create = true;
+    int rc = parse_create(config, body, principal, now, change, err);
+    change_free(change);
+    json_decref(body);
+    return rc;
 }
 
 static int handle_create(rest_request_t *req, json_t *body)
 {
     struct herr err;
-    bool is_bad = false;
     struct change *change = xcalloc(1, sizeof(*change));
     change->is_create = true;
     req->change = change;
@@ -616,99 +737,11 @@ static int handle_create(rest_request_t *req, json_t *body)
         return respond_error(req, HEROLD_E_LIMIT, text);
     }
 
-    json_t *change_type = json_object_get(body, "changeType");
-    json_t *url = json_object_get(body, "notificationUrl");
-    json_t *resource = json_object_get(body, "resource");
-    json_t *expiration = json_object_get(body, "expirationDateTime");
-    const char *missing = !json_is_string(change_type) ? "changeType"
-                          : !json_is_string(url)       ? "notificationUrl"
-                          : !json_is_string(resource)  ? "resource"
-                          : expiration == NULL         ? "expirationDateTime"
-                                                       : NULL;
-    if (missing != NULL) {
-        char text[96];
-        snprintf(text, sizeof(text), "%s: a string is required", missing);
-        return respond_error(req, HEROLD_E_BAD_REQUEST, text);
+    int rc =
+        parse_create(&req->rest->config, body, req->principal, (int64_t)time(NULL), change, &err);
+    if (rc != 0) {
+        return respond_error(req, rc, err.message);
     }
-    if (event_change_mask_parse(json_string_value(change_type), json_string_length(change_type),
-                                &change->change_mask, &err) != 0) {
-        return respond_error(req, err.code, err.message);
-    }
-    change->resource =
-        subs_expand_resource(json_string_value(resource), req->principal->user, true);
-    path_t pattern;
-    if (path_parse_pattern(change->resource, strlen(change->resource), &pattern, &err) != 0) {
-        char text[HERR_MESSAGE_MAX + 16];
-        snprintf(text, sizeof(text), "resource: %s", err.message);
-        return respond_error(req, HEROLD_E_BAD_PATH, text);
-    }
-    if (read_expiration(req, expiration, &change->expires_at) != 0) {
-        return 0;
-    }
-
-    const char *url_text = json_string_value(url);
-    if (strcmp(url_text, REST_WEBSOCKET_URL) == 0) {
-        change->kind = SUB_WEBSOCKET;
-    } else {
-        if (check_url(req, "notificationUrl", url_text) != 0) {
-            return 0;
-        }
-        change->kind = SUB_WEBHOOK;
-        change->urls_to_validate[0] = xstrdup(url_text);
-    }
-    const char *lifecycle =
-        optional_string(req, body, "lifecycleNotificationUrl", WEBHOOK_MAX_URL_BYTES + 1, &is_bad);
-    if (is_bad) {
-        return 0;
-    }
-    if (lifecycle != NULL && change->kind == SUB_WEBSOCKET) {
-        /* Lifecycle notifications of websocket: subscriptions travel over the owner's
-         * sessions, and such subscriptions have no secret to sign a webhook with. */
-        return respond_error(req, HEROLD_E_BAD_REQUEST,
-                             "lifecycleNotificationUrl: not for websocket: subscriptions, whose "
-                             "lifecycle notifications go to the owner's sessions");
-    }
-    if (lifecycle != NULL) {
-        if (check_url(req, "lifecycleNotificationUrl", lifecycle) != 0) {
-            return 0;
-        }
-        change->urls_to_validate[1] = xstrdup(lifecycle);
-    }
-    const char *client_state = optional_string(req, body, "clientState", 4 * 128, &is_bad);
-    if (is_bad) {
-        return 0;
-    }
-    if (client_state != NULL && utf8_chars(client_state) > REST_MAX_CLIENT_STATE_CHARS) {
-        return respond_error(req, HEROLD_E_BAD_REQUEST, "clientState: longer than 128 characters");
-    }
-    const char *certificate =
-        optional_string(req, body, "encryptionCertificate", REST_MAX_CERTIFICATE_BYTES, &is_bad);
-    const char *certificate_id =
-        is_bad ? NULL : optional_string(req, body, "encryptionCertificateId", 256, &is_bad);
-    if (is_bad) {
-        return 0;
-    }
-    json_t *include = json_object_get(body, "includeResourceData");
-    if (include != NULL && !json_is_boolean(include) && !json_is_null(include)) {
-        return respond_error(req, HEROLD_E_BAD_REQUEST, "includeResourceData: must be a boolean");
-    }
-
-    change->rest.resource_given = xstrdup(json_string_value(resource));
-    change->rest.notification_url = xstrdup(url_text);
-    change->rest.lifecycle_url = lifecycle != NULL ? xstrdup(lifecycle) : NULL;
-    if (client_state != NULL) {
-        change->rest.client_state = xstrdup(client_state);
-        json_t *state = json_string(client_state);
-        change->rest.client_state_json = json_dumps(state, JSON_ENCODE_ANY);
-        json_decref(state);
-    }
-    change->rest.application_id =
-        req->principal->application != NULL ? xstrdup(req->principal->application) : NULL;
-    change->rest.encryption_certificate = certificate != NULL ? xstrdup(certificate) : NULL;
-    change->rest.encryption_certificate_id =
-        certificate_id != NULL ? xstrdup(certificate_id) : NULL;
-    change->rest.include_resource_data = json_is_true(include);
-
     if (check_create_limits(req, change) != 0) {
         return 0;
     }

@@ -61,6 +61,12 @@ typedef struct rest_config {
 rest_t *rest_new(const rest_config_t *config, const auth_t *auth, subs_t *subs,
                  dispatch_t *dispatch, webhook_t *webhook, chan_t *webhook_results);
 
+/* Checks a creation body (POST /v1.0/subscriptions) as the API does before it looks at
+ * the caller's existing subscriptions or validates URLs: for tests and fuzzing. Returns 0
+ * or the error a request would be answered with. */
+int rest_check_create_body(const rest_config_t *config, const char *text, size_t len,
+                           const auth_principal_t *principal, int64_t now, struct herr *err);
+
 /* Frees the API; requests still open must have been closed. NULL is a no-op. */
 void rest_free(rest_t *rest);
 
