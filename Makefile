@@ -9,7 +9,7 @@ PKGS      := libzmq msgpack libwebsockets jansson openssl libcurl libpq
 DEB_PKGS  := build-essential pkg-config libzmq3-dev libmsgpack-dev libwebsockets-dev \
              libssl-dev libjansson-dev libcurl4-openssl-dev check python3 python3-pytest python3-zmq \
              python3-msgpack python3-websockets python3-cryptography openssl curl libpq-dev \
-             postgresql-15
+             postgresql-15 chromium
 # What `make bench` adds: the peers it measures herold against, and gnuplot for the plots.
 BENCH_DEB_PKGS := mosquitto nats-server redis-server gnuplot-nox
 # What `make fuzz` adds: clang and its libFuzzer runtime.
@@ -50,8 +50,8 @@ FUZZ_SRCS   := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_NAMES  := $(patsubst tests/fuzz/fuzz_%.c,%,$(FUZZ_SRCS))
 REPLAY_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz-replay/%,$(FUZZ_SRCS))
 
-.PHONY: all deps bench-deps fuzz-deps run check test unit e2e graph asan bench bench-quick fuzz \
-        clean format
+.PHONY: all deps bench-deps fuzz-deps run check test unit e2e graph web asan bench bench-quick \
+        fuzz demo clean format
 # Keep objects: they are intermediate files of pattern rules, which make would delete.
 .SECONDARY:
 .DEFAULT_GOAL := all
@@ -119,7 +119,7 @@ run: deps all
 	@echo "herold: HTTP and WebSocket on http://127.0.0.1:8080 (/v1.0/ws), events on tcp://127.0.0.1:5560"
 	@echo "herold: get a token with:  $(BUILD)/herold token alice --groups staff --data var"
 	@echo "herold: stop with Ctrl-C"
-	./$(BUILD)/herold --data var
+	./$(BUILD)/herold --data var --web clients/web
 
 # Unit tests (Check), then end-to-end tests (pytest) against the binaries in $(BUILD), then
 # the unmodified Microsoft Graph client library against the same broker (Node.js). Unit and
@@ -131,6 +131,13 @@ test: all
 	    $(BUILD)/fuzz-replay/fuzz_$$f tests/fuzz/corpus/$$f tests/fuzz/regress/$$f; done
 	tests/with-pg env HEROLD_BUILD=$(BUILD) /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e
 	$(MAKE) graph
+	$(MAKE) web
+
+# The live-alert page in headless Chromium (Debian's chromium, playwright-core from npm),
+# against herold, a throwaway PostgreSQL and herold-pg-source.
+web: all
+	cd tests/web && npm ci --no-audit --no-fund --silent && \
+	    ../with-pg env HEROLD_BUILD=$(abspath $(BUILD)) node --test
 
 graph: all
 	cd tests/graph && npm ci --no-audit --no-fund --silent && \

@@ -62,6 +62,8 @@ static const struct option_def option_defs[] = {
      "the audience every token's aud claim must name (default: not checked)", false},
     {"jwt-leeway", "HEROLD_JWT_LEEWAY", offsetof(config_t, jwt_leeway_text),
      "seconds of clock skew allowed on exp and nbf, 0..600 (default 30)", false},
+    {"web", "HEROLD_WEB", offsetof(config_t, web_root),
+     "directory of the live-alert page served at / (default clients/web when it exists)", false},
     {"log-level", "HEROLD_LOG_LEVEL", offsetof(config_t, log_level),
      "debug, info, warn or error (default info)", false},
     {"tls-cert", "HEROLD_TLS_CERT", offsetof(config_t, tls_cert),

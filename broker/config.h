@@ -44,6 +44,7 @@ typedef struct config {
     char *jwt_leeway_text;
     int64_t jwt_leeway;
     char *log_level;
+    char *web_root; /* the page's directory; NULL: clients/web if there */
     char *tls_cert; /* PEM certificate chain: serve https and wss; NULL for plain */
     char *tls_key;  /* PEM private key for tls_cert */
     /* Subscriptions and webhooks, as given (strings) and parsed. */

@@ -44,6 +44,47 @@ struct http_conn {
 
 static const char body_ok[] = "ok\n";
 
+/* The page's files: a fixed list, so no request names a file by its own path. */
+static const struct {
+    const char *uri;
+    const char *file;
+    const char *mime;
+} web_files[] = {
+    {"/", "index.html", "text/html; charset=utf-8"},
+    {"/index.html", "index.html", "text/html; charset=utf-8"},
+    {"/app.js", "app.js", "text/javascript; charset=utf-8"},
+    {"/style.css", "style.css", "text/css; charset=utf-8"},
+};
+
+/* The page talks to this broker only: scripts and styles from here, requests to here. */
+static const char web_headers[] =
+    "content-security-policy: default-src 'self'; connect-src 'self' ws: wss:; "
+    "frame-ancestors 'none'\x0d\x0a"
+    "x-content-type-options: nosniff\x0d\x0a"
+    "cache-control: no-cache\x0d\x0a";
+
+static bool uri_is(struct lws *wsi, const char *path);
+
+/* Serves a file of the page for a GET of one of its paths. Returns 1 when it did (the
+ * callback's answer in *rc), 0 when the request is not for the page. */
+static int serve_web(http_t *http, struct lws *wsi, int *rc)
+{
+    if (http->routes.web_root == NULL || lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) <= 0) {
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(web_files) / sizeof(web_files[0]); i++) {
+        if (uri_is(wsi, web_files[i].uri)) {
+            char path[1024];
+            snprintf(path, sizeof(path), "%s/%s", http->routes.web_root, web_files[i].file);
+            int served = lws_serve_http_file(wsi, path, web_files[i].mime, web_headers,
+                                             (int)strlen(web_headers));
+            *rc = served < 0 || (served > 0 && lws_http_transaction_completed(wsi)) ? -1 : 0;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static bool uri_is(struct lws *wsi, const char *path)
 {
     char uri[256];
@@ -125,9 +166,16 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         if (uri_is(wsi, "/healthz")) {
             return respond(wsi, conn, 200, body_ok, sizeof(body_ok) - 1);
         }
+        int web_rc;
+        if (serve_web(http, wsi, &web_rc)) {
+            return web_rc;
+        }
         /* Everything else is the API's, which answers unknown paths with Graph's 404. */
         conn->request = rest_request_begin(http->routes.rest, wsi, in != NULL ? in : "");
         return 0;
+
+    case LWS_CALLBACK_HTTP_FILE_COMPLETION:
+        return lws_http_transaction_completed(wsi) ? -1 : 0;
 
     case LWS_CALLBACK_HTTP_BODY:
         return conn->request != NULL ? rest_request_body(conn->request, in, len) : 0;

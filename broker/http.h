@@ -33,6 +33,7 @@ typedef struct http_routes {
     int64_t reauthorization_lead; /* seconds, for dispatch_sweep */
     const char *tls_cert;         /* PEM files for https and wss, or NULL for plain */
     const char *tls_key;
+    const char *web_root; /* the live-alert page's files (clients/web), or NULL */
 } http_routes_t;
 
 /* Listens on address:port and serves routes. Returns NULL with err set when the context

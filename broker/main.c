@@ -338,6 +338,21 @@ static void shutdown_broker(struct herold *h)
     config_clear(&h->config);
 }
 
+/* The page's directory: the configured one, or clients/web below the working directory
+ * (where `make run` starts the broker) when it exists. */
+static const char *web_root(const config_t *config)
+{
+    struct stat st;
+    const char *dir = config->web_root != NULL ? config->web_root : "clients/web";
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        if (config->web_root != NULL) {
+            log_msg(LOG_LEVEL_WARN, "herold: --web %s is not a directory: no page at /", dir);
+        }
+        return NULL;
+    }
+    return dir;
+}
+
 /* --allowed-origins as a list; spaces around the commas do not count. */
 static void parse_origins(struct herold *h)
 {
@@ -533,6 +548,7 @@ static int run_broker(int argc, char **argv)
         .reauthorization_lead = h.config.reauthorization_lead_s,
         .tls_cert = h.config.tls_cert,
         .tls_key = h.config.tls_key,
+        .web_root = web_root(&h.config),
     };
     h.http = http_new(h.config.http_address, h.config.http_port, &routes, &err);
     if (h.http == NULL) {

@@ -743,7 +743,9 @@ ws_session_t *ws_handshake(ws_t *ws, struct lws *wsi, int *http_status)
         *http_status = herold_error_status(err.code);
         return NULL;
     }
-    char since_arg[40];
+    /* libwebsockets stops looking at the first query argument that does not fit the
+     * buffer, so this one must hold any of them: an access_token before since included. */
+    static char since_arg[AUTH_MAX_TOKEN_BYTES + 64];
     uint64_t since = 0;
     /* The buffer holds "since=<value>"; the answer points at the value. */
     const char *since_text = lws_get_urlarg_by_name(wsi, "since=", since_arg, sizeof(since_arg));
