@@ -121,6 +121,12 @@ run: deps all
 	@echo "herold: stop with Ctrl-C"
 	./$(BUILD)/herold --data var --web clients/web
 
+# herold fed by all three kinds of store (a throwaway PostgreSQL with the example tables and
+# herold-pg-source, a watched directory with herold-fs-source), changes every few seconds,
+# and the live-alert page; prints the address and two users' tokens. Ctrl-C stops it.
+demo: deps all
+	/usr/bin/python3 demo/demo.py
+
 # Unit tests (Check), then end-to-end tests (pytest) against the binaries in $(BUILD), then
 # the unmodified Microsoft Graph client library against the same broker (Node.js). Unit and
 # end-to-end tests each get a throwaway PostgreSQL (tests/with-pg) for the store that lives
