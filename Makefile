@@ -116,7 +116,7 @@ $(BUILD)/fuzz-replay/%: $(BUILD)/obj/tests/fuzz/%.o $(BUILD)/obj/tests/fuzz/repl
 
 run: deps all
 	@mkdir -p var
-	@echo "herold: HTTP and WebSocket on http://127.0.0.1:8080 (/v1.0/ws), events on tcp://127.0.0.1:5560"
+	@echo "herold: the live-alert page on http://127.0.0.1:8080/, WebSocket /v1.0/ws, events on tcp://127.0.0.1:5560"
 	@echo "herold: get a token with:  $(BUILD)/herold token alice --groups staff --data var"
 	@echo "herold: stop with Ctrl-C"
 	./$(BUILD)/herold --data var --web clients/web

@@ -345,8 +345,23 @@ def test_unknown_route_is_404(broker):
     for path in ("/v1.0/subscriptions/%s/extra" % sub["id"],
                  "/v1.0/subscriptions/%s/reauthorize/x" % sub["id"],
                  "/v1.0/subscriptions/", "/v1.0/nothing", "/v1.0/subscription",
-                 "/v2.0/subscriptions", "/subscriptions", "/"):
+                 "/v2.0/subscriptions", "/subscriptions", "/index.htm", "/app.jsx",
+                 "/clients/web/app.js", "/../Makefile", "/style.css/x"):
         expect_error(broker.rest("GET", path), 404, "not_found")
+
+
+def test_root_serves_the_live_alert_page_and_nothing_else(broker):
+    """/ is the staff page (clients/web); only its own files are served, with a policy
+    that lets it talk to this broker alone."""
+    page = broker.rest("GET", "/", auth=False)
+    assert page.status == 200 and page.header("content-type").startswith("text/html")
+    assert b'<script src="app.js"' in page.body
+    assert "default-src 'self'" in page.header("content-security-policy")
+    assert page.header("x-content-type-options") == "nosniff"
+    for path, kind in (("/app.js", "text/javascript"), ("/style.css", "text/css"),
+                       ("/index.html", "text/html")):
+        resp = broker.rest("GET", path, auth=False)
+        assert resp.status == 200 and resp.header("content-type").startswith(kind), resp
 
 
 def test_links_say_https_behind_a_tls_proxy(broker):
