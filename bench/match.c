@@ -24,13 +24,17 @@
  * principals and shared owner sets, made before the build as their sessions would; not
  * their tokens, which the sessions hold); the events matched per second on one core
  * (subs_match_event with the reader check, counting deliveries), the cost per event relative to the
- * smallest size of the same run, and the subscriptions added per second while building.
+ * smallest size of the same run, the subscriptions added per second while building, and
+ * the events/s of one thread per CPU matching at once over the same index (a match writes
+ * nothing, so they share it without a lock).
  * Events/s is the median over timed passes of the event pool (for MATCH_SECONDS), so
  * that bursts of other work on a shared machine move it less than a plain average.
  */
 
 #include <inttypes.h>
 #include <malloc.h>
+#include <pthread.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -240,6 +244,50 @@ static bool count_delivery(sub_t *sub, void *ctx)
     return true;
 }
 
+/* Matching from several threads at once over the same index, which a match never writes
+ * (patterns.h): each thread matches the whole event pool again and again for
+ * MATCH_SECONDS and counts its own events and deliveries. */
+struct worker {
+    pthread_t thread;
+    subs_t *subs;
+    struct pooled *pool;
+    uint64_t events;
+    uint64_t deliveries;
+};
+
+static void *match_worker(void *arg)
+{
+    struct worker *w = arg;
+    double start = now_seconds();
+    do {
+        for (size_t i = 0; i < EVENT_POOL; i++) {
+            subs_match_event(w->subs, &w->pool[i].event, count_delivery, &w->deliveries);
+        }
+        w->events += EVENT_POOL;
+    } while (now_seconds() - start < MATCH_SECONDS);
+    return NULL;
+}
+
+/* Events per second matched by threads threads together. */
+static double parallel_rate(subs_t *subs, struct pooled *pool, int threads)
+{
+    struct worker *workers = xcalloc((size_t)threads, sizeof(*workers));
+    double start = now_seconds();
+    for (int t = 0; t < threads; t++) {
+        workers[t].subs = subs;
+        workers[t].pool = pool;
+        pthread_create(&workers[t].thread, NULL, match_worker, &workers[t]);
+    }
+    uint64_t events = 0;
+    for (int t = 0; t < threads; t++) {
+        pthread_join(workers[t].thread, NULL);
+        events += workers[t].events;
+    }
+    double elapsed = now_seconds() - start;
+    free(workers);
+    return (double)events / elapsed;
+}
+
 static int compare_doubles(const void *a, const void *b)
 {
     double x = *(const double *)a;
@@ -251,8 +299,12 @@ int main(int argc, char **argv)
 {
     const char *sizes_text = argc > 1 ? argv[1] : "10000,100000,1000000";
     printf("command: %s %s\n", argv[0], sizes_text);
-    printf("%12s %12s %12s %14s %16s %12s %12s\n", "subs", "bytes/sub", "bytes/owner", "events/s",
-           "deliveries/event", "cost ratio", "adds/s");
+    int threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    threads = threads < 1 ? 1 : threads;
+    char parallel_title[32];
+    snprintf(parallel_title, sizeof(parallel_title), "events/s x%d", threads);
+    printf("%12s %12s %12s %14s %16s %12s %12s %14s\n", "subs", "bytes/sub", "bytes/owner",
+           "events/s", "deliveries/event", "cost ratio", "adds/s", parallel_title);
     double first_cost = 0.0;
     char *sizes = xstrdup(sizes_text);
     for (char *item = strtok(sizes, ","); item != NULL; item = strtok(NULL, ",")) {
@@ -313,10 +365,12 @@ int main(int argc, char **argv)
         if (first_cost == 0.0) {
             first_cost = cost;
         }
-        printf("%12zu %12.0f %12.0f %14.0f %16.2f %12.2f %12.0f\n", n,
+        double together = parallel_rate(subs, pool, threads);
+        printf("%12zu %12.0f %12.0f %14.0f %16.2f %12.2f %12.0f %14.0f\n", n,
                (double)(rss_after - rss_before) / (double)n,
                (double)(rss_before - owners_before) / (double)w.users, rate,
-               (double)deliveries / (double)events, cost / first_cost, (double)n / build_seconds);
+               (double)deliveries / (double)events, cost / first_cost, (double)n / build_seconds,
+               together);
         fflush(stdout);
         for (size_t i = 0; i < made_count; i++) {
             subs_remove(subs, made[i]);

@@ -43,6 +43,7 @@
 #include <zmq.h>
 
 #include "cli.h"
+#include "cli_curve.h"
 #include "cli_pack.h"
 #include "mem.h"
 #include "path.h"
@@ -747,18 +748,8 @@ static bool open_socket(struct source *src, void *context)
     src->socket = zmq_socket(context, ZMQ_DEALER);
     int linger = 0;
     zmq_setsockopt(src->socket, ZMQ_LINGER, &linger, sizeof(linger));
-    if (src->o.server_key != NULL) {
-        zap_keypair_t keypair;
-        struct herr err;
-        if (strlen(src->o.server_key) != ZAP_KEY_TEXT_BYTES ||
-            zap_keypair_read(src->o.key_file, &keypair, &err) != 0) {
-            fprintf(stderr, "herold-fs-source: --server-key or --key-file is not usable\n");
-            return false;
-        }
-        zmq_setsockopt(src->socket, ZMQ_CURVE_SERVERKEY, src->o.server_key, ZAP_KEY_TEXT_BYTES);
-        zmq_setsockopt(src->socket, ZMQ_CURVE_PUBLICKEY, keypair.public_key, ZAP_KEY_TEXT_BYTES);
-        zmq_setsockopt(src->socket, ZMQ_CURVE_SECRETKEY, keypair.secret_key, ZAP_KEY_TEXT_BYTES);
-        memset(&keypair, 0, sizeof(keypair));
+    if (cli_curve_setup(src->socket, src->o.server_key, src->o.key_file, "herold-fs-source") != 0) {
+        return false;
     }
     return zmq_connect(src->socket, src->o.ingest) == 0;
 }

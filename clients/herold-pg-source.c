@@ -33,6 +33,7 @@
 #include <zmq.h>
 
 #include "cli.h"
+#include "cli_curve.h"
 #include "cli_pack.h"
 #include "mem.h"
 #include "zap.h"
@@ -136,20 +137,9 @@ static void *open_socket(void *context, const struct options *o)
     void *socket = zmq_socket(context, ZMQ_DEALER);
     int linger = 0;
     zmq_setsockopt(socket, ZMQ_LINGER, &linger, sizeof(linger));
-    if (o->server_key != NULL) {
-        struct herr err;
-        zap_keypair_t keypair;
-        if (strlen(o->server_key) != ZAP_KEY_TEXT_BYTES ||
-            zap_keypair_read(o->key_file, &keypair, &err) != 0) {
-            fprintf(stderr, "herold-pg-source: --server-key is 40 characters of Z85 and "
-                            "--key-file a keypair file (herold keygen)\n");
-            zmq_close(socket);
-            return NULL;
-        }
-        zmq_setsockopt(socket, ZMQ_CURVE_SERVERKEY, o->server_key, ZAP_KEY_TEXT_BYTES);
-        zmq_setsockopt(socket, ZMQ_CURVE_PUBLICKEY, keypair.public_key, ZAP_KEY_TEXT_BYTES);
-        zmq_setsockopt(socket, ZMQ_CURVE_SECRETKEY, keypair.secret_key, ZAP_KEY_TEXT_BYTES);
-        memset(&keypair, 0, sizeof(keypair));
+    if (cli_curve_setup(socket, o->server_key, o->key_file, "herold-pg-source") != 0) {
+        zmq_close(socket);
+        return NULL;
     }
     if (zmq_connect(socket, o->ingest) != 0) {
         fprintf(stderr, "herold-pg-source: cannot connect to %s: %s\n", o->ingest,

@@ -36,6 +36,7 @@
 #include <zmq.h>
 
 #include "cli.h"
+#include "cli_curve.h"
 #include "cli_pack.h"
 #include "mem.h"
 #include "zap.h"
@@ -906,39 +907,6 @@ static int random_uuid(char text[PUB_UUID_TEXT_BYTES])
     return 0;
 }
 
-/* CurveZMQ as a client: the broker's public key and this publisher's keypair. */
-static int set_curve(void *socket, const struct options *options)
-{
-    struct herr err;
-    zap_keypair_t keypair;
-    if (options->server_key == NULL || options->key_file == NULL) {
-        fprintf(stderr, "herold-pub: --server-key and --key-file go together\n");
-        return -1;
-    }
-    if (strlen(options->server_key) != ZAP_KEY_TEXT_BYTES) {
-        fprintf(stderr, "herold-pub: --server-key is a Z85 key of %d characters\n",
-                ZAP_KEY_TEXT_BYTES);
-        return -1;
-    }
-    if (zap_keypair_read(options->key_file, &keypair, &err) != 0) {
-        fprintf(stderr, "herold-pub: %s\n", err.message);
-        return -1;
-    }
-    int rc =
-        zmq_setsockopt(socket, ZMQ_CURVE_SERVERKEY, options->server_key, ZAP_KEY_TEXT_BYTES) == 0 &&
-                zmq_setsockopt(socket, ZMQ_CURVE_PUBLICKEY, keypair.public_key,
-                               ZAP_KEY_TEXT_BYTES) == 0 &&
-                zmq_setsockopt(socket, ZMQ_CURVE_SECRETKEY, keypair.secret_key,
-                               ZAP_KEY_TEXT_BYTES) == 0
-            ? 0
-            : -1;
-    memset(&keypair, 0, sizeof(keypair));
-    if (rc != 0) {
-        fprintf(stderr, "herold-pub: CURVE cannot be set up: %s\n", zmq_strerror(errno));
-    }
-    return rc;
-}
-
 static void *open_socket(void *context, const struct options *options)
 {
     const char *endpoint = options->ingest;
@@ -947,8 +915,7 @@ static void *open_socket(void *context, const struct options *options)
         fprintf(stderr, "herold-pub: zmq_socket failed: %s\n", zmq_strerror(errno));
         return NULL;
     }
-    if ((options->server_key != NULL || options->key_file != NULL) &&
-        set_curve(socket, options) != 0) {
+    if (cli_curve_setup(socket, options->server_key, options->key_file, "herold-pub") != 0) {
         zmq_close(socket);
         return NULL;
     }
