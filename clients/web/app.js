@@ -279,6 +279,7 @@ async function signIn(token) {
     return;
   }
   sessionStorage.setItem("herold.token", state.token);
+  $("token").value = ""; // in use now: no need to leave it on screen
   $("signout").hidden = false;
   connect();
 }
@@ -327,7 +328,6 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   applyLanguage();
   if (state.token) {
-    $("token").value = state.token;
     signIn(state.token);
   }
 });

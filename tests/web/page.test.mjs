@@ -122,6 +122,8 @@ describe("the live-alert page", () => {
         await page.getByLabel(lang === "en" ? "Access token" : "Zugangs-Token").fill(tokens[user]);
         await page.getByRole("button", { name: lang === "en" ? "Connect" : "Verbinden" }).click();
         await page.getByRole("status").filter({ hasText: user }).waitFor();
+        // The token is in use, not left on screen.
+        assert.equal(await page.locator("#token").inputValue(), "");
         return page;
     }
 
