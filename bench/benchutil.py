@@ -6,6 +6,11 @@ import socket
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
+# Broker flags for a load generator that is one user holding every connection and
+# subscription: the per-user and per-connection limits lifted.
+UNLIMITED_FLAGS = ["--max-connections-per-user", "0", "--max-subscriptions-per-minute",
+                   "1000000", "--max-ops-per-second", "1000000"]
+
 
 def free_ports(count):
     """count distinct loopback ports that were free a moment ago (bound all at once, so the

@@ -46,7 +46,7 @@ import websockets
 import zmq
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchutil import free_ports  # noqa: E402
+from benchutil import UNLIMITED_FLAGS, free_ports  # noqa: E402
 
 FOLDERS = 16
 
@@ -80,8 +80,7 @@ class Broker:
             [os.path.join(self.build, "herold"), "--data", self.data,
              "--http", "127.0.0.1:%d" % self.http_port, "--ingest", self.ingest,
              "--webhook-allow-private", "--webhook-first-retry-ms", "200",
-             "--webhook-max-retry-ms", "1000", "--max-connections-per-user", "0",
-             "--max-subscriptions-per-minute", "1000000", "--max-ops-per-second", "1000000"],
+             "--webhook-max-retry-ms", "1000"] + UNLIMITED_FLAGS,
             stdout=subprocess.DEVNULL, stderr=self.log)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -44,7 +44,7 @@ import tempfile
 import textwrap
 import time
 
-from benchutil import cpu_model, free_ports, process_cpu_seconds
+from benchutil import UNLIMITED_FLAGS, cpu_model, free_ports, process_cpu_seconds
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench")
@@ -186,10 +186,8 @@ class System:
             # port: HTTP and WebSocket; ws_port: the ZeroMQ ingest.
             args = [herold, "--data", os.path.join(self.dir, "var"),
                     "--http", "127.0.0.1:%d" % self.port,
-                    "--ingest", "tcp://127.0.0.1:%d" % self.ws_port, "--log-level", "info",
-                    # One user (the load generator) holds every connection and subscription.
-                    "--max-connections-per-user", "0", "--max-subscriptions-per-minute",
-                    "1000000", "--max-ops-per-second", "1000000"]
+                    "--ingest", "tcp://127.0.0.1:%d" % self.ws_port,
+                    "--log-level", "info"] + UNLIMITED_FLAGS
             ports = [self.port, self.ws_port]
         elif self.kind == "mosquitto":
             args = ["mosquitto", "-c", self._config("mosquitto")]

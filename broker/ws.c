@@ -662,6 +662,25 @@ static void handle_message(ws_session_t *s, const char *data, size_t len)
 
 /* The bearer token of an upgrade request: the Authorization header, else the
  * access_token query parameter. Returns its length, 0 when absent, -1 when unusable. */
+/* The value of the query argument name (which ends in '='), or NULL. The argument is
+ * copied into buf, which the answer points into. Unlike lws_get_urlarg_by_name, which
+ * gives up at the first argument longer than its buffer, this looks past arguments that
+ * do not fit: a long access_token must not hide the since after it. */
+static const char *query_arg(struct lws *wsi, const char *name, char *buf, int cap)
+{
+    size_t name_len = strlen(name);
+    for (int i = 0;; i++) {
+        int len = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i);
+        if (len <= 0) {
+            return NULL;
+        }
+        if (len < cap && lws_hdr_copy_fragment(wsi, buf, cap, WSI_TOKEN_HTTP_URI_ARGS, i) >= 0 &&
+            strncmp(buf, name, name_len) == 0) {
+            return buf + name_len;
+        }
+    }
+}
+
 static int request_token(struct lws *wsi, char *buf, int cap)
 {
     int header_len = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
@@ -684,7 +703,7 @@ static int request_token(struct lws *wsi, char *buf, int cap)
         buf[len] = '\0';
         return (int)len;
     }
-    const char *value = lws_get_urlarg_by_name(wsi, "access_token=", buf, cap);
+    const char *value = query_arg(wsi, "access_token=", buf, cap);
     if (value == NULL) {
         return 0;
     }
@@ -743,12 +762,10 @@ ws_session_t *ws_handshake(ws_t *ws, struct lws *wsi, int *http_status)
         *http_status = herold_error_status(err.code);
         return NULL;
     }
-    /* libwebsockets stops looking at the first query argument that does not fit the
-     * buffer, so this one must hold any of them: an access_token before since included. */
-    static char since_arg[AUTH_MAX_TOKEN_BYTES + 64];
+    char since_arg[40];
     uint64_t since = 0;
     /* The buffer holds "since=<value>"; the answer points at the value. */
-    const char *since_text = lws_get_urlarg_by_name(wsi, "since=", since_arg, sizeof(since_arg));
+    const char *since_text = query_arg(wsi, "since=", since_arg, sizeof(since_arg));
     bool has_since = since_text != NULL;
     if (has_since && !notif_cursor_parse(since_text, strlen(since_text), &since)) {
         log_msg(LOG_LEVEL_INFO, "ws: handshake refused: since is not a cursor");

@@ -8,6 +8,8 @@
 
 #include <jansson.h>
 #include <msgpack.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "mem.h"
@@ -95,6 +97,50 @@ static inline void pack_json(msgpack_packer *pk, const json_t *value)
         msgpack_pack_nil(pk);
         break;
     }
+}
+
+/* ---- the broker's replies ---- */
+
+/* A reply to one event (schemas/event.md): its id (a view into the unpacked reply), ok,
+ * and for a refusal "code: message". */
+typedef struct cli_reply {
+    const char *id;
+    size_t id_len;
+    bool ok;
+    char error[256];
+} cli_reply_t;
+
+/* Reads the reply in data[0..len) into *out (strings live as long as un). False for a
+ * message that is not a reply map with an id. */
+static inline bool cli_reply_read(msgpack_unpacked *un, const void *data, size_t len,
+                                  cli_reply_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (msgpack_unpack_next(un, data, len, NULL) != MSGPACK_UNPACK_SUCCESS ||
+        un->data.type != MSGPACK_OBJECT_MAP) {
+        return false;
+    }
+    const msgpack_object_map *map = &un->data.via.map;
+    for (uint32_t i = 0; i < map->size; i++) {
+        const msgpack_object *k = &map->ptr[i].key;
+        const msgpack_object *v = &map->ptr[i].val;
+        if (k->type != MSGPACK_OBJECT_STR) {
+            continue;
+        }
+        bool is_two = k->via.str.size == 2;
+        if (is_two && memcmp(k->via.str.ptr, "id", 2) == 0 && v->type == MSGPACK_OBJECT_STR) {
+            out->id = v->via.str.ptr;
+            out->id_len = v->via.str.size;
+        } else if (is_two && memcmp(k->via.str.ptr, "ok", 2) == 0 &&
+                   v->type == MSGPACK_OBJECT_BOOLEAN) {
+            out->ok = v->via.boolean;
+        } else if (v->type == MSGPACK_OBJECT_STR && strlen(out->error) < 128) {
+            size_t used = strlen(out->error); /* code and message of a refusal */
+            snprintf(out->error + used, sizeof(out->error) - used, "%s%.*s", used != 0 ? ": " : "",
+                     (int)v->via.str.size, v->via.str.ptr);
+        }
+    }
+    return out->id != NULL;
 }
 
 #endif

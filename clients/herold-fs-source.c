@@ -45,6 +45,7 @@
 #include "cli.h"
 #include "cli_curve.h"
 #include "cli_pack.h"
+#include "hash.h"
 #include "mem.h"
 #include "path.h"
 #include "zap.h"
@@ -109,21 +110,13 @@ struct table {
     size_t capacity; /* a power of two */
 };
 
-static uint64_t text_hash(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s != '\0'; s++) {
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    }
-    return h;
-}
-
 static struct entry *table_find(const struct table *t, const char *path)
 {
     if (t->capacity == 0) {
         return NULL;
     }
-    for (struct entry *e = t->chains[text_hash(path) & (t->capacity - 1)]; e != NULL; e = e->next) {
+    for (struct entry *e = t->chains[hash_fnv1a_cstr(path) & (t->capacity - 1)]; e != NULL;
+         e = e->next) {
         if (strcmp(e->path, path) == 0) {
             return e;
         }
@@ -143,8 +136,8 @@ static struct entry *table_get(struct table *t, const char *path)
         for (size_t i = 0; i < t->capacity; i++) {
             for (struct entry *x = t->chains[i]; x != NULL;) {
                 struct entry *next = x->next;
-                x->next = chains[text_hash(x->path) & (capacity - 1)];
-                chains[text_hash(x->path) & (capacity - 1)] = x;
+                x->next = chains[hash_fnv1a_cstr(x->path) & (capacity - 1)];
+                chains[hash_fnv1a_cstr(x->path) & (capacity - 1)] = x;
                 x = next;
             }
         }
@@ -155,7 +148,7 @@ static struct entry *table_get(struct table *t, const char *path)
     e = xcalloc(1, sizeof(*e));
     e->path = xstrdup(path);
     e->wd = -1;
-    struct entry **chain = &t->chains[text_hash(path) & (t->capacity - 1)];
+    struct entry **chain = &t->chains[hash_fnv1a_cstr(path) & (t->capacity - 1)];
     e->next = *chain;
     *chain = e;
     t->count++;
@@ -167,7 +160,7 @@ static void table_remove(struct table *t, const char *path)
     if (t->capacity == 0) {
         return;
     }
-    struct entry **link = &t->chains[text_hash(path) & (t->capacity - 1)];
+    struct entry **link = &t->chains[hash_fnv1a_cstr(path) & (t->capacity - 1)];
     while (*link != NULL && strcmp((*link)->path, path) != 0) {
         link = &(*link)->next;
     }
@@ -361,41 +354,22 @@ static void take_replies(struct source *src)
         }
         msgpack_unpacked un;
         msgpack_unpacked_init(&un);
-        if (msgpack_unpack_next(&un, zmq_msg_data(&msg), zmq_msg_size(&msg), NULL) ==
-                MSGPACK_UNPACK_SUCCESS &&
-            un.data.type == MSGPACK_OBJECT_MAP) {
-            const msgpack_object_map *map = &un.data.via.map;
-            const msgpack_object *id = NULL;
-            bool ok = false;
-            for (uint32_t i = 0; i < map->size; i++) {
-                const msgpack_object *k = &map->ptr[i].key;
-                if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == 2 &&
-                    memcmp(k->via.str.ptr, "id", 2) == 0 &&
-                    map->ptr[i].val.type == MSGPACK_OBJECT_STR) {
-                    id = &map->ptr[i].val;
+        cli_reply_t reply;
+        bool is_reply = cli_reply_read(&un, zmq_msg_data(&msg), zmq_msg_size(&msg), &reply);
+        for (struct sent **link = &src->unacked; is_reply && *link != NULL; link = &(*link)->next) {
+            struct sent *s = *link;
+            if (strlen(s->id) == reply.id_len && memcmp(s->id, reply.id, reply.id_len) == 0) {
+                if (!reply.ok) {
+                    fprintf(stderr, "herold-fs-source: the broker refused event %s: %s\n", s->id,
+                            reply.error);
+                } else {
+                    src->published++;
                 }
-                if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == 2 &&
-                    memcmp(k->via.str.ptr, "ok", 2) == 0 &&
-                    map->ptr[i].val.type == MSGPACK_OBJECT_BOOLEAN) {
-                    ok = map->ptr[i].val.via.boolean;
-                }
-            }
-            for (struct sent **link = &src->unacked; id != NULL && *link != NULL;
-                 link = &(*link)->next) {
-                struct sent *s = *link;
-                if (strlen(s->id) == id->via.str.size &&
-                    memcmp(s->id, id->via.str.ptr, id->via.str.size) == 0) {
-                    if (!ok) {
-                        fprintf(stderr, "herold-fs-source: the broker refused event %s\n", s->id);
-                    } else {
-                        src->published++;
-                    }
-                    *link = s->next;
-                    free(s->payload);
-                    free(s);
-                    src->unacked_count--;
-                    break;
-                }
+                *link = s->next;
+                free(s->payload);
+                free(s);
+                src->unacked_count--;
+                break;
             }
         }
         msgpack_unpacked_destroy(&un);

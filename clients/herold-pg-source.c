@@ -232,11 +232,17 @@ static bool pack_row(const PGresult *res, int r, struct payload *payload)
 
 /* ---- a round ---- */
 
-static struct row *find_row(struct row *rows, int count, const char *event_id, size_t len)
+/* The waiting row with this event id. Replies come back in the order the rows went out,
+ * so the search starts after the last one found (*hint) and is one step in the usual
+ * case, not a scan of the batch per reply. */
+static struct row *find_row(struct row *rows, int count, int *hint, const char *event_id,
+                            size_t len)
 {
-    for (int i = 0; i < count; i++) {
+    for (int n = 0; n < count; n++) {
+        int i = (*hint + n) % count;
         if (rows[i].state == ROW_WAITING && strlen(rows[i].event_id) == len &&
             memcmp(rows[i].event_id, event_id, len) == 0) {
+            *hint = i + 1;
             return &rows[i];
         }
     }
@@ -246,7 +252,11 @@ static struct row *find_row(struct row *rows, int count, const char *event_id, s
 /* Reads answers until every row has one or the time is up. */
 static void collect_answers(void *socket, struct row *rows, int count)
 {
-    int waiting = count;
+    int waiting = 0;
+    for (int i = 0; i < count; i++) {
+        waiting += rows[i].state == ROW_WAITING; /* not those refused before sending */
+    }
+    int hint = 0;
     struct timespec start = cli_monotonic_now();
     while (waiting > 0 && !stop_requested) {
         double left = PG_SOURCE_ACK_SECONDS - cli_seconds_between(start, cli_monotonic_now());
@@ -265,38 +275,16 @@ static void collect_answers(void *socket, struct row *rows, int count)
         }
         msgpack_unpacked un;
         msgpack_unpacked_init(&un);
-        if (msgpack_unpack_next(&un, zmq_msg_data(&msg), zmq_msg_size(&msg), NULL) ==
-                MSGPACK_UNPACK_SUCCESS &&
-            un.data.type == MSGPACK_OBJECT_MAP) {
-            const msgpack_object_map *map = &un.data.via.map;
-            const msgpack_object *id = NULL;
-            bool ok = false;
-            char error[256] = "";
-            for (uint32_t i = 0; i < map->size; i++) {
-                const msgpack_object *k = &map->ptr[i].key;
-                const msgpack_object *v = &map->ptr[i].val;
-                if (k->type != MSGPACK_OBJECT_STR) {
-                    continue;
-                }
-                if (k->via.str.size == 2 && memcmp(k->via.str.ptr, "id", 2) == 0 &&
-                    v->type == MSGPACK_OBJECT_STR) {
-                    id = v;
-                } else if (k->via.str.size == 2 && memcmp(k->via.str.ptr, "ok", 2) == 0 &&
-                           v->type == MSGPACK_OBJECT_BOOLEAN) {
-                    ok = v->via.boolean;
-                } else if (v->type == MSGPACK_OBJECT_STR && strlen(error) < 128) {
-                    /* code and message of a refusal */
-                    snprintf(error + strlen(error), sizeof(error) - strlen(error), "%s%.*s",
-                             error[0] != '\0' ? ": " : "", (int)v->via.str.size, v->via.str.ptr);
-                }
-            }
-            struct row *row =
-                id != NULL ? find_row(rows, count, id->via.str.ptr, id->via.str.size) : NULL;
-            if (row != NULL) {
-                row->state = ok ? ROW_ACKED : ROW_REFUSED;
-                row->error = ok ? NULL : xstrdup(error[0] != '\0' ? error : "refused");
-                waiting--;
-            }
+        cli_reply_t reply;
+        struct row *row = NULL;
+        if (cli_reply_read(&un, zmq_msg_data(&msg), zmq_msg_size(&msg), &reply)) {
+            row = find_row(rows, count, &hint, reply.id, reply.id_len);
+        }
+        if (row != NULL) {
+            row->state = reply.ok ? ROW_ACKED : ROW_REFUSED;
+            row->error =
+                reply.ok ? NULL : xstrdup(reply.error[0] != '\0' ? reply.error : "refused");
+            waiting--;
         }
         msgpack_unpacked_destroy(&un);
         zmq_msg_close(&msg);

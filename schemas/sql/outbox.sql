@@ -29,20 +29,12 @@ CREATE TABLE IF NOT EXISTS herold.outbox (
     created_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 
+-- The outbox's columns (without its defaults and checks), the broker's error, and when.
 CREATE TABLE IF NOT EXISTS herold.outbox_refused (
-    id         bigint PRIMARY KEY,
-    event_id   uuid NOT NULL,
-    source     text NOT NULL,
-    type       text NOT NULL,
-    resource   text NOT NULL,
-    previous   text,
-    readers    text[] NOT NULL,
-    kind       text,
-    actor      text,
-    data       jsonb,
-    created_at timestamptz NOT NULL,
+    LIKE herold.outbox,
     error      text NOT NULL,
-    refused_at timestamptz NOT NULL DEFAULT now()
+    refused_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (id)
 );
 
 -- source: the store (dms, calendar, files); type: created, updated or deleted; resource:

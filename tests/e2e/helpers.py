@@ -19,7 +19,6 @@ import re
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -39,6 +38,12 @@ HEROLD = BUILD / "herold"
 HEROLD_PUB = BUILD / "herold-pub"
 HEROLD_TAIL = BUILD / "herold-tail"
 
+# The benchmarks' helpers (bench/benchutil.py): free ports, and the flags that lift the
+# per-user limits for a load generator.
+import sys as _sys  # noqa: E402
+_sys.path.insert(0, str(REPO / "bench"))
+from benchutil import UNLIMITED_FLAGS, free_ports  # noqa: E402
+
 # Seconds any single wait may take before the test fails (answers, acks, items).
 TIMEOUT = 10.0
 # The sanitizer build starts and stops more slowly.
@@ -53,22 +58,7 @@ SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime
 
 def free_port():
     """A loopback TCP port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def free_ports(count):
-    """count distinct loopback TCP ports that were free a moment ago (all bound at once, so
-    that the kernel cannot hand out the same one twice)."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+    return free_ports(1)[0]
 
 
 def sanitizer_problems(text):

@@ -7,14 +7,11 @@ import subprocess
 
 import pytest
 
-from helpers import BUILD, sanitizer_problems
+from helpers import BUILD, UNLIMITED_FLAGS, sanitizer_problems
 
 HEROLD_BENCH = BUILD / "bench" / "herold-bench"
 
-# The load generator is one user holding every connection and subscription.
-UNLIMITED = ("--max-connections-per-user", "0", "--max-subscriptions-per-minute", "1000000",
-             "--max-ops-per-second", "1000000")
-pytestmark = pytest.mark.broker_args(*UNLIMITED)
+pytestmark = pytest.mark.broker_args(*UNLIMITED_FLAGS)
 
 
 def run_bench(broker, tmp_path, *sets, scenario_text=None):
@@ -90,7 +87,7 @@ def test_bench_refuses_a_bad_scenario_and_a_bad_token(broker, tmp_path):
     assert "401" in refused.stderr
 
 
-@pytest.mark.broker_args("--webhook-allow-private", *UNLIMITED)
+@pytest.mark.broker_args("--webhook-allow-private", *UNLIMITED_FLAGS)
 def test_bench_counts_webhook_deliveries_too(broker, tmp_path):
     # 4 x 3 subscriptions over 6 folders, plus 3 webhook subscriptions on folders 0-2:
     # those folders have three followers, the others two.

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from helpers import BUILD, TIMEOUT, run
+from helpers import BUILD, TIMEOUT, run, sanitizer_problems
 
 SOURCE = BUILD / "herold-fs-source"
 PREFIX = "/files/shares/amt"
@@ -44,7 +44,7 @@ def source(broker, tree, tmp_path):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(TIMEOUT) == 0
     text = (tmp_path / "fs-source.log").read_text(errors="replace")
-    assert "AddressSanitizer" not in text and "runtime error" not in text, text
+    assert not sanitizer_problems(text), text
 
 
 async def expect_nothing(c, seconds):

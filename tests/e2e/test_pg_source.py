@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from helpers import BUILD, REPO, TIMEOUT, run, sub_body
+from helpers import BUILD, REPO, TIMEOUT, run, sanitizer_problems, sub_body
 from pg import Database, psql, server_restart
 
 SOURCE = BUILD / "herold-pg-source"
@@ -53,7 +53,7 @@ def source(store_db, broker, tmp_path):
     yield s
     s.stop()
     text = s.log.read_text(errors="replace")
-    assert "ERROR: AddressSanitizer" not in text and "runtime error" not in text, text
+    assert not sanitizer_problems(text), text
 
 
 def emit(db, resource, readers="group:bau", type_="created"):

@@ -19,7 +19,6 @@ import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import http from "node:http";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
@@ -29,6 +28,8 @@ import { promisify } from "node:util";
 import { Client, GraphError, PageIterator } from "@microsoft/microsoft-graph-client";
 import { Webhook, WebhookVerificationError } from "standardwebhooks";
 import { Agent } from "undici";
+
+import { freePort } from "../web/stack.mjs";
 
 const execFileP = promisify(execFile);
 
@@ -45,18 +46,6 @@ const CHILD_TIMEOUT_MS = 10_000;
 const HOUR_MS = 3600 * 1000;
 const SUBSCRIBED = "/dms/cabinets/bau";
 const CHANGED = "/dms/cabinets/bau/documents/4711";
-
-/** A loopback port that was free a moment ago (listen on 0, read it, close). */
-function freePort() {
-    return new Promise((resolve, reject) => {
-        const srv = net.createServer();
-        srv.once("error", reject);
-        srv.listen(0, "127.0.0.1", () => {
-            const { port } = srv.address();
-            srv.close(() => resolve(port));
-        });
-    });
-}
 
 function listen(server) {
     return new Promise((resolve, reject) => {

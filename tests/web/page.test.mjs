@@ -10,133 +10,46 @@
 
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { execFile, spawn } from "node:child_process";
-import { mkdtempSync, rmSync, mkdirSync } from "node:fs";
-import net from "node:net";
-import { tmpdir } from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
 
 import { chromium } from "playwright-core";
 
-const execFileP = promisify(execFile);
-const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
-const BUILD = path.resolve(REPO_ROOT, process.env.HEROLD_BUILD ?? "build");
-const CHROMIUM = process.env.HEROLD_CHROMIUM ?? "/usr/bin/chromium";
-const PG = process.env.HEROLD_TEST_PG;
+import { CHROMIUM, REPO_ROOT, follow, psql, signIn, startStack } from "./stack.mjs";
+
 const FOLDER = "/dms/cabinets/bau";
 
-function freePort() {
-    return new Promise((resolve, reject) => {
-        const srv = net.createServer();
-        srv.once("error", reject);
-        srv.listen(0, "127.0.0.1", () => {
-            const { port } = srv.address();
-            srv.close(() => resolve(port));
-        });
-    });
-}
-
-function pgField(name) {
-    const match = new RegExp(name + "=(\\S+)").exec(PG);
-    return match[1];
-}
-
-async function psql(dbname, sql) {
-    const { stdout } = await execFileP("/usr/bin/psql", [
-        "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", pgField("host"), "-p",
-        pgField("port"), "-U", pgField("user"), "-d", dbname, "-c", sql]);
-    return stdout.trim();
-}
-
-function waitForLine(child, needle, timeoutMs) {
-    return new Promise((resolve, reject) => {
-        let seen = "";
-        const timer = setTimeout(() => reject(new Error("no '" + needle + "' in: " + seen)),
-                                 timeoutMs);
-        child.stderr.on("data", (chunk) => {
-            seen += chunk.toString();
-            if (seen.includes(needle)) {
-                clearTimeout(timer);
-                resolve();
-            }
-        });
-    });
-}
-
 describe("the live-alert page", () => {
-    const dir = mkdtempSync(path.join(tmpdir(), "herold-web-"));
-    const db = "herold_web_" + process.pid;
-    let herold;
-    let source;
+    let stack;
     let browser;
     let base;
-    let tokens;
 
     before(async () => {
-        assert.ok(PG, "run under tests/with-pg: HEROLD_TEST_PG is not set");
-        await psql("postgres", `CREATE DATABASE ${db}`);
-        await execFileP("/usr/bin/psql", [
-            "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", pgField("host"), "-p", pgField("port"),
-            "-U", pgField("user"), "-d", db, "-f",
-            path.join(REPO_ROOT, "schemas/sql/outbox.sql")]);
-        const [http, ingest] = [await freePort(), await freePort()];
-        base = `http://127.0.0.1:${http}`;
-        const data = path.join(dir, "data");
-        mkdirSync(data);
-        herold = spawn(path.join(BUILD, "herold"), [
-            "--data", data, "--http", `127.0.0.1:${http}`, "--ingest",
-            `tcp://127.0.0.1:${ingest}`, "--web", path.join(REPO_ROOT, "clients/web")],
-            { stdio: ["ignore", "ignore", "pipe"] });
-        await waitForLine(herold, "ready", 10_000);
-        source = spawn(path.join(BUILD, "herold-pg-source"), [
-            "--db", `host=${pgField("host")} port=${pgField("port")} user=${pgField("user")} dbname=${db}`,
-            "--ingest", `tcp://127.0.0.1:${ingest}`], { stdio: ["ignore", "ignore", "pipe"] });
-        await waitForLine(source, "connected", 10_000);
-        tokens = {};
-        for (const [user, groups] of [["anna", "bau"], ["bob", "it"]]) {
-            const { stdout } = await execFileP(path.join(BUILD, "herold"), [
-                "token", user, "--groups", groups, "--data", data]);
-            tokens[user] = stdout.trim();
-        }
+        stack = await startStack({ anna: "bau", bob: "it" });
+        base = stack.base;
         browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
     });
 
     after(async () => {
         await browser?.close();
-        for (const child of [source, herold]) {
-            if (child && child.exitCode === null) {
-                child.kill("SIGTERM");
-                await new Promise((resolve) => child.once("exit", resolve));
-            }
-        }
-        await psql("postgres", `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
-        rmSync(dir, { recursive: true, force: true });
+        await stack?.stop();
     });
 
     async function signedInPage(user, lang) {
         const context = await browser.newContext({ locale: lang === "en" ? "en-GB" : "de-DE" });
         const page = await context.newPage();
-        await page.goto(base + "/");
-        await page.getByLabel(lang === "en" ? "Access token" : "Zugangs-Token").fill(tokens[user]);
-        await page.getByRole("button", { name: lang === "en" ? "Connect" : "Verbinden" }).click();
-        await page.getByRole("status").filter({ hasText: user }).waitFor();
+        await signIn(page, base, user, stack.tokens[user], lang);
         // The token is in use, not left on screen.
         assert.equal(await page.locator("#token").inputValue(), "");
         return page;
     }
 
-    async function followFolder(page, lang) {
-        await page.getByLabel(lang === "en" ? "Folder, file or calendar" : "Ordner, Akte oder Kalender")
-            .fill(FOLDER);
-        await page.keyboard.press("Enter"); // the keyboard alone follows
-        await page.locator("#follows code", { hasText: FOLDER }).waitFor();
+    function followFolder(page, lang) {
+        return follow(page, FOLDER, lang); // the keyboard alone follows
     }
 
     function emit(resource, readers, actor) {
-        return psql(db, `SELECT herold.emit('dms', 'created', '${resource}', ARRAY['${readers}'],`
-                        + ` 'document', NULL, NULL, '${actor}')`);
+        return psql(stack.db, `SELECT herold.emit('dms', 'created', '${resource}', ARRAY['${readers}'],`
+                              + ` 'document', NULL, NULL, '${actor}')`);
     }
 
     it("shows a change committed through the outbox within a second, and only to readers",
