@@ -270,7 +270,7 @@ async def churner(broker, token, stats, stop):
             await asyncio.sleep(0.2)
 
 
-def run_async(coros_factory, stop):
+def run_async(coros_factory):
     async def main():
         await asyncio.gather(*coros_factory())
     asyncio.run(main())
@@ -319,8 +319,7 @@ def main():
         t.start()
     readers = threading.Thread(target=run_async, args=(
         lambda: [watcher(broker, watcher_token, stats, stop_readers)] +
-        [churner(broker, churn_token, stats, stop_load) for _ in range(args.churn_clients)],
-        stop_readers))
+        [churner(broker, churn_token, stats, stop_load) for _ in range(args.churn_clients)],))
     readers.start()
 
     restarted = False

@@ -41,7 +41,6 @@
 struct lws;
 
 #define WS_MAX_MESSAGE_BYTES 16384 /* one client message after reassembly */
-#define WS_MAX_REF_BYTES WSOP_MAX_REF_BYTES
 #define WS_MAX_SUBSCRIPTIONS_PER_CONNECTION 256
 /* The smallest burst of ops a connection is allowed (ws_limits_t.ops_per_second). */
 #define WS_OPS_BURST_MIN (2 * WS_MAX_SUBSCRIPTIONS_PER_CONNECTION)
