@@ -66,6 +66,39 @@ bool chan_push(chan_t *chan, void *item)
     return true;
 }
 
+size_t chan_push_many(chan_t *chan, void *const *items, size_t count)
+{
+    size_t pushed = 0;
+    bool was_empty = false;
+    pthread_mutex_lock(&chan->lock);
+    while (pushed < count) {
+        while (chan->length == chan->capacity && !chan->is_closed) {
+            /* The consumer must hear of what is queued before this waits for it. */
+            if (was_empty && chan->wake != NULL) {
+                pthread_mutex_unlock(&chan->lock);
+                chan->wake(chan->wake_ctx);
+                was_empty = false;
+                pthread_mutex_lock(&chan->lock);
+                continue;
+            }
+            pthread_cond_wait(&chan->not_full, &chan->lock);
+        }
+        if (chan->is_closed) {
+            break;
+        }
+        was_empty |= chan->length == 0;
+        while (pushed < count && chan->length < chan->capacity) {
+            chan->ring[(chan->head + chan->length) % chan->capacity] = items[pushed++];
+            chan->length++;
+        }
+    }
+    pthread_mutex_unlock(&chan->lock);
+    if (was_empty && chan->wake != NULL) {
+        chan->wake(chan->wake_ctx);
+    }
+    return pushed;
+}
+
 size_t chan_drain(chan_t *chan, void **items, size_t max)
 {
     pthread_mutex_lock(&chan->lock);

@@ -32,6 +32,11 @@ void chan_free(chan_t *chan);
  * taking the item when the channel was closed (then the caller still owns it). */
 bool chan_push(chan_t *chan, void *item);
 
+/* Appends items[0..count) in order under one lock (waiting for room as chan_push does) and
+ * wakes the consumer at most once per wait. Returns how many were taken: count, or fewer
+ * when the channel was closed (the caller still owns items[return..count)). */
+size_t chan_push_many(chan_t *chan, void *const *items, size_t count);
+
 /* Moves up to max items into items[] in FIFO order without waiting; returns the count. */
 size_t chan_drain(chan_t *chan, void **items, size_t max);
 

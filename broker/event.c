@@ -470,6 +470,26 @@ static int take_kind(const event_t *event, const msgpack_object *o, hstr_t *out,
     return 0;
 }
 
+/* "readers[<i>]", for error messages: written by hand, since every reader of every event
+ * gets one and snprintf was a visible part of decoding. */
+static void reader_label(char *what, size_t i)
+{
+    static const char prefix[] = "readers[";
+    memcpy(what, prefix, sizeof(prefix) - 1);
+    char digits[20];
+    size_t count = 0;
+    do {
+        digits[count++] = (char)('0' + i % 10);
+        i /= 10;
+    } while (i != 0);
+    size_t n = sizeof(prefix) - 1;
+    while (count > 0) {
+        what[n++] = digits[--count];
+    }
+    what[n] = ']';
+    what[n + 1] = '\0';
+}
+
 /* Validates every entry before allocating, so a refusal allocates nothing here. */
 static int take_readers(event_t *event, const msgpack_object *o, struct herr *err)
 {
@@ -486,7 +506,7 @@ static int take_readers(event_t *event, const msgpack_object *o, struct herr *er
     }
     for (size_t i = 0; i < count; i++) {
         hstr_t principal;
-        snprintf(what, sizeof(what), "readers[%zu]", i);
+        reader_label(what, i);
         /* The principal rules bound the length; take_str only checks type and UTF-8. */
         int rc = take_str(event, &o->via.array.ptr[i], what, 0, SIZE_MAX, &principal, err);
         if (rc == 0) {
@@ -752,8 +772,10 @@ int event_decode(const void *message, size_t len, event_t **out, struct herr *er
     if (len == 0) {
         return herr_set(err, HEROLD_E_MALFORMED, "message: empty; an event is one msgpack map");
     }
-    event_t *event = xcalloc(1, sizeof(*event));
-    event->raw = xmalloc(len);
+    /* One block: the event, then its copy of the message. */
+    event_t *event = xmalloc(sizeof(*event) + len);
+    memset(event, 0, sizeof(*event));
+    event->raw = (char *)(event + 1);
     memcpy(event->raw, message, len);
     event->raw_len = len;
     int rc = decode_fields(event, err);
@@ -771,7 +793,6 @@ void event_free(event_t *event)
         return;
     }
     free(event->readers);
-    free(event->raw);
     free(event);
 }
 

@@ -398,6 +398,10 @@ static void flush_batch(ingest_t *ingest)
             ingest->commits++;
         }
     }
+    /* One hand-over for the whole batch: one lock and at most one wake-up of dispatch
+     * instead of one per event. */
+    void *accepted[INGEST_BATCH_MAX];
+    size_t accepted_count = 0;
     for (size_t i = 0; i < ingest->batch_count; i++) {
         struct pending *p = &ingest->batch[i];
         send_reply(ingest, p);
@@ -405,11 +409,17 @@ static void flush_batch(ingest_t *ingest)
             zmq_msg_close(&p->envelope[f]);
         }
         reply_destroy(&p->reply);
-        /* A closed channel means shutdown: the event is in the store for later. */
-        if (p->event != NULL && (p->is_duplicate || !chan_push(ingest->out, p->event))) {
+        if (p->event != NULL && !p->is_duplicate) {
+            accepted[accepted_count++] = p->event;
+        } else {
             event_free(p->event);
         }
         p->event = NULL;
+    }
+    /* A closed channel means shutdown: the events are in the store for later. */
+    for (size_t i = chan_push_many(ingest->out, accepted, accepted_count); i < accepted_count;
+         i++) {
+        event_free(accepted[i]);
     }
     ingest->batch_count = 0;
     ingest->batch_appended = 0;

@@ -26,20 +26,39 @@ static const char item_head_end[] = "\",";
  * delivery path and would evict each other from a shared one. */
 struct second_cache {
     int64_t seconds;
+    size_t len;
     char text[80];
 };
 
-static const char *second_text(struct second_cache *cache, int64_t seconds)
+static const struct second_cache *second_text(struct second_cache *cache, int64_t seconds)
 {
-    if (seconds != cache->seconds || cache->text[0] == '\0') {
+    if (seconds != cache->seconds || cache->len == 0) {
         time_t t = (time_t)seconds;
         struct tm tm;
         gmtime_r(&t, &tm);
-        snprintf(cache->text, sizeof(cache->text), "%04d-%02d-%02dT%02d:%02d:%02d",
-                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        int len = snprintf(cache->text, sizeof(cache->text), "%04d-%02d-%02dT%02d:%02d:%02d",
+                           tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                           tm.tm_sec);
+        cache->len = len > 0 ? (size_t)len : 0;
         cache->seconds = seconds;
     }
-    return cache->text;
+    return cache;
+}
+
+/* Writes the cached second and then suffix[0..suffix_len) into out[0..cap), cut to fit
+ * and NUL-terminated as snprintf would (this runs once per notification item, where
+ * snprintf itself was the larger part of the cost). */
+static void put_second_and(const struct second_cache *second, const char *suffix, size_t suffix_len,
+                           char *out, size_t cap)
+{
+    if (cap == 0) {
+        return;
+    }
+    size_t len = second->len < cap - 1 ? second->len : cap - 1;
+    memcpy(out, second->text, len);
+    size_t rest = suffix_len < cap - 1 - len ? suffix_len : cap - 1 - len;
+    memcpy(out + len, suffix, rest);
+    out[len + rest] = '\0';
 }
 
 void notif_format_time_ms(int64_t ms, char *out, size_t cap)
@@ -51,13 +70,31 @@ void notif_format_time_ms(int64_t ms, char *out, size_t cap)
         seconds--;
         millis += 1000;
     }
-    snprintf(out, cap, "%s.%03dZ", second_text(&cache, seconds), millis);
+    char suffix[5] = {'.', (char)('0' + millis / 100), (char)('0' + millis / 10 % 10),
+                      (char)('0' + millis % 10), 'Z'};
+    put_second_and(second_text(&cache, seconds), suffix, sizeof(suffix), out, cap);
 }
 
 void notif_format_graph_time(int64_t seconds, char *out, size_t cap)
 {
     static _Thread_local struct second_cache cache;
-    snprintf(out, cap, "%s.0000000Z", second_text(&cache, seconds));
+    static const char suffix[] = ".0000000Z";
+    put_second_and(second_text(&cache, seconds), suffix, LIT_LEN(suffix), out, cap);
+}
+
+size_t notif_format_u64(uint64_t value, char *out)
+{
+    char digits[20];
+    size_t n = 0;
+    do {
+        digits[n++] = (char)('0' + value % 10);
+        value /= 10;
+    } while (value != 0);
+    for (size_t i = 0; i < n; i++) {
+        out[i] = digits[n - 1 - i];
+    }
+    out[n] = '\0';
+    return n;
 }
 
 /* ---- the shared members, written directly ----
@@ -219,8 +256,7 @@ notif_t *notif_new(const event_t *event)
     atomic_init(&notif->refcount, 1);
     atomic_init(&notif->rich, NULL);
     notif->seq = event->seq;
-    notif->seq_len =
-        (size_t)snprintf(notif->seq_text, sizeof(notif->seq_text), "%" PRIu64, event->seq);
+    notif->seq_len = notif_format_u64(event->seq, notif->seq_text);
     notif->members_len = t.len;
     notif->resource_data_end = resource_data_end;
     memcpy(notif->members, t.p, t.len);

@@ -2,6 +2,7 @@
 
 #include <check.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -147,6 +148,83 @@ START_TEST(test_chan_close_releases_a_blocked_producer)
 }
 END_TEST
 
+struct batch_producer_args {
+    chan_t *chan;
+    uintptr_t count;
+    size_t batch;
+};
+
+static void *produce_batches(void *arg)
+{
+    struct batch_producer_args *p = arg;
+    void *items[64];
+    for (uintptr_t next = 1; next <= p->count;) {
+        size_t n = 0;
+        while (n < p->batch && next <= p->count) {
+            items[n++] = (void *)next++;
+        }
+        if (chan_push_many(p->chan, items, n) != n) {
+            break;
+        }
+    }
+    return NULL;
+}
+
+static sem_t wake_sem;
+
+static void post_wake(void *ctx)
+{
+    (void)ctx;
+    sem_post(&wake_sem);
+}
+
+START_TEST(test_chan_push_many_larger_than_capacity_wakes_before_waiting)
+{
+    /* The consumer drains only when woken. Batches of 37 through a channel of 4 can only
+     * get through if the producer wakes the consumer before it waits for room. */
+    enum { COUNT = 5000 };
+    sem_init(&wake_sem, 0, 0);
+    chan_t *chan = chan_new(4, post_wake, NULL, NULL);
+    struct batch_producer_args args = {chan, COUNT, 37};
+    pthread_t thread;
+    pthread_create(&thread, NULL, produce_batches, &args);
+    uintptr_t expected = 1;
+    while (expected <= COUNT) {
+        sem_wait(&wake_sem);
+        void *out[4];
+        size_t n;
+        while ((n = chan_drain(chan, out, 4)) > 0) {
+            for (size_t i = 0; i < n; i++) {
+                ck_assert_ptr_eq(out[i], (void *)expected);
+                expected++;
+            }
+        }
+    }
+    pthread_join(thread, NULL);
+    chan_free(chan);
+    sem_destroy(&wake_sem);
+}
+END_TEST
+
+START_TEST(test_chan_push_many_wakes_once_and_stops_at_close)
+{
+    void *items[3] = {(void *)1, (void *)2, (void *)3};
+    void *out[8];
+    wake_count = 0;
+    chan_t *chan = chan_new(8, count_wake, NULL, NULL);
+    ck_assert_uint_eq(chan_push_many(chan, items, 3), 3);
+    ck_assert_int_eq(wake_count, 1);
+    ck_assert_uint_eq(chan_push_many(chan, items, 3), 3); /* not empty: no second wake */
+    ck_assert_int_eq(wake_count, 1);
+    ck_assert_uint_eq(chan_drain(chan, out, 8), 6);
+    ck_assert_ptr_eq(out[3], (void *)1);
+    chan_close(chan);
+    ck_assert_uint_eq(chan_push_many(chan, items, 3), 0);
+    ck_assert_uint_eq(chan_length(chan), 0);
+    chan_free(chan);
+}
+END_TEST
+
 int main(void)
 {
     Suite *suite = suite_create("chan");
@@ -157,6 +235,8 @@ int main(void)
     tcase_add_test(tc, test_chan_free_releases_queued_items);
     tcase_add_test(tc, test_chan_full_channel_blocks_producer_until_drained);
     tcase_add_test(tc, test_chan_close_releases_a_blocked_producer);
+    tcase_add_test(tc, test_chan_push_many_larger_than_capacity_wakes_before_waiting);
+    tcase_add_test(tc, test_chan_push_many_wakes_once_and_stops_at_close);
     suite_add_tcase(suite, tc);
     return unit_run(suite);
 }

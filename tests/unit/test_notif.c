@@ -250,6 +250,26 @@ START_TEST(test_notif_graph_time_format)
     ck_assert_str_eq(out, "2026-11-18T11:06:40.500Z");
     notif_format_time_ms(1LL, out, sizeof(out));
     ck_assert_str_eq(out, "1970-01-01T00:00:00.001Z");
+    notif_format_time_ms(-1LL, out, sizeof(out)); /* before the epoch: the second before */
+    ck_assert_str_eq(out, "1969-12-31T23:59:59.999Z");
+    /* A short buffer is cut and terminated, as snprintf would. */
+    char short_out[22];
+    notif_format_time_ms(1795000000007LL, short_out, sizeof(short_out));
+    ck_assert_str_eq(short_out, "2026-11-18T11:06:40.0");
+    notif_format_graph_time(1795000000, short_out, 5);
+    ck_assert_str_eq(short_out, "2026");
+}
+END_TEST
+
+START_TEST(test_notif_format_u64)
+{
+    char out[21];
+    ck_assert_uint_eq(notif_format_u64(0, out), 1);
+    ck_assert_str_eq(out, "0");
+    ck_assert_uint_eq(notif_format_u64(1234567890, out), 10);
+    ck_assert_str_eq(out, "1234567890");
+    ck_assert_uint_eq(notif_format_u64(UINT64_MAX, out), 20);
+    ck_assert_str_eq(out, "18446744073709551615");
 }
 END_TEST
 
@@ -288,6 +308,7 @@ int main(void)
     tcase_add_test(tc, test_notif_long_members_survive);
     tcase_add_test(tc, test_notif_refcount_shares_one_payload);
     tcase_add_test(tc, test_notif_graph_time_format);
+    tcase_add_test(tc, test_notif_format_u64);
     tcase_add_test(tc, test_notif_cursor_parse_edges);
     suite_add_tcase(suite, tc);
     return unit_run(suite);
