@@ -7,6 +7,7 @@
 PKGS      := libzmq msgpack libwebsockets jansson openssl libcurl libpq
 # Debian packages that provide the build and test dependencies.
 DEB_PKGS  := build-essential pkg-config libzmq3-dev libmsgpack-dev libwebsockets-dev \
+             libwebsockets-evlib-ev libev-dev \
              libssl-dev libjansson-dev libcurl4-openssl-dev check python3 python3-pytest python3-zmq \
              python3-msgpack python3-websockets python3-cryptography openssl curl libpq-dev \
              postgresql-15 chromium
@@ -22,7 +23,8 @@ OPTFLAGS  := -O2
 SANFLAGS  := -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
+# libev has no pkg-config file; libwebsockets runs its loop through it (http.c).
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev -lpthread
 CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null)
 
 # BUILD selects the flavour: build/ (optimised) or build/asan/ (sanitizers).

@@ -3,15 +3,16 @@
  * in memory, and how fast it accepts them.
  *
  *   build/bench/ws_idle --port P --token-file F --count N [--sources 127.0.0.1,127.0.0.2,...]
- *                       [--pid BROKER_PID] [--window W]
+ *                       [--pid BROKER_PID] [--window W] [--hold SECONDS]
  *
  * Opens N connections to 127.0.0.1:P, spreading them over the given loopback source
  * addresses (each gives about 28,000 ephemeral ports), sends each the upgrade request of
  * /v1.0/ws with the token, and counts the 101 answers, keeping at most W handshakes in
  * flight (default 1000). Then it holds every connection open, reads the broker's RSS from
  * /proc/PID/status, and prints: connections, seconds to accept them, connections/s, the
- * broker's RSS before and after, and the growth per connection. The sockets are raw TCP
- * with a hand-made upgrade request: the client must be far cheaper than the server it
+ * broker's RSS before and after, and the growth per connection. With --hold it keeps them
+ * open that many seconds more (idle company for another benchmark) before closing them. The sockets
+ * are raw TCP with a hand-made upgrade request: the client must be far cheaper than the server it
  * measures, and no frame is ever sent after the handshake.
  */
 
@@ -70,7 +71,7 @@ static long rss_kib(int pid)
 static void usage(void)
 {
     fprintf(stderr, "usage: ws_idle --port P --token-file F --count N [--sources A,B,...] "
-                    "[--pid PID] [--window W]\n");
+                    "[--pid PID] [--window W] [--hold SECONDS]\n");
     exit(2);
 }
 
@@ -80,6 +81,7 @@ int main(int argc, char **argv)
     long count = 0;
     long window = 1000;
     int pid = 0;
+    int hold_seconds = 0;
     const char *token_file = NULL;
     char sources_text[1024] = "127.0.0.1";
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -93,6 +95,8 @@ int main(int argc, char **argv)
             snprintf(sources_text, sizeof(sources_text), "%s", argv[i + 1]);
         } else if (strcmp(argv[i], "--pid") == 0) {
             pid = atoi(argv[i + 1]);
+        } else if (strcmp(argv[i], "--hold") == 0) {
+            hold_seconds = atoi(argv[i + 1]);
         } else if (strcmp(argv[i], "--window") == 0) {
             window = strtol(argv[i + 1], NULL, 10);
         } else {
@@ -231,6 +235,9 @@ int main(int argc, char **argv)
                accepted > 0 ? (double)(rss_after - rss_before) / (double)accepted : 0.0);
     }
     fflush(stdout);
+    if (hold_seconds > 0) {
+        sleep((unsigned)hold_seconds);
+    }
     for (long i = 0; i < started; i++) {
         if (conns[i].fd >= 0) {
             close(conns[i].fd);

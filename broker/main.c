@@ -28,6 +28,7 @@
 #include "clock.h"
 #include "log.h"
 #include "mem.h"
+#include "notif.h"
 #include "rest.h"
 #include "store.h"
 #include "subs.h"
@@ -579,6 +580,7 @@ static int run_broker(int argc, char **argv)
             h.config.tls_cert != NULL ? "https" : "http", h.config.http_address, h.config.http_port,
             h.config.ingest, store_name(h.store));
 
+    notif_pool_begin(); /* the service thread makes the notifications */
     while (!stop_requested) {
         if (http_service(h.http) != 0) {
             log_msg(LOG_LEVEL_ERROR, "herold: the service loop failed");
@@ -591,6 +593,7 @@ static int run_broker(int argc, char **argv)
     }
     log_msg(LOG_LEVEL_INFO, "herold: shutting down");
     shutdown_broker(&h);
+    notif_pool_end();
     log_msg(LOG_LEVEL_INFO, "herold: stopped");
     return 0;
 }

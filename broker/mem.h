@@ -34,6 +34,17 @@ static inline bool hstr_eq_cstr(hstr_t a, const char *s)
     return hstr_eq(a, hstr_from_cstr(s));
 }
 
+/* Memory a module keeps for reuse (a free list of records or blocks) is poisoned for
+ * AddressSanitizer while unused, so a use after release is still caught. */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define MEM_POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define MEM_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define MEM_POISON(p, n) ((void)(p), (void)(n))
+#define MEM_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 void *xmalloc(size_t size);
 void *xcalloc(size_t count, size_t size);
 void *xrealloc(void *ptr, size_t size);

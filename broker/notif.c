@@ -209,6 +209,62 @@ static void text_put_view(struct text *t, hstr_t view)
     text_put_string(t, view.p, view.len);
 }
 
+struct notif_pool {
+    bool is_on;
+    size_t count;
+    void *head; /* kept blocks, chained through their first bytes */
+};
+
+static _Thread_local struct notif_pool pool;
+
+void notif_pool_begin(void)
+{
+    pool.is_on = true;
+}
+
+void notif_pool_end(void)
+{
+    while (pool.head != NULL) {
+        MEM_UNPOISON(pool.head, NOTIF_POOL_BLOCK_BYTES);
+        void *next = *(void **)pool.head;
+        free(pool.head);
+        pool.head = next;
+    }
+    pool.count = 0;
+    pool.is_on = false;
+}
+
+static notif_t *notif_alloc(size_t size)
+{
+    if (!pool.is_on || size > NOTIF_POOL_BLOCK_BYTES) {
+        notif_t *notif = xmalloc(size);
+        notif->is_pooled = false;
+        return notif;
+    }
+    notif_t *notif = pool.head;
+    if (notif != NULL) {
+        MEM_UNPOISON(notif, NOTIF_POOL_BLOCK_BYTES);
+        pool.head = *(void **)notif;
+        pool.count--;
+    } else {
+        notif = xmalloc(NOTIF_POOL_BLOCK_BYTES);
+    }
+    notif->is_pooled = true;
+    return notif;
+}
+
+static void notif_dealloc(notif_t *notif)
+{
+    if (notif->is_pooled && pool.is_on && pool.count < NOTIF_POOL_MAX) {
+        *(void **)notif = pool.head;
+        pool.head = notif;
+        pool.count++;
+        MEM_POISON(notif, NOTIF_POOL_BLOCK_BYTES);
+        return;
+    }
+    free(notif);
+}
+
 notif_t *notif_new(const event_t *event)
 {
     char stack[TEXT_STACK_BYTES];
@@ -252,7 +308,7 @@ notif_t *notif_new(const event_t *event)
     TEXT_LIT(&t, ",\"eventTime\":");
     text_put_string(&t, event_time, strlen(event_time));
 
-    notif_t *notif = xmalloc(sizeof(*notif) + t.len + 1 + event->data.len);
+    notif_t *notif = notif_alloc(sizeof(*notif) + t.len + 1 + event->data.len);
     atomic_init(&notif->refcount, 1);
     atomic_init(&notif->rich, NULL);
     notif->seq = event->seq;
@@ -333,7 +389,7 @@ void notif_release(notif_t *notif)
     if (notif != NULL &&
         atomic_fetch_sub_explicit(&notif->refcount, 1, memory_order_acq_rel) == 1) {
         free(atomic_load_explicit(&notif->rich, memory_order_relaxed));
-        free(notif);
+        notif_dealloc(notif);
     }
 }
 

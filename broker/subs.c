@@ -106,15 +106,6 @@ static void table_remove(struct id_table *t, const sub_t *sub)
 
 /* ---- records ---- */
 
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/asan_interface.h>
-#define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
-#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
-#else
-#define POISON(p, n) ((void)(p), (void)(n))
-#define UNPOISON(p, n) ((void)(p), (void)(n))
-#endif
-
 /* A free record holds the next free one in its first bytes. */
 static void free_link_set(sub_t *r, sub_t *next)
 {
@@ -139,11 +130,11 @@ static sub_t *record_new(subs_t *subs)
             sub_t *r = &block->records[i];
             free_link_set(r, subs->free_records);
             subs->free_records = r;
-            POISON(r, sizeof(*r));
+            MEM_POISON(r, sizeof(*r));
         }
     }
     sub_t *r = subs->free_records;
-    UNPOISON(r, sizeof(*r));
+    MEM_UNPOISON(r, sizeof(*r));
     subs->free_records = free_link_get(r);
     memset(r, 0, sizeof(*r));
     return r;
@@ -154,7 +145,7 @@ static void record_free(subs_t *subs, sub_t *r)
     memset(r, 0, sizeof(*r));
     free_link_set(r, subs->free_records);
     subs->free_records = r;
-    POISON(r, sizeof(*r));
+    MEM_POISON(r, sizeof(*r));
 }
 
 subs_t *subs_new(void)

@@ -1,6 +1,7 @@
 /* Notification items: the shared encoding, per-subscription composition, and times. */
 
 #include <check.h>
+#include <pthread.h>
 #include <jansson.h>
 #include <msgpack.h>
 #include <stdlib.h>
@@ -229,6 +230,45 @@ START_TEST(test_notif_refcount_shares_one_payload)
 }
 END_TEST
 
+static void *release_elsewhere(void *notif)
+{
+    notif_release(notif); /* no pool on this thread: plain free */
+    return NULL;
+}
+
+START_TEST(test_notif_pool_reuses_blocks_on_its_thread_only)
+{
+    event_t event;
+    make_event(&event, "/a/b", NULL);
+    notif_pool_begin();
+    notif_t *first = notif_new(&event);
+    ck_assert(first->is_pooled);
+    notif_release(first);
+    notif_t *second = notif_new(&event);
+    ck_assert_ptr_eq(second, first); /* the released block came back */
+    ck_assert_str_eq(second->seq_text, "42");
+    /* Released on another thread: freed there, not kept (ASan sees the free). */
+    pthread_t thread;
+    pthread_create(&thread, NULL, release_elsewhere, second);
+    pthread_join(thread, NULL);
+    /* Larger than a block: malloc and free as before. */
+    char data[NOTIF_POOL_BLOCK_BYTES];
+    memset(data, 0x80, sizeof(data));
+    event.data = (hstr_t){data, sizeof(data)};
+    notif_t *large = notif_new(&event);
+    ck_assert(!large->is_pooled);
+    ck_assert_uint_eq(large->data_len, sizeof(data));
+    notif_release(large);
+    event.data = (hstr_t){NULL, 0};
+    notif_t *kept = notif_new(&event);
+    notif_release(kept);
+    notif_pool_end(); /* frees what is kept: LeakSanitizer would report it otherwise */
+    notif_t *unpooled = notif_new(&event);
+    ck_assert(!unpooled->is_pooled);
+    notif_release(unpooled);
+}
+END_TEST
+
 START_TEST(test_notif_graph_time_format)
 {
     char out[40];
@@ -307,6 +347,7 @@ int main(void)
     tcase_add_test(tc, test_notif_strings_survive_escaping);
     tcase_add_test(tc, test_notif_long_members_survive);
     tcase_add_test(tc, test_notif_refcount_shares_one_payload);
+    tcase_add_test(tc, test_notif_pool_reuses_blocks_on_its_thread_only);
     tcase_add_test(tc, test_notif_graph_time_format);
     tcase_add_test(tc, test_notif_format_u64);
     tcase_add_test(tc, test_notif_cursor_parse_edges);
