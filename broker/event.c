@@ -71,18 +71,19 @@ enum field {
     FIELD_COUNT
 };
 
-static const char *const field_names[FIELD_COUNT] = {
-    [FIELD_ID] = "id",
-    [FIELD_SOURCE] = "source",
-    [FIELD_TYPE] = "type",
-    [FIELD_RESOURCE] = "resource",
-    [FIELD_PREVIOUS] = "previous",
-    [FIELD_TIME] = "time",
-    [FIELD_ACTOR] = "actor",
-    [FIELD_READERS] = "readers",
-    [FIELD_KIND] = "kind",
-    [FIELD_TENANT] = "tenant",
-    [FIELD_DATA] = "data",
+/* Literals, so .p is also NUL-terminated for messages. */
+static const hstr_t field_names[FIELD_COUNT] = {
+    [FIELD_ID] = HSTR_LIT("id"),
+    [FIELD_SOURCE] = HSTR_LIT("source"),
+    [FIELD_TYPE] = HSTR_LIT("type"),
+    [FIELD_RESOURCE] = HSTR_LIT("resource"),
+    [FIELD_PREVIOUS] = HSTR_LIT("previous"),
+    [FIELD_TIME] = HSTR_LIT("time"),
+    [FIELD_ACTOR] = HSTR_LIT("actor"),
+    [FIELD_READERS] = HSTR_LIT("readers"),
+    [FIELD_KIND] = HSTR_LIT("kind"),
+    [FIELD_TENANT] = HSTR_LIT("tenant"),
+    [FIELD_DATA] = HSTR_LIT("data"),
 };
 
 /* The order in which missing required fields are reported. */
@@ -664,7 +665,7 @@ static int take_field(event_t *event, enum field field, const msgpack_object *o,
 static int field_lookup(const char *p, size_t len)
 {
     for (int f = 0; f < FIELD_COUNT; f++) {
-        if (strlen(field_names[f]) == len && memcmp(field_names[f], p, len) == 0) {
+        if (hstr_eq(field_names[f], (hstr_t){p, len})) {
             return f;
         }
     }
@@ -685,7 +686,29 @@ static int unpack_at(msgpack_zone *zone, msgpack_object *result, const event_t *
     return 0;
 }
 
-static int decode_fields(event_t *event, struct herr *err)
+struct event_decoder {
+    msgpack_zone zone;
+};
+
+event_decoder_t *event_decoder_new(void)
+{
+    event_decoder_t *decoder = xmalloc(sizeof(*decoder));
+    if (!msgpack_zone_init(&decoder->zone, EVENT_UNPACK_ZONE_BYTES)) {
+        fprintf(stderr, "herold: out of memory making an event decoder\n");
+        abort();
+    }
+    return decoder;
+}
+
+void event_decoder_free(event_decoder_t *decoder)
+{
+    if (decoder != NULL) {
+        msgpack_zone_destroy(&decoder->zone);
+        free(decoder);
+    }
+}
+
+static int decode_fields(event_t *event, msgpack_zone *kept_zone, struct herr *err)
 {
     const unsigned char *p = (const unsigned char *)event->raw;
     size_t len = event->raw_len;
@@ -712,14 +735,18 @@ static int decode_fields(event_t *event, struct herr *err)
     unsigned seen = 0;
     msgpack_object key_object;
     msgpack_object value_object;
-    msgpack_zone zone;
-    if (!msgpack_zone_init(&zone, EVENT_UNPACK_ZONE_BYTES)) {
-        return herr_set(err, HEROLD_E_MALFORMED, "message: out of memory unpacking it");
+    msgpack_zone local_zone;
+    msgpack_zone *zone = kept_zone;
+    if (zone == NULL) {
+        zone = &local_zone;
+        if (!msgpack_zone_init(zone, EVENT_UNPACK_ZONE_BYTES)) {
+            return herr_set(err, HEROLD_E_MALFORMED, "message: out of memory unpacking it");
+        }
     }
     pos = top.size;
     for (uint64_t i = 0; i < top.count && rc == 0; i++) {
         char buf[SHOWN_BUFFER];
-        rc = unpack_at(&zone, &key_object, event, &pos, i, err);
+        rc = unpack_at(zone, &key_object, event, &pos, i, err);
         if (rc != 0) {
             break;
         }
@@ -737,17 +764,21 @@ static int decode_fields(event_t *event, struct herr *err)
             break;
         }
         if (seen & (1u << field)) {
-            rc = herr_set(err, HEROLD_E_DUPLICATE_FIELD, "%s: given twice", field_names[field]);
+            rc = herr_set(err, HEROLD_E_DUPLICATE_FIELD, "%s: given twice", field_names[field].p);
             break;
         }
         seen |= 1u << field;
         size_t start = pos;
-        rc = unpack_at(&zone, &value_object, event, &pos, i, err);
+        rc = unpack_at(zone, &value_object, event, &pos, i, err);
         if (rc == 0) {
             rc = take_field(event, (enum field)field, &value_object, start, pos, err);
         }
     }
-    msgpack_zone_destroy(&zone);
+    if (zone == kept_zone) {
+        msgpack_zone_clear(zone); /* keeps its first chunk for the next event */
+    } else {
+        msgpack_zone_destroy(zone);
+    }
     if (rc != 0) {
         return rc;
     }
@@ -755,13 +786,19 @@ static int decode_fields(event_t *event, struct herr *err)
     for (size_t i = 0; i < sizeof(required_fields) / sizeof(required_fields[0]); i++) {
         if (!(seen & (1u << required_fields[i]))) {
             return herr_set(err, HEROLD_E_MISSING_FIELD, "%s: required field is missing",
-                            field_names[required_fields[i]]);
+                            field_names[required_fields[i]].p);
         }
     }
     return 0;
 }
 
 int event_decode(const void *message, size_t len, event_t **out, struct herr *err)
+{
+    return event_decode_with(NULL, message, len, out, err);
+}
+
+int event_decode_with(event_decoder_t *decoder, const void *message, size_t len, event_t **out,
+                      struct herr *err)
 {
     *out = NULL;
     /* Before any copy or unpacking: the size is the first limit. */
@@ -778,7 +815,7 @@ int event_decode(const void *message, size_t len, event_t **out, struct herr *er
     event->raw = (char *)(event + 1);
     memcpy(event->raw, message, len);
     event->raw_len = len;
-    int rc = decode_fields(event, err);
+    int rc = decode_fields(event, decoder != NULL ? &decoder->zone : NULL, err);
     if (rc != 0) {
         event_free(event);
         return rc;

@@ -88,6 +88,16 @@ typedef struct event {
  * HEROLD_E_* code, fills *err and leaves *out NULL. */
 int event_decode(const void *message, size_t len, event_t **out, struct herr *err);
 
+/* Scratch for decoding many events on one thread: the unpacking zone, kept between events
+ * (a fresh one mallocs and frees a chunk per event). */
+typedef struct event_decoder event_decoder_t;
+event_decoder_t *event_decoder_new(void);
+void event_decoder_free(event_decoder_t *decoder); /* NULL is a no-op */
+
+/* event_decode through decoder's scratch (NULL: a fresh zone, as event_decode). */
+int event_decode_with(event_decoder_t *decoder, const void *message, size_t len, event_t **out,
+                      struct herr *err);
+
 /* Releases an event. event_free(NULL) is a no-op. */
 void event_free(event_t *event);
 

@@ -84,7 +84,8 @@ struct ingest {
     chan_t *out;
     store_t *store;
     dedup_t *dedup;
-    int64_t next_trim_ms; /* monotonic */
+    event_decoder_t *decoder; /* the ingest thread's */
+    int64_t next_trim_ms;     /* monotonic */
     pthread_t thread;
     bool is_started;
     atomic_bool is_stopping;
@@ -214,6 +215,7 @@ ingest_t *ingest_new(void *zmq_context, const char *endpoint, const char *curve_
         free(ingest);
         return NULL;
     }
+    ingest->decoder = event_decoder_new();
     atomic_init(&ingest->is_stopping, false);
     return ingest;
 }
@@ -329,7 +331,7 @@ static void handle_message(ingest_t *ingest, zmq_msg_t *frames, size_t frame_cou
     const void *data = zmq_msg_data(payload);
     size_t len = zmq_msg_size(payload);
     event_t *event = NULL;
-    if (event_decode(data, len, &event, &err) != 0) {
+    if (event_decode_with(ingest->decoder, data, len, &event, &err) != 0) {
         log_msg(LOG_LEVEL_DEBUG, "ingest: refused a message: %s: %s", herold_error_code(err.code),
                 err.message);
         pack_error(p, data, len, &err);
@@ -545,5 +547,6 @@ void ingest_free(ingest_t *ingest)
     }
     ingest_stop(ingest);
     dedup_free(ingest->dedup);
+    event_decoder_free(ingest->decoder);
     free(ingest);
 }

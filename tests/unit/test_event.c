@@ -331,6 +331,55 @@ START_TEST(test_event_decodes_full_event)
 }
 END_TEST
 
+START_TEST(test_event_decoder_reuse_matches_fresh_decoding)
+{
+    /* One decoder across events that outgrow its zone, a refusal, and small ones: each
+     * result is what event_decode gives. */
+    static char names[EVENT_MAX_READERS][16];
+    static const char *readers[EVENT_MAX_READERS];
+    for (size_t i = 0; i < EVENT_MAX_READERS; i++) {
+        snprintf(names[i], sizeof(names[i]), "user:u%zu", i);
+        readers[i] = names[i];
+    }
+    msgpack_sbuffer many;
+    pack_event(&many, CHANGES({"readers", STRS(readers, EVENT_MAX_READERS)}));
+    msgpack_sbuffer unknown;
+    pack_event(&unknown, CHANGES({"colour", S("blue")}));
+    msgpack_sbuffer plain;
+    pack_event(&plain, NULL, 0);
+    const msgpack_sbuffer *messages[] = {&many, &unknown, &plain, &many, &plain, &unknown};
+    event_decoder_t *decoder = event_decoder_new();
+    for (size_t m = 0; m < sizeof(messages) / sizeof(messages[0]); m++) {
+        event_t *reused = NULL;
+        event_t *fresh = NULL;
+        struct herr reused_err = {0};
+        struct herr fresh_err = {0};
+        int reused_rc =
+            event_decode_with(decoder, messages[m]->data, messages[m]->size, &reused, &reused_err);
+        int fresh_rc = event_decode(messages[m]->data, messages[m]->size, &fresh, &fresh_err);
+        ck_assert_int_eq(reused_rc, fresh_rc);
+        if (fresh_rc != 0) {
+            ck_assert_ptr_null(reused);
+            ck_assert_str_eq(reused_err.message, fresh_err.message);
+            continue;
+        }
+        ck_assert_uint_eq(reused->reader_count, fresh->reader_count);
+        for (size_t i = 0; i < fresh->reader_count; i++) {
+            ck_assert(hstr_eq(reused->readers[i], fresh->readers[i]));
+        }
+        ck_assert(hstr_eq(reused->resource, fresh->resource));
+        ck_assert(hstr_eq(reused->id, fresh->id));
+        event_free(reused);
+        event_free(fresh);
+    }
+    event_decoder_free(decoder);
+    event_decoder_free(NULL);
+    msgpack_sbuffer_destroy(&many);
+    msgpack_sbuffer_destroy(&unknown);
+    msgpack_sbuffer_destroy(&plain);
+}
+END_TEST
+
 START_TEST(test_event_decodes_minimal_event)
 {
     event_t *event = DECODE_OK({"id", S("e")}, {"source", S("s")}, {"resource", S("/a")},
@@ -1347,6 +1396,7 @@ static Suite *event_suite(void)
     TCase *tc = tcase_create("decode");
     tcase_add_test(tc, test_event_decodes_full_event);
     tcase_add_test(tc, test_event_decodes_minimal_event);
+    tcase_add_test(tc, test_event_decoder_reuse_matches_fresh_decoding);
     tcase_add_test(tc, test_event_accepts_any_key_order_and_encoding);
     tcase_add_test(tc, test_event_message_size_limit);
     tcase_add_test(tc, test_event_refuses_every_truncation);
