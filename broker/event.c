@@ -525,53 +525,79 @@ static int take_readers(event_t *event, const msgpack_object *o, struct herr *er
     return 0;
 }
 
-/* Appends ".key" or "[index]" to a data label, cutting what does not fit. */
-static void label_child(char *child, const char *parent, const msgpack_object *key, size_t index)
+/* Where a value sits inside data: a chain from the value up to "data", formatted only for
+ * an error message (formatting every key's label up front was most of the check's cost). */
+struct data_label {
+    const struct data_label *parent; /* NULL for the root */
+    const msgpack_object *key;       /* a map entry's key, or NULL for an array element */
+    size_t index;                    /* the array element's index */
+};
+
+/* Writes the label into out (LABEL_BUFFER bytes): "data", then ".key" (cut to 16 bytes,
+ * "..." marking the cut) or "[index]" per level, cut where it does not fit. */
+static void format_label(const struct data_label *label, char *out)
 {
-    if (key != NULL) {
+    if (label->parent == NULL) {
+        snprintf(out, LABEL_BUFFER, "data");
+        return;
+    }
+    char parent[LABEL_BUFFER];
+    format_label(label->parent, parent);
+    if (label->key != NULL) {
+        const msgpack_object *key = label->key;
         char buf[SHOWN_BUFFER];
-        snprintf(child, LABEL_BUFFER, "%s.%s", parent,
-                 shown(buf, key->via.str.ptr, key->via.str.size < 16 ? key->via.str.size : 16));
-        if (key->via.str.size > 16) {
-            size_t used = strlen(child);
-            snprintf(child + used, LABEL_BUFFER - used, "...");
+        /* A label cut short is still a fine label: the lengths are looked at only to
+         * say so to the compiler. */
+        int len = snprintf(out, LABEL_BUFFER, "%s.%s", parent,
+                           shown(buf, key->via.str.ptr,
+                                 key->via.str.size < 16 ? key->via.str.size : 16));
+        if (key->via.str.size > 16 && len >= 0 && len < LABEL_BUFFER - 1) {
+            size_t used = (size_t)len;
+            if (snprintf(out + used, LABEL_BUFFER - used, "...") < 0) {
+                out[used] = '\0';
+            }
         }
-    } else {
-        snprintf(child, LABEL_BUFFER, "%s[%zu]", parent, index);
+    } else if (snprintf(out, LABEL_BUFFER, "%s[%zu]", parent, label->index) < 0) {
+        out[0] = '\0';
     }
 }
 
 /* Data becomes JSON in rich notifications, so it must have a JSON form: str keys, valid
  * UTF-8, finite numbers, no bin or ext; and at most EVENT_MAX_DATA_DEPTH nested
  * containers. Recursion is bounded by the scan's MESSAGE_MAX_DEPTH. */
-static int check_data_value(const msgpack_object *o, const char *label, int depth, struct herr *err)
+static int check_data_value(const msgpack_object *o, const struct data_label *label, int depth,
+                            struct herr *err)
 {
-    char child[LABEL_BUFFER];
+    char text[LABEL_BUFFER];
     switch (o->type) {
     case MSGPACK_OBJECT_MAP:
     case MSGPACK_OBJECT_ARRAY:
         if (depth > EVENT_MAX_DATA_DEPTH) {
+            format_label(label, text);
             return herr_set(err, HEROLD_E_FIELD_TOO_LONG,
-                            "%s: nested %d levels deep, over the %d-level limit for data", label,
+                            "%s: nested %d levels deep, over the %d-level limit for data", text,
                             depth, EVENT_MAX_DATA_DEPTH);
         }
         break;
     case MSGPACK_OBJECT_STR:
         if (!path_utf8_is_valid(o->via.str.ptr, o->via.str.size)) {
-            return herr_set(err, HEROLD_E_BAD_UTF8, "%s: not valid UTF-8", label);
+            format_label(label, text);
+            return herr_set(err, HEROLD_E_BAD_UTF8, "%s: not valid UTF-8", text);
         }
         return 0;
     case MSGPACK_OBJECT_BIN:
     case MSGPACK_OBJECT_EXT:
+        format_label(label, text);
         return herr_set(err, HEROLD_E_FIELD_TYPE,
                         "%s: %s has no JSON form; data may hold nil, bool, int, float, str, "
                         "array and map",
-                        label, object_type_name(o));
+                        text, object_type_name(o));
     case MSGPACK_OBJECT_FLOAT32:
     case MSGPACK_OBJECT_FLOAT64:
         if (!isfinite(o->via.f64)) {
+            format_label(label, text);
             return herr_set(err, HEROLD_E_FIELD_TYPE, "%s: NaN and infinity have no JSON form",
-                            label);
+                            text);
         }
         return 0;
     default:
@@ -580,8 +606,8 @@ static int check_data_value(const msgpack_object *o, const char *label, int dept
 
     if (o->type == MSGPACK_OBJECT_ARRAY) {
         for (size_t i = 0; i < o->via.array.size; i++) {
-            label_child(child, label, NULL, i);
-            int rc = check_data_value(&o->via.array.ptr[i], child, depth + 1, err);
+            struct data_label child = {label, NULL, i};
+            int rc = check_data_value(&o->via.array.ptr[i], &child, depth + 1, err);
             if (rc != 0) {
                 return rc;
             }
@@ -591,14 +617,16 @@ static int check_data_value(const msgpack_object *o, const char *label, int dept
     for (size_t i = 0; i < o->via.map.size; i++) {
         const msgpack_object_kv *kv = &o->via.map.ptr[i];
         if (kv->key.type != MSGPACK_OBJECT_STR) {
-            return herr_set(err, HEROLD_E_FIELD_TYPE, "%s: key %zu must be a str, got %s", label, i,
+            format_label(label, text);
+            return herr_set(err, HEROLD_E_FIELD_TYPE, "%s: key %zu must be a str, got %s", text, i,
                             object_type_name(&kv->key));
         }
         if (!path_utf8_is_valid(kv->key.via.str.ptr, kv->key.via.str.size)) {
-            return herr_set(err, HEROLD_E_BAD_UTF8, "%s: key %zu is not valid UTF-8", label, i);
+            format_label(label, text);
+            return herr_set(err, HEROLD_E_BAD_UTF8, "%s: key %zu is not valid UTF-8", text, i);
         }
-        label_child(child, label, &kv->key, 0);
-        int rc = check_data_value(&kv->val, child, depth + 1, err);
+        struct data_label child = {label, &kv->key, 0};
+        int rc = check_data_value(&kv->val, &child, depth + 1, err);
         if (rc != 0) {
             return rc;
         }
@@ -620,7 +648,8 @@ static int take_data(event_t *event, const msgpack_object *o, size_t start, size
                         "data: %zu encoded bytes exceeds the %d-byte limit", size,
                         EVENT_MAX_DATA_BYTES);
     }
-    int rc = check_data_value(o, "data", 1, err);
+    const struct data_label root = {NULL, NULL, 0};
+    int rc = check_data_value(o, &root, 1, err);
     if (rc != 0) {
         return rc;
     }
