@@ -260,7 +260,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         if (dispatch_pending(http->routes.dispatch) | dispatch_replay(http->routes.dispatch)) {
             lws_cancel_service(lws_get_context(wsi));
         } else {
-            ws_flush_held(http->routes.ws); /* dispatch ran dry: write what it queued */
+            ws_flush_held_when_quiet(http->routes.ws); /* dispatch ran dry */
         }
         return 0;
 

@@ -28,14 +28,20 @@
  * connections, 1-3 items per send). So notifications are held, and a session is written
  * when one of these comes first:
  *   - it holds WS_COALESCE_ITEMS notifications;
- *   - dispatch ran dry (ws_flush_held): everything that has arrived is queued, so a
- *     quiet broker writes at once and adds no delay, while a saturated one, whose
- *     dispatcher never runs dry, writes fewer and larger frames;
+ *   - dispatch ran dry (ws_flush_held_when_quiet) while notifications arrive at less
+ *     than WS_BUSY_ITEMS_PER_S since the last flush: everything that has arrived is
+ *     queued, so a broker that is not saturated writes at once and adds no delay (a rate,
+ *     not a count: after a slow fdatasync a burst of a few hundred is still no load);
  *   - WS_COALESCE_US passed since the first held notification, which bounds the delay
- *     under saturation.
+ *     under load. A busy broker runs dry after every batch that ingest commits (a few
+ *     milliseconds apart at 100k events/s), and flushing then gave W1 frames of about a
+ *     dozen items, the send() calls taking half of the service thread; waiting for the
+ *     timer instead makes them several times larger.
  * Answers to ops and lifecycle frames are never held. */
-#define WS_COALESCE_US 5000
+#define WS_COALESCE_US 20000
 #define WS_COALESCE_ITEMS 64
+#define WS_BUSY_ITEMS_PER_S 150000
+#define WS_BUSY_WINDOW_US 5000
 
 /* One FIFO entry: a notification item for one subscription, or a whole text frame
  * (an answer to an op or a lifecycle frame). */
@@ -110,6 +116,8 @@ struct ws {
     struct ws_user *users[WS_USER_BUCKETS];
     /* write coalescing (see the top of this file) */
     ws_session_t *coalescing;
+    size_t items_since_flush; /* notifications queued since the last ws_flush_held */
+    int64_t last_flush_us;    /* clock_monotonic_us of it */
     lws_sorted_usec_list_t coalesce_timer;
     struct lws_context *coalesce_context; /* set while the timer is scheduled */
     unsigned char *frame;                 /* the notify frame being written (service thread) */
@@ -305,8 +313,22 @@ static void coalesce_remove(ws_session_t *s)
     s->is_coalescing = false;
 }
 
+void ws_flush_held_when_quiet(ws_t *ws)
+{
+    /* Over at least WS_BUSY_WINDOW_US: a short burst is no rate. */
+    int64_t elapsed_us = clock_monotonic_us() - ws->last_flush_us;
+    if (elapsed_us < WS_BUSY_WINDOW_US) {
+        elapsed_us = WS_BUSY_WINDOW_US;
+    }
+    if ((int64_t)ws->items_since_flush * 1000000 < (int64_t)WS_BUSY_ITEMS_PER_S * elapsed_us) {
+        ws_flush_held(ws);
+    }
+}
+
 void ws_flush_held(ws_t *ws)
 {
+    ws->items_since_flush = 0;
+    ws->last_flush_us = clock_monotonic_us();
     while (ws->coalescing != NULL) {
         ws_session_t *s = ws->coalescing;
         coalesce_remove(s);
@@ -329,6 +351,7 @@ static void coalesce_timer_fired(lws_sorted_usec_list_t *sul)
 static void request_notify_write(ws_session_t *s)
 {
     ws_t *ws = s->ws;
+    ws->items_since_flush++;
     if (s->queue_length >= WS_COALESCE_ITEMS) {
         coalesce_remove(s);
         lws_callback_on_writable(s->wsi);

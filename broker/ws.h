@@ -74,6 +74,10 @@ ws_t *ws_new(const auth_t *auth, subs_t *subs);
  * rule). Called when dispatch has queued everything that has arrived. */
 void ws_flush_held(ws_t *ws);
 
+/* ws_flush_held, unless notifications arrived faster than a busy broker's rate since the
+ * last flush: then the coalescing timer writes them, in larger frames (see ws.c). */
+void ws_flush_held_when_quiet(ws_t *ws);
+
 /* Frees the layer. Every session must have been closed. NULL is a no-op. */
 void ws_free(ws_t *ws);
 
