@@ -1411,33 +1411,37 @@ static void herold_encode(struct bench *b, msgpack_sbuffer *sb, uint64_t i, uint
     herold_pack_str(&pk, text, pad);
 }
 
-static bool herold_reply_ok(const void *data, size_t size)
+/* Unpacked into a zone the publisher keeps: msgpack_unpack_next would malloc and free an
+ * 8 KiB zone for every ack, load-generator work that the peers' publishers do not have. */
+static bool herold_reply_ok(msgpack_zone *zone, const void *data, size_t size)
 {
-    msgpack_unpacked u;
-    msgpack_unpacked_init(&u);
+    msgpack_object reply;
+    size_t offset = 0;
     bool ok = false;
-    if (msgpack_unpack_next(&u, data, size, NULL) == MSGPACK_UNPACK_SUCCESS &&
-        u.data.type == MSGPACK_OBJECT_MAP) {
-        for (uint32_t k = 0; k < u.data.via.map.size; k++) {
-            const msgpack_object_kv *kv = &u.data.via.map.ptr[k];
+    msgpack_unpack_return rc = msgpack_unpack(data, size, &offset, zone, &reply);
+    if ((rc == MSGPACK_UNPACK_SUCCESS || rc == MSGPACK_UNPACK_EXTRA_BYTES) &&
+        reply.type == MSGPACK_OBJECT_MAP) {
+        for (uint32_t k = 0; k < reply.via.map.size; k++) {
+            const msgpack_object_kv *kv = &reply.via.map.ptr[k];
             if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == 2 &&
                 memcmp(kv->key.via.str.ptr, "ok", 2) == 0) {
                 ok = kv->val.type == MSGPACK_OBJECT_BOOLEAN && kv->val.via.boolean;
             }
         }
     }
-    msgpack_unpacked_destroy(&u);
+    msgpack_zone_clear(zone);
     return ok;
 }
 
-static void herold_take_replies(struct bench *b, void *socket, uint64_t *in_flight, int flags)
+static void herold_take_replies(struct bench *b, void *socket, msgpack_zone *zone,
+                                uint64_t *in_flight, int flags)
 {
     zmq_msg_t msg;
     zmq_msg_init(&msg);
     while (*in_flight > 0 && zmq_msg_recv(&msg, socket, flags) >= 0) {
         flags = ZMQ_DONTWAIT;
         (*in_flight)--;
-        if (herold_reply_ok(zmq_msg_data(&msg), zmq_msg_size(&msg))) {
+        if (herold_reply_ok(zone, zmq_msg_data(&msg), zmq_msg_size(&msg))) {
             atomic_fetch_add_explicit(&b->acked, 1, memory_order_relaxed);
         } else {
             atomic_fetch_add_explicit(&b->refused, 1, memory_order_relaxed);
@@ -1459,6 +1463,10 @@ static void publish_herold(struct publisher *p)
     }
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
+    msgpack_zone zone;
+    if (!msgpack_zone_init(&zone, 2048)) {
+        fail("%s", "out of memory");
+    }
     /* Pad the data map so that the whole event is event_bytes long. */
     herold_encode(b, &sb, (uint64_t)b->sc.events, now_ns(), 0);
     size_t pad =
@@ -1471,12 +1479,12 @@ static void publish_herold(struct publisher *p)
     while (sent < share && !interrupted && !pub_time_is_up(b, now_ns())) {
         uint64_t due = pub_due(b, now_ns());
         if (sent >= due) {
-            herold_take_replies(b, socket, &in_flight, ZMQ_DONTWAIT);
+            herold_take_replies(b, socket, &zone, &in_flight, ZMQ_DONTWAIT);
             sleep_until_due(b, sent);
             continue;
         }
         if (in_flight >= window) {
-            herold_take_replies(b, socket, &in_flight, 0);
+            herold_take_replies(b, socket, &zone, &in_flight, 0);
             continue;
         }
         uint64_t i = (uint64_t)p->index + sent * (uint64_t)b->sc.publishers;
@@ -1489,15 +1497,16 @@ static void publish_herold(struct publisher *p)
         in_flight++;
         sent++;
         if ((sent & 63) == 0) {
-            herold_take_replies(b, socket, &in_flight, ZMQ_DONTWAIT);
+            herold_take_replies(b, socket, &zone, &in_flight, ZMQ_DONTWAIT);
         }
     }
     while (in_flight > 0 && !interrupted) {
-        herold_take_replies(b, socket, &in_flight, 0);
+        herold_take_replies(b, socket, &zone, &in_flight, 0);
     }
     p->sent = sent;
     atomic_fetch_add(&b->publishers_done, 1);
     msgpack_sbuffer_destroy(&sb);
+    msgpack_zone_destroy(&zone);
     int linger = 0;
     zmq_setsockopt(socket, ZMQ_LINGER, &linger, sizeof(linger));
     zmq_close(socket);
