@@ -117,6 +117,11 @@ void dedup_add(dedup_t *dedup, uint64_t hash, uint64_t seq)
     dedup->count++;
 }
 
+void dedup_prefetch(const dedup_t *dedup, uint64_t hash)
+{
+    __builtin_prefetch(&dedup->slots[hash & (dedup->capacity - 1)]);
+}
+
 uint64_t dedup_find(dedup_t *dedup, uint64_t hash, uint64_t oldest_seq, dedup_confirm_fn confirm,
                     void *ctx)
 {

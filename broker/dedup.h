@@ -36,6 +36,11 @@ uint64_t dedup_hash(const char *source, size_t source_len, const char *id, size_
 /* Remembers that the event with this hash got seq. */
 void dedup_add(dedup_t *dedup, uint64_t hash, uint64_t seq);
 
+/* Starts fetching the table's slot for hash, for a dedup_find a little later: with
+ * millions of retained events every lookup is a cache miss, and a batch of lookups
+ * prefetched first lets them overlap. */
+void dedup_prefetch(const dedup_t *dedup, uint64_t hash);
+
 /* The seq of an earlier event with this hash that confirm accepts, or 0. Entries with a
  * seq below oldest_seq (out of retention) are removed on the way. */
 uint64_t dedup_find(dedup_t *dedup, uint64_t hash, uint64_t oldest_seq, dedup_confirm_fn confirm,

@@ -76,6 +76,7 @@ struct pending {
     struct reply reply;
     event_t *event;    /* accepted, or a duplicate (then not dispatched) */
     uint64_t seq;      /* the seq in an ok reply; 0 for a refused message */
+    uint64_t hash;     /* dedup_hash of the event's (source, id) */
     bool is_duplicate; /* of an event stored earlier, or earlier in this batch */
 };
 
@@ -299,8 +300,8 @@ static void store_failed(const struct herr *err)
     _exit(EXIT_FAILURE);
 }
 
-/* Decodes one message into the next pending slot: an accepted event is appended to the
- * journal (not yet durable) and its ack prepared; a refused one gets its error reply. */
+/* Decodes one message into the next pending slot; a refused one gets its error reply.
+ * An accepted one waits for append_batch, its dedup slot being fetched meanwhile. */
 static void handle_message(ingest_t *ingest, zmq_msg_t *frames, size_t frame_count,
                            bool is_truncated)
 {
@@ -337,33 +338,53 @@ static void handle_message(ingest_t *ingest, zmq_msg_t *frames, size_t frame_cou
         pack_error(p, data, len, &err);
         return;
     }
-    uint64_t hash = dedup_hash(event->source.p, event->source.len, event->id.p, event->id.len);
+    p->event = event;
+    p->hash = dedup_hash(event->source.p, event->source.len, event->id.p, event->id.len);
+    dedup_prefetch(ingest->dedup, p->hash);
+}
+
+/* An accepted event is acked as a duplicate of one stored earlier, or appended to the
+ * journal (not yet durable) with its ack prepared. */
+static void append_one(ingest_t *ingest, struct pending *p)
+{
+    struct herr err;
+    event_t *event = p->event;
     struct confirm_ctx confirm = {.ingest = ingest, .event = event};
-    uint64_t original = dedup_find(ingest->dedup, hash, store_event_first_seq(ingest->store),
+    uint64_t original = dedup_find(ingest->dedup, p->hash, store_event_first_seq(ingest->store),
                                    confirm_duplicate, &confirm);
     if (original != 0) {
         /* Acked with the original seq (once the batch is durable, in order) and not
          * delivered again. */
         pack_ok(p, event->id, original);
-        p->event = event;
         p->seq = original;
         p->is_duplicate = true;
         return;
     }
-    int rc = store_event_append(ingest->store, data, len, clock_wall_ms(), &event->seq, &err);
+    int rc = store_event_append(ingest->store, event->raw, event->raw_len, clock_wall_ms(),
+                                &event->seq, &err);
     if (rc == HEROLD_E_UNAVAILABLE || rc == HEROLD_E_TOO_LARGE) {
-        pack_error(p, data, len, &err);
+        pack_error(p, event->raw, event->raw_len, &err);
         event_free(event);
+        p->event = NULL;
         return;
     }
     if (rc != 0) {
         store_failed(&err);
     }
-    dedup_add(ingest->dedup, hash, event->seq);
+    dedup_add(ingest->dedup, p->hash, event->seq);
     ingest->batch_appended++;
     pack_ok(p, event->id, event->seq);
-    p->event = event;
     p->seq = event->seq;
+}
+
+/* Dedup and append, in arrival order, for the batch just read. */
+static void append_batch(ingest_t *ingest)
+{
+    for (size_t i = 0; i < ingest->batch_count; i++) {
+        if (ingest->batch[i].event != NULL) {
+            append_one(ingest, &ingest->batch[i]);
+        }
+    }
 }
 
 /* The store could not commit the batch: every ok reply naming a seq the store does not
@@ -499,6 +520,7 @@ static void *ingest_main(void *arg)
                 break;
             }
         }
+        append_batch(ingest);
         flush_batch(ingest);
         trim_when_due(ingest);
     }
