@@ -347,7 +347,10 @@ http_t *http_new(const char *address, int port, const http_routes_t *routes, str
     if (http->context == NULL) {
         ev_loop_destroy(http->loop);
         free(http);
-        herr_set(err, HEROLD_E_SYSTEM, "http: cannot listen on %s:%d%s", address, port,
+        herr_set(err, HEROLD_E_SYSTEM,
+                 "http: cannot listen on %s:%d%s (or libwebsockets' libev plugin, Debian "
+                 "package libwebsockets-evlib-ev, is missing)",
+                 address, port,
                  routes->tls_cert != NULL ? " (or the TLS certificate or key cannot be loaded)"
                                           : "");
         return NULL;
