@@ -319,11 +319,11 @@ http_t *http_new(const char *address, int port, const http_routes_t *routes, str
     info.options =
         LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6 | LWS_SERVER_OPTION_LIBEV;
     /* libwebsockets' own loop polls every descriptor on every turn: with 10,000 idle
-     * connections beside 100 busy ones the broker fell from 40,000 to 25,000 deliveries a
-     * second and its p50 latency rose from 2 ms to 450 ms (bench/idle_company.sh). libev's
-     * epoll costs by what is ready, not by what is open. The loop is ours (a "foreign"
-     * loop), so that libwebsockets installs no signal watcher over the broker's handlers,
-     * and http_service runs it one turn at a time. */
+     * connections beside 100 busy ones the broker fell behind 20,000 events a second
+     * (34,000 of the 40,000 deliveries a second, p50 302 ms; bench/idle_company.sh, see
+     * bench/RESULTS.md). libev's epoll costs by what is ready, not by what is open. The loop is
+     * ours (a "foreign" loop), so that libwebsockets installs no signal watcher over the broker's
+     * handlers, and http_service runs it one turn at a time. */
     http->loop = ev_loop_new(EVBACKEND_EPOLL | EVFLAG_NOENV | EVFLAG_NOSIGMASK);
     if (http->loop == NULL) {
         free(http);
