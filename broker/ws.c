@@ -79,30 +79,31 @@ struct ws_session {
     size_t queue_capacity;
     char *rx;
     size_t rx_len;
-    bool is_rx_oversize;
     uint64_t last_sent_seq;
     struct ws_user *user;
     /* Resume: while replaying, websocket: items come from the store (dispatch reads it for
      * the sessions on the replay list), not from live dispatch. */
-    bool is_replaying;
-    bool is_replay_listed;
     uint64_t replay_from;  /* the next seq to read; 0: from the first retained */
     uint64_t replay_upto;  /* live websocket: items up to this seq came from the replay */
     uint64_t cursor_floor; /* the replay has queued everything up to here */
     ws_session_t *replay_prev;
     ws_session_t *replay_next;
-    bool is_overflowed;           /* only the missed frame is left to send */
-    int64_t opened_at;            /* seconds since the epoch */
-    rate_bucket_t ops;            /* client messages, against limits.ops_per_second */
-    bool is_reauthorization_sent; /* for the current token */
-    bool is_close_pending;        /* close with close_status at the next WRITEABLE */
-    enum lws_close_status close_status;
+    int64_t opened_at;        /* seconds since the epoch */
+    rate_bucket_t ops;        /* client messages, against limits.ops_per_second */
     const char *close_reason; /* static text sent with close_status */
-    bool is_coalescing;       /* on the ws's coalesce list, waiting for its timer */
     ws_session_t *coalesce_prev;
     ws_session_t *coalesce_next;
     ws_session_t *prev;
     ws_session_t *next;
+    enum lws_close_status close_status;
+    /* The flags together: one per idle connection adds up (bench/ws_idle.sh). */
+    bool is_rx_oversize;
+    bool is_replaying;
+    bool is_replay_listed;
+    bool is_overflowed;           /* only the missed frame is left to send */
+    bool is_reauthorization_sent; /* for the current token */
+    bool is_close_pending;        /* close with close_status at the next WRITEABLE */
+    bool is_coalescing;           /* on the ws's coalesce list, waiting for its timer */
 };
 
 #define WS_USER_BUCKETS 4096
@@ -834,15 +835,21 @@ void ws_session_open(ws_session_t *s)
     }
 }
 
+/* A message that arrives whole in one chunk is handled where libwebsockets holds it; a
+ * longer one is gathered in a buffer of its own size, freed once handled. (A buffer of
+ * WS_MAX_MESSAGE_BYTES kept from the first message on cost every connection that ever
+ * sent an op 16 KiB.) */
 int ws_session_receive(ws_session_t *s, const void *data, size_t len, bool is_final, bool is_binary)
 {
-    if (!s->is_rx_oversize) {
+    bool is_whole = is_final && s->rx_len == 0 && !s->is_rx_oversize;
+    if (!s->is_rx_oversize && !is_whole) {
         if (s->rx_len + len > WS_MAX_MESSAGE_BYTES) {
             s->is_rx_oversize = true;
+            free(s->rx);
+            s->rx = NULL;
+            s->rx_len = 0;
         } else {
-            if (s->rx == NULL) {
-                s->rx = xmalloc(WS_MAX_MESSAGE_BYTES);
-            }
+            s->rx = xrealloc(s->rx, s->rx_len + len);
             memcpy(s->rx + s->rx_len, data, len);
             s->rx_len += len;
         }
@@ -850,16 +857,20 @@ int ws_session_receive(ws_session_t *s, const void *data, size_t len, bool is_fi
     if (!is_final) {
         return 0;
     }
-    if (s->is_rx_oversize) {
+    if (s->is_rx_oversize || (is_whole && len > WS_MAX_MESSAGE_BYTES)) {
         char text[96];
         snprintf(text, sizeof(text), "message: larger than the %d-byte limit",
                  WS_MAX_MESSAGE_BYTES);
         answer_error(s, NULL, HEROLD_E_TOO_LARGE, text);
     } else if (is_binary) {
         answer_error(s, NULL, HEROLD_E_BAD_REQUEST, "message: binary frames are not accepted");
+    } else if (is_whole) {
+        handle_message(s, data, len);
     } else {
         handle_message(s, s->rx, s->rx_len);
     }
+    free(s->rx);
+    s->rx = NULL;
     s->rx_len = 0;
     s->is_rx_oversize = false;
     return 0;
