@@ -14,18 +14,12 @@ BUILD=${HEROLD_BUILD:-build}
 BROKER=${HEROLD_BROKER:-$BUILD/herold}
 IDLE=${1:-10000}
 SCENARIO=${2:-bench/scenarios/latency.conf}
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/broker_env.sh
 work=$(mktemp -d)
 broker=
 idle=
 trap '[ -n "$idle" ] && kill $idle 2>/dev/null; [ -n "$broker" ] && kill $broker 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
-hard=$(ulimit -Hn)
-if [ "$hard" != unlimited ] && [ $((IDLE + 1024)) -gt "$hard" ]; then
-    echo "the hard file limit here is $hard: $IDLE idle connections need $((IDLE + 1024))" \
-         "descriptors in the broker"
-    exit 1
-fi
-ulimit -n $((IDLE + 1024))
+raise_file_limit "$IDLE" || exit 1
 http_port=$(free_port)
 ingest_port=$(free_port)
 echo "command: $0 $IDLE $SCENARIO"
@@ -34,10 +28,7 @@ echo "machine: $(nproc) cores, $(uname -sr); date: $(date -u +%Y-%m-%dT%H:%M:%SZ
     --log-level warn --max-connections-per-user 0 --max-subscriptions-per-minute 1000000 \
     --max-ops-per-second 1000000 2>"$work/herold.log" &
 broker=$!
-for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$http_port/healthz" >/dev/null 2>&1 && break
-    sleep 0.1
-done
+wait_healthy "$http_port"
 "$BROKER" token bench --groups bench --ttl 3600 --data "$work/var" >"$work/token"
 if [ "$IDLE" -gt 0 ]; then
     "$BUILD/bench/ws_idle" --port "$http_port" --token-file "$work/token" --count "$IDLE" \

@@ -15,7 +15,7 @@ EVENTS=${1:-50000}
 shift || true
 RATES=${*:-10000 20000 40000 max}
 
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/broker_env.sh
 work=$(mktemp -d)
 trap 'kill $broker 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
 http_port=$(free_port)
@@ -28,10 +28,7 @@ echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)  build: $BUILD"
 "$BUILD/herold" --data "$work/var" --http "127.0.0.1:$http_port" --ingest "$ingest" \
     --log-level warn 2>"$work/herold.log" &
 broker=$!
-for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$http_port/healthz" >/dev/null 2>&1 && break
-    sleep 0.1
-done
+wait_healthy "$http_port"
 token=$("$BUILD/herold" token bench --groups staff --data "$work/var")
 
 printf '%-8s %14s %14s %10s\n' rate pub_acked/s tail_items/s delivered

@@ -10,28 +10,19 @@ set -u
 cd "$(dirname "$0")/.."
 BUILD=${HEROLD_BUILD:-build}
 COUNT=${1:-100000}
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/broker_env.sh
 work=$(mktemp -d)
 broker=
 trap '[ -n "$broker" ] && kill $broker 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
 port=$(free_port)
 echo "command: $0 $COUNT"
 echo "machine: $(nproc) cores, $(uname -sr); date: $(date -u +%Y-%m-%dT%H:%M:%SZ); build: $BUILD"
-hard=$(ulimit -Hn)
-if [ "$hard" != unlimited ] && [ $((COUNT + 1024)) -gt "$hard" ]; then
-    echo "the hard file limit here is $hard: $COUNT connections need $((COUNT + 1024))" \
-         "descriptors in the broker (raise it with CAP_SYS_RESOURCE or limits.conf)"
-    exit 1
-fi
-ulimit -n $((COUNT + 1024))
+raise_file_limit "$COUNT" || exit 1
 "$BUILD/herold" --data "$work/var" --http "127.0.0.1:$port" \
     --ingest "tcp://127.0.0.1:$(free_port)" --log-level warn --max-connections-per-user 0 \
     2>"$work/herold.log" &
 broker=$!
-for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
-    sleep 0.1
-done
+wait_healthy "$port"
 "$BUILD/herold" token bench --groups staff --ttl 3600 --data "$work/var" >"$work/token"
 "$BUILD/bench/ws_idle" --port "$port" --token-file "$work/token" --count "$COUNT" --pid "$broker" \
     --sources 127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5,127.0.0.6,127.0.0.7,127.0.0.8
