@@ -49,21 +49,7 @@ void chan_free(chan_t *chan)
 
 bool chan_push(chan_t *chan, void *item)
 {
-    pthread_mutex_lock(&chan->lock);
-    while (chan->length == chan->capacity && !chan->is_closed) {
-        pthread_cond_wait(&chan->not_full, &chan->lock);
-    }
-    if (chan->is_closed) {
-        pthread_mutex_unlock(&chan->lock);
-        return false;
-    }
-    chan->ring[(chan->head + chan->length) % chan->capacity] = item;
-    bool was_empty = chan->length++ == 0;
-    pthread_mutex_unlock(&chan->lock);
-    if (was_empty && chan->wake != NULL) {
-        chan->wake(chan->wake_ctx);
-    }
-    return true;
+    return chan_push_many(chan, &item, 1) == 1;
 }
 
 size_t chan_push_many(chan_t *chan, void *const *items, size_t count)

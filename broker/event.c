@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "decimal.h"
+
 /*
  * Decoding works in two passes over the event's own copy of the message.
  *
@@ -477,16 +479,7 @@ static void reader_label(char *what, size_t i)
 {
     static const char prefix[] = "readers[";
     memcpy(what, prefix, sizeof(prefix) - 1);
-    char digits[20];
-    size_t count = 0;
-    do {
-        digits[count++] = (char)('0' + i % 10);
-        i /= 10;
-    } while (i != 0);
-    size_t n = sizeof(prefix) - 1;
-    while (count > 0) {
-        what[n++] = digits[--count];
-    }
+    size_t n = sizeof(prefix) - 1 + decimal_u64(i, what + sizeof(prefix) - 1);
     what[n] = ']';
     what[n + 1] = '\0';
 }
@@ -548,9 +541,9 @@ static void format_label(const struct data_label *label, char *out)
         char buf[SHOWN_BUFFER];
         /* A label cut short is still a fine label: the lengths are looked at only to
          * say so to the compiler. */
-        int len = snprintf(out, LABEL_BUFFER, "%s.%s", parent,
-                           shown(buf, key->via.str.ptr,
-                                 key->via.str.size < 16 ? key->via.str.size : 16));
+        int len =
+            snprintf(out, LABEL_BUFFER, "%s.%s", parent,
+                     shown(buf, key->via.str.ptr, key->via.str.size < 16 ? key->via.str.size : 16));
         if (key->via.str.size > 16 && len >= 0 && len < LABEL_BUFFER - 1) {
             size_t used = (size_t)len;
             if (snprintf(out + used, LABEL_BUFFER - used, "...") < 0) {

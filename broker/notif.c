@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "decimal.h"
 #include "mem.h"
 #include "path.h"
 
@@ -80,21 +81,6 @@ void notif_format_graph_time(int64_t seconds, char *out, size_t cap)
     static _Thread_local struct second_cache cache;
     static const char suffix[] = ".0000000Z";
     put_second_and(second_text(&cache, seconds), suffix, LIT_LEN(suffix), out, cap);
-}
-
-size_t notif_format_u64(uint64_t value, char *out)
-{
-    char digits[20];
-    size_t n = 0;
-    do {
-        digits[n++] = (char)('0' + value % 10);
-        value /= 10;
-    } while (value != 0);
-    for (size_t i = 0; i < n; i++) {
-        out[i] = digits[n - 1 - i];
-    }
-    out[n] = '\0';
-    return n;
 }
 
 /* ---- the shared members, written directly ----
@@ -312,7 +298,7 @@ notif_t *notif_new(const event_t *event)
     atomic_init(&notif->refcount, 1);
     atomic_init(&notif->rich, NULL);
     notif->seq = event->seq;
-    notif->seq_len = notif_format_u64(event->seq, notif->seq_text);
+    notif->seq_len = decimal_u64(event->seq, notif->seq_text);
     notif->members_len = t.len;
     notif->resource_data_end = resource_data_end;
     memcpy(notif->members, t.p, t.len);

@@ -99,8 +99,4 @@ void notif_format_time_ms(int64_t ms, char *out, size_t cap);
  * digits and Z ("2026-11-27T10:00:00.0000000Z") into out (at least 29 bytes). */
 void notif_format_graph_time(int64_t seconds, char *out, size_t cap);
 
-/* Writes value in decimal into out (at least 21 bytes), NUL-terminated; returns the
- * number of digits. */
-size_t notif_format_u64(uint64_t value, char *out);
-
 #endif

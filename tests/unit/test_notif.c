@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "decimal.h"
 #include "notif.h"
 #include "unit.h"
 
@@ -301,14 +302,14 @@ START_TEST(test_notif_graph_time_format)
 }
 END_TEST
 
-START_TEST(test_notif_format_u64)
+START_TEST(test_decimal_u64)
 {
     char out[21];
-    ck_assert_uint_eq(notif_format_u64(0, out), 1);
+    ck_assert_uint_eq(decimal_u64(0, out), 1);
     ck_assert_str_eq(out, "0");
-    ck_assert_uint_eq(notif_format_u64(1234567890, out), 10);
+    ck_assert_uint_eq(decimal_u64(1234567890, out), 10);
     ck_assert_str_eq(out, "1234567890");
-    ck_assert_uint_eq(notif_format_u64(UINT64_MAX, out), 20);
+    ck_assert_uint_eq(decimal_u64(UINT64_MAX, out), 20);
     ck_assert_str_eq(out, "18446744073709551615");
 }
 END_TEST
@@ -349,7 +350,7 @@ int main(void)
     tcase_add_test(tc, test_notif_refcount_shares_one_payload);
     tcase_add_test(tc, test_notif_pool_reuses_blocks_on_its_thread_only);
     tcase_add_test(tc, test_notif_graph_time_format);
-    tcase_add_test(tc, test_notif_format_u64);
+    tcase_add_test(tc, test_decimal_u64);
     tcase_add_test(tc, test_notif_cursor_parse_edges);
     suite_add_tcase(suite, tc);
     return unit_run(suite);
