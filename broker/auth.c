@@ -692,6 +692,21 @@ auth_principal_t *auth_principal_dup(const auth_principal_t *principal)
     return p;
 }
 
+bool auth_principal_equal(const auth_principal_t *a, const auth_principal_t *b)
+{
+    if (a->expires_at != b->expires_at || a->group_count != b->group_count ||
+        strcmp(a->user, b->user) != 0 || (a->application == NULL) != (b->application == NULL) ||
+        (a->application != NULL && strcmp(a->application, b->application) != 0)) {
+        return false;
+    }
+    for (size_t i = 0; i < a->group_count; i++) {
+        if (strcmp(a->groups[i], b->groups[i]) != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
 /* True when view is prefix followed by exactly the len bytes of id. */
 static bool reader_names(hstr_t view, const char *prefix, size_t prefix_len, const char *id,
                          size_t id_len)

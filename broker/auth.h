@@ -100,6 +100,10 @@ void auth_principal_free(auth_principal_t *principal);
 /* A deep copy of principal. Caller owns the result. */
 auth_principal_t *auth_principal_dup(const auth_principal_t *principal);
 
+/* True when a and b say the same thing: the same user, groups in the same order,
+ * application and expiry (two tokens with the same claims). */
+bool auth_principal_equal(const auth_principal_t *a, const auth_principal_t *b);
+
 /* True when principal may read an object whose readers list is readers[0..count): the
  * list holds `*`, `user:<principal->user>`, or `group:<g>` for one of its groups. */
 bool auth_may_read(const auth_principal_t *principal, const hstr_t *readers, size_t count);

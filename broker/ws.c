@@ -61,7 +61,11 @@ struct out_entry {
 struct ws_user {
     struct ws_user *next; /* hash chain */
     char *name;
-    int session_count; /* open connections */
+    /* The principal the user's sessions share while their tokens say the same (the tabs of
+     * one browser hold one token): one copy, not one per connection (bench/ws_idle.sh). */
+    auth_principal_t *principal;
+    int session_count;  /* open connections */
+    int principal_refs; /* sessions holding principal */
     uint64_t cursor;
     bool is_dirty;
 };
@@ -104,6 +108,7 @@ struct ws_session {
     bool is_reauthorization_sent; /* for the current token */
     bool is_close_pending;        /* close with close_status at the next WRITEABLE */
     bool is_coalescing;           /* on the ws's coalesce list, waiting for its timer */
+    bool is_principal_shared;     /* principal is the user's shared one, not the session's */
 };
 
 #define WS_USER_BUCKETS 4096
@@ -171,6 +176,35 @@ static struct ws_user *user_get(ws_t *ws, const char *name)
     user->next = ws->users[bucket];
     ws->users[bucket] = user;
     return user;
+}
+
+/* The principal a session of user holds for a verified principal, which it hands over:
+ * the user's shared one when it says the same (principal is freed), principal itself as
+ * the shared one when the user has none, or principal as the session's own. */
+static auth_principal_t *principal_hold(struct ws_user *user, auth_principal_t *principal,
+                                        bool *is_shared)
+{
+    if (user->principal == NULL) {
+        user->principal = principal;
+    } else if (auth_principal_equal(user->principal, principal)) {
+        auth_principal_free(principal);
+    } else {
+        *is_shared = false;
+        return principal;
+    }
+    user->principal_refs++;
+    *is_shared = true;
+    return user->principal;
+}
+
+static void principal_release(struct ws_user *user, auth_principal_t *principal, bool is_shared)
+{
+    if (!is_shared) {
+        auth_principal_free(principal);
+    } else if (--user->principal_refs == 0) {
+        auth_principal_free(user->principal);
+        user->principal = NULL;
+    }
 }
 
 void ws_cursor_restore(ws_t *ws, const char *user, uint64_t seq)
@@ -613,11 +647,14 @@ static void op_auth(ws_session_t *s, const wsop_t *op)
                      "token: for another user than the connection's; open a new connection");
         return;
     }
+    bool is_shared;
+    principal = principal_hold(s->user, principal, &is_shared);
     for (size_t i = 0; i < s->sub_count; i++) {
         subs_rebind_owner(s->ws->subs, s->subs[i], principal);
     }
-    auth_principal_free(s->principal);
+    principal_release(s->user, s->principal, s->is_principal_shared);
     s->principal = principal;
+    s->is_principal_shared = is_shared;
     s->is_reauthorization_sent = false;
     char expiration[SUBS_EXPIRATION_BYTES + 1];
     notif_format_graph_time(principal->expires_at, expiration, sizeof(expiration));
@@ -809,7 +846,7 @@ ws_session_t *ws_handshake(ws_t *ws, struct lws *wsi, int *http_status)
     ws_session_t *s = xcalloc(1, sizeof(*s));
     s->ws = ws;
     s->wsi = wsi;
-    s->principal = principal;
+    s->principal = principal_hold(user, principal, &s->is_principal_shared);
     s->opened_at = (int64_t)time(NULL);
     s->user = user;
     user->session_count++;
@@ -1006,7 +1043,7 @@ void ws_session_closed(ws_session_t *s)
     ws->session_count--;
     s->user->session_count--;
     log_msg(LOG_LEVEL_DEBUG, "ws: session of %s closed", s->principal->user);
-    auth_principal_free(s->principal);
+    principal_release(s->user, s->principal, s->is_principal_shared);
     free(s->subs);
     free(s->queue);
     free(s->rx);

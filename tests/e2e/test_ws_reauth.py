@@ -67,3 +67,41 @@ def test_connection_closes_when_its_token_expires(broker):
             assert closed.reason == "token expired", closed
 
     run(body())
+
+
+def test_connections_of_one_token_share_nothing_they_can_observe(broker):
+    """Connections that present the same token hold one copy of its claims (bench/ws_idle.sh):
+    renewing on one, or closing one, changes nothing for the others."""
+    async def body():
+        bau = broker.token("anna", groups=("bau",), ttl=3600)
+        it = broker.token("anna", groups=("it",), ttl=3601)
+        tabs = [await broker.connect(token=bau) for _ in range(3)]
+        for tab in tabs:
+            await tab.subscribe("/dms")
+
+        answer = await tabs[0].request({"op": "auth", "ref": "r1", "token": it})
+        assert answer["op"] == "authenticated", answer
+        broker.publish_ok(resource="/dms/1", readers=["group:bau"], actor="bau-1")
+        broker.publish_ok(resource="/dms/2", readers=["group:it"], actor="it-2")
+        assert (await tabs[0].next_item())["actor"] == "it-2"
+        for tab in tabs[1:]:
+            assert (await tab.next_item())["actor"] == "bau-1"
+
+        # The last two held the same claims; one goes, the other reads on under them, and
+        # a renewal with the very same token is a renewal like any other.
+        await tabs[1].close()
+        answer = await tabs[2].request({"op": "auth", "ref": "r2", "token": bau})
+        assert answer["op"] == "authenticated", answer
+        late = await broker.connect(token=it)
+        await late.subscribe("/dms")
+        broker.publish_ok(resource="/dms/3", readers=["group:bau"], actor="bau-3")
+        broker.publish_ok(resource="/dms/4", readers=["group:it"], actor="it-4")
+        broker.publish_ok(resource="/dms/5", readers=["group:bau", "group:it"], actor="both-5")
+        seen = {}
+        for name, c in (("bau", tabs[2]), ("it", tabs[0]), ("late it", late)):
+            seen[name] = [item["actor"] for item in await c.items_until_actor("both-5")]
+            await c.close()
+        assert seen == {"bau": ["bau-3", "both-5"], "it": ["it-4", "both-5"],
+                        "late it": ["it-4", "both-5"]}
+
+    run(body())

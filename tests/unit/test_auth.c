@@ -1251,6 +1251,55 @@ START_TEST(test_auth_principal_dup)
 }
 END_TEST
 
+START_TEST(test_auth_principal_equal)
+{
+    auth_t *auth = new_auth(secret_a);
+    struct herr err;
+    auth_principal_t *p = NULL;
+    char *token =
+        make_token(secret_a, HDR, claims_with(",\"groups\":[\"bau\",\"it\"],\"azp\":\"app\""));
+    ck_assert_int_eq(verify(auth, token, NOW, &p, &err), 0);
+    auth_principal_t *same = auth_principal_dup(p);
+    ck_assert(auth_principal_equal(p, same));
+    ck_assert(auth_principal_equal(same, p));
+
+    /* Each claim on its own makes a difference. */
+    same->expires_at++;
+    ck_assert(!auth_principal_equal(p, same));
+    same->expires_at--;
+    same->groups[1][0] = 'I';
+    ck_assert(!auth_principal_equal(p, same));
+    same->groups[1][0] = 'i';
+    same->group_count = 1;
+    ck_assert(!auth_principal_equal(p, same));
+    same->group_count = 2;
+    same->user[0] ^= 1;
+    ck_assert(!auth_principal_equal(p, same));
+    same->user[0] ^= 1;
+    char *application = same->application;
+    same->application = NULL;
+    ck_assert(!auth_principal_equal(p, same));
+    ck_assert(!auth_principal_equal(same, p));
+    same->application = application;
+    same->application[0] = 'b';
+    ck_assert(!auth_principal_equal(p, same));
+    same->application[0] = 'a';
+    ck_assert(auth_principal_equal(p, same));
+    auth_principal_free(same);
+
+    /* No groups and no application on either side. */
+    auth_principal_t *bare = NULL;
+    ck_assert_int_eq(verify(auth, make_token(secret_a, HDR, claims_with("")), NOW, &bare, &err), 0);
+    auth_principal_t *bare_copy = auth_principal_dup(bare);
+    ck_assert(auth_principal_equal(bare, bare_copy));
+    ck_assert(!auth_principal_equal(bare, p));
+    auth_principal_free(bare_copy);
+    auth_principal_free(bare);
+    auth_principal_free(p);
+    auth_free(auth);
+}
+END_TEST
+
 static Suite *auth_suite(void)
 {
     Suite *s = suite_create("auth");
@@ -1289,6 +1338,7 @@ static Suite *auth_suite(void)
     tcase_add_test(tc, test_auth_secret_file_ensure_fails);
     tcase_add_test(tc, test_auth_may_read);
     tcase_add_test(tc, test_auth_principal_dup);
+    tcase_add_test(tc, test_auth_principal_equal);
     suite_add_tcase(s, tc);
     return s;
 }
