@@ -13,6 +13,15 @@
 #include "mem.h"
 
 #define HTTP_MAX_HEADER_BYTES 16384
+/* Requests whose headers are being read at once, each holding a buffer of
+ * HTTP_MAX_HEADER_BYTES; further connections wait in the kernel's accept queue until one
+ * is done. Without a bound (libwebsockets' default: one per descriptor) a burst of
+ * handshakes left the buffers of a thousand at a time as holes between the connections
+ * made meanwhile: 1.95 KiB per idle connection against 1.69 with 256 buffers, which also
+ * accepted faster (bench/ws_idle.sh 18000, see bench/RESULTS.md), and a flood of half-sent
+ * requests could pin 16 KiB per descriptor. (An unfinished request is closed after
+ * libwebsockets' timeouts: tests/e2e/test_limits.py.) */
+#define HTTP_HEADER_BUFFERS 256
 /* libwebsockets gives every WebSocket connection a receive buffer of this size; messages
  * arrive in chunks of it and ws.c gathers a longer one in a buffer of its own size (up to
  * WS_MAX_MESSAGE_BYTES), freed once handled. Clients send short JSON ops, rarely, so a
@@ -36,12 +45,11 @@ struct http {
 };
 
 /* Per-connection state that libwebsockets allocates and zeroes for us. */
+/* lws allocates one for every connection, an idle WebSocket included: kept small. */
 struct http_conn {
     ws_session_t *session;   /* set once the upgrade was accepted */
     rest_request_t *request; /* the API request in progress */
-    int status;              /* the pending plain HTTP response */
-    const char *body;
-    size_t body_len;
+    const char *body;        /* the static body of a plain response still to write */
 };
 
 static const char body_ok[] = "ok\n";
@@ -99,20 +107,17 @@ static bool uri_is(struct lws *wsi, const char *path)
     return strcmp(uri, path) == 0;
 }
 
-/* Sends the status line and headers now; the body follows in HTTP_WRITEABLE. */
-static int respond(struct lws *wsi, struct http_conn *conn, int status, const char *body,
-                   size_t len)
+/* Sends the status line and headers now; the body (static text) follows in HTTP_WRITEABLE. */
+static int respond(struct lws *wsi, struct http_conn *conn, int status, const char *body)
 {
     unsigned char buf[LWS_PRE + 512];
     unsigned char *start = buf + LWS_PRE;
     unsigned char *p = start;
     unsigned char *end = buf + sizeof(buf);
 
-    conn->status = status;
     conn->body = body;
-    conn->body_len = len;
-    if (lws_add_http_common_headers(wsi, (unsigned int)status, "text/plain", (lws_filepos_t)len, &p,
-                                    end) != 0 ||
+    if (lws_add_http_common_headers(wsi, (unsigned int)status, "text/plain",
+                                    (lws_filepos_t)strlen(body), &p, end) != 0 ||
         lws_finalize_write_http_header(wsi, start, &p, end) != 0) {
         return -1;
     }
@@ -166,7 +171,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         rest_request_closed(conn->request); /* the previous request on this connection */
         conn->request = NULL;
         if (uri_is(wsi, "/healthz")) {
-            return respond(wsi, conn, 200, body_ok, sizeof(body_ok) - 1);
+            return respond(wsi, conn, 200, body_ok);
         }
         int web_rc;
         if (serve_web(http, wsi, &web_rc)) {
@@ -200,14 +205,15 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             }
             return lws_http_transaction_completed(wsi) ? -1 : 0;
         }
-        if (conn == NULL || conn->status == 0) {
+        if (conn == NULL || conn->body == NULL) {
             return 0;
         }
-        if (lws_write(wsi, (unsigned char *)conn->body, conn->body_len, LWS_WRITE_HTTP_FINAL) !=
-            (int)conn->body_len) {
+        size_t body_len = strlen(conn->body);
+        if (lws_write(wsi, (unsigned char *)conn->body, body_len, LWS_WRITE_HTTP_FINAL) !=
+            (int)body_len) {
             return -1;
         }
-        conn->status = 0;
+        conn->body = NULL;
         return lws_http_transaction_completed(wsi) ? -1 : 0;
 
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
@@ -316,6 +322,7 @@ http_t *http_new(const char *address, int port, const http_routes_t *routes, str
     info.protocols = protocols;
     info.user = http;
     info.max_http_header_data = HTTP_MAX_HEADER_BYTES;
+    info.max_http_header_pool = HTTP_HEADER_BUFFERS;
     info.options =
         LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6 | LWS_SERVER_OPTION_LIBEV;
     /* libwebsockets' own loop polls every descriptor on every turn: with 10,000 idle

@@ -106,6 +106,32 @@ def test_websocket_origin(broker):
     run(body())
 
 
+@pytest.mark.broker_args("--max-connections-per-user", "0")
+def test_more_handshakes_at_once_than_header_buffers_all_complete(broker):
+    """The broker reads at most 256 requests' headers at once (broker/http.c); a burst of
+    more handshakes waits its turn in the accept queue instead of being refused."""
+    burst = 600
+    async def body():
+        token = broker.token("anna")
+        async def open_one():
+            return await asyncio.wait_for(
+                websockets.connect(broker.ws_url,
+                                   extra_headers={"Authorization": "Bearer " + token}),
+                TIMEOUT)
+        opened = await asyncio.gather(*(open_one() for _ in range(burst)),
+                                      return_exceptions=True)
+        failures = [o for o in opened if isinstance(o, BaseException)]
+        for ws in opened:
+            if not isinstance(ws, BaseException):
+                ws.transport.abort()
+        assert not failures, "%d of %d handshakes failed, first: %r" % (
+            len(failures), burst, failures[0])
+        # And the broker serves the next one as before.
+        assert await handshake_status(broker.ws_url, {"Authorization": "Bearer " + token}) == 101
+
+    run(body())
+
+
 def test_unfinished_handshake_is_closed(broker):
     """A client that opens a connection and trickles its request line never finishes: the
     broker closes it rather than holding it open for ever."""
