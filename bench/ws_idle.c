@@ -7,7 +7,9 @@
  *
  * Opens N connections to 127.0.0.1:P, spreading them over the given loopback source
  * addresses (each gives about 28,000 ephemeral ports), sends each the upgrade request of
- * /v1.0/ws with the token, and counts the 101 answers, keeping at most W handshakes in
+ * /v1.0/ws with a token (the file holds one per line: connection i presents token i modulo
+ * their number, so that one line is one user's token shared by all, and N lines are N users),
+ * and counts the 101 answers, keeping at most W handshakes in
  * flight (default 1000). Then it holds every connection open, reads the broker's RSS from
  * /proc/PID/status, and prints: connections, seconds to accept them, connections/s, the
  * broker's RSS before and after, and the growth per connection. With --hold it keeps them
@@ -106,14 +108,28 @@ int main(int argc, char **argv)
     if (port <= 0 || count <= 0 || token_file == NULL || window <= 0) {
         usage();
     }
-    char token[4096];
     FILE *tf = fopen(token_file, "r");
-    if (tf == NULL || fgets(token, sizeof(token), tf) == NULL) {
+    if (tf == NULL) {
         fprintf(stderr, "ws_idle: cannot read %s\n", token_file);
         return 2;
     }
+    char **tokens = NULL;
+    size_t token_count = 0;
+    char *line = NULL;
+    size_t line_capacity = 0;
+    while (getline(&line, &line_capacity, tf) > 0 && token_count < (size_t)count) {
+        line[strcspn(line, "\r\n")] = '\0';
+        if (line[0] != '\0') {
+            tokens = realloc(tokens, (token_count + 1) * sizeof(*tokens));
+            tokens[token_count++] = strdup(line);
+        }
+    }
+    free(line);
     fclose(tf);
-    token[strcspn(token, "\r\n")] = '\0';
+    if (token_count == 0) {
+        fprintf(stderr, "ws_idle: no token in %s\n", token_file);
+        return 2;
+    }
 
     struct in_addr sources[MAX_SOURCES];
     int source_count = 0;
@@ -131,16 +147,21 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    char request[8192];
-    int request_len = snprintf(request, sizeof(request),
-                               "GET /v1.0/ws HTTP/1.1\r\n"
-                               "Host: 127.0.0.1:%d\r\n"
-                               "Upgrade: websocket\r\n"
-                               "Connection: Upgrade\r\n"
-                               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                               "Sec-WebSocket-Version: 13\r\n"
-                               "Authorization: Bearer %s\r\n\r\n",
-                               port, token);
+    char **requests = calloc(token_count, sizeof(*requests));
+    int *request_lens = calloc(token_count, sizeof(*request_lens));
+    for (size_t t = 0; t < token_count; t++) {
+        request_lens[t] = asprintf(&requests[t],
+                                   "GET /v1.0/ws HTTP/1.1\r\n"
+                                   "Host: 127.0.0.1:%d\r\n"
+                                   "Upgrade: websocket\r\n"
+                                   "Connection: Upgrade\r\n"
+                                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                                   "Sec-WebSocket-Version: 13\r\n"
+                                   "Authorization: Bearer %s\r\n\r\n",
+                                   port, tokens[t]);
+        free(tokens[t]);
+    }
+    free(tokens);
 
     long rss_before = pid > 0 ? rss_kib(pid) : -1;
     struct conn *conns = calloc((size_t)count, sizeof(*conns));
@@ -188,13 +209,15 @@ int main(int argc, char **argv)
             if (c->is_done) {
                 continue;
             }
-            if ((events[i].events & EPOLLOUT) && c->sent < (size_t)request_len) {
-                ssize_t w =
-                    send(c->fd, request + c->sent, (size_t)request_len - c->sent, MSG_NOSIGNAL);
+            size_t which = (size_t)(c - conns) % token_count;
+            const char *request = requests[which];
+            size_t request_len = (size_t)request_lens[which];
+            if ((events[i].events & EPOLLOUT) && c->sent < request_len) {
+                ssize_t w = send(c->fd, request + c->sent, request_len - c->sent, MSG_NOSIGNAL);
                 if (w > 0) {
                     c->sent += (size_t)w;
                 }
-                if (c->sent == (size_t)request_len) {
+                if (c->sent == request_len) {
                     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
                     epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
                 }
@@ -244,6 +267,11 @@ int main(int argc, char **argv)
         }
     }
     free(conns);
+    for (size_t t = 0; t < token_count; t++) {
+        free(requests[t]);
+    }
+    free(requests);
+    free(request_lens);
     close(ep);
     return failed > 0 ? 1 : 0;
 }

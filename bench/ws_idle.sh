@@ -2,7 +2,12 @@
 # bench/ws_idle.sh: idle WebSocket connections against a real broker: how many, how fast
 # accepted, and the broker's RSS per connection (build/bench/ws_idle does the counting).
 #
-#   bench/ws_idle.sh [CONNECTIONS]      default 100000
+#   bench/ws_idle.sh [CONNECTIONS] [USERS]      defaults 100000 and 1
+#
+# USERS 1: every connection presents the same token, as the tabs of one browser do (the
+# broker keeps one copy of its claims for them all). USERS N: N users' tokens, connection i
+# presenting token i modulo N; with N = CONNECTIONS each connection is a user of its own, and
+# the broker's per-user records count too.
 #
 # The connections come from 8 loopback source addresses (127.0.0.1-8: about 28,000
 # ephemeral ports each); the broker and the client get their file limits raised.
@@ -10,12 +15,13 @@ set -u
 cd "$(dirname "$0")/.."
 BUILD=${HEROLD_BUILD:-build}
 COUNT=${1:-100000}
+USERS=${2:-1}
 . bench/broker_env.sh
 work=$(mktemp -d)
 broker=
 trap '[ -n "$broker" ] && kill $broker 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
 port=$(free_port)
-echo "command: $0 $COUNT"
+echo "command: $0 $COUNT $USERS"
 echo "machine: $(nproc) cores, $(uname -sr); date: $(date -u +%Y-%m-%dT%H:%M:%SZ); build: $BUILD"
 raise_file_limit "$COUNT" || exit 1
 "$BUILD/herold" --data "$work/var" --http "127.0.0.1:$port" \
@@ -24,6 +30,22 @@ raise_file_limit "$COUNT" || exit 1
 broker=$!
 wait_healthy "$port"
 "$BUILD/herold" token bench --groups staff --ttl 3600 --data "$work/var" >"$work/token"
+if [ "$USERS" -gt 1 ]; then
+    # The same claims for users bench-1..N, signed here with the broker's secret: N runs of
+    # `herold token` would take longer than the benchmark.
+    /usr/bin/python3 - "$work/var/jwt.secret" "$USERS" >"$work/token" <<'PY'
+import base64, hashlib, hmac, json, sys, time
+secret = open(sys.argv[1], "rb").read().rstrip(b"\n")
+def b64(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+now = int(time.time())
+head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+for k in range(1, int(sys.argv[2]) + 1):
+    claims = {"sub": "bench-%d" % k, "groups": ["staff"], "iat": now, "nbf": now, "exp": now + 3600}
+    signing = head + "." + b64(json.dumps(claims, separators=(",", ":")).encode())
+    print(signing + "." + b64(hmac.new(secret, signing.encode(), hashlib.sha256).digest()))
+PY
+fi
 "$BUILD/bench/ws_idle" --port "$port" --token-file "$work/token" --count "$COUNT" --pid "$broker" \
     --sources 127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5,127.0.0.6,127.0.0.7,127.0.0.8
 status=$?
