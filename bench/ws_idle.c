@@ -3,7 +3,7 @@
  * in memory, and how fast it accepts them.
  *
  *   build/bench/ws_idle --port P --token-file F --count N [--sources 127.0.0.1,127.0.0.2,...]
- *                       [--pid BROKER_PID] [--window W] [--hold SECONDS]
+ *                       [--pid BROKER_PID] [--window W] [--hold SECONDS] [--subscribe 1]
  *
  * Opens N connections to 127.0.0.1:P, spreading them over the given loopback source
  * addresses (each gives about 28,000 ephemeral ports), sends each the upgrade request of
@@ -13,9 +13,11 @@
  * flight (default 1000). Then it holds every connection open, reads the broker's RSS from
  * /proc/PID/status, and prints: connections, seconds to accept them, connections/s, the
  * broker's RSS before and after, and the growth per connection. With --hold it keeps them
- * open that many seconds more (idle company for another benchmark) before closing them. The sockets
- * are raw TCP with a hand-made upgrade request: the client must be far cheaper than the server it
- * measures, and no frame is ever sent after the handshake.
+ * open that many seconds more (idle company for another benchmark) before closing them. With
+ * --subscribe 1 each connection subscribes once (to a resource of its own) and counts only when
+ * the broker answered `subscribed`: an idle connection as most are, one that waits for its
+ * alerts. The sockets are raw TCP with a hand-made upgrade request and subscribe frame: the client
+ * must be far cheaper than the server it measures.
  */
 
 #include <arpa/inet.h>
@@ -41,8 +43,25 @@ struct conn {
     size_t sent;
     size_t got;
     char response[RESPONSE_MAX];
+    bool is_subscribing; /* upgraded; waiting for the answer to its subscribe */
     bool is_done;
 };
+
+/* Sends connection index's subscribe op as one masked text frame (mask key 0: the payload
+ * goes as it is). Returns false when it did not go out whole. */
+static bool send_subscribe(int fd, long index)
+{
+    char op[120];
+    int len =
+        snprintf(op, sizeof(op),
+                 "{\"op\":\"subscribe\",\"ref\":\"s\",\"resource\":\"/dms/idle/f%ld\"}", index);
+    unsigned char frame[8 + sizeof(op)];
+    frame[0] = 0x81;                      /* FIN, text */
+    frame[1] = 0x80 | (unsigned char)len; /* masked, under 126 bytes */
+    memset(frame + 2, 0, 4);
+    memcpy(frame + 6, op, (size_t)len);
+    return send(fd, frame, 6 + (size_t)len, MSG_NOSIGNAL) == 6 + len;
+}
 
 static double now_seconds(void)
 {
@@ -84,6 +103,7 @@ int main(int argc, char **argv)
     long window = 1000;
     int pid = 0;
     int hold_seconds = 0;
+    bool subscribe = false;
     const char *token_file = NULL;
     char sources_text[1024] = "127.0.0.1";
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -99,6 +119,8 @@ int main(int argc, char **argv)
             pid = atoi(argv[i + 1]);
         } else if (strcmp(argv[i], "--hold") == 0) {
             hold_seconds = atoi(argv[i + 1]);
+        } else if (strcmp(argv[i], "--subscribe") == 0) {
+            subscribe = atoi(argv[i + 1]) != 0;
         } else if (strcmp(argv[i], "--window") == 0) {
             window = strtol(argv[i + 1], NULL, 10);
         } else {
@@ -228,17 +250,35 @@ int main(int argc, char **argv)
                     c->got += (size_t)r;
                     c->response[c->got] = '\0';
                 }
-                bool is_complete = strstr(c->response, "\r\n\r\n") != NULL;
+                /* The upgrade's answer, then with --subscribe the op's (a short frame whose
+                 * payload is searched as text). */
+                bool is_complete = c->is_subscribing
+                                       ? memmem(c->response, c->got, "\"op\"", 4) != NULL
+                                       : strstr(c->response, "\r\n\r\n") != NULL;
+                bool is_good =
+                    is_complete &&
+                    (c->is_subscribing ? memmem(c->response, c->got, "\"subscribed\"", 12) != NULL
+                                       : strncmp(c->response, "HTTP/1.1 101", 12) == 0);
+                if (is_good && subscribe && !c->is_subscribing) {
+                    c->is_subscribing = true;
+                    c->got = 0;
+                    c->response[0] = '\0';
+                    if (send_subscribe(c->fd, (long)(c - conns))) {
+                        continue;
+                    }
+                    is_good = false;
+                }
                 if (is_complete || r == 0 || (r < 0 && errno != EAGAIN) ||
                     c->got == RESPONSE_MAX - 1) {
                     c->is_done = true;
                     in_flight--;
                     epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
-                    if (is_complete && strncmp(c->response, "HTTP/1.1 101", 12) == 0) {
+                    if (is_good) {
                         accepted++;
                     } else {
                         if (failed < 5) {
-                            fprintf(stderr, "ws_idle: handshake refused: %.80s\n", c->response);
+                            fprintf(stderr, "ws_idle: %s refused: %.80s\n",
+                                    c->is_subscribing ? "subscribe" : "handshake", c->response);
                         }
                         failed++;
                     }

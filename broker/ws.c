@@ -43,6 +43,9 @@
 #define WS_BUSY_ITEMS_PER_S 150000
 #define WS_BUSY_WINDOW_US 5000
 
+/* The first size of a session's queue, which doubles from there. */
+#define WS_QUEUE_FIRST_CAPACITY 8
+
 /* One FIFO entry: a notification item for one subscription, or a whole text frame
  * (an answer to an op or a lifecycle frame). */
 struct out_entry {
@@ -255,7 +258,7 @@ static void queue_clear(ws_session_t *s)
 static struct out_entry *queue_append(ws_session_t *s)
 {
     if (s->queue_length == s->queue_capacity) {
-        size_t capacity = s->queue_capacity == 0 ? 8 : s->queue_capacity * 2;
+        size_t capacity = s->queue_capacity == 0 ? WS_QUEUE_FIRST_CAPACITY : s->queue_capacity * 2;
         struct out_entry *ring = xcalloc(capacity, sizeof(*ring));
         for (size_t i = 0; i < s->queue_length; i++) {
             ring[i] = *queue_at(s, i);
@@ -268,6 +271,19 @@ static struct out_entry *queue_append(ws_session_t *s)
     struct out_entry *entry = queue_at(s, s->queue_length++);
     memset(entry, 0, sizeof(*entry));
     return entry;
+}
+
+/* An empty ring of the first size is given back: a connection that subscribed and then
+ * waits, as most do, kept almost 1 KiB for it (bench/RESULTS.md). A larger ring belongs to a
+ * busy connection and stays, so that its traffic does not allocate per frame. */
+static void queue_release_if_idle(ws_session_t *s)
+{
+    if (s->queue_length == 0 && s->queue_capacity == WS_QUEUE_FIRST_CAPACITY) {
+        free(s->queue);
+        s->queue = NULL;
+        s->queue_capacity = 0;
+        s->queue_head = 0;
+    }
 }
 
 static void queue_pop(ws_session_t *s)
@@ -1012,6 +1028,7 @@ int ws_session_writeable(ws_session_t *s)
     if (s->queue_length > 0 || s->is_close_pending) {
         lws_callback_on_writable(s->wsi);
     }
+    queue_release_if_idle(s);
     if (s->is_replay_listed && s->queue_length < WS_QUEUE_MAX_ENTRIES / 2) {
         /* Room for the next chunk: bring the loop round to dispatch_replay. */
         lws_cancel_service(lws_get_context(s->wsi));
