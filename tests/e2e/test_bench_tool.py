@@ -108,3 +108,24 @@ def test_bench_refuses_webhooks_without_herold(tmp_path):
          "--set", "webhooks=1"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert "webhooks are herold's only" in done.stderr
+
+
+def test_ws_idle_counts_subscribed_connections_and_refusals(broker, tmp_path):
+    """bench/ws_idle (behind bench/ws_idle.sh) counts a connection only when the broker
+    answered what it asked: the upgrade, and with --subscribe 1 the subscription."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text(broker.token("bench-1") + "\n" + broker.token("bench-2") + "\n")
+    ws_idle = [str(BUILD / "bench" / "ws_idle"), "--port", str(broker.http_port),
+               "--token-file", str(tokens), "--count", "40", "--pid", str(broker.proc.pid),
+               "--subscribe", "1"]
+    done = subprocess.run(ws_idle, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "40 accepted, 0 failed" in done.stdout, done.stdout
+    assert "KiB per connection" in done.stdout, done.stdout
+    assert not sanitizer_problems(done.stderr), done.stderr
+
+    tokens.write_text(broker.token("bench-1")[:-3] + "abc\n")  # a bad signature
+    done = subprocess.run(ws_idle, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stdout
+    assert "0 accepted, 40 failed" in done.stdout, done.stdout
+    assert "handshake refused: HTTP/1.1 401" in done.stderr, done.stderr
