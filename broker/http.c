@@ -44,8 +44,8 @@ struct http {
     int64_t last_sweep;
 };
 
-/* Per-connection state that libwebsockets allocates and zeroes for us. */
-/* lws allocates one for every connection, an idle WebSocket included: kept small. */
+/* Per-connection state that libwebsockets allocates and zeroes for us, for every
+ * connection, an idle WebSocket included: kept small. */
 struct http_conn {
     ws_session_t *session;   /* set once the upgrade was accepted */
     rest_request_t *request; /* the API request in progress */
