@@ -368,6 +368,7 @@ struct chunk {
     size_t max_items;
     ws_session_t *session; /* NULL for a webhook chunk */
     uint64_t scanned;
+    event_decoder_t *decoder; /* one unpacking zone for the chunk's records (chunk_read) */
 };
 
 static bool chunk_record(const journal_record_t *record, void *opaque)
@@ -382,7 +383,7 @@ static bool chunk_record(const journal_record_t *record, void *opaque)
     event_t *event = NULL;
     /* Every stored event was validated on its way in; one that no longer decodes (a newer
      * format) concerns nobody here. */
-    if (event_decode(record->payload, record->len, &event, NULL) == 0) {
+    if (event_decode_with(chunk->decoder, record->payload, record->len, &event, NULL) == 0) {
         event->seq = record->seq;
         notif_t *notif = NULL;
         for (size_t i = 0; i < chunk->sub_count; i++) {
@@ -414,8 +415,11 @@ static int chunk_read(dispatch_t *dispatch, uint64_t from_seq, struct chunk *chu
     struct herr err;
     uint64_t last = store_event_last_seq(dispatch->store);
     chunk->scanned = from_seq > 0 ? from_seq - 1 : 0;
+    chunk->decoder = event_decoder_new();
     int rc = store_event_read(dispatch->store, from_seq, DISPATCH_REPLAY_RECORDS, chunk_record,
                               chunk, &err);
+    event_decoder_free(chunk->decoder);
+    chunk->decoder = NULL;
     if (rc == HEROLD_E_NOT_FOUND) {
         return rc;
     }

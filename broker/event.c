@@ -730,7 +730,8 @@ void event_decoder_free(event_decoder_t *decoder)
     }
 }
 
-static int decode_fields(event_t *event, msgpack_zone *kept_zone, struct herr *err)
+/* Unpacks through zone, which it clears (keeping its first chunk) before returning. */
+static int decode_fields(event_t *event, msgpack_zone *zone, struct herr *err)
 {
     const unsigned char *p = (const unsigned char *)event->raw;
     size_t len = event->raw_len;
@@ -757,14 +758,6 @@ static int decode_fields(event_t *event, msgpack_zone *kept_zone, struct herr *e
     unsigned seen = 0;
     msgpack_object key_object;
     msgpack_object value_object;
-    msgpack_zone local_zone;
-    msgpack_zone *zone = kept_zone;
-    if (zone == NULL) {
-        zone = &local_zone;
-        if (!msgpack_zone_init(zone, EVENT_UNPACK_ZONE_BYTES)) {
-            return herr_set(err, HEROLD_E_MALFORMED, "message: out of memory unpacking it");
-        }
-    }
     pos = top.size;
     for (uint64_t i = 0; i < top.count && rc == 0; i++) {
         char buf[SHOWN_BUFFER];
@@ -796,11 +789,7 @@ static int decode_fields(event_t *event, msgpack_zone *kept_zone, struct herr *e
             rc = take_field(event, (enum field)field, &value_object, start, pos, err);
         }
     }
-    if (zone == kept_zone) {
-        msgpack_zone_clear(zone); /* keeps its first chunk for the next event */
-    } else {
-        msgpack_zone_destroy(zone);
-    }
+    msgpack_zone_clear(zone);
     if (rc != 0) {
         return rc;
     }
@@ -816,7 +805,14 @@ static int decode_fields(event_t *event, msgpack_zone *kept_zone, struct herr *e
 
 int event_decode(const void *message, size_t len, event_t **out, struct herr *err)
 {
-    return event_decode_with(NULL, message, len, out, err);
+    event_decoder_t decoder;
+    if (!msgpack_zone_init(&decoder.zone, EVENT_UNPACK_ZONE_BYTES)) {
+        *out = NULL;
+        return herr_set(err, HEROLD_E_MALFORMED, "message: out of memory unpacking it");
+    }
+    int rc = event_decode_with(&decoder, message, len, out, err);
+    msgpack_zone_destroy(&decoder.zone);
+    return rc;
 }
 
 int event_decode_with(event_decoder_t *decoder, const void *message, size_t len, event_t **out,
@@ -837,7 +833,7 @@ int event_decode_with(event_decoder_t *decoder, const void *message, size_t len,
     event->raw = (char *)(event + 1);
     memcpy(event->raw, message, len);
     event->raw_len = len;
-    int rc = decode_fields(event, decoder != NULL ? &decoder->zone : NULL, err);
+    int rc = decode_fields(event, &decoder->zone, err);
     if (rc != 0) {
         event_free(event);
         return rc;

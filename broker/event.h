@@ -94,7 +94,7 @@ typedef struct event_decoder event_decoder_t;
 event_decoder_t *event_decoder_new(void);
 void event_decoder_free(event_decoder_t *decoder); /* NULL is a no-op */
 
-/* event_decode through decoder's scratch (NULL: a fresh zone, as event_decode). */
+/* event_decode through decoder's scratch. */
 int event_decode_with(event_decoder_t *decoder, const void *message, size_t len, event_t **out,
                       struct herr *err);
 

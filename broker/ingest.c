@@ -139,7 +139,8 @@ static bool compare_record(const journal_record_t *record, void *opaque)
 {
     struct confirm_ctx *ctx = opaque;
     event_t *earlier = NULL;
-    if (event_decode(record->payload, record->len, &earlier, NULL) == 0) {
+    if (event_decode_with(ctx->ingest->decoder, record->payload, record->len, &earlier, NULL) ==
+        0) {
         ctx->is_same = same_origin(earlier, ctx->event);
         event_free(earlier);
     }
