@@ -737,8 +737,6 @@ static void handle_message(ws_session_t *s, const char *data, size_t len)
 
 /* ---- session lifecycle ---- */
 
-/* The bearer token of an upgrade request: the Authorization header, else the
- * access_token query parameter. Returns its length, 0 when absent, -1 when unusable. */
 /* The value of the query argument name (which ends in '='), or NULL. The argument is
  * copied into buf, which the answer points into. Unlike lws_get_urlarg_by_name, which
  * gives up at the first argument longer than its buffer, this looks past arguments that
@@ -758,6 +756,8 @@ static const char *query_arg(struct lws *wsi, const char *name, char *buf, int c
     }
 }
 
+/* The bearer token of an upgrade request: the Authorization header, else the
+ * access_token query parameter. Returns its length, 0 when absent, -1 when unusable. */
 static int request_token(struct lws *wsi, char *buf, int cap)
 {
     int header_len = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
