@@ -1217,15 +1217,22 @@ START_TEST(test_auth_may_read)
 }
 END_TEST
 
+/* The principal of a token of secret_a with the default claims and extra ones. */
+static auth_principal_t *verified(const auth_t *auth, const char *extra_claims)
+{
+    struct herr err;
+    auth_principal_t *p = NULL;
+    ck_assert_int_eq(
+        verify(auth, make_token(secret_a, HDR, claims_with(extra_claims)), NOW, &p, &err), 0);
+    return p;
+}
+
+#define GROUPS_AND_APP ",\"groups\":[\"bau\",\"it\"],\"azp\":\"app\""
+
 START_TEST(test_auth_principal_dup)
 {
     auth_t *auth = new_auth(secret_a);
-    struct herr err;
-    auth_principal_t *p = NULL;
-
-    char *token =
-        make_token(secret_a, HDR, claims_with(",\"groups\":[\"bau\",\"it\"],\"azp\":\"app\""));
-    ck_assert_int_eq(verify(auth, token, NOW, &p, &err), 0);
+    auth_principal_t *p = verified(auth, GROUPS_AND_APP);
     auth_principal_t *copy = auth_principal_dup(p);
     ck_assert_ptr_ne(copy->user, p->user);
     ck_assert_str_eq(copy->user, p->user);
@@ -1240,7 +1247,7 @@ START_TEST(test_auth_principal_dup)
     ck_assert_str_eq(copy->groups[1], "it");
     auth_principal_free(copy);
 
-    ck_assert_int_eq(verify(auth, make_token(secret_a, HDR, claims_with("")), NOW, &p, &err), 0);
+    p = verified(auth, "");
     copy = auth_principal_dup(p);
     ck_assert_uint_eq(copy->group_count, 0);
     ck_assert_ptr_null(copy->application);
@@ -1254,11 +1261,7 @@ END_TEST
 START_TEST(test_auth_principal_equal)
 {
     auth_t *auth = new_auth(secret_a);
-    struct herr err;
-    auth_principal_t *p = NULL;
-    char *token =
-        make_token(secret_a, HDR, claims_with(",\"groups\":[\"bau\",\"it\"],\"azp\":\"app\""));
-    ck_assert_int_eq(verify(auth, token, NOW, &p, &err), 0);
+    auth_principal_t *p = verified(auth, GROUPS_AND_APP);
     auth_principal_t *same = auth_principal_dup(p);
     ck_assert(auth_principal_equal(p, same));
     ck_assert(auth_principal_equal(same, p));
@@ -1288,8 +1291,7 @@ START_TEST(test_auth_principal_equal)
     auth_principal_free(same);
 
     /* No groups and no application on either side. */
-    auth_principal_t *bare = NULL;
-    ck_assert_int_eq(verify(auth, make_token(secret_a, HDR, claims_with("")), NOW, &bare, &err), 0);
+    auth_principal_t *bare = verified(auth, "");
     auth_principal_t *bare_copy = auth_principal_dup(bare);
     ck_assert(auth_principal_equal(bare, bare_copy));
     ck_assert(!auth_principal_equal(bare, p));
