@@ -1,6 +1,10 @@
 """Helpers shared by the benchmark scripts in bench/ (imported from the script's own
 directory)."""
 
+import base64
+import hashlib
+import hmac
+import json
 import os
 import socket
 
@@ -10,6 +14,23 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # subscription: the per-user and per-connection limits lifted.
 UNLIMITED_FLAGS = ["--max-connections-per-user", "0", "--max-subscriptions-per-minute",
                    "1000000", "--max-ops-per-second", "1000000"]
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def make_jwt(secret, claims, header=None):
+    """An HS256 JWT signed in Python (independent of herold's signer)."""
+    if header is None:
+        header = {"alg": "HS256", "typ": "JWT"}
+    signing_input = (
+        b64url(json.dumps(header, separators=(",", ":")).encode())
+        + "."
+        + b64url(json.dumps(claims, separators=(",", ":")).encode())
+    )
+    signature = hmac.new(secret, signing_input.encode("ascii"), hashlib.sha256).digest()
+    return signing_input + "." + b64url(signature)
 
 
 def free_ports(count):

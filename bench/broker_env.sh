@@ -1,6 +1,11 @@
 # bench/broker_env.sh: helpers the shell benchmarks source (ws_idle.sh, idle_company.sh,
 # pub_to_tail.sh): a free loopback port, room for many descriptors, a broker that is up.
 
+# Broker flags for a load generator that is one user holding every connection and
+# subscription (bench/benchutil.py's UNLIMITED_FLAGS, for the Python ones).
+UNLIMITED_FLAGS=(--max-connections-per-user 0 --max-subscriptions-per-minute 1000000
+                 --max-ops-per-second 1000000)
+
 # A loopback TCP port that was free a moment ago.
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

@@ -25,8 +25,7 @@ ingest_port=$(free_port)
 echo "command: $0 $IDLE $SCENARIO"
 echo "machine: $(nproc) cores, $(uname -sr); date: $(date -u +%Y-%m-%dT%H:%M:%SZ); broker: $BROKER"
 "$BROKER" --data "$work/var" --http "127.0.0.1:$http_port" --ingest "tcp://127.0.0.1:$ingest_port" \
-    --log-level warn --max-connections-per-user 0 --max-subscriptions-per-minute 1000000 \
-    --max-ops-per-second 1000000 2>"$work/herold.log" &
+    --log-level warn "${UNLIMITED_FLAGS[@]}" 2>"$work/herold.log" &
 broker=$!
 wait_healthy "$http_port"
 "$BROKER" token bench --groups bench --ttl 3600 --data "$work/var" >"$work/token"

@@ -27,8 +27,8 @@ echo "command: $0 $COUNT $USERS $SUBSCRIBE"
 echo "machine: $(nproc) cores, $(uname -sr); date: $(date -u +%Y-%m-%dT%H:%M:%SZ); build: $BUILD"
 raise_file_limit "$COUNT" || exit 1
 "$BUILD/herold" --data "$work/var" --http "127.0.0.1:$port" \
-    --ingest "tcp://127.0.0.1:$(free_port)" --log-level warn --max-connections-per-user 0 \
-    --max-subscriptions-per-minute 1000000 2>"$work/herold.log" &
+    --ingest "tcp://127.0.0.1:$(free_port)" --log-level warn "${UNLIMITED_FLAGS[@]}" \
+    2>"$work/herold.log" &
 broker=$!
 wait_healthy "$port"
 "$BUILD/herold" token bench --groups staff --ttl 3600 --data "$work/var" >"$work/token"
@@ -36,16 +36,14 @@ if [ "$USERS" -gt 1 ]; then
     # The same claims for users bench-1..N, signed here with the broker's secret: N runs of
     # `herold token` would take longer than the benchmark.
     /usr/bin/python3 - "$work/var/jwt.secret" "$USERS" >"$work/token" <<'PY'
-import base64, hashlib, hmac, json, sys, time
+import sys, time
+sys.path.insert(0, "bench")
+from benchutil import make_jwt
 secret = open(sys.argv[1], "rb").read().rstrip(b"\n")
-def b64(data):
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 now = int(time.time())
-head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
 for k in range(1, int(sys.argv[2]) + 1):
-    claims = {"sub": "bench-%d" % k, "groups": ["staff"], "iat": now, "nbf": now, "exp": now + 3600}
-    signing = head + "." + b64(json.dumps(claims, separators=(",", ":")).encode())
-    print(signing + "." + b64(hmac.new(secret, signing.encode(), hashlib.sha256).digest()))
+    print(make_jwt(secret, {"sub": "bench-%d" % k, "groups": ["staff"], "iat": now, "nbf": now,
+                            "exp": now + 3600}))
 PY
 fi
 "$BUILD/bench/ws_idle" --port "$port" --token-file "$work/token" --count "$COUNT" --pid "$broker" \

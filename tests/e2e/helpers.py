@@ -11,8 +11,6 @@ import asyncio
 import base64
 import calendar
 import collections
-import hashlib
-import hmac
 import http.client
 import json
 import re
@@ -38,11 +36,11 @@ HEROLD = BUILD / "herold"
 HEROLD_PUB = BUILD / "herold-pub"
 HEROLD_TAIL = BUILD / "herold-tail"
 
-# The benchmarks' helpers (bench/benchutil.py): free ports, and the flags that lift the
-# per-user limits for a load generator.
+# The benchmarks' helpers (bench/benchutil.py): free ports, the flags that lift the
+# per-user limits for a load generator, and HS256 tokens signed in Python.
 import sys as _sys  # noqa: E402
 _sys.path.insert(0, str(REPO / "bench"))
-from benchutil import UNLIMITED_FLAGS, free_ports  # noqa: E402
+from benchutil import UNLIMITED_FLAGS, b64url, free_ports, make_jwt  # noqa: E402,F401
 
 # Seconds any single wait may take before the test fails (answers, acks, items).
 TIMEOUT = 10.0
@@ -65,25 +63,8 @@ def sanitizer_problems(text):
     return [m for m in SANITIZER_MARKERS if m in text]
 
 
-def b64url(data):
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 def b64url_decode(text):
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def make_jwt(secret, claims, header=None):
-    """An HS256 JWT signed in Python (independent of herold's signer)."""
-    if header is None:
-        header = {"alg": "HS256", "typ": "JWT"}
-    signing_input = (
-        b64url(json.dumps(header, separators=(",", ":")).encode())
-        + "."
-        + b64url(json.dumps(claims, separators=(",", ":")).encode())
-    )
-    signature = hmac.new(secret, signing_input.encode("ascii"), hashlib.sha256).digest()
-    return signing_input + "." + b64url(signature)
 
 
 def jwt_claims(token):
