@@ -10,8 +10,14 @@
  * in a temporary directory under PARENT (default ./build, which is on the filesystem of the
  * repository when run from its root, else .), removed afterwards.
  *
- *   build/bench/journal_append [-n N] [-s S] [-b B,B,...] [-d PARENT]
+ *   build/bench/journal_append [-n N] [-s S] [-b B,B,...] [-d PARENT] [-p]
  *   defaults: -n 200000 -s 300 -b 1,8,64,512 -d build
+ *
+ * -p: each batch size runs twice in turn, on a journal that creates its segments as they
+ * are needed and on one that makes them ahead (journal.h: records overwrite zeros, so
+ * fdatasync has no new file size to commit), and the table adds the second's records/s
+ * and its ratio to the first's. Both first append and sync untimed until the journal that
+ * makes segments ahead writes into one (the same records on both).
  */
 
 #include <dirent.h>
@@ -117,15 +123,53 @@ struct result {
     size_t syncs;
 };
 
+static void append_or_die(journal_t *journal, const unsigned char *payload, size_t size,
+                          int64_t time_ms)
+{
+    struct herr err;
+    if (journal_append(journal, payload, size, time_ms, NULL, &err) != 0) {
+        fprintf(stderr, "journal_append: %s\n", err.message);
+        exit(1);
+    }
+}
+
+static void sync_or_die(journal_t *journal)
+{
+    struct herr err;
+    if (journal_sync(journal, &err) != 0) {
+        fprintf(stderr, "journal_append: %s\n", err.message);
+        exit(1);
+    }
+}
+
+/* Untimed records before the timed ones: with preallocate, until the journal writes into a
+ * segment made ahead (returning how many); else exactly count. */
+static size_t warm_up(journal_t *journal, bool preallocate, size_t count,
+                      const unsigned char *payload, size_t size, int64_t time_ms)
+{
+    size_t done = 0;
+    for (double start = now_seconds();
+         preallocate ? !journal_is_preallocated(journal) : done < count; done++) {
+        if (now_seconds() - start > 30) {
+            fprintf(stderr, "journal_append: no segment made ahead within 30 s\n");
+            exit(1);
+        }
+        append_or_die(journal, payload, size, time_ms);
+        sync_or_die(journal);
+    }
+    return done;
+}
+
 static struct result run(const char *parent, size_t batch, size_t records, size_t size,
-                         const unsigned char *payload)
+                         const unsigned char *payload, bool preallocate, size_t *warm)
 {
     char dir[1024];
-    if (snprintf(dir, sizeof(dir), "%s/b%zu", parent, batch) >= (int)sizeof(dir)) {
+    if (snprintf(dir, sizeof(dir), "%s/b%zu%s", parent, batch, preallocate ? "p" : "") >=
+        (int)sizeof(dir)) {
         fprintf(stderr, "journal_append: path too long\n");
         exit(2);
     }
-    journal_config_t config = {.dir = dir};
+    journal_config_t config = {.dir = dir, .preallocate = preallocate};
     struct herr err;
     journal_t *journal = journal_open(&config, &err);
     if (journal == NULL) {
@@ -136,25 +180,20 @@ static struct result run(const char *parent, size_t batch, size_t records, size_
     clock_gettime(CLOCK_REALTIME, &wall);
     int64_t time_ms = (int64_t)wall.tv_sec * 1000 + wall.tv_nsec / 1000000;
     struct result result = {0};
+    *warm = warm_up(journal, preallocate, *warm, payload, size, time_ms);
 
     double start = now_seconds();
     for (size_t i = 1; i <= records; i++) {
-        if (journal_append(journal, payload, size, time_ms, NULL, &err) != 0) {
-            fprintf(stderr, "journal_append: %s\n", err.message);
-            exit(1);
-        }
+        append_or_die(journal, payload, size, time_ms);
         if (i % batch == 0 || i == records) {
-            if (journal_sync(journal, &err) != 0) {
-                fprintf(stderr, "journal_append: %s\n", err.message);
-                exit(1);
-            }
+            sync_or_die(journal);
             result.syncs++;
         }
     }
     result.seconds = now_seconds() - start;
-    if (journal_last_seq(journal) != records) {
+    if (journal_last_seq(journal) != records + *warm) {
         fprintf(stderr, "journal_append: %" PRIu64 " records durable, expected %zu\n",
-                journal_last_seq(journal), records);
+                journal_last_seq(journal), records + *warm);
         exit(1);
     }
     journal_close(journal);
@@ -170,8 +209,9 @@ int main(int argc, char **argv)
     size_t batch_count = parse_batches("1,8,64,512", batches);
     struct stat st;
     const char *parent = stat("build", &st) == 0 && S_ISDIR(st.st_mode) ? "build" : ".";
+    bool compare_made_ahead = false;
     int opt;
-    while ((opt = getopt(argc, argv, "n:s:b:d:")) != -1) {
+    while ((opt = getopt(argc, argv, "n:s:b:d:p")) != -1) {
         switch (opt) {
         case 'n':
             records = strtoul(optarg, NULL, 10);
@@ -185,8 +225,11 @@ int main(int argc, char **argv)
         case 'd':
             parent = optarg;
             break;
+        case 'p':
+            compare_made_ahead = true;
+            break;
         default:
-            fprintf(stderr, "usage: %s [-n N] [-s S] [-b B,B,...] [-d PARENT]\n", argv[0]);
+            fprintf(stderr, "usage: %s [-n N] [-s S] [-b B,B,...] [-d PARENT] [-p]\n", argv[0]);
             return 2;
         }
     }
@@ -236,8 +279,13 @@ int main(int argc, char **argv)
         payload[i] = (unsigned char)(i * 131 + 7);
     }
     struct result results[MAX_BATCHES];
+    struct result made_ahead[MAX_BATCHES];
     for (size_t i = 0; i < batch_count; i++) {
-        results[i] = run(tmp, batches[i], records, size, payload);
+        size_t warm = 0;
+        if (compare_made_ahead) {
+            made_ahead[i] = run(tmp, batches[i], records, size, payload, true, &warm);
+        }
+        results[i] = run(tmp, batches[i], records, size, payload, false, &warm);
     }
     free(payload);
     remove_dir(tmp);
@@ -249,14 +297,21 @@ int main(int argc, char **argv)
         }
     }
     double reference_rate = (double)records / results[reference].seconds;
-    printf("%-6s %12s %10s %10s %12s %14s\n", "B", "records/s", "MB/s", "syncs", "ms/batch",
-           "ratio");
+    printf("%-6s %12s %10s %10s %12s %14s", "B", "records/s", "MB/s", "syncs", "ms/batch", "ratio");
+    printf(compare_made_ahead ? " %16s %14s %12s\n" : "\n", "made ahead rec/s", "ms/batch",
+           "ahead/plain");
     for (size_t i = 0; i < batch_count; i++) {
         double rate = (double)records / results[i].seconds;
-        printf("%-6zu %12.0f %10.2f %10zu %12.3f %9.4f (B=%zu)\n", batches[i], rate,
+        printf("%-6zu %12.0f %10.2f %10zu %12.3f %9.4f (B=%zu)", batches[i], rate,
                rate * (double)size / 1e6, results[i].syncs,
                results[i].seconds * 1e3 / (double)results[i].syncs, rate / reference_rate,
                batches[reference]);
+        if (compare_made_ahead) {
+            double ahead_rate = (double)records / made_ahead[i].seconds;
+            printf(" %16.0f %14.3f %12.2f", ahead_rate,
+                   made_ahead[i].seconds * 1e3 / (double)made_ahead[i].syncs, ahead_rate / rate);
+        }
+        printf("\n");
     }
     printf("MB/s counts payload bytes; each record adds %d bytes of header on disk.\n",
            JOURNAL_RECORD_HEADER_BYTES);

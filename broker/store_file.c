@@ -416,6 +416,7 @@ store_t *store_file_open(const store_config_t *config, const store_loader_t *loa
         .segment_bytes = config->segment_bytes,
         .retention_ms = config->retention_ms,
         .retention_bytes = config->retention_bytes,
+        .preallocate = true,
     };
     store->journal = journal_open(&journal_config, err);
     free(journal_dir);

@@ -918,7 +918,8 @@ static const struct fixture {
     {"truncated_header", CUT, 5, 0, 1, 6, 0, "truncated record header (10 of 24 bytes)"},
     {"truncated_payload", CUT, 5, 0, 1, 6, 0, "truncated payload (111 of 222 bytes)"},
     {"bad_crc", CUT, 3, 0, 1, 4, 0, "bad CRC"},
-    {"zeroed_tail", CUT, 3, 0, 1, 4, 0, "bad CRC"},
+    {"zeroed_tail", CUT, 3, 0, 1, 4, 0, "zeros where a record should be"},
+    {"made_ahead_tail", CUT, 3, 0, 1, 4, 0, "zeros where a record should be"},
     {"over_limit", CUT, 5, 5, 1, 6, 0, "record length 65537 over the 65536-byte limit"},
     {"short_trailing", REMOVED, 3, 0, 4, 0, 0, ": 9 bytes"},
     {"zero_header_trailing", REMOVED, 3, 0, 4, 0, 0, ": 16 bytes"},
@@ -930,6 +931,7 @@ static const struct fixture {
     {"seq_skip", REFUSED, 0, 0, 1, 3, 0, "record seq 4, expected 3"},
     {"older_bad_crc", REFUSED, 0, 0, 1, 2, 0, "bad CRC"},
     {"older_truncated", REFUSED, 0, 0, 1, 4, 0, "truncated record header (10 of 24 bytes)"},
+    {"older_zeroed_tail", REFUSED, 0, 0, 1, 4, 0, "zeros where a record should be"},
 };
 
 #define FIXTURE_COUNT ((int)(sizeof(fixtures) / sizeof(fixtures[0])))
@@ -1261,6 +1263,162 @@ START_TEST(test_journal_copy_files_without_close)
     journal_close(journal);
     journal = open_dir(a, 0);
     ck_assert_uint_eq(journal_last_seq(journal), SYNCED + MORE);
+    journal_close(journal);
+    remove_tree(a);
+    remove_tree(b);
+}
+END_TEST
+
+/* ---- segments made ahead ---- */
+
+#define AHEAD_SEGMENT_BYTES (256 * 1024)
+#define AHEAD_RECORD_BYTES 1000
+
+static size_t ahead_len(uint64_t seq, uint64_t unused)
+{
+    (void)seq;
+    (void)unused;
+    return AHEAD_RECORD_BYTES;
+}
+
+/* Appends and syncs records from *seq on until the current segment is one made ahead (it
+ * is asked for at half of the segment, and made by the journal's thread meanwhile). */
+static void append_until_made_ahead(journal_t *journal, uint64_t *seq)
+{
+    for (int i = 0; i < 5000 && !journal_is_preallocated(journal); i++) {
+        append_record(journal, (*seq)++, AHEAD_RECORD_BYTES);
+        sync_ok(journal);
+        if (i > 100) {
+            usleep(1000); /* past half of the segment: give the thread time */
+        }
+    }
+    ck_assert_msg(journal_is_preallocated(journal), "no segment made ahead after seq %" PRIu64,
+                  *seq - 1);
+}
+
+/* How many segment files of dir have this size. */
+static size_t segments_sized(const char *dir, uint64_t size)
+{
+    char *list = list_segments(dir);
+    char suffix[32];
+    snprintf(suffix, sizeof(suffix), ":%" PRIu64 "\n", size);
+    size_t count = 0;
+    for (const char *p = strstr(list, suffix); p != NULL; p = strstr(p + 1, suffix)) {
+        count++;
+    }
+    free(list);
+    return count;
+}
+
+START_TEST(test_journal_segments_made_ahead)
+{
+    char dir[PATH_SIZE];
+    char made_ahead[PATH_SIZE];
+    make_tmpdir(dir);
+    join(made_ahead, dir, "next-segment.tmp");
+    journal_config_t config = {
+        .dir = dir, .segment_bytes = AHEAD_SEGMENT_BYTES, .preallocate = true};
+    journal_t *journal = open_config(&config);
+    ck_assert(!journal_is_preallocated(journal)); /* a new journal's first segment */
+    uint64_t seq = 1;
+
+    /* The first segment ends as soon as one made ahead is ready, which has the full size,
+     * zeros past its records. */
+    append_until_made_ahead(journal, &seq);
+    uint64_t second = seq - 1;
+    char path[PATH_SIZE];
+    seg_path(path, dir, second);
+    ck_assert_msg(file_exists(path), "the made-ahead segment is not %" PRIu64, second);
+    ck_assert_uint_eq(file_size(path), AHEAD_SEGMENT_BYTES);
+    ck_assert_uint_eq(segments_sized(dir, AHEAD_SEGMENT_BYTES), 1);
+
+    /* It fills up; the next one was made ahead meanwhile, and the full one is cut to its
+     * records when it ends. */
+    uint64_t third = 0;
+    while (third == 0) {
+        append_record(journal, seq, AHEAD_RECORD_BYTES);
+        sync_ok(journal);
+        seg_path(path, dir, seq);
+        if (file_exists(path)) {
+            third = seq;
+        }
+        seq++;
+        ck_assert_uint_lt(seq, 2000);
+        usleep(200);
+    }
+    ck_assert(journal_is_preallocated(journal));
+    seg_path(path, dir, second);
+    ck_assert_uint_eq(file_size(path), SEG_HDR + (third - second) * (REC_HDR + AHEAD_RECORD_BYTES));
+    seg_path(path, dir, third);
+    ck_assert_uint_eq(file_size(path), AHEAD_SEGMENT_BYTES);
+    expect_records(journal, 1, 1, seq - 1, (struct collect){.len_of = ahead_len});
+
+    /* Closing cuts the current one to its records and removes the one made ahead. */
+    journal_close(journal);
+    ck_assert_uint_eq(file_size(path), SEG_HDR + (seq - third) * (REC_HDR + AHEAD_RECORD_BYTES));
+    ck_assert(!file_exists(made_ahead));
+    ck_assert_uint_eq(segments_sized(dir, AHEAD_SEGMENT_BYTES), 0);
+
+    config.preallocate = false;
+    journal = open_config(&config);
+    ck_assert_uint_eq(journal_last_seq(journal), seq - 1);
+    expect_records(journal, 1, 1, seq - 1, (struct collect){.len_of = ahead_len});
+    journal_close(journal);
+    remove_tree(dir);
+}
+END_TEST
+
+/* A crash while the current segment was made ahead leaves it at full size, zeros past its
+ * synced records (and maybe a next one made ahead, whole or not): everything synced is read
+ * back, the zeros are cut, and the journal goes on from there. */
+START_TEST(test_journal_crash_in_segment_made_ahead)
+{
+    char a[PATH_SIZE];
+    char b[PATH_SIZE];
+    make_tmpdir(a);
+    make_tmpdir(b);
+    journal_config_t config = {.dir = a, .segment_bytes = AHEAD_SEGMENT_BYTES, .preallocate = true};
+    journal_t *journal = open_config(&config);
+    uint64_t seq = 1;
+    append_until_made_ahead(journal, &seq);
+    uint64_t current = seq - 1;
+    for (int i = 0; i < 20; i++) {
+        append_record(journal, seq++, AHEAD_RECORD_BYTES);
+    }
+    sync_ok(journal);
+    uint64_t synced = seq - 1;
+    append_record(journal, seq++, AHEAD_RECORD_BYTES); /* in the buffer only */
+    copy_files(a, b);
+    char leftover[PATH_SIZE];
+    join(leftover, b, "next-segment.tmp");
+    write_file(leftover, "partial", 7); /* as a crash while making it would leave it */
+
+    struct capture capture;
+    capture_begin(&capture);
+    config.dir = b;
+    journal_t *copy = open_config(&config);
+    char *log = capture_end(&capture);
+    char path[PATH_SIZE];
+    seg_path(path, b, current);
+    uint64_t records_end = SEG_HDR + (synced - current + 1) * (REC_HDR + AHEAD_RECORD_BYTES);
+    char where[PATH_SIZE + 128];
+    snprintf(where, sizeof(where), "journal: cut %s at offset %" PRIu64 ": zeros where a record",
+             path, records_end);
+    ck_assert_msg(strstr(log, where) != NULL, "log '%s' lacks '%s'", log, where);
+    free(log);
+    ck_assert_uint_eq(file_size(path), records_end);
+    ck_assert(!journal_is_preallocated(copy));
+    ck_assert(!file_exists(leftover) || file_size(leftover) != 7);
+    ck_assert_uint_eq(journal_last_seq(copy), synced);
+    expect_records(copy, 1, 1, synced, (struct collect){.len_of = ahead_len});
+    append_record(copy, synced + 1, AHEAD_RECORD_BYTES);
+    sync_ok(copy);
+    journal_close(copy);
+    config.preallocate = false;
+    copy = open_config(&config);
+    expect_records(copy, 1, 1, synced + 1, (struct collect){.len_of = ahead_len});
+    journal_close(copy);
+
     journal_close(journal);
     remove_tree(a);
     remove_tree(b);
@@ -1736,6 +1894,8 @@ static Suite *journal_suite(void)
     tcase_add_test(recovery, test_journal_torn_tail_at_every_offset);
     tcase_add_test(recovery, test_journal_bit_flip_in_last_record);
     tcase_add_test(recovery, test_journal_copy_files_without_close);
+    tcase_add_test(recovery, test_journal_segments_made_ahead);
+    tcase_add_test(recovery, test_journal_crash_in_segment_made_ahead);
     tcase_add_test(recovery, test_journal_write_failure_is_sticky);
     suite_add_tcase(s, recovery);
 
