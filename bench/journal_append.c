@@ -10,8 +10,8 @@
  * in a temporary directory under PARENT (default ./build, which is on the filesystem of the
  * repository when run from its root, else .), removed afterwards.
  *
- *   build/bench/journal_append [-n N] [-s S] [-b B,B,...] [-d PARENT] [-p]
- *   defaults: -n 200000 -s 300 -b 1,8,64,512 -d build
+ *   build/bench/journal_append [-n N] [-s S] [-b B,B,...] [-d PARENT] [-g SEGMENT] [-p]
+ *   defaults: -n 200000 -s 300 -b 1,8,64,512 -d build -g 67108864 (the journal's default)
  *
  * -p: each batch size runs twice in turn, on a journal that creates its segments as they
  * are needed and on one that makes them ahead (journal.h: records overwrite zeros, so
@@ -121,7 +121,16 @@ static size_t parse_batches(const char *text, size_t *batches)
 struct result {
     double seconds;
     size_t syncs;
+    double p99_ms; /* of the batches (appends and their sync) */
+    double max_ms;
 };
+
+static int compare_doubles(const void *a, const void *b)
+{
+    double x = *(const double *)a;
+    double y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
 
 static void append_or_die(journal_t *journal, const unsigned char *payload, size_t size,
                           int64_t time_ms)
@@ -160,6 +169,8 @@ static size_t warm_up(journal_t *journal, bool preallocate, size_t count,
     return done;
 }
 
+static uint64_t segment_bytes;
+
 static struct result run(const char *parent, size_t batch, size_t records, size_t size,
                          const unsigned char *payload, bool preallocate, size_t *warm)
 {
@@ -169,7 +180,8 @@ static struct result run(const char *parent, size_t batch, size_t records, size_
         fprintf(stderr, "journal_append: path too long\n");
         exit(2);
     }
-    journal_config_t config = {.dir = dir, .preallocate = preallocate};
+    journal_config_t config = {
+        .dir = dir, .segment_bytes = segment_bytes, .preallocate = preallocate};
     struct herr err;
     journal_t *journal = journal_open(&config, &err);
     if (journal == NULL) {
@@ -182,15 +194,23 @@ static struct result run(const char *parent, size_t batch, size_t records, size_
     struct result result = {0};
     *warm = warm_up(journal, preallocate, *warm, payload, size, time_ms);
 
+    double *batch_ms = malloc((records / batch + 1) * sizeof(double));
     double start = now_seconds();
+    double batch_start = start;
     for (size_t i = 1; i <= records; i++) {
         append_or_die(journal, payload, size, time_ms);
         if (i % batch == 0 || i == records) {
             sync_or_die(journal);
-            result.syncs++;
+            double now = now_seconds();
+            batch_ms[result.syncs++] = (now - batch_start) * 1e3;
+            batch_start = now;
         }
     }
     result.seconds = now_seconds() - start;
+    qsort(batch_ms, result.syncs, sizeof(double), compare_doubles);
+    result.p99_ms = batch_ms[(size_t)((double)(result.syncs - 1) * 0.99)];
+    result.max_ms = batch_ms[result.syncs - 1];
+    free(batch_ms);
     if (journal_last_seq(journal) != records + *warm) {
         fprintf(stderr, "journal_append: %" PRIu64 " records durable, expected %zu\n",
                 journal_last_seq(journal), records + *warm);
@@ -211,7 +231,7 @@ int main(int argc, char **argv)
     const char *parent = stat("build", &st) == 0 && S_ISDIR(st.st_mode) ? "build" : ".";
     bool compare_made_ahead = false;
     int opt;
-    while ((opt = getopt(argc, argv, "n:s:b:d:p")) != -1) {
+    while ((opt = getopt(argc, argv, "n:s:b:d:g:p")) != -1) {
         switch (opt) {
         case 'n':
             records = strtoul(optarg, NULL, 10);
@@ -225,11 +245,15 @@ int main(int argc, char **argv)
         case 'd':
             parent = optarg;
             break;
+        case 'g':
+            segment_bytes = strtoull(optarg, NULL, 10);
+            break;
         case 'p':
             compare_made_ahead = true;
             break;
         default:
-            fprintf(stderr, "usage: %s [-n N] [-s S] [-b B,B,...] [-d PARENT] [-p]\n", argv[0]);
+            fprintf(stderr, "usage: %s [-n N] [-s S] [-b B,B,...] [-d PARENT] [-g SEGMENT] [-p]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -297,19 +321,21 @@ int main(int argc, char **argv)
         }
     }
     double reference_rate = (double)records / results[reference].seconds;
-    printf("%-6s %12s %10s %10s %12s %14s", "B", "records/s", "MB/s", "syncs", "ms/batch", "ratio");
-    printf(compare_made_ahead ? " %16s %14s %12s\n" : "\n", "made ahead rec/s", "ms/batch",
-           "ahead/plain");
+    printf("%-6s %12s %10s %10s %12s %10s %10s %14s", "B", "records/s", "MB/s", "syncs", "ms/batch",
+           "p99 ms", "max ms", "ratio");
+    printf(compare_made_ahead ? " %16s %10s %10s %10s %12s\n" : "\n", "made ahead rec/s",
+           "ms/batch", "p99 ms", "max ms", "ahead/plain");
     for (size_t i = 0; i < batch_count; i++) {
         double rate = (double)records / results[i].seconds;
-        printf("%-6zu %12.0f %10.2f %10zu %12.3f %9.4f (B=%zu)", batches[i], rate,
+        printf("%-6zu %12.0f %10.2f %10zu %12.3f %10.3f %10.3f %9.4f (B=%zu)", batches[i], rate,
                rate * (double)size / 1e6, results[i].syncs,
-               results[i].seconds * 1e3 / (double)results[i].syncs, rate / reference_rate,
-               batches[reference]);
+               results[i].seconds * 1e3 / (double)results[i].syncs, results[i].p99_ms,
+               results[i].max_ms, rate / reference_rate, batches[reference]);
         if (compare_made_ahead) {
             double ahead_rate = (double)records / made_ahead[i].seconds;
-            printf(" %16.0f %14.3f %12.2f", ahead_rate,
-                   made_ahead[i].seconds * 1e3 / (double)made_ahead[i].syncs, ahead_rate / rate);
+            printf(" %16.0f %10.3f %10.3f %10.3f %12.2f", ahead_rate,
+                   made_ahead[i].seconds * 1e3 / (double)made_ahead[i].syncs, made_ahead[i].p99_ms,
+                   made_ahead[i].max_ms, ahead_rate / rate);
         }
         printf("\n");
     }
