@@ -115,9 +115,9 @@ struct journal {
     bool has_maker;
     pthread_mutex_t ahead_lock;
     pthread_cond_t ahead_wanted;
-    enum made_ahead ahead;      /* under ahead_lock */
-    bool is_maker_stopping;     /* under ahead_lock */
-    atomic_bool is_ahead_ready; /* ahead == MADE_AHEAD_READY, for a look without the lock */
+    enum made_ahead ahead;         /* under ahead_lock */
+    atomic_bool is_maker_stopping; /* set under ahead_lock; also read between chunks */
+    atomic_bool is_ahead_ready;    /* ahead == MADE_AHEAD_READY, for a look without the lock */
 
     /* Shared with readers. */
     pthread_mutex_t lock;
@@ -592,6 +592,9 @@ static int make_ahead(journal_t *journal)
         if (at < journal->segment_bytes) {
             usleep(ZERO_CHUNK_PAUSE_US);
         }
+        if (atomic_load(&journal->is_maker_stopping)) {
+            rc = ECANCELED; /* closing: the file is removed anyway */
+        }
     }
     if (rc == 0 && fsync(fd) != 0) {
         rc = errno;
@@ -605,10 +608,10 @@ static void *maker_main(void *arg)
     journal_t *journal = arg;
     pthread_mutex_lock(&journal->ahead_lock);
     for (;;) {
-        while (!journal->is_maker_stopping && journal->ahead != MADE_AHEAD_WANTED) {
+        while (!atomic_load(&journal->is_maker_stopping) && journal->ahead != MADE_AHEAD_WANTED) {
             pthread_cond_wait(&journal->ahead_wanted, &journal->ahead_lock);
         }
-        if (journal->is_maker_stopping) {
+        if (atomic_load(&journal->is_maker_stopping)) {
             break;
         }
         pthread_mutex_unlock(&journal->ahead_lock);
@@ -617,7 +620,7 @@ static void *maker_main(void *arg)
         if (rc == 0) {
             journal->ahead = MADE_AHEAD_READY;
             atomic_store_explicit(&journal->is_ahead_ready, true, memory_order_release);
-        } else {
+        } else if (rc != ECANCELED) {
             journal->ahead = MADE_AHEAD_FAILED;
             log_msg(LOG_LEVEL_WARN,
                     "journal: making %s/%s failed: %s; segments are created as they are needed",
@@ -684,7 +687,7 @@ static void maker_stop(journal_t *journal)
         return;
     }
     pthread_mutex_lock(&journal->ahead_lock);
-    journal->is_maker_stopping = true;
+    atomic_store(&journal->is_maker_stopping, true);
     pthread_cond_signal(&journal->ahead_wanted);
     pthread_mutex_unlock(&journal->ahead_lock);
     pthread_join(journal->maker, NULL);
@@ -1144,6 +1147,7 @@ journal_t *journal_open(const journal_config_t *config, struct herr *err)
     pthread_mutex_init(&journal->ahead_lock, NULL);
     pthread_cond_init(&journal->ahead_wanted, NULL);
     atomic_init(&journal->is_ahead_ready, false);
+    atomic_init(&journal->is_maker_stopping, false);
 
     int rc = make_dirs(journal->dir, err);
     if (rc == 0) {
