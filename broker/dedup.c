@@ -1,33 +1,93 @@
 #include "dedup.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "hash.h"
 #include "mem.h"
+
+/*
+ * No pause that grows with the table. The ingest thread answers every publisher, so a
+ * table of millions of entries must never be rebuilt in one go: doubling one of 3 M
+ * entries took 70 ms, dropping the expired ones 100 ms, and every ack waited that long.
+ *
+ * So a rebuild moves the entries over a while instead. Growing, or dropping many expired
+ * entries at once, starts a fresh table (the *current* one, where adds go) and keeps the
+ * previous one read-only as the *moving* one; every add and every lookup moves the next
+ * MOVE_PER_CALL slots of it (those still in retention), and a lookup that misses in the
+ * current table also probes the moving one. Its slots are not cleared as they move, so
+ * its probe runs stay intact; an entry found there that had already moved is the same
+ * entry. The fresh table is sized so that what may move into it and what is added during
+ * the move keep it at most half full: it never has to grow before the move is done.
+ *
+ * What expiry costs is then spread too: dedup_expire only records the new oldest seq;
+ * lookups drop expired entries on their probe runs, and moves leave them behind.
+ *
+ * Giving the memory back is spread as well: unmapping a table of 64 MiB at once took 8
+ * ms. Tables are mappings of their own, and the part of the moving table already moved
+ * is returned page by page as the move goes on (one madvise per 256 slots moved). A
+ * lookup never reads that part: an entry not yet moved lies at or after the next slot to
+ * move, and the slots from there to it are all taken (linear probing), so its probe may
+ * start there, and skip the moved part when it wraps round the end.
+ */
+
+#define MIN_CAPACITY 1024
+#define MOVE_PER_CALL 8
 
 struct slot {
     uint64_t hash;
     uint64_t seq; /* 0: empty */
 };
 
-struct dedup {
+struct table {
     struct slot *slots;
     size_t capacity; /* a power of two */
     size_t count;
 };
 
+struct dedup {
+    struct table current;
+    struct table moving;   /* slots NULL when no move is under way */
+    size_t move_next;      /* the moving table's next slot to move */
+    size_t released_bytes; /* of the moving table, given back */
+    uint64_t oldest_seq;   /* entries below are out of retention */
+    uint64_t newest_seq;   /* the highest seq added */
+};
+
+static struct table table_new(size_t capacity)
+{
+    size_t bytes = capacity * sizeof(struct slot);
+    void *slots = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (slots == MAP_FAILED) {
+        fprintf(stderr, "herold: out of memory allocating %zu bytes\n", bytes);
+        abort();
+    }
+    return (struct table){slots, capacity, 0};
+}
+
+static void table_free(struct table *t)
+{
+    if (t->slots != NULL) {
+        munmap(t->slots, t->capacity * sizeof(struct slot));
+    }
+    *t = (struct table){0};
+}
+
 dedup_t *dedup_new(void)
 {
     dedup_t *dedup = xcalloc(1, sizeof(*dedup));
-    dedup->capacity = 1024;
-    dedup->slots = xcalloc(dedup->capacity, sizeof(struct slot));
+    dedup->current = table_new(MIN_CAPACITY);
+    dedup->oldest_seq = 1;
     return dedup;
 }
 
 void dedup_free(dedup_t *dedup)
 {
     if (dedup != NULL) {
-        free(dedup->slots);
+        table_free(&dedup->current);
+        table_free(&dedup->moving);
         free(dedup);
     }
 }
@@ -46,101 +106,192 @@ uint64_t dedup_hash(const char *source, size_t source_len, const char *id, size_
     return h;
 }
 
-static void remove_at(dedup_t *dedup, size_t hole)
+static void remove_at(struct table *t, size_t hole)
 {
-    size_t mask = dedup->capacity - 1;
-    dedup->slots[hole].seq = 0;
-    dedup->count--;
-    for (size_t i = (hole + 1) & mask; dedup->slots[i].seq != 0; i = (i + 1) & mask) {
-        size_t home = dedup->slots[i].hash & mask;
+    size_t mask = t->capacity - 1;
+    t->slots[hole].seq = 0;
+    t->count--;
+    for (size_t i = (hole + 1) & mask; t->slots[i].seq != 0; i = (i + 1) & mask) {
+        size_t home = t->slots[i].hash & mask;
         if (hash_may_fill_hole(home, hole, i, mask)) {
-            dedup->slots[hole] = dedup->slots[i];
-            dedup->slots[i].seq = 0;
+            t->slots[hole] = t->slots[i];
+            t->slots[i].seq = 0;
             hole = i;
         }
     }
 }
 
-static void insert(struct slot *slots, size_t capacity, uint64_t hash, uint64_t seq)
+static void insert(struct table *t, uint64_t hash, uint64_t seq)
 {
-    size_t mask = capacity - 1;
+    size_t mask = t->capacity - 1;
     size_t i = hash & mask;
-    while (slots[i].seq != 0) {
+    while (t->slots[i].seq != 0) {
         i = (i + 1) & mask;
     }
-    slots[i].hash = hash;
-    slots[i].seq = seq;
+    t->slots[i].hash = hash;
+    t->slots[i].seq = seq;
+    t->count++;
 }
 
-/* Keeps the entries with lowest <= seq <= highest. */
-static void keep_range(dedup_t *dedup, uint64_t lowest, uint64_t highest)
+/* Moves up to limit slots of the moving table into the current one, dropping expired
+ * entries; frees the moving table once every slot is done. */
+static void move_slots(dedup_t *dedup, size_t limit)
 {
-    /* Rebuilding is simpler than deleting in place while scanning a wrapping table. */
-    struct slot *fresh = xcalloc(dedup->capacity, sizeof(struct slot));
-    size_t count = 0;
-    for (size_t i = 0; i < dedup->capacity; i++) {
-        uint64_t seq = dedup->slots[i].seq;
-        if (seq != 0 && seq >= lowest && seq <= highest) {
-            insert(fresh, dedup->capacity, dedup->slots[i].hash, dedup->slots[i].seq);
-            count++;
+    struct table *from = &dedup->moving;
+    if (from->slots == NULL) {
+        return;
+    }
+    for (size_t n = 0; n < limit && dedup->move_next < from->capacity; n++) {
+        const struct slot *s = &from->slots[dedup->move_next++];
+        if (s->seq == 0) {
+            continue;
+        }
+        from->count--;
+        if (s->seq >= dedup->oldest_seq) {
+            insert(&dedup->current, s->hash, s->seq);
         }
     }
-    free(dedup->slots);
-    dedup->slots = fresh;
-    dedup->count = count;
+    if (dedup->move_next == from->capacity) {
+        table_free(from);
+        return;
+    }
+    /* Whole pages below the next slot are read no more (see above). */
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t moved_pages_bytes = dedup->move_next * sizeof(struct slot) / page * page;
+    if (moved_pages_bytes > dedup->released_bytes) {
+        madvise((char *)from->slots + dedup->released_bytes,
+                moved_pages_bytes - dedup->released_bytes, MADV_DONTNEED);
+        dedup->released_bytes = moved_pages_bytes;
+    }
+}
+
+/* An upper bound of the entries still in retention: seqs are given once each. */
+static size_t retained_bound(const dedup_t *dedup)
+{
+    size_t held = dedup->current.count + dedup->moving.count;
+    if (dedup->newest_seq < dedup->oldest_seq) {
+        return 0;
+    }
+    uint64_t span = dedup->newest_seq - dedup->oldest_seq + 1;
+    return span < held ? (size_t)span : held;
+}
+
+/* Starts moving everything into a fresh table (finishing a move under way first). */
+static void start_move(dedup_t *dedup)
+{
+    move_slots(dedup, SIZE_MAX);
+    /* At most half full with what may move and what is added while it moves (one add
+     * per MOVE_PER_CALL slots), so the fresh table cannot fill up before the move ends. */
+    size_t need = retained_bound(dedup) + dedup->current.capacity / MOVE_PER_CALL + 1;
+    size_t capacity = MIN_CAPACITY;
+    while (capacity < 2 * need) {
+        capacity *= 2;
+    }
+    dedup->moving = dedup->current;
+    dedup->current = table_new(capacity);
+    dedup->move_next = 0;
+    dedup->released_bytes = 0;
 }
 
 void dedup_expire(dedup_t *dedup, uint64_t oldest_seq)
 {
-    keep_range(dedup, oldest_seq, UINT64_MAX);
+    if (oldest_seq <= dedup->oldest_seq) {
+        return;
+    }
+    dedup->oldest_seq = oldest_seq;
+    /* When a quarter or more has expired, a move leaves it behind; fewer are dropped
+     * by the lookups that meet them, or by the next move. */
+    size_t held = dedup->current.count + dedup->moving.count;
+    if (dedup->moving.slots == NULL && held - retained_bound(dedup) >= held / 4 && held > 0) {
+        start_move(dedup);
+    }
+}
+
+/* Keeps the entries with lowest <= seq <= highest, in a table of the same size. */
+static void keep_range(struct table *t, uint64_t lowest, uint64_t highest)
+{
+    struct table fresh = table_new(t->capacity);
+    for (size_t i = 0; i < t->capacity; i++) {
+        uint64_t seq = t->slots[i].seq;
+        if (seq != 0 && seq >= lowest && seq <= highest) {
+            insert(&fresh, t->slots[i].hash, seq);
+        }
+    }
+    table_free(t);
+    *t = fresh;
 }
 
 void dedup_forget_after(dedup_t *dedup, uint64_t last_seq)
 {
-    keep_range(dedup, 1, last_seq);
+    /* Rare (the store refused a commit), so done at once. */
+    move_slots(dedup, SIZE_MAX);
+    keep_range(&dedup->current, dedup->oldest_seq, last_seq);
+    if (dedup->newest_seq > last_seq) {
+        dedup->newest_seq = last_seq;
+    }
 }
 
 void dedup_add(dedup_t *dedup, uint64_t hash, uint64_t seq)
 {
-    if ((dedup->count + 1) * 4 > dedup->capacity * 3) {
-        struct slot *bigger = xcalloc(dedup->capacity * 2, sizeof(struct slot));
-        for (size_t i = 0; i < dedup->capacity; i++) {
-            if (dedup->slots[i].seq != 0) {
-                insert(bigger, dedup->capacity * 2, dedup->slots[i].hash, dedup->slots[i].seq);
-            }
-        }
-        free(dedup->slots);
-        dedup->slots = bigger;
-        dedup->capacity *= 2;
+    move_slots(dedup, MOVE_PER_CALL);
+    if ((dedup->current.count + 1) * 4 > dedup->current.capacity * 3) {
+        start_move(dedup);
     }
-    insert(dedup->slots, dedup->capacity, hash, seq);
-    dedup->count++;
+    insert(&dedup->current, hash, seq);
+    if (seq > dedup->newest_seq) {
+        dedup->newest_seq = seq;
+    }
 }
 
 void dedup_prefetch(const dedup_t *dedup, uint64_t hash)
 {
-    __builtin_prefetch(&dedup->slots[hash & (dedup->capacity - 1)]);
+    __builtin_prefetch(&dedup->current.slots[hash & (dedup->current.capacity - 1)]);
+    size_t home = hash & (dedup->moving.capacity - 1);
+    if (dedup->moving.slots != NULL && home >= dedup->move_next) {
+        __builtin_prefetch(&dedup->moving.slots[home]);
+    }
 }
 
 uint64_t dedup_find(dedup_t *dedup, uint64_t hash, uint64_t oldest_seq, dedup_confirm_fn confirm,
                     void *ctx)
 {
-    size_t mask = dedup->capacity - 1;
-    size_t i = hash & mask;
-    while (dedup->slots[i].seq != 0) {
-        if (dedup->slots[i].seq < oldest_seq) {
-            remove_at(dedup, i); /* the slot now holds the next entry of the run, or none */
+    move_slots(dedup, MOVE_PER_CALL);
+    /* The caller knows the store's oldest seq; moves leave behind what lies below it. */
+    if (oldest_seq > dedup->oldest_seq) {
+        dedup->oldest_seq = oldest_seq;
+    }
+    oldest_seq = dedup->oldest_seq;
+    struct table *t = &dedup->current;
+    size_t mask = t->capacity - 1;
+    for (size_t i = hash & mask; t->slots[i].seq != 0;) {
+        if (t->slots[i].seq < oldest_seq) {
+            remove_at(t, i); /* the slot now holds the next entry of the run, or none */
             continue;
         }
-        if (dedup->slots[i].hash == hash && confirm(dedup->slots[i].seq, ctx)) {
-            return dedup->slots[i].seq;
+        if (t->slots[i].hash == hash && confirm(t->slots[i].seq, ctx)) {
+            return t->slots[i].seq;
         }
         i = (i + 1) & mask;
+    }
+    /* Read-only: removing here would break the runs the move has yet to read. Only slots
+     * from the next one to move on are read (see above), at most all of them once. */
+    const struct table *m = &dedup->moving;
+    if (m->slots != NULL) {
+        size_t i = hash & (m->capacity - 1);
+        i = i < dedup->move_next ? dedup->move_next : i;
+        for (size_t left = m->capacity - dedup->move_next; left > 0 && m->slots[i].seq != 0;
+             left--) {
+            if (m->slots[i].seq >= oldest_seq && m->slots[i].hash == hash &&
+                confirm(m->slots[i].seq, ctx)) {
+                return m->slots[i].seq;
+            }
+            i = i + 1 == m->capacity ? dedup->move_next : i + 1;
+        }
     }
     return 0;
 }
 
 size_t dedup_count(const dedup_t *dedup)
 {
-    return dedup->count;
+    return dedup->current.count + dedup->moving.count;
 }

@@ -9,10 +9,12 @@
  * It stores no strings: a hash match is only a candidate, which the caller confirms by
  * comparing the event itself (from the batch in flight or from the journal). So a hash
  * collision costs one journal read, never a wrongly deduplicated event. 16 bytes per
- * retained event; entries older than the journal's first seq are dropped as the table
- * grows or is looked up.
+ * retained event, at most 64 while the table moves to a bigger one; entries older than the
+ * journal's first seq are dropped as lookups meet them and as the table moves.
  *
- * Open addressing with linear probing; deletions shift back the entries that follow.
+ * Open addressing with linear probing; deletions shift back the entries that follow. No
+ * call takes time that grows with the table: growing, and dropping expired entries, move
+ * the table a few slots per call (dedup.c says how). dedup_forget_after is the exception.
  * Owned by the ingest thread.
  */
 
@@ -42,18 +44,20 @@ void dedup_add(dedup_t *dedup, uint64_t hash, uint64_t seq);
 void dedup_prefetch(const dedup_t *dedup, uint64_t hash);
 
 /* The seq of an earlier event with this hash that confirm accepts, or 0. Entries with a
- * seq below oldest_seq (out of retention) are removed on the way. */
+ * seq below oldest_seq (out of retention) are not found, and removed on the way. */
 uint64_t dedup_find(dedup_t *dedup, uint64_t hash, uint64_t oldest_seq, dedup_confirm_fn confirm,
                     void *ctx);
 
-/* Removes every entry with a seq below oldest_seq. */
+/* Entries with a seq below oldest_seq are out of retention: no lookup finds them from now
+ * on. They are dropped over the following calls (dedup_count counts them until then). */
 void dedup_expire(dedup_t *dedup, uint64_t oldest_seq);
 
 /* Forgets every entry with a seq above last_seq: the events of a batch the store could not
- * commit, whose seqs will be given to other events. */
+ * commit, whose seqs will be given to other events. Rare, and done at once: it takes time
+ * in proportion to the table. */
 void dedup_forget_after(dedup_t *dedup, uint64_t last_seq);
 
-/* The number of entries. */
+/* The number of entries held, expired ones not yet dropped included. */
 size_t dedup_count(const dedup_t *dedup);
 
 #endif

@@ -129,3 +129,16 @@ def test_ws_idle_counts_subscribed_connections_and_refusals(broker, tmp_path):
     assert done.returncode == 1, done.stdout
     assert "0 accepted, 40 failed" in done.stdout, done.stdout
     assert "handshake refused: HTTP/1.1 401" in done.stderr, done.stderr
+
+
+def test_dedup_bench_finds_exactly_the_retained_events():
+    """bench/dedup grows its table through several moves and expires half of it on the way;
+    afterwards it looks every retained event up and as many expired ones."""
+    done = subprocess.run([str(BUILD / "bench" / "dedup"), "60000", "20000", "5000"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "retained found: 20000 of 20000; expired found: 0 of 20000" in done.stdout, done.stdout
+    assert not sanitizer_problems(done.stderr), done.stderr
+    done = subprocess.run([str(BUILD / "bench" / "dedup"), "0"], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 2 and "usage" in done.stderr

@@ -44,6 +44,15 @@ static void add(dedup_t *d, uint64_t seq, const char *source, const char *id)
     dedup_add(d, dedup_hash(source, strlen(source), id, strlen(id)), seq);
 }
 
+/* An entry on a hash of the test's choosing: its "journal" record is (source, prefix+seq). */
+static void add_on_hash(dedup_t *d, uint64_t seq, const char *source, const char *prefix,
+                        uint64_t hash)
+{
+    strcpy(sources[seq], source);
+    snprintf(ids[seq], sizeof(ids[seq]), "%s%llu", prefix, (unsigned long long)seq);
+    dedup_add(d, hash, seq);
+}
+
 START_TEST(test_dedup_finds_what_was_added_and_only_that)
 {
     dedup_t *d = dedup_new();
@@ -111,12 +120,13 @@ START_TEST(test_dedup_out_of_retention_is_forgotten)
     ck_assert_uint_eq(find(d, "dms", "r500", 500, NULL), 500);
     ck_assert_uint_eq(find(d, "dms", "r499", 500, NULL), 0);
     dedup_expire(d, 501);
-    ck_assert_uint_eq(dedup_count(d), 500);
     ck_assert_uint_eq(find(d, "dms", "r500", 1, NULL), 0);
     for (uint64_t seq = 501; seq <= 1000; seq++) {
         snprintf(id, sizeof(id), "r%llu", (unsigned long long)seq);
         ck_assert_uint_eq(find(d, "dms", id, 501, NULL), seq);
     }
+    /* Half of it expired: the table moved on without those entries over the lookups. */
+    ck_assert_uint_eq(dedup_count(d), 500);
     dedup_free(d);
 }
 END_TEST
@@ -126,9 +136,7 @@ START_TEST(test_dedup_lookups_that_remove_stale_entries_keep_the_rest_reachable)
     /* Many entries on few home slots: removal during lookup shifts runs back. */
     dedup_t *d = dedup_new();
     for (uint64_t seq = 1; seq <= 600; seq++) {
-        strcpy(sources[seq], "s");
-        snprintf(ids[seq], sizeof(ids[seq]), "c%llu", (unsigned long long)seq);
-        dedup_add(d, (seq % 7) * 1024, seq); /* same home slot for every 7th */
+        add_on_hash(d, seq, "s", "c", (seq % 7) * 1024); /* same home slot for every 7th */
     }
     int calls = 0;
     ck_assert_uint_eq(dedup_find(d, 3 * 1024, 300, always_false, &calls), 0);
@@ -136,6 +144,120 @@ START_TEST(test_dedup_lookups_that_remove_stale_entries_keep_the_rest_reachable)
         struct probe p = {"s", ids[seq], 0};
         ck_assert_uint_eq(dedup_find(d, (seq % 7) * 1024, 300, confirm, &p), seq);
     }
+    dedup_free(d);
+}
+END_TEST
+
+static void add_numbered(dedup_t *d, uint64_t seq)
+{
+    char id[16];
+    snprintf(id, sizeof(id), "n%llu", (unsigned long long)seq);
+    add(d, seq, "dms", id);
+}
+
+static uint64_t find_numbered(dedup_t *d, uint64_t seq, uint64_t oldest)
+{
+    char id[16];
+    snprintf(id, sizeof(id), "n%llu", (unsigned long long)seq);
+    return find(d, "dms", id, oldest, NULL);
+}
+
+/* A table holding the numbered entries 1..count. */
+static dedup_t *numbered_table(uint64_t count)
+{
+    dedup_t *d = dedup_new();
+    for (uint64_t seq = 1; seq <= count; seq++) {
+        add_numbered(d, seq);
+    }
+    return d;
+}
+
+START_TEST(test_dedup_every_entry_stays_found_while_the_table_grows)
+{
+    /* Growing moves the entries into a bigger table a few per call: looked up at many
+     * points, moves under way included, every entry is found, once moved or not yet. */
+    dedup_t *d = dedup_new();
+    for (uint64_t seq = 1; seq <= MAX_EVENTS; seq++) {
+        add_numbered(d, seq);
+        ck_assert_uint_eq(dedup_count(d), seq);
+        ck_assert_uint_eq(find_numbered(d, seq, 1), seq);
+        ck_assert_uint_eq(find_numbered(d, (seq + 1) / 2, 1), (seq + 1) / 2);
+        if (seq % 997 == 0 || seq == 769 || seq == 1537 || seq == 3073) {
+            /* Newest first, so that what has not moved yet is looked up before the
+             * lookups themselves move it. */
+            for (uint64_t back = seq; back >= 1; back--) {
+                ck_assert_uint_eq(find_numbered(d, back, 1), back);
+            }
+        }
+    }
+    dedup_free(d);
+}
+END_TEST
+
+START_TEST(test_dedup_expiry_is_dropped_as_the_table_moves_on)
+{
+    dedup_t *d = numbered_table(10000);
+    /* Half expires: at once nothing below is found and everything above is. */
+    dedup_expire(d, 5001);
+    ck_assert_uint_eq(find_numbered(d, 5000, 5001), 0);
+    ck_assert_uint_eq(find_numbered(d, 1, 1), 0); /* the older bound no longer counts */
+    ck_assert_uint_eq(find_numbered(d, 5001, 5001), 5001);
+    ck_assert_uint_eq(find_numbered(d, 10000, 5001), 10000);
+    for (uint64_t seq = 10001; seq <= 14000; seq++) {
+        add_numbered(d, seq);
+        ck_assert_uint_eq(find_numbered(d, seq - 5000, 5001), seq - 5000 > 5000 ? seq - 5000 : 0);
+    }
+    for (uint64_t seq = 5001; seq <= 14000; seq++) {
+        ck_assert_uint_eq(find_numbered(d, seq, 5001), seq);
+    }
+    /* The move left the expired entries behind: what is held is what is retained. */
+    ck_assert_uint_eq(dedup_count(d), 9000);
+    dedup_free(d);
+}
+END_TEST
+
+START_TEST(test_dedup_forgetting_after_a_seq_in_the_middle_of_a_move)
+{
+    /* 769 entries make the table of 1024 grow; the move has barely begun. */
+    dedup_t *d = numbered_table(800);
+    dedup_forget_after(d, 700);
+    ck_assert_uint_eq(dedup_count(d), 700);
+    for (uint64_t seq = 1; seq <= 800; seq++) {
+        ck_assert_uint_eq(find_numbered(d, seq, 1), seq <= 700 ? seq : 0);
+    }
+    /* The seqs forgotten are given again, to other events. */
+    add(d, 701, "files", "again");
+    ck_assert_uint_eq(find(d, "files", "again", 1, NULL), 701);
+    ck_assert_uint_eq(find_numbered(d, 701, 1), 0);
+    dedup_free(d);
+}
+END_TEST
+
+START_TEST(test_dedup_a_run_round_the_end_is_found_while_its_start_has_moved)
+{
+    /* 300 entries on the last slot of the first table fill it and wrap round to slots
+     * 0..298; 50 on slot 200 follow them (299..348); 418 more elsewhere make 768, and
+     * the next add starts a move. */
+    dedup_t *d = dedup_new();
+    for (uint64_t seq = 1; seq <= 768; seq++) {
+        add_on_hash(d, seq, "w", "w", seq <= 300 ? 1023 : seq <= 350 ? 200 : 400 + (seq - 351));
+    }
+    for (uint64_t seq = 769; seq <= 801; seq++) {
+        add_numbered(d, seq);
+    }
+    /* 32 calls since the move began: its first page (slots 0..255) went back, and each
+     * lookup below moves 8 more slots. The entry in slot 298 is found from its home, 1023,
+     * going on at the first slot not moved; one in slot 340 from its home, 200, which
+     * has moved, at the first slot not moved. */
+    struct probe p = {"w", ids[299], 0};
+    ck_assert_uint_eq(dedup_find(d, 1023, 1, confirm, &p), 299);
+    struct probe r = {"w", ids[342], 0};
+    ck_assert_uint_eq(dedup_find(d, 200, 1, confirm, &r), 342);
+    for (uint64_t seq = 1; seq <= 350; seq++) {
+        struct probe q = {"w", ids[seq], 0};
+        ck_assert_uint_eq(dedup_find(d, seq <= 300 ? 1023 : 200, 1, confirm, &q), seq);
+    }
+    ck_assert_uint_eq(dedup_count(d), 801);
     dedup_free(d);
 }
 END_TEST
@@ -149,6 +271,10 @@ int main(void)
     tcase_add_test(tc, test_dedup_a_hash_match_is_only_a_candidate);
     tcase_add_test(tc, test_dedup_out_of_retention_is_forgotten);
     tcase_add_test(tc, test_dedup_lookups_that_remove_stale_entries_keep_the_rest_reachable);
+    tcase_add_test(tc, test_dedup_every_entry_stays_found_while_the_table_grows);
+    tcase_add_test(tc, test_dedup_expiry_is_dropped_as_the_table_moves_on);
+    tcase_add_test(tc, test_dedup_forgetting_after_a_seq_in_the_middle_of_a_move);
+    tcase_add_test(tc, test_dedup_a_run_round_the_end_is_found_while_its_start_has_moved);
     suite_add_tcase(suite, tc);
     return unit_run(suite);
 }
