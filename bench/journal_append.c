@@ -18,6 +18,11 @@
  * fdatasync has no new file size to commit), and the table adds the second's records/s
  * and its ratio to the first's. Both first append and sync untimed until the journal that
  * makes segments ahead writes into one (the same records on both).
+ *
+ * -t K: then fills K whole segments and one more of S-byte records, twice, and times the
+ * journal_trim that drops the K (retention 1 byte): on a journal that removes their files
+ * itself, and on one that makes segments ahead, whose own thread removes them; and the
+ * journal_close after it, which removes what that thread has not yet.
  */
 
 #include <dirent.h>
@@ -221,6 +226,48 @@ static struct result run(const char *parent, size_t batch, size_t records, size_
     return result;
 }
 
+struct trim_result {
+    size_t dropped;
+    double trim_ms;
+    double close_ms;
+};
+
+/* Fills count whole segments and one more, then trims all but the last and closes. */
+static struct trim_result trim_run(const char *parent, size_t count, size_t size,
+                                   const unsigned char *payload, bool preallocate)
+{
+    char dir[1024];
+    snprintf(dir, sizeof(dir), "%s/trim%s", parent, preallocate ? "p" : "");
+    journal_config_t config = {.dir = dir,
+                               .segment_bytes = segment_bytes,
+                               .retention_bytes = 1,
+                               .preallocate = preallocate};
+    struct herr err;
+    journal_t *journal = journal_open(&config, &err);
+    if (journal == NULL) {
+        fprintf(stderr, "journal_append: %s\n", err.message);
+        exit(1);
+    }
+    uint64_t bytes = segment_bytes != 0 ? segment_bytes : JOURNAL_DEFAULT_SEGMENT_BYTES;
+    uint64_t per_segment = bytes / (size + JOURNAL_RECORD_HEADER_BYTES);
+    for (uint64_t i = 0; i < per_segment * count + 1; i++) {
+        append_or_die(journal, payload, size, 0);
+        if (i % 512 == 511) {
+            sync_or_die(journal);
+        }
+    }
+    sync_or_die(journal);
+    struct trim_result result = {0};
+    double start = now_seconds();
+    result.dropped = journal_trim(journal, 0);
+    result.trim_ms = (now_seconds() - start) * 1e3;
+    start = now_seconds();
+    journal_close(journal);
+    result.close_ms = (now_seconds() - start) * 1e3;
+    remove_dir(dir);
+    return result;
+}
+
 int main(int argc, char **argv)
 {
     size_t records = 200000;
@@ -230,8 +277,9 @@ int main(int argc, char **argv)
     struct stat st;
     const char *parent = stat("build", &st) == 0 && S_ISDIR(st.st_mode) ? "build" : ".";
     bool compare_made_ahead = false;
+    size_t trim_segments = 0;
     int opt;
-    while ((opt = getopt(argc, argv, "n:s:b:d:g:p")) != -1) {
+    while ((opt = getopt(argc, argv, "n:s:b:d:g:pt:")) != -1) {
         switch (opt) {
         case 'n':
             records = strtoul(optarg, NULL, 10);
@@ -251,8 +299,12 @@ int main(int argc, char **argv)
         case 'p':
             compare_made_ahead = true;
             break;
+        case 't':
+            trim_segments = strtoul(optarg, NULL, 10);
+            break;
         default:
-            fprintf(stderr, "usage: %s [-n N] [-s S] [-b B,B,...] [-d PARENT] [-g SEGMENT] [-p]\n",
+            fprintf(stderr,
+                    "usage: %s [-n N] [-s S] [-b B,B,...] [-d PARENT] [-g SEGMENT] [-p] [-t K]\n",
                     argv[0]);
             return 2;
         }
@@ -311,6 +363,11 @@ int main(int argc, char **argv)
         }
         results[i] = run(tmp, batches[i], records, size, payload, false, &warm);
     }
+    struct trim_result trims[2] = {{0}};
+    if (trim_segments > 0) {
+        trims[0] = trim_run(tmp, trim_segments, size, payload, false);
+        trims[1] = trim_run(tmp, trim_segments, size, payload, true);
+    }
     free(payload);
     remove_dir(tmp);
 
@@ -341,5 +398,11 @@ int main(int argc, char **argv)
     }
     printf("MB/s counts payload bytes; each record adds %d bytes of header on disk.\n",
            JOURNAL_RECORD_HEADER_BYTES);
+    for (int i = 0; trim_segments > 0 && i < 2; i++) {
+        printf("trim of %zu segments, %s: journal_trim %.2f ms, journal_close %.2f ms\n",
+               trims[i].dropped,
+               i == 0 ? "files removed by journal_trim" : "made ahead, files removed by its thread",
+               trims[i].trim_ms, trims[i].close_ms);
+    }
     return 0;
 }

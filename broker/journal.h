@@ -74,10 +74,13 @@
  * retention_bytes or the segment's newest record is older than retention_ms; the current
  * segment is never deleted. Each deletion is followed by a directory fsync, so that a
  * crash can only leave a contiguous run of segments. Readers asking for a seq before
- * journal_first_seq learn that it is gone (cursor beyond retention).
+ * journal_first_seq learn that it is gone (cursor beyond retention). With preallocate,
+ * the journal's own thread removes the files after journal_trim has returned (the
+ * segments are out of the journal at once), and journal_close those it has not yet.
  *
  * Threads: one thread appends, syncs, trims and closes (the journal thread), and with
- * preallocate one of the journal's own makes segments ahead; journal_read
+ * preallocate one of the journal's own makes segments ahead and removes trimmed ones;
+ * journal_read
  * and the inspection functions may run on other threads concurrently with it, and see
  * records up to the last completed sync. The journal guards the little state they share
  * with a mutex, never held during I/O of the journal thread or during a read callback.

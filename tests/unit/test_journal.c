@@ -1551,6 +1551,52 @@ START_TEST(test_journal_trim_by_bytes)
 }
 END_TEST
 
+/* With preallocate the journal's own thread removes trimmed segments: the journal drops
+ * them at once, their files go without another call, and closing removes what is left. */
+START_TEST(test_journal_trimmed_segments_are_removed_by_the_journals_thread)
+{
+    char dir[PATH_SIZE];
+    char path[PATH_SIZE];
+    make_tmpdir(dir);
+    build_trim_journal(dir);
+    int64_t now = time_for(10);
+    journal_config_t config = {.dir = dir,
+                               .segment_bytes = TRIM_SEGMENT,
+                               .retention_bytes = 3 * TRIM_SEGMENT,
+                               .preallocate = true};
+    journal_t *journal = open_config(&config);
+    ck_assert_uint_eq(journal_trim(journal, now), 2);
+    ck_assert_uint_eq(journal_first_seq(journal), 5);
+    expect_records(journal, 0, 5, 10, (struct collect){0});
+    for (int i = 0; i < 500; i++) {
+        seg_path(path, dir, 3);
+        if (!file_exists(path)) {
+            break;
+        }
+        usleep(10 * 1000);
+    }
+    seg_path(path, dir, 1);
+    ck_assert(!file_exists(path));
+    seg_path(path, dir, 3);
+    ck_assert_msg(!file_exists(path), "segment 3 still there 5 s after the trim");
+    journal_close(journal);
+
+    config.retention_bytes = 1;
+    journal = open_config(&config);
+    ck_assert_uint_eq(journal_trim(journal, now), 2);
+    journal_close(journal);
+    for (uint64_t first = 5; first <= 9; first += 2) {
+        seg_path(path, dir, first);
+        ck_assert_msg(file_exists(path) == (first == 9), "segment %" PRIu64, first);
+    }
+    journal = open_config(&config);
+    ck_assert_uint_eq(journal_first_seq(journal), 9);
+    expect_records(journal, 0, 9, 10, (struct collect){0});
+    journal_close(journal);
+    remove_tree(dir);
+}
+END_TEST
+
 START_TEST(test_journal_trim_by_age)
 {
     char dir[PATH_SIZE];
@@ -1903,6 +1949,7 @@ static Suite *journal_suite(void)
     tcase_set_timeout(retention, 60);
     tcase_add_test(retention, test_journal_trim_by_bytes);
     tcase_add_test(retention, test_journal_trim_by_age);
+    tcase_add_test(retention, test_journal_trimmed_segments_are_removed_by_the_journals_thread);
     tcase_add_test(retention, test_journal_first_seq_zero_when_nothing_retained);
     tcase_add_test(retention, test_journal_read_overtaken_by_trim);
     tcase_add_loop_test(retention, test_journal_concurrent_reader_sees_gapless_prefix, 0, 2);
