@@ -117,8 +117,8 @@ struct journal {
     pthread_mutex_t ahead_lock;
     pthread_cond_t ahead_wanted; /* signalled for a segment to make or to remove */
     enum made_ahead ahead;       /* under ahead_lock */
-    uint64_t *trimmed;           /* first seqs of segments to remove, oldest first; */
-    size_t trimmed_count;        /* under ahead_lock */
+    uint64_t *trimmed;           /* under ahead_lock: the first seqs of the segments */
+    size_t trimmed_count;        /* trimmed and not yet removed, oldest first */
     size_t trimmed_capacity;
     atomic_bool is_maker_stopping; /* set under ahead_lock; also read between chunks */
     atomic_bool is_ahead_ready;    /* ahead == MADE_AHEAD_READY, for a look without the lock */
@@ -607,7 +607,18 @@ static int make_ahead(journal_t *journal)
     return rc;
 }
 
-static void remove_segment_file(journal_t *journal, uint64_t first_seq);
+/* Removes a trimmed segment's file, then makes that durable. */
+static void remove_segment_file(journal_t *journal, uint64_t first_seq)
+{
+    char name[SEGMENT_NAME_SIZE];
+    segment_name(name, first_seq);
+    if (unlinkat(journal->dir_fd, name, 0) != 0 && errno != ENOENT) {
+        log_msg(LOG_LEVEL_WARN, "journal: unlink(%s/%s) failed: %s", journal->dir, name,
+                strerror(errno));
+    } else if (fsync(journal->dir_fd) != 0) {
+        log_msg(LOG_LEVEL_WARN, "journal: fsync(%s) failed: %s", journal->dir, strerror(errno));
+    }
+}
 
 /* Removes the oldest segment waiting for it; called and returns with ahead_lock held. */
 static void remove_one_trimmed(journal_t *journal)
@@ -1431,18 +1442,6 @@ int journal_read(journal_t *journal, uint64_t from_seq, journal_read_fn fn, void
     }
     free(buf);
     return rc;
-}
-
-static void remove_segment_file(journal_t *journal, uint64_t first_seq)
-{
-    char name[SEGMENT_NAME_SIZE];
-    segment_name(name, first_seq);
-    if (unlinkat(journal->dir_fd, name, 0) != 0 && errno != ENOENT) {
-        log_msg(LOG_LEVEL_WARN, "journal: unlink(%s/%s) failed: %s", journal->dir, name,
-                strerror(errno));
-    } else if (fsync(journal->dir_fd) != 0) {
-        log_msg(LOG_LEVEL_WARN, "journal: fsync(%s) failed: %s", journal->dir, strerror(errno));
-    }
 }
 
 size_t journal_trim(journal_t *journal, int64_t now_ms)
