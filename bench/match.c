@@ -24,7 +24,9 @@
  * principals and shared owner sets, made before the build as their sessions would; not
  * their tokens, which the sessions hold); the events matched per second on one core
  * (subs_match_event with the reader check, counting deliveries), the cost per event relative to the
- * smallest size of the same run, the subscriptions added per second while building, and
+ * smallest size of the same run, the subscriptions added per second while building, the
+ * longest any one add took (what a subscription change can hold the service thread, and
+ * with it every delivery, for), and
  * the events/s of one thread per CPU matching at once over the same index (a match writes
  * nothing, so they share it without a lock).
  * Events/s is the median over timed passes of the event pool (for MATCH_SECONDS), so
@@ -129,16 +131,20 @@ static size_t user_in(size_t department)
 
 static sub_t **made;
 static size_t made_count;
+static double longest_add_seconds;
 
 static void add_or_die(subs_t *subs, const char *pattern, const auth_principal_t *owner)
 {
     sub_t *sub;
     struct herr err;
+    double start = now_seconds();
     if (subs_add(subs, pattern, strlen(pattern), EVENT_CHANGE_ALL, owner, NULL, &sub, &err) != 0) {
         fprintf(stderr, "match: %s: %s\n", pattern, err.message);
         exit(1);
     }
     made[made_count++] = sub;
+    double took = now_seconds() - start;
+    longest_add_seconds = took > longest_add_seconds ? took : longest_add_seconds;
 }
 
 static void build(subs_t *subs, struct world *w, size_t n)
@@ -303,8 +309,9 @@ int main(int argc, char **argv)
     threads = threads < 1 ? 1 : threads;
     char parallel_title[32];
     snprintf(parallel_title, sizeof(parallel_title), "events/s x%d", threads);
-    printf("%12s %12s %12s %14s %16s %12s %12s %14s\n", "subs", "bytes/sub", "bytes/owner",
-           "events/s", "deliveries/event", "cost ratio", "adds/s", parallel_title);
+    printf("%12s %12s %12s %14s %16s %12s %12s %14s %14s\n", "subs", "bytes/sub", "bytes/owner",
+           "events/s", "deliveries/event", "cost ratio", "adds/s", "longest add ms",
+           parallel_title);
     double first_cost = 0.0;
     char *sizes = xstrdup(sizes_text);
     for (char *item = strtok(sizes, ","); item != NULL; item = strtok(NULL, ",")) {
@@ -331,6 +338,7 @@ int main(int argc, char **argv)
         }
         size_t rss_before = allocated_bytes();
         made_count = 0;
+        longest_add_seconds = 0.0;
         double build_start = now_seconds();
         build(subs, &w, n);
         double build_seconds = now_seconds() - build_start;
@@ -366,11 +374,11 @@ int main(int argc, char **argv)
             first_cost = cost;
         }
         double together = parallel_rate(subs, pool, threads);
-        printf("%12zu %12.0f %12.0f %14.0f %16.2f %12.2f %12.0f %14.0f\n", n,
+        printf("%12zu %12.0f %12.0f %14.0f %16.2f %12.2f %12.0f %14.2f %14.0f\n", n,
                (double)(rss_after - rss_before) / (double)n,
                (double)(rss_before - owners_before) / (double)w.users, rate,
                (double)deliveries / (double)events, cost / first_cost, (double)n / build_seconds,
-               together);
+               longest_add_seconds * 1e3, together);
         fflush(stdout);
         for (size_t i = 0; i < made_count; i++) {
             subs_remove(subs, made[i]);

@@ -241,14 +241,35 @@ static void table_place(uint64_t *slots, size_t capacity, uint64_t slot, uint64_
     slots[i] = slot;
 }
 
+#define GROW_GROUP 32
+
+/* Doubles the table. Each pattern's text is read again for its hash: in groups, every
+ * record of a group fetched first, then every new home slot, so that the cache misses of
+ * a group overlap (at a million subscriptions the doubling held the service thread 91 ms
+ * when they queued). */
 static void table_grow(patterns_t *t)
 {
     size_t capacity = t->capacity * 2;
     uint64_t *slots = xcalloc(capacity, sizeof(*slots));
-    for (size_t i = 0; i < t->capacity; i++) {
-        if (t->slots[i] != 0) {
-            const struct pattern *p = slot_pattern(t->slots[i]);
-            table_place(slots, capacity, t->slots[i], text_hash(t, p->text, p->len));
+    for (size_t start = 0; start < t->capacity; start += GROW_GROUP) {
+        uint64_t hashes[GROW_GROUP];
+        const uint64_t *group = t->slots + start;
+        for (size_t i = 0; i < GROW_GROUP; i++) {
+            if (group[i] != 0) {
+                __builtin_prefetch(slot_pattern(group[i]));
+            }
+        }
+        for (size_t i = 0; i < GROW_GROUP; i++) {
+            if (group[i] != 0) {
+                const struct pattern *p = slot_pattern(group[i]);
+                hashes[i] = text_hash(t, p->text, p->len);
+                __builtin_prefetch(&slots[hashes[i] & (capacity - 1)]);
+            }
+        }
+        for (size_t i = 0; i < GROW_GROUP; i++) {
+            if (group[i] != 0) {
+                table_place(slots, capacity, group[i], hashes[i]);
+            }
         }
     }
     free(t->slots);

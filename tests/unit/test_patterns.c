@@ -281,6 +281,43 @@ static size_t match_count(subs_t *subs, const char *resource, const char *reader
     return calls;
 }
 
+/* Thousands of literal patterns make the table of patterns double several times (it
+ * starts at 1024 slots): every pattern, and the wildcard ones held under some, is still
+ * found afterwards, exactly once. */
+START_TEST(test_patterns_every_pattern_found_after_the_table_grows)
+{
+    enum { N = 3000 };
+    auth_principal_t *anna = owner_new("anna", NULL, 0);
+    subs_t *subs = subs_new();
+    sub_t **made = calloc(2 * N, sizeof(*made));
+    size_t made_count = 0;
+    char text[64];
+    for (int i = 0; i < N; i++) {
+        snprintf(text, sizeof(text), "/grow/p%d", i);
+        made[made_count++] = add(subs, text, EVENT_CHANGE_ALL, anna);
+        if (i % 7 == 0) {
+            snprintf(text, sizeof(text), "/grow/p%d/*/w", i);
+            made[made_count++] = add(subs, text, EVENT_CHANGE_ALL, anna);
+        }
+    }
+    ck_assert_uint_eq(subs_pattern_count(subs), made_count);
+    for (int i = 0; i < N; i++) {
+        snprintf(text, sizeof(text), "/grow/p%d/x", i);
+        ck_assert_uint_eq(match_count(subs, text, "user:anna"), 1);
+        snprintf(text, sizeof(text), "/grow/p%d/x/w", i);
+        ck_assert_uint_eq(match_count(subs, text, "user:anna"), i % 7 == 0 ? 2 : 1);
+    }
+    ck_assert_uint_eq(match_count(subs, "/grow/q1/x", "user:anna"), 0);
+    for (size_t k = 0; k < made_count; k++) {
+        subs_remove(subs, made[k]);
+    }
+    ck_assert_uint_eq(subs_pattern_count(subs), 0);
+    free(made);
+    subs_free(subs);
+    auth_principal_free(anna);
+}
+END_TEST
+
 /* A literal pattern that also holds wildcard patterns under it, removed in every order:
  * each removal leaves exactly the rest matching and the index empty at the end. */
 START_TEST(test_patterns_prefix_holders_in_every_order)
@@ -510,6 +547,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_patterns_match_brute_force);
     tcase_add_test(tc, test_patterns_prefix_holders_in_every_order);
+    tcase_add_test(tc, test_patterns_every_pattern_found_after_the_table_grows);
     tcase_add_test(tc, test_patterns_filing_across_chunks);
     tcase_add_test(tc, test_patterns_filed_member_reported_once_under_many_readers);
     suite_add_tcase(suite, tc);
