@@ -20,9 +20,10 @@
  * makes segments ahead writes into one (the same records on both).
  *
  * -t K: then fills K whole segments and one more of S-byte records, twice, and times the
- * journal_trim that drops the K (retention 1 byte): on a journal that removes their files
- * itself, and on one that makes segments ahead, whose own thread removes them; and the
- * journal_close after it, which removes what that thread has not yet.
+ * journal_trim that drops all but the current one (retention 1 byte; with segments made
+ * ahead the first, not made ahead, ends early, so there is one more): on a journal that
+ * removes their files itself, and on one that makes segments ahead, whose own thread
+ * removes them; and the journal_close after it, which removes what that thread has not.
  */
 
 #include <dirent.h>
