@@ -260,7 +260,7 @@ void dispatch_webhook_positions(dispatch_t *dispatch, const webhook_result_t *re
         sub_t *sub = subs_find(dispatch->subs, position->subscription_id);
         if (sub != NULL && sub->kind == SUB_WEBHOOK && position->seq > sub->rest->cursor) {
             sub->rest->cursor = position->seq;
-            sub->rest->is_cursor_dirty = true;
+            subs_cursor_moved(dispatch->subs, sub);
         }
     }
 }
@@ -299,14 +299,13 @@ static void add_user_cursor(const char *user, uint64_t seq, void *ctx)
 static void cursors_flush(dispatch_t *dispatch, bool sync)
 {
     struct cursor_batch batch = {0};
-    for (sub_t *sub = subs_first_persistent(dispatch->subs); sub != NULL;
-         sub = subs_next_persistent(sub)) {
-        if (sub->rest->is_cursor_dirty) {
-            /* Clean from here on; made dirty again below if the store refuses. */
-            sub->rest->is_cursor_dirty = false;
-            batch_add(&batch, NULL, xstrdup(SUBS_ID_TEXT(sub)), sub->rest->cursor);
-        }
+    size_t moved_count;
+    sub_t **moved = subs_take_moved_cursors(dispatch->subs, &moved_count);
+    for (size_t i = 0; i < moved_count; i++) {
+        /* Marked again below if the store refuses. */
+        batch_add(&batch, NULL, xstrdup(SUBS_ID_TEXT(moved[i])), moved[i]->rest->cursor);
     }
+    free(moved);
     size_t sub_cursors = batch.count; /* the batch starts with them */
     ws_cursors_take_dirty(dispatch->ws, add_user_cursor, &batch);
     if (batch.count > 0) {
@@ -325,7 +324,7 @@ static void cursors_flush(dispatch_t *dispatch, bool sync)
             for (size_t i = 0; i < sub_cursors; i++) {
                 sub_t *sub = subs_find(dispatch->subs, batch.items[i].key);
                 if (sub != NULL) {
-                    sub->rest->is_cursor_dirty = true;
+                    subs_cursor_moved(dispatch->subs, sub);
                 }
             }
         }
@@ -623,9 +622,11 @@ void dispatch_sweep(dispatch_t *dispatch, int64_t now, int64_t reauthorization_l
     dispatch_mark(dispatch);
     cursors_flush(dispatch, false);
 
-    sub_t *next;
-    for (sub_t *sub = subs_first_persistent(dispatch->subs); sub != NULL; sub = next) {
-        next = subs_next_persistent(sub);
+    /* Only those whose expiration or notice is due: subs keeps them by expiration. */
+    size_t due_count;
+    sub_t **due = subs_expiring_by(dispatch->subs, now + reauthorization_lead, &due_count);
+    for (size_t i = 0; i < due_count; i++) {
+        sub_t *sub = due[i];
         if (now >= subs_expires_at(sub)) {
             log_msg(LOG_LEVEL_INFO, "dispatch: subscription %s of %s expired", SUBS_ID_TEXT(sub),
                     sub->owner->user);
@@ -637,4 +638,5 @@ void dispatch_sweep(dispatch_t *dispatch, int64_t now, int64_t reauthorization_l
             dispatch_lifecycle(dispatch, sub, "reauthorizationRequired");
         }
     }
+    free(due);
 }

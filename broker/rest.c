@@ -484,7 +484,7 @@ static int finish_change(rest_request_t *req)
             change->new_url = NULL;
         }
         if (change->has_expiration) {
-            subs_set_expiration(sub, change->expires_at);
+            subs_set_expiration(rest->subs, sub, change->expires_at);
         }
         auth_principal_t *owner = auth_principal_dup(req->principal);
         subs_set_owner(rest->subs, sub, &owner);
@@ -493,7 +493,7 @@ static int finish_change(rest_request_t *req)
                 free(sub->rest->notification_url);
                 sub->rest->notification_url = old_url;
             }
-            subs_set_expiration(sub, old_expires_at);
+            subs_set_expiration(rest->subs, sub, old_expires_at);
             sub->rest->is_reauthorization_sent = old_reauthorization_sent;
             subs_set_owner(rest->subs, sub, &old_owner);
             return respond_error(req, err.code, err.message);

@@ -40,6 +40,10 @@ struct subs {
     struct id_table by_id;
     sub_t *persistent_head;
     sub_t *persistent_tail;
+    sub_t **by_expiry; /* a binary min-heap of persistent subscriptions by expires_at */
+    size_t expiry_count;
+    size_t expiry_capacity;
+    sub_t *moved_head; /* persistent subscriptions whose cursor moved, newest first */
     uint64_t next_created_order;
 };
 
@@ -178,6 +182,7 @@ void subs_free(subs_t *subs)
         subs->blocks = next;
     }
     free(subs->by_id.slots);
+    free(subs->by_expiry);
     free(subs);
 }
 
@@ -315,6 +320,159 @@ void subs_rest_clear(sub_rest_t *rest)
     memset(rest, 0, sizeof(*rest));
 }
 
+/* ---- persistent subscriptions by expiration, and those whose cursor moved ---- */
+
+static void expiry_put(subs_t *subs, size_t slot, sub_t *sub)
+{
+    subs->by_expiry[slot] = sub;
+    sub->rest->expiry_slot = slot;
+}
+
+static void expiry_up(subs_t *subs, size_t slot)
+{
+    sub_t *sub = subs->by_expiry[slot];
+    while (slot > 0) {
+        size_t parent = (slot - 1) / 2;
+        if (subs->by_expiry[parent]->rest->expires_at <= sub->rest->expires_at) {
+            break;
+        }
+        expiry_put(subs, slot, subs->by_expiry[parent]);
+        slot = parent;
+    }
+    expiry_put(subs, slot, sub);
+}
+
+static void expiry_down(subs_t *subs, size_t slot)
+{
+    sub_t *sub = subs->by_expiry[slot];
+    for (;;) {
+        size_t child = 2 * slot + 1;
+        if (child >= subs->expiry_count) {
+            break;
+        }
+        if (child + 1 < subs->expiry_count && subs->by_expiry[child + 1]->rest->expires_at <
+                                                  subs->by_expiry[child]->rest->expires_at) {
+            child++;
+        }
+        if (subs->by_expiry[child]->rest->expires_at >= sub->rest->expires_at) {
+            break;
+        }
+        expiry_put(subs, slot, subs->by_expiry[child]);
+        slot = child;
+    }
+    expiry_put(subs, slot, sub);
+}
+
+static void expiry_insert(subs_t *subs, sub_t *sub)
+{
+    if (subs->expiry_count == subs->expiry_capacity) {
+        subs->expiry_capacity = subs->expiry_capacity == 0 ? 64 : subs->expiry_capacity * 2;
+        subs->by_expiry = xrealloc(subs->by_expiry, subs->expiry_capacity * sizeof(sub_t *));
+    }
+    expiry_put(subs, subs->expiry_count++, sub);
+    expiry_up(subs, subs->expiry_count - 1);
+}
+
+static void expiry_delete(subs_t *subs, sub_t *sub)
+{
+    size_t slot = sub->rest->expiry_slot;
+    assert(subs->by_expiry[slot] == sub);
+    sub_t *last = subs->by_expiry[--subs->expiry_count];
+    if (slot < subs->expiry_count) {
+        expiry_put(subs, slot, last);
+        expiry_up(subs, slot);
+        expiry_down(subs, last->rest->expiry_slot);
+    }
+}
+
+static int compare_created_order(const void *a, const void *b)
+{
+    uint64_t x = (*(sub_t *const *)a)->rest->created_order;
+    uint64_t y = (*(sub_t *const *)b)->rest->created_order;
+    return x < y ? -1 : x > y;
+}
+
+sub_t **subs_expiring_by(subs_t *subs, int64_t bound, size_t *count)
+{
+    /* Every slot whose expiration is due, found from the root down: a slot that is not
+     * due has no child that is. */
+    size_t found = 0;
+    size_t capacity = 16;
+    sub_t **out = xmalloc(capacity * sizeof(*out));
+    size_t *stack = xmalloc((subs->expiry_count + 1) * sizeof(*stack));
+    size_t depth = 0;
+    if (subs->expiry_count > 0) {
+        stack[depth++] = 0;
+    }
+    while (depth > 0) {
+        size_t slot = stack[--depth];
+        sub_t *sub = subs->by_expiry[slot];
+        if (sub->rest->expires_at > bound) {
+            continue;
+        }
+        if (found == capacity) {
+            capacity *= 2;
+            out = xrealloc(out, capacity * sizeof(*out));
+        }
+        out[found++] = sub;
+        for (size_t child = 2 * slot + 1; child <= 2 * slot + 2; child++) {
+            if (child < subs->expiry_count) {
+                stack[depth++] = child;
+            }
+        }
+    }
+    free(stack);
+    qsort(out, found, sizeof(*out), compare_created_order);
+    *count = found;
+    return out;
+}
+
+static void moved_unlink(subs_t *subs, sub_t *sub)
+{
+    sub_rest_t *rest = sub->rest;
+    if (rest->prev_moved != NULL) {
+        rest->prev_moved->rest->next_moved = rest->next_moved;
+    } else {
+        subs->moved_head = rest->next_moved;
+    }
+    if (rest->next_moved != NULL) {
+        rest->next_moved->rest->prev_moved = rest->prev_moved;
+    }
+    rest->prev_moved = NULL;
+    rest->next_moved = NULL;
+    rest->is_cursor_dirty = false;
+}
+
+void subs_cursor_moved(subs_t *subs, sub_t *sub)
+{
+    sub_rest_t *rest = sub->rest;
+    if (rest->is_cursor_dirty) {
+        return;
+    }
+    rest->is_cursor_dirty = true;
+    rest->prev_moved = NULL;
+    rest->next_moved = subs->moved_head;
+    if (subs->moved_head != NULL) {
+        subs->moved_head->rest->prev_moved = sub;
+    }
+    subs->moved_head = sub;
+}
+
+sub_t **subs_take_moved_cursors(subs_t *subs, size_t *count)
+{
+    size_t found = 0;
+    for (sub_t *sub = subs->moved_head; sub != NULL; sub = sub->rest->next_moved) {
+        found++;
+    }
+    sub_t **out = xmalloc((found > 0 ? found : 1) * sizeof(*out));
+    for (size_t i = 0; i < found; i++) {
+        out[i] = subs->moved_head;
+        moved_unlink(subs, subs->moved_head);
+    }
+    *count = found;
+    return out;
+}
+
 static int add_persistent(subs_t *subs, const uint8_t *id, uint64_t created_order, sub_kind_t kind,
                           const char *resource, size_t len, unsigned change_mask,
                           auth_principal_t **owner, sub_rest_t *rest, int64_t expires_at,
@@ -332,6 +490,9 @@ static int add_persistent(subs_t *subs, const uint8_t *id, uint64_t created_orde
     *sub->rest = *rest;
     memset(rest, 0, sizeof(*rest));
     sub->rest->expires_at = expires_at;
+    sub->rest->is_cursor_dirty = false; /* on the list of moved cursors only through subs */
+    sub->rest->prev_moved = NULL;
+    sub->rest->next_moved = NULL;
     if (created_order == 0) {
         created_order = subs->next_created_order;
     }
@@ -359,6 +520,7 @@ static int add_persistent(subs_t *subs, const uint8_t *id, uint64_t created_orde
         subs->persistent_head = sub;
     }
     table_insert(&subs->by_id, sub);
+    expiry_insert(subs, sub);
     return 0;
 }
 
@@ -509,6 +671,10 @@ void subs_remove(subs_t *subs, sub_t *sub)
     subs->count--;
     if (sub->kind != SUB_CONNECTION) {
         table_remove(&subs->by_id, sub);
+        expiry_delete(subs, sub);
+        if (sub->rest->is_cursor_dirty) {
+            moved_unlink(subs, sub);
+        }
         if (sub->rest->prev_persistent != NULL) {
             sub->rest->prev_persistent->rest->next_persistent = sub->rest->next_persistent;
         } else {
@@ -574,10 +740,12 @@ size_t subs_count_owned(subs_t *subs, const char *user)
     return count;
 }
 
-void subs_set_expiration(sub_t *sub, int64_t expires_at)
+void subs_set_expiration(subs_t *subs, sub_t *sub, int64_t expires_at)
 {
     sub->rest->expires_at = expires_at;
     sub->rest->is_reauthorization_sent = false;
+    expiry_up(subs, sub->rest->expiry_slot);
+    expiry_down(subs, sub->rest->expiry_slot);
 }
 
 void subs_format_expiration(const sub_t *sub, char *out)

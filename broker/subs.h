@@ -72,9 +72,12 @@ typedef struct sub_rest {
     bool is_reauthorization_sent; /* for the current expiration */
     struct sub *prev_persistent;  /* creation-order list of persistent subscriptions */
     struct sub *next_persistent;
+    size_t expiry_slot; /* its place in subs' heap by expiration */
     /* Webhook delivery position (dispatch.c): the store's cursor for this subscription. */
-    uint64_t cursor;      /* every item up to this seq was delivered */
-    bool is_cursor_dirty; /* moved since it was last stored */
+    uint64_t cursor;        /* every item up to this seq was delivered */
+    bool is_cursor_dirty;   /* moved since it was last stored (subs_cursor_moved) */
+    struct sub *prev_moved; /* the list of those, while is_cursor_dirty */
+    struct sub *next_moved;
     bool is_replaying;    /* catching up from the store: live items are not sent */
     uint64_t replay_upto; /* live items up to this seq were sent from the store */
 } sub_rest_t;
@@ -164,7 +167,20 @@ char *subs_expand_resource(const char *resource, const char *user, bool add_lead
 
 /* Sets a persistent subscription's new expiration and re-arms the reauthorization
  * notice. */
-void subs_set_expiration(sub_t *sub, int64_t expires_at);
+void subs_set_expiration(subs_t *subs, sub_t *sub, int64_t expires_at);
+
+/* The persistent subscriptions that expire at or before bound, in creation order, in a
+ * new array (caller frees) of *count. Subs keeps them in a heap by expiration, so this
+ * costs what it finds, not what is held: the once-a-second sweep asks for those whose
+ * expiration or reauthorization notice is due. */
+sub_t **subs_expiring_by(subs_t *subs, int64_t bound, size_t *count);
+
+/* Notes that a persistent subscription's cursor moved since it was last stored. */
+void subs_cursor_moved(subs_t *subs, sub_t *sub);
+
+/* The persistent subscriptions whose cursor moved, in a new array (caller frees) of
+ * *count; their marks are cleared. */
+sub_t **subs_take_moved_cursors(subs_t *subs, size_t *count);
 
 /* Writes the expiration in Graph's format ("2026-11-27T10:00:00.0000000Z") into out
  * (SUBS_EXPIRATION_BYTES + 1 bytes). Formatted when asked rather than kept in every

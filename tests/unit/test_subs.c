@@ -1072,6 +1072,105 @@ START_TEST(test_subs_group_match_stops_when_asked)
 }
 END_TEST
 
+/* ---- persistent subscriptions by expiration, and moved cursors ---- */
+
+static sub_t *add_webhook(subs_t *subs, int64_t expires_at)
+{
+    auth_principal_t *owner = principal("anna", "bau");
+    sub_rest_t rest;
+    memset(&rest, 0, sizeof(rest));
+    rest.notification_url = strdup("https://svc.example/hook");
+    rest.resource_given = strdup("/dms/a");
+    sub_t *sub = NULL;
+    struct herr err;
+    ck_assert_int_eq(subs_add_persistent(subs, SUB_WEBHOOK, "/dms/a", 6, EVENT_CHANGE_ALL, &owner,
+                                         &rest, expires_at, &sub, &err),
+                     0);
+    return sub;
+}
+
+/* subs_expiring_by against a walk of every persistent subscription, in creation order. */
+static void expect_expiring(subs_t *subs, int64_t bound)
+{
+    size_t count;
+    sub_t **due = subs_expiring_by(subs, bound, &count);
+    size_t k = 0;
+    for (sub_t *sub = subs_first_persistent(subs); sub != NULL; sub = subs_next_persistent(sub)) {
+        if (subs_expires_at(sub) <= bound) {
+            ck_assert_msg(k < count && due[k] == sub, "bound %lld: expiring subscription %zu",
+                          (long long)bound, k);
+            k++;
+        }
+    }
+    ck_assert_uint_eq(count, k);
+    free(due);
+}
+
+START_TEST(test_subs_expiring_by_finds_exactly_the_due_ones)
+{
+    /* Adds, renewals (earlier and later) and removals in random order; after each step the
+     * heap answers as a walk of them all would. */
+    subs_t *subs = subs_new();
+    enum { N = 400 };
+    sub_t *live[N];
+    size_t live_count = 0;
+    uint64_t state = 20261127;
+    for (int step = 0; step < 3000; step++) {
+        state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+        uint32_t roll = (uint32_t)(state >> 33);
+        int64_t at = 1000 + (int64_t)(roll % 500);
+        if (live_count < N && (live_count == 0 || roll % 3 == 0)) {
+            live[live_count++] = add_webhook(subs, at);
+        } else if (roll % 3 == 1) {
+            subs_set_expiration(subs, live[roll % live_count], at);
+        } else {
+            size_t k = roll % live_count;
+            subs_remove(subs, live[k]);
+            live[k] = live[--live_count];
+        }
+        if (step % 50 == 0) {
+            expect_expiring(subs, 999);
+            expect_expiring(subs, 1000 + (int64_t)(roll % 520));
+            expect_expiring(subs, 2000);
+        }
+    }
+    ck_assert_uint_gt(live_count, 10);
+    subs_free(subs);
+}
+END_TEST
+
+START_TEST(test_subs_moved_cursors_are_taken_once)
+{
+    subs_t *subs = subs_new();
+    sub_t *a = add_webhook(subs, 5000);
+    sub_t *b = add_webhook(subs, 5000);
+    sub_t *c = add_webhook(subs, 5000);
+    size_t count;
+    sub_t **moved = subs_take_moved_cursors(subs, &count);
+    ck_assert_uint_eq(count, 0);
+    free(moved);
+    subs_cursor_moved(subs, a);
+    subs_cursor_moved(subs, b);
+    subs_cursor_moved(subs, a); /* once is enough */
+    subs_cursor_moved(subs, c);
+    subs_remove(subs, b); /* a removed subscription leaves the list */
+    moved = subs_take_moved_cursors(subs, &count);
+    ck_assert_uint_eq(count, 2);
+    ck_assert((moved[0] == a && moved[1] == c) || (moved[0] == c && moved[1] == a));
+    ck_assert(!a->rest->is_cursor_dirty && !c->rest->is_cursor_dirty);
+    free(moved);
+    moved = subs_take_moved_cursors(subs, &count);
+    ck_assert_uint_eq(count, 0);
+    free(moved);
+    subs_cursor_moved(subs, c); /* and can be marked again */
+    moved = subs_take_moved_cursors(subs, &count);
+    ck_assert_uint_eq(count, 1);
+    ck_assert_ptr_eq(moved[0], c);
+    free(moved);
+    subs_free(subs);
+}
+END_TEST
+
 int main(void)
 {
     Suite *suite = suite_create("subs");
@@ -1086,6 +1185,8 @@ int main(void)
     tcase_add_test(tc, test_subs_group_lists_survive_colliding_principals);
     tcase_add_test(tc, test_subs_group_random_changes_match_oracle);
     tcase_add_test(tc, test_subs_group_match_stops_when_asked);
+    tcase_add_test(tc, test_subs_expiring_by_finds_exactly_the_due_ones);
+    tcase_add_test(tc, test_subs_moved_cursors_are_taken_once);
     suite_add_tcase(suite, tc);
     return unit_run(suite);
 }
