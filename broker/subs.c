@@ -395,11 +395,12 @@ static int compare_created_order(const void *a, const void *b)
 sub_t **subs_expiring_by(subs_t *subs, int64_t bound, size_t *count)
 {
     /* Every slot whose expiration is due, found from the root down: a slot that is not
-     * due has no child that is. */
+     * due has no child that is. The slots to look at are each a child of one found, so
+     * the stack holds at most two per subscription found, plus the root. */
     size_t found = 0;
     size_t capacity = 16;
     sub_t **out = xmalloc(capacity * sizeof(*out));
-    size_t *stack = xmalloc((subs->expiry_count + 1) * sizeof(*stack));
+    size_t *stack = xmalloc((2 * capacity + 1) * sizeof(*stack));
     size_t depth = 0;
     if (subs->expiry_count > 0) {
         stack[depth++] = 0;
@@ -413,6 +414,7 @@ sub_t **subs_expiring_by(subs_t *subs, int64_t bound, size_t *count)
         if (found == capacity) {
             capacity *= 2;
             out = xrealloc(out, capacity * sizeof(*out));
+            stack = xrealloc(stack, (2 * capacity + 1) * sizeof(*stack));
         }
         out[found++] = sub;
         for (size_t child = 2 * slot + 1; child <= 2 * slot + 2; child++) {
