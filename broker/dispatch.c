@@ -502,9 +502,9 @@ static bool serve_session(dispatch_t *dispatch, ws_session_t *session)
     }
     const char *user = ws_session_principal(session)->user;
     size_t count = 0;
-    for (sub_t *sub = subs_first_persistent(dispatch->subs); sub != NULL;
-         sub = subs_next_persistent(sub)) {
-        if (sub->kind == SUB_WEBSOCKET && strcmp(sub->owner->user, user) == 0) {
+    for (sub_t *sub = subs_first_owned(dispatch->subs, user); sub != NULL;
+         sub = subs_next_owned(sub)) {
+        if (sub->kind == SUB_WEBSOCKET) {
             if (count == dispatch->user_subs_capacity) {
                 dispatch->user_subs_capacity = count == 0 ? 16 : count * 2;
                 dispatch->user_subs =

@@ -431,10 +431,9 @@ static int continue_change(rest_request_t *req)
 static const sub_t *find_identical(rest_t *rest, const char *user, const char *resource,
                                    unsigned mask, const char *url)
 {
-    for (const sub_t *s = subs_first_persistent(rest->subs); s != NULL;
-         s = subs_next_persistent(s)) {
-        if (strcmp(s->owner->user, user) == 0 && strcmp(subs_resource(s), resource) == 0 &&
-            s->change_mask == mask && strcmp(s->rest->notification_url, url) == 0) {
+    for (const sub_t *s = subs_first_owned(rest->subs, user); s != NULL; s = subs_next_owned(s)) {
+        if (strcmp(subs_resource(s), resource) == 0 && s->change_mask == mask &&
+            strcmp(s->rest->notification_url, url) == 0) {
             return s;
         }
     }
@@ -849,9 +848,9 @@ static int handle_list(rest_request_t *req)
     json_t *value = json_array();
     const sub_t *last = NULL;
     bool has_more = false;
-    for (const sub_t *s = subs_first_persistent(rest->subs); s != NULL;
-         s = subs_next_persistent(s)) {
-        if (s->rest->created_order <= after || strcmp(s->owner->user, req->principal->user) != 0) {
+    for (const sub_t *s = subs_first_owned(rest->subs, req->principal->user); s != NULL;
+         s = subs_next_owned(s)) {
+        if (s->rest->created_order <= after) {
             continue;
         }
         if ((long)json_array_size(value) == top) {

@@ -3,6 +3,7 @@
 #include <assert.h>
 #include <jansson.h>
 #include <openssl/rand.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,7 +44,10 @@ struct subs {
     sub_t **by_expiry; /* a binary min-heap of persistent subscriptions by expires_at */
     size_t expiry_count;
     size_t expiry_capacity;
-    sub_t *moved_head; /* persistent subscriptions whose cursor moved, newest first */
+    sub_t *moved_head;    /* persistent subscriptions whose cursor moved, newest first */
+    struct owned **owned; /* persistent subscriptions by user: chained, a power of two */
+    size_t owned_capacity;
+    size_t owned_users;
     uint64_t next_created_order;
 };
 
@@ -183,6 +187,7 @@ void subs_free(subs_t *subs)
     }
     free(subs->by_id.slots);
     free(subs->by_expiry);
+    free(subs->owned); /* every list went with its last subscription */
     free(subs);
 }
 
@@ -318,6 +323,167 @@ void subs_rest_clear(sub_rest_t *rest)
     free(rest->encryption_certificate);
     free(rest->encryption_certificate_id);
     memset(rest, 0, sizeof(*rest));
+}
+
+/* ---- lists of persistent subscriptions in creation order ---- */
+
+/* A list: its ends, and which links of sub_rest_t it runs through. */
+struct ordered {
+    sub_t **head;
+    sub_t **tail;
+    size_t link; /* offsetof(sub_rest_t, ...) */
+};
+
+static sub_link_t *link_of(const struct ordered *list, const sub_t *sub)
+{
+    return (sub_link_t *)((char *)sub->rest + list->link);
+}
+
+/* Inserts sub where its creation order puts it: restored ones may come in any order, new
+ * ones go to the tail (the walk back from the tail stops at once). */
+static void ordered_insert(const struct ordered *list, sub_t *sub)
+{
+    sub_t *after = *list->tail;
+    while (after != NULL && after->rest->created_order > sub->rest->created_order) {
+        after = link_of(list, after)->prev;
+    }
+    sub_link_t *link = link_of(list, sub);
+    link->prev = after;
+    link->next = after != NULL ? link_of(list, after)->next : *list->head;
+    if (link->next != NULL) {
+        link_of(list, link->next)->prev = sub;
+    } else {
+        *list->tail = sub;
+    }
+    if (after != NULL) {
+        link_of(list, after)->next = sub;
+    } else {
+        *list->head = sub;
+    }
+}
+
+static void ordered_unlink(const struct ordered *list, sub_t *sub)
+{
+    sub_link_t *link = link_of(list, sub);
+    if (link->prev != NULL) {
+        link_of(list, link->prev)->next = link->next;
+    } else {
+        *list->head = link->next;
+    }
+    if (link->next != NULL) {
+        link_of(list, link->next)->prev = link->prev;
+    } else {
+        *list->tail = link->prev;
+    }
+}
+
+static struct ordered all_list(subs_t *subs)
+{
+    return (struct ordered){&subs->persistent_head, &subs->persistent_tail,
+                            offsetof(sub_rest_t, all)};
+}
+
+/* ---- persistent subscriptions by user ---- */
+
+struct owned {
+    struct owned *next; /* hash chain */
+    uint64_t hash;
+    char *user;
+    sub_t *head; /* creation order */
+    sub_t *tail;
+    size_t count;
+};
+
+static struct owned *owned_find(const subs_t *subs, const char *user, uint64_t hash)
+{
+    if (subs->owned_capacity == 0) {
+        return NULL;
+    }
+    struct owned *o = subs->owned[hash & (subs->owned_capacity - 1)];
+    while (o != NULL && (o->hash != hash || strcmp(o->user, user) != 0)) {
+        o = o->next;
+    }
+    return o;
+}
+
+static struct owned *owned_get(subs_t *subs, const char *user)
+{
+    uint64_t hash = hash_fnv1a_cstr(user);
+    struct owned *o = owned_find(subs, user, hash);
+    if (o != NULL) {
+        return o;
+    }
+    if (subs->owned_users >= subs->owned_capacity) {
+        size_t capacity = subs->owned_capacity == 0 ? 64 : subs->owned_capacity * 2;
+        struct owned **buckets = xcalloc(capacity, sizeof(*buckets));
+        for (size_t b = 0; b < subs->owned_capacity; b++) {
+            while (subs->owned[b] != NULL) {
+                struct owned *moving = subs->owned[b];
+                subs->owned[b] = moving->next;
+                moving->next = buckets[moving->hash & (capacity - 1)];
+                buckets[moving->hash & (capacity - 1)] = moving;
+            }
+        }
+        free(subs->owned);
+        subs->owned = buckets;
+        subs->owned_capacity = capacity;
+    }
+    o = xcalloc(1, sizeof(*o));
+    o->hash = hash;
+    o->user = xstrdup(user);
+    o->next = subs->owned[hash & (subs->owned_capacity - 1)];
+    subs->owned[hash & (subs->owned_capacity - 1)] = o;
+    subs->owned_users++;
+    return o;
+}
+
+static struct ordered mine_list(struct owned *o)
+{
+    return (struct ordered){&o->head, &o->tail, offsetof(sub_rest_t, mine)};
+}
+
+static void owned_link(subs_t *subs, sub_t *sub)
+{
+    struct owned *o = owned_get(subs, sub->owner->user);
+    sub->rest->owned = o;
+    struct ordered mine = mine_list(o);
+    ordered_insert(&mine, sub);
+    o->count++;
+}
+
+static void owned_unlink(subs_t *subs, sub_t *sub)
+{
+    struct owned *o = sub->rest->owned;
+    struct ordered mine = mine_list(o);
+    ordered_unlink(&mine, sub);
+    if (--o->count > 0) {
+        return;
+    }
+    struct owned **at = &subs->owned[o->hash & (subs->owned_capacity - 1)];
+    while (*at != o) {
+        at = &(*at)->next;
+    }
+    *at = o->next;
+    subs->owned_users--;
+    free(o->user);
+    free(o);
+}
+
+size_t subs_count_owned(subs_t *subs, const char *user)
+{
+    const struct owned *o = owned_find(subs, user, hash_fnv1a_cstr(user));
+    return o != NULL ? o->count : 0;
+}
+
+sub_t *subs_first_owned(subs_t *subs, const char *user)
+{
+    const struct owned *o = owned_find(subs, user, hash_fnv1a_cstr(user));
+    return o != NULL ? o->head : NULL;
+}
+
+sub_t *subs_next_owned(const sub_t *sub)
+{
+    return sub->rest->mine.next;
 }
 
 /* ---- persistent subscriptions by expiration, and those whose cursor moved ---- */
@@ -502,27 +668,12 @@ static int add_persistent(subs_t *subs, const uint8_t *id, uint64_t created_orde
     if (created_order >= subs->next_created_order) {
         subs->next_created_order = created_order + 1;
     }
-    /* The list stays in creation order, which paging relies on; restored records may come
-     * in any order, new ones go to the tail. */
-    sub_t *after = subs->persistent_tail;
-    while (after != NULL && after->rest->created_order > created_order) {
-        after = after->rest->prev_persistent;
-    }
-    sub->rest->prev_persistent = after;
-    sub->rest->next_persistent =
-        after != NULL ? after->rest->next_persistent : subs->persistent_head;
-    if (sub->rest->next_persistent != NULL) {
-        sub->rest->next_persistent->rest->prev_persistent = sub;
-    } else {
-        subs->persistent_tail = sub;
-    }
-    if (after != NULL) {
-        after->rest->next_persistent = sub;
-    } else {
-        subs->persistent_head = sub;
-    }
+    /* The list stays in creation order, which paging relies on. */
+    struct ordered all = all_list(subs);
+    ordered_insert(&all, sub);
     table_insert(&subs->by_id, sub);
     expiry_insert(subs, sub);
+    owned_link(subs, sub);
     return 0;
 }
 
@@ -674,19 +825,12 @@ void subs_remove(subs_t *subs, sub_t *sub)
     if (sub->kind != SUB_CONNECTION) {
         table_remove(&subs->by_id, sub);
         expiry_delete(subs, sub);
+        owned_unlink(subs, sub);
         if (sub->rest->is_cursor_dirty) {
             moved_unlink(subs, sub);
         }
-        if (sub->rest->prev_persistent != NULL) {
-            sub->rest->prev_persistent->rest->next_persistent = sub->rest->next_persistent;
-        } else {
-            subs->persistent_head = sub->rest->next_persistent;
-        }
-        if (sub->rest->next_persistent != NULL) {
-            sub->rest->next_persistent->rest->prev_persistent = sub->rest->prev_persistent;
-        } else {
-            subs->persistent_tail = sub->rest->prev_persistent;
-        }
+        struct ordered all = all_list(subs);
+        ordered_unlink(&all, sub);
         auth_principal_free((auth_principal_t *)sub->owner);
         subs_rest_clear(sub->rest);
         free(sub->rest);
@@ -730,16 +874,7 @@ sub_t *subs_first_persistent(subs_t *subs)
 
 sub_t *subs_next_persistent(const sub_t *sub)
 {
-    return sub->rest->next_persistent;
-}
-
-size_t subs_count_owned(subs_t *subs, const char *user)
-{
-    size_t count = 0;
-    for (const sub_t *sub = subs->persistent_head; sub != NULL; sub = sub->rest->next_persistent) {
-        count += strcmp(sub->owner->user, user) == 0;
-    }
-    return count;
+    return sub->rest->all.next;
 }
 
 void subs_set_expiration(subs_t *subs, sub_t *sub, int64_t expires_at)
@@ -775,7 +910,14 @@ void subs_set_owner(subs_t *subs, sub_t *sub, auth_principal_t **owner)
 {
     assert(sub->kind != SUB_CONNECTION);
     auth_principal_t *old = (auth_principal_t *)sub->owner;
+    bool is_other_user = strcmp(old->user, (*owner)->user) != 0;
+    if (is_other_user) {
+        owned_unlink(subs, sub);
+    }
     change_owner(subs, sub, *owner);
+    if (is_other_user) {
+        owned_link(subs, sub);
+    }
     *owner = NULL;
     auth_principal_free(old);
 }

@@ -56,6 +56,12 @@ typedef enum sub_kind {
 
 /* What REST stores about a persistent subscription, beyond the matching fields. Strings
  * are owned by the record. */
+/* Links of a list of persistent subscriptions in creation order. */
+typedef struct sub_link {
+    struct sub *prev;
+    struct sub *next;
+} sub_link_t;
+
 typedef struct sub_rest {
     char *resource_given;         /* resource as the client wrote it */
     char *notification_url;       /* "websocket:" or the webhook URL */
@@ -70,9 +76,10 @@ typedef struct sub_rest {
     unsigned char secret[32];     /* webhook signing key */
     uint64_t created_order;       /* position in creation order, for paging */
     bool is_reauthorization_sent; /* for the current expiration */
-    struct sub *prev_persistent;  /* creation-order list of persistent subscriptions */
-    struct sub *next_persistent;
-    size_t expiry_slot; /* its place in subs' heap by expiration */
+    sub_link_t all;               /* every persistent subscription, in creation order */
+    size_t expiry_slot;           /* its place in subs' heap by expiration */
+    struct owned *owned;          /* its owner's persistent subscriptions */
+    sub_link_t mine;              /* among them, in creation order */
     /* Webhook delivery position (dispatch.c): the store's cursor for this subscription. */
     uint64_t cursor;        /* every item up to this seq was delivered */
     bool is_cursor_dirty;   /* moved since it was last stored (subs_cursor_moved) */
@@ -145,8 +152,12 @@ int64_t subs_expires_at(const sub_t *sub);
 sub_t *subs_first_persistent(subs_t *subs);
 sub_t *subs_next_persistent(const sub_t *sub);
 
-/* The number of persistent subscriptions owned by user. */
+/* The number of persistent subscriptions owned by user, and the first of them and the
+ * next in creation order (NULL at the end): subs keeps them by user, so these cost what
+ * the user holds, not what everyone does. */
 size_t subs_count_owned(subs_t *subs, const char *user);
+sub_t *subs_first_owned(subs_t *subs, const char *user);
+sub_t *subs_next_owned(const sub_t *sub);
 
 /* The persistent subscription as a JSON document for the store (store.h), secret
  * included. Caller frees the result. */

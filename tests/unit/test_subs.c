@@ -265,6 +265,13 @@ START_TEST(test_subs_persistent_round_trip_keeps_everything_and_creation_order)
         ck_assert_str_eq(SUBS_ID_TEXT(s), ids[i]);
     }
     ck_assert_int_eq(i, 3);
+    /* And so does anna's own list. */
+    i = 0;
+    for (sub_t *s = subs_first_owned(subs, "anna"); s != NULL; s = subs_next_owned(s), i++) {
+        ck_assert_str_eq(SUBS_ID_TEXT(s), ids[i]);
+    }
+    ck_assert_int_eq(i, 3);
+    ck_assert_uint_eq(subs_count_owned(subs, "anna"), 3);
     /* A new subscription after a restore comes after the restored ones. */
     auth_principal_t *owner = principal("anna", NULL);
     sub_rest_t rest;
@@ -1074,9 +1081,9 @@ END_TEST
 
 /* ---- persistent subscriptions by expiration, and moved cursors ---- */
 
-static sub_t *add_webhook(subs_t *subs, int64_t expires_at)
+static sub_t *add_webhook(subs_t *subs, const char *user, int64_t expires_at)
 {
-    auth_principal_t *owner = principal("anna", "bau");
+    auth_principal_t *owner = principal(user, "bau");
     sub_rest_t rest;
     memset(&rest, 0, sizeof(rest));
     rest.notification_url = strdup("https://svc.example/hook");
@@ -1087,6 +1094,13 @@ static sub_t *add_webhook(subs_t *subs, int64_t expires_at)
                                          &rest, expires_at, &sub, &err),
                      0);
     return sub;
+}
+
+/* The test's own random numbers, the same on every run. */
+static uint32_t next_roll(uint64_t *state)
+{
+    *state = *state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (uint32_t)(*state >> 33);
 }
 
 /* subs_expiring_by against a walk of every persistent subscription, in creation order. */
@@ -1116,11 +1130,10 @@ START_TEST(test_subs_expiring_by_finds_exactly_the_due_ones)
     size_t live_count = 0;
     uint64_t state = 20261127;
     for (int step = 0; step < 3000; step++) {
-        state = state * 6364136223846793005ULL + 1442695040888963407ULL;
-        uint32_t roll = (uint32_t)(state >> 33);
+        uint32_t roll = next_roll(&state);
         int64_t at = 1000 + (int64_t)(roll % 500);
         if (live_count < N && (live_count == 0 || roll % 3 == 0)) {
-            live[live_count++] = add_webhook(subs, at);
+            live[live_count++] = add_webhook(subs, "anna", at);
         } else if (roll % 3 == 1) {
             subs_set_expiration(subs, live[roll % live_count], at);
         } else {
@@ -1139,12 +1152,62 @@ START_TEST(test_subs_expiring_by_finds_exactly_the_due_ones)
 }
 END_TEST
 
+/* Each user's list against a walk of every persistent subscription, in creation order. */
+static void expect_owned(subs_t *subs, const char *user)
+{
+    const sub_t *mine = subs_first_owned(subs, user);
+    size_t count = 0;
+    for (sub_t *sub = subs_first_persistent(subs); sub != NULL; sub = subs_next_persistent(sub)) {
+        if (strcmp(sub->owner->user, user) == 0) {
+            ck_assert_msg(mine == sub, "%s: subscription %zu of the user's list", user, count);
+            mine = subs_next_owned(mine);
+            count++;
+        }
+    }
+    ck_assert_ptr_null(mine);
+    ck_assert_uint_eq(subs_count_owned(subs, user), count);
+}
+
+START_TEST(test_subs_owned_lists_follow_adds_owner_changes_and_removals)
+{
+    static const char *const users[] = {"u0", "u1", "u2", "u3"};
+    subs_t *subs = subs_new();
+    enum { N = 200 };
+    sub_t *live[N];
+    size_t live_count = 0;
+    uint64_t state = 4711;
+    for (int step = 0; step < 2000; step++) {
+        uint32_t roll = next_roll(&state);
+        const char *user = users[roll % 4];
+        if (live_count < N && (live_count == 0 || roll % 4 < 2)) {
+            live[live_count++] = add_webhook(subs, user, 5000);
+        } else if (roll % 4 == 2) {
+            auth_principal_t *owner = principal(user, NULL);
+            subs_set_owner(subs, live[(roll >> 4) % live_count], &owner);
+        } else {
+            size_t k = (roll >> 4) % live_count;
+            subs_remove(subs, live[k]);
+            live[k] = live[--live_count];
+        }
+        if (step % 40 == 0) {
+            for (size_t u = 0; u < 4; u++) {
+                expect_owned(subs, users[u]);
+            }
+            ck_assert_uint_eq(subs_count_owned(subs, "nobody"), 0);
+            ck_assert_ptr_null(subs_first_owned(subs, "nobody"));
+        }
+    }
+    ck_assert_uint_gt(live_count, 10);
+    subs_free(subs);
+}
+END_TEST
+
 START_TEST(test_subs_moved_cursors_are_taken_once)
 {
     subs_t *subs = subs_new();
-    sub_t *a = add_webhook(subs, 5000);
-    sub_t *b = add_webhook(subs, 5000);
-    sub_t *c = add_webhook(subs, 5000);
+    sub_t *a = add_webhook(subs, "anna", 5000);
+    sub_t *b = add_webhook(subs, "anna", 5000);
+    sub_t *c = add_webhook(subs, "anna", 5000);
     size_t count;
     sub_t **moved = subs_take_moved_cursors(subs, &count);
     ck_assert_uint_eq(count, 0);
@@ -1187,6 +1250,7 @@ int main(void)
     tcase_add_test(tc, test_subs_group_match_stops_when_asked);
     tcase_add_test(tc, test_subs_expiring_by_finds_exactly_the_due_ones);
     tcase_add_test(tc, test_subs_moved_cursors_are_taken_once);
+    tcase_add_test(tc, test_subs_owned_lists_follow_adds_owner_changes_and_removals);
     suite_add_tcase(suite, tc);
     return unit_run(suite);
 }
