@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "hash.h"
+#include "heap.h"
 #include "mem.h"
 #include "notif.h"
 #include "patterns.h"
@@ -41,9 +42,7 @@ struct subs {
     struct id_table by_id;
     sub_t *persistent_head;
     sub_t *persistent_tail;
-    sub_t **by_expiry; /* a binary min-heap of persistent subscriptions by expires_at */
-    size_t expiry_count;
-    size_t expiry_capacity;
+    heap_t by_expiry;     /* persistent subscriptions by expires_at */
     sub_t *moved_head;    /* persistent subscriptions whose cursor moved, newest first */
     struct owned **owned; /* persistent subscriptions by user: chained, a power of two */
     size_t owned_capacity;
@@ -156,6 +155,17 @@ static void record_free(subs_t *subs, sub_t *r)
     MEM_POISON(r, sizeof(*r));
 }
 
+/* The heap of persistent subscriptions by expiration reads them through these. */
+static int64_t expiry_key(const void *item)
+{
+    return ((const sub_t *)item)->rest->expires_at;
+}
+
+static void expiry_place(void *item, size_t slot)
+{
+    ((sub_t *)item)->rest->expiry_slot = slot;
+}
+
 subs_t *subs_new(void)
 {
     subs_t *subs = xcalloc(1, sizeof(*subs));
@@ -164,6 +174,7 @@ subs_t *subs_new(void)
     subs->by_id.capacity = 64;
     subs->by_id.slots = xcalloc(subs->by_id.capacity, sizeof(sub_t *));
     subs->next_created_order = 1;
+    subs->by_expiry = heap_make(expiry_key, expiry_place);
     return subs;
 }
 
@@ -186,7 +197,7 @@ void subs_free(subs_t *subs)
         subs->blocks = next;
     }
     free(subs->by_id.slots);
-    free(subs->by_expiry);
+    heap_clear(&subs->by_expiry);
     free(subs->owned); /* every list went with its last subscription */
     free(subs);
 }
@@ -488,69 +499,6 @@ sub_t *subs_next_owned(const sub_t *sub)
 
 /* ---- persistent subscriptions by expiration, and those whose cursor moved ---- */
 
-static void expiry_put(subs_t *subs, size_t slot, sub_t *sub)
-{
-    subs->by_expiry[slot] = sub;
-    sub->rest->expiry_slot = slot;
-}
-
-static void expiry_up(subs_t *subs, size_t slot)
-{
-    sub_t *sub = subs->by_expiry[slot];
-    while (slot > 0) {
-        size_t parent = (slot - 1) / 2;
-        if (subs->by_expiry[parent]->rest->expires_at <= sub->rest->expires_at) {
-            break;
-        }
-        expiry_put(subs, slot, subs->by_expiry[parent]);
-        slot = parent;
-    }
-    expiry_put(subs, slot, sub);
-}
-
-static void expiry_down(subs_t *subs, size_t slot)
-{
-    sub_t *sub = subs->by_expiry[slot];
-    for (;;) {
-        size_t child = 2 * slot + 1;
-        if (child >= subs->expiry_count) {
-            break;
-        }
-        if (child + 1 < subs->expiry_count && subs->by_expiry[child + 1]->rest->expires_at <
-                                                  subs->by_expiry[child]->rest->expires_at) {
-            child++;
-        }
-        if (subs->by_expiry[child]->rest->expires_at >= sub->rest->expires_at) {
-            break;
-        }
-        expiry_put(subs, slot, subs->by_expiry[child]);
-        slot = child;
-    }
-    expiry_put(subs, slot, sub);
-}
-
-static void expiry_insert(subs_t *subs, sub_t *sub)
-{
-    if (subs->expiry_count == subs->expiry_capacity) {
-        subs->expiry_capacity = subs->expiry_capacity == 0 ? 64 : subs->expiry_capacity * 2;
-        subs->by_expiry = xrealloc(subs->by_expiry, subs->expiry_capacity * sizeof(sub_t *));
-    }
-    expiry_put(subs, subs->expiry_count++, sub);
-    expiry_up(subs, subs->expiry_count - 1);
-}
-
-static void expiry_delete(subs_t *subs, sub_t *sub)
-{
-    size_t slot = sub->rest->expiry_slot;
-    assert(subs->by_expiry[slot] == sub);
-    sub_t *last = subs->by_expiry[--subs->expiry_count];
-    if (slot < subs->expiry_count) {
-        expiry_put(subs, slot, last);
-        expiry_up(subs, slot);
-        expiry_down(subs, last->rest->expiry_slot);
-    }
-}
-
 static int compare_created_order(const void *a, const void *b)
 {
     uint64_t x = (*(sub_t *const *)a)->rest->created_order;
@@ -568,12 +516,13 @@ sub_t **subs_expiring_by(subs_t *subs, int64_t bound, size_t *count)
     sub_t **out = xmalloc(capacity * sizeof(*out));
     size_t *stack = xmalloc((2 * capacity + 1) * sizeof(*stack));
     size_t depth = 0;
-    if (subs->expiry_count > 0) {
+    const heap_t *heap = &subs->by_expiry;
+    if (heap->count > 0) {
         stack[depth++] = 0;
     }
     while (depth > 0) {
         size_t slot = stack[--depth];
-        sub_t *sub = subs->by_expiry[slot];
+        sub_t *sub = heap->items[slot];
         if (sub->rest->expires_at > bound) {
             continue;
         }
@@ -584,7 +533,7 @@ sub_t **subs_expiring_by(subs_t *subs, int64_t bound, size_t *count)
         }
         out[found++] = sub;
         for (size_t child = 2 * slot + 1; child <= 2 * slot + 2; child++) {
-            if (child < subs->expiry_count) {
+            if (child < heap->count) {
                 stack[depth++] = child;
             }
         }
@@ -672,7 +621,7 @@ static int add_persistent(subs_t *subs, const uint8_t *id, uint64_t created_orde
     struct ordered all = all_list(subs);
     ordered_insert(&all, sub);
     table_insert(&subs->by_id, sub);
-    expiry_insert(subs, sub);
+    heap_push(&subs->by_expiry, sub);
     owned_link(subs, sub);
     return 0;
 }
@@ -824,7 +773,8 @@ void subs_remove(subs_t *subs, sub_t *sub)
     subs->count--;
     if (sub->kind != SUB_CONNECTION) {
         table_remove(&subs->by_id, sub);
-        expiry_delete(subs, sub);
+        assert(subs->by_expiry.items[sub->rest->expiry_slot] == sub);
+        heap_remove(&subs->by_expiry, sub->rest->expiry_slot);
         owned_unlink(subs, sub);
         if (sub->rest->is_cursor_dirty) {
             moved_unlink(subs, sub);
@@ -881,8 +831,7 @@ void subs_set_expiration(subs_t *subs, sub_t *sub, int64_t expires_at)
 {
     sub->rest->expires_at = expires_at;
     sub->rest->is_reauthorization_sent = false;
-    expiry_up(subs, sub->rest->expiry_slot);
-    expiry_down(subs, sub->rest->expiry_slot);
+    heap_rekey(&subs->by_expiry, sub->rest->expiry_slot);
 }
 
 void subs_format_expiration(const sub_t *sub, char *out)

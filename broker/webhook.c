@@ -74,6 +74,7 @@
 #include "clock.h"
 #include "log.h"
 #include "hash.h"
+#include "heap.h"
 #include "mem.h"
 
 #define COMMAND_CAPACITY 65536
@@ -106,51 +107,14 @@ typedef struct wtimer {
     void *owner;
 } wtimer_t;
 
-typedef struct timer_heap {
-    wtimer_t **items;
-    size_t count;
-    size_t capacity;
-} timer_heap_t;
-
-static void heap_place(timer_heap_t *heap, size_t i, wtimer_t *timer)
+static int64_t timer_key(const void *item)
 {
-    heap->items[i] = timer;
-    timer->heap_index = i;
+    return ((const wtimer_t *)item)->due_ms;
 }
 
-static void heap_up(timer_heap_t *heap, size_t i)
+static void timer_place(void *item, size_t slot)
 {
-    wtimer_t *timer = heap->items[i];
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (heap->items[parent]->due_ms <= timer->due_ms) {
-            break;
-        }
-        heap_place(heap, i, heap->items[parent]);
-        i = parent;
-    }
-    heap_place(heap, i, timer);
-}
-
-static void heap_down(timer_heap_t *heap, size_t i)
-{
-    wtimer_t *timer = heap->items[i];
-    for (;;) {
-        size_t child = 2 * i + 1;
-        if (child >= heap->count) {
-            break;
-        }
-        if (child + 1 < heap->count &&
-            heap->items[child + 1]->due_ms < heap->items[child]->due_ms) {
-            child++;
-        }
-        if (timer->due_ms <= heap->items[child]->due_ms) {
-            break;
-        }
-        heap_place(heap, i, heap->items[child]);
-        i = child;
-    }
-    heap_place(heap, i, timer);
+    ((wtimer_t *)item)->heap_index = slot;
 }
 
 static void timer_init(wtimer_t *timer, bool is_post, void *owner)
@@ -166,40 +130,22 @@ static bool timer_is_armed(const wtimer_t *timer)
     return timer->heap_index != TIMER_IDLE;
 }
 
-static void timer_arm(timer_heap_t *heap, wtimer_t *timer, int64_t due_ms)
+static void timer_arm(heap_t *heap, wtimer_t *timer, int64_t due_ms)
 {
     timer->due_ms = due_ms;
     if (timer_is_armed(timer)) {
-        heap_up(heap, timer->heap_index);
-        heap_down(heap, timer->heap_index);
-        return;
-    }
-    if (heap->count == heap->capacity) {
-        heap->capacity = heap->capacity == 0 ? 64 : heap->capacity * 2;
-        heap->items = xrealloc(heap->items, heap->capacity * sizeof(*heap->items));
-    }
-    heap_place(heap, heap->count++, timer);
-    heap_up(heap, timer->heap_index);
-}
-
-static void timer_disarm(timer_heap_t *heap, wtimer_t *timer)
-{
-    if (!timer_is_armed(timer)) {
-        return;
-    }
-    size_t i = timer->heap_index;
-    wtimer_t *last = heap->items[--heap->count];
-    timer->heap_index = TIMER_IDLE;
-    if (last != timer) {
-        heap_place(heap, i, last);
-        heap_up(heap, i);
-        heap_down(heap, last->heap_index);
+        heap_rekey(heap, timer->heap_index);
+    } else {
+        heap_push(heap, timer);
     }
 }
 
-static wtimer_t *timer_first(const timer_heap_t *heap)
+static void timer_disarm(heap_t *heap, wtimer_t *timer)
 {
-    return heap->count > 0 ? heap->items[0] : NULL;
+    if (timer_is_armed(timer)) {
+        heap_remove(heap, timer->heap_index);
+        timer->heap_index = TIMER_IDLE;
+    }
 }
 
 /* ---- posts and targets ----------------------------------------------------------------- */
@@ -280,7 +226,7 @@ struct webhook {
     atomic_int stop_deadline_ms;
     /* Delivery thread only. */
     target_map_t targets;
-    timer_heap_t timers;
+    heap_t timers;
     post_t *posts;
     size_t in_flight;
     uint64_t mark_seq;                 /* the last MARK */
@@ -1310,7 +1256,7 @@ static bool commands_run(webhook_t *webhook)
 static void timers_run(webhook_t *webhook, int64_t now)
 {
     wtimer_t *timer;
-    while ((timer = timer_first(&webhook->timers)) != NULL && timer->due_ms <= now) {
+    while ((timer = (wtimer_t *)heap_first(&webhook->timers)) != NULL && timer->due_ms <= now) {
         timer_disarm(&webhook->timers, timer);
         if (timer->is_post) {
             post_attempt(webhook, timer->owner, now);
@@ -1351,8 +1297,7 @@ static void state_release(webhook_t *webhook)
     }
     free(webhook->targets.buckets);
     memset(&webhook->targets, 0, sizeof(webhook->targets));
-    free(webhook->timers.items);
-    memset(&webhook->timers, 0, sizeof(webhook->timers));
+    heap_clear(&webhook->timers);
 }
 
 static void *webhook_main(void *arg)
@@ -1376,7 +1321,7 @@ static void *webhook_main(void *arg)
             break;
         }
         int64_t timeout = POLL_MAX_MS;
-        wtimer_t *next = webhook->is_stopping ? NULL : timer_first(&webhook->timers);
+        wtimer_t *next = webhook->is_stopping ? NULL : (wtimer_t *)heap_first(&webhook->timers);
         if (next != NULL && next->due_ms - now < timeout) {
             timeout = next->due_ms - now;
         }
@@ -1442,6 +1387,7 @@ webhook_t *webhook_new(const webhook_config_t *config, chan_t *results, struct h
     curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long)MULTI_MAX_CONNECTS);
 
     webhook_t *webhook = xcalloc(1, sizeof(*webhook));
+    webhook->timers = heap_make(timer_key, timer_place);
     webhook->config = *config;
     /* Nonsense values would make batches empty or retries spin. */
     if (webhook->config.max_batch_items < 1) {
