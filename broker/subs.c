@@ -42,8 +42,9 @@ struct subs {
     struct id_table by_id;
     sub_t *persistent_head;
     sub_t *persistent_tail;
-    heap_t by_expiry;     /* persistent subscriptions by expires_at */
-    sub_t *moved_head;    /* persistent subscriptions whose cursor moved, newest first */
+    heap_t by_expiry;  /* persistent subscriptions by expires_at */
+    sub_t *moved_head; /* persistent subscriptions whose cursor moved, oldest mark first */
+    sub_t *moved_tail;
     struct owned **owned; /* persistent subscriptions by user: chained, a power of two */
     size_t owned_capacity;
     size_t owned_users;
@@ -350,14 +351,9 @@ static sub_link_t *link_of(const struct ordered *list, const sub_t *sub)
     return (sub_link_t *)((char *)sub->rest + list->link);
 }
 
-/* Inserts sub where its creation order puts it: restored ones may come in any order, new
- * ones go to the tail (the walk back from the tail stops at once). */
-static void ordered_insert(const struct ordered *list, sub_t *sub)
+/* Links sub in after after (NULL: at the head). */
+static void link_after(const struct ordered *list, sub_t *after, sub_t *sub)
 {
-    sub_t *after = *list->tail;
-    while (after != NULL && after->rest->created_order > sub->rest->created_order) {
-        after = link_of(list, after)->prev;
-    }
     sub_link_t *link = link_of(list, sub);
     link->prev = after;
     link->next = after != NULL ? link_of(list, after)->next : *list->head;
@@ -371,6 +367,17 @@ static void ordered_insert(const struct ordered *list, sub_t *sub)
     } else {
         *list->head = sub;
     }
+}
+
+/* Inserts sub where its creation order puts it: restored ones may come in any order, new
+ * ones go to the tail (the walk back from the tail stops at once). */
+static void ordered_insert(const struct ordered *list, sub_t *sub)
+{
+    sub_t *after = *list->tail;
+    while (after != NULL && after->rest->created_order > sub->rest->created_order) {
+        after = link_of(list, after)->prev;
+    }
+    link_after(list, after, sub);
 }
 
 static void ordered_unlink(const struct ordered *list, sub_t *sub)
@@ -544,48 +551,34 @@ sub_t **subs_expiring_by(subs_t *subs, int64_t bound, size_t *count)
     return out;
 }
 
-static void moved_unlink(subs_t *subs, sub_t *sub)
+static struct ordered moved_list(subs_t *subs)
 {
-    sub_rest_t *rest = sub->rest;
-    if (rest->prev_moved != NULL) {
-        rest->prev_moved->rest->next_moved = rest->next_moved;
-    } else {
-        subs->moved_head = rest->next_moved;
-    }
-    if (rest->next_moved != NULL) {
-        rest->next_moved->rest->prev_moved = rest->prev_moved;
-    }
-    rest->prev_moved = NULL;
-    rest->next_moved = NULL;
-    rest->is_cursor_dirty = false;
+    return (struct ordered){&subs->moved_head, &subs->moved_tail, offsetof(sub_rest_t, moved)};
 }
 
 void subs_cursor_moved(subs_t *subs, sub_t *sub)
 {
-    sub_rest_t *rest = sub->rest;
-    if (rest->is_cursor_dirty) {
-        return;
+    if (!sub->rest->is_cursor_dirty) {
+        sub->rest->is_cursor_dirty = true;
+        struct ordered moved = moved_list(subs);
+        link_after(&moved, subs->moved_tail, sub);
     }
-    rest->is_cursor_dirty = true;
-    rest->prev_moved = NULL;
-    rest->next_moved = subs->moved_head;
-    if (subs->moved_head != NULL) {
-        subs->moved_head->rest->prev_moved = sub;
-    }
-    subs->moved_head = sub;
 }
 
 sub_t **subs_take_moved_cursors(subs_t *subs, size_t *count)
 {
     size_t found = 0;
-    for (sub_t *sub = subs->moved_head; sub != NULL; sub = sub->rest->next_moved) {
+    for (sub_t *sub = subs->moved_head; sub != NULL; sub = sub->rest->moved.next) {
         found++;
     }
     sub_t **out = xmalloc((found > 0 ? found : 1) * sizeof(*out));
-    for (size_t i = 0; i < found; i++) {
-        out[i] = subs->moved_head;
-        moved_unlink(subs, subs->moved_head);
+    found = 0;
+    for (sub_t *sub = subs->moved_head; sub != NULL; sub = sub->rest->moved.next) {
+        sub->rest->is_cursor_dirty = false;
+        out[found++] = sub;
     }
+    subs->moved_head = NULL;
+    subs->moved_tail = NULL;
     *count = found;
     return out;
 }
@@ -608,8 +601,6 @@ static int add_persistent(subs_t *subs, const uint8_t *id, uint64_t created_orde
     memset(rest, 0, sizeof(*rest));
     sub->rest->expires_at = expires_at;
     sub->rest->is_cursor_dirty = false; /* on the list of moved cursors only through subs */
-    sub->rest->prev_moved = NULL;
-    sub->rest->next_moved = NULL;
     if (created_order == 0) {
         created_order = subs->next_created_order;
     }
@@ -777,7 +768,8 @@ void subs_remove(subs_t *subs, sub_t *sub)
         heap_remove(&subs->by_expiry, sub->rest->expiry_slot);
         owned_unlink(subs, sub);
         if (sub->rest->is_cursor_dirty) {
-            moved_unlink(subs, sub);
+            struct ordered moved = moved_list(subs);
+            ordered_unlink(&moved, sub);
         }
         struct ordered all = all_list(subs);
         ordered_unlink(&all, sub);

@@ -54,13 +54,14 @@ typedef enum sub_kind {
     SUB_WEBHOOK,
 } sub_kind_t;
 
-/* What REST stores about a persistent subscription, beyond the matching fields. Strings
- * are owned by the record. */
-/* Links of a list of persistent subscriptions in creation order. */
+/* Links of a list of persistent subscriptions. */
 typedef struct sub_link {
     struct sub *prev;
     struct sub *next;
 } sub_link_t;
+
+/* What REST stores about a persistent subscription, beyond the matching fields. Strings
+ * are owned by the record. */
 
 typedef struct sub_rest {
     char *resource_given;         /* resource as the client wrote it */
@@ -81,10 +82,9 @@ typedef struct sub_rest {
     struct owned *owned;          /* its owner's persistent subscriptions */
     sub_link_t mine;              /* among them, in creation order */
     /* Webhook delivery position (dispatch.c): the store's cursor for this subscription. */
-    uint64_t cursor;        /* every item up to this seq was delivered */
-    bool is_cursor_dirty;   /* moved since it was last stored (subs_cursor_moved) */
-    struct sub *prev_moved; /* the list of those, while is_cursor_dirty */
-    struct sub *next_moved;
+    uint64_t cursor;      /* every item up to this seq was delivered */
+    bool is_cursor_dirty; /* moved since it was last stored (subs_cursor_moved) */
+    sub_link_t moved;     /* the list of those, while is_cursor_dirty */
     bool is_replaying;    /* catching up from the store: live items are not sent */
     uint64_t replay_upto; /* live items up to this seq were sent from the store */
 } sub_rest_t;
