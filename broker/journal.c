@@ -112,16 +112,16 @@ struct journal {
 
     /* The journal's own thread (with preallocate): it makes segments ahead and removes
      * trimmed ones. Its state shared with the journal thread. */
-    pthread_t maker;
-    bool has_maker;
-    pthread_mutex_t ahead_lock;
-    pthread_cond_t ahead_wanted; /* signalled for a segment to make or to remove */
-    enum made_ahead ahead;       /* under ahead_lock */
-    uint64_t *trimmed;           /* under ahead_lock: the first seqs of the segments */
-    size_t trimmed_count;        /* trimmed and not yet removed, oldest first */
+    pthread_t worker;
+    bool has_worker;
+    pthread_mutex_t worker_lock;
+    pthread_cond_t work_wanted; /* signalled for a segment to make or to remove */
+    enum made_ahead ahead;      /* under worker_lock */
+    uint64_t *trimmed;          /* under worker_lock: the first seqs of the segments */
+    size_t trimmed_count;       /* trimmed and not yet removed, oldest first */
     size_t trimmed_capacity;
-    atomic_bool is_maker_stopping; /* set under ahead_lock; also read between chunks */
-    atomic_bool is_ahead_ready;    /* ahead == MADE_AHEAD_READY, for a look without the lock */
+    atomic_bool is_worker_stopping; /* set under worker_lock; also read between chunks */
+    atomic_bool is_ahead_ready;     /* ahead == MADE_AHEAD_READY, for a look without the lock */
 
     /* Shared with readers. */
     pthread_mutex_t lock;
@@ -555,7 +555,7 @@ static enum scan_status scanner_next(struct scanner *s, struct scanned *record)
     return SCAN_RECORD;
 }
 
-/* ---- creating segments and syncing ---- */
+/* ---- segment headers ---- */
 
 static void segment_header(unsigned char header[JOURNAL_SEGMENT_HEADER_BYTES])
 {
@@ -596,7 +596,7 @@ static int make_ahead(journal_t *journal)
         if (at < journal->segment_bytes) {
             usleep(ZERO_CHUNK_PAUSE_US);
         }
-        if (atomic_load(&journal->is_maker_stopping)) {
+        if (atomic_load(&journal->is_worker_stopping)) {
             rc = ECANCELED; /* closing: the file is removed anyway */
         }
     }
@@ -620,28 +620,28 @@ static void remove_segment_file(journal_t *journal, uint64_t first_seq)
     }
 }
 
-/* Removes the oldest segment waiting for it; called and returns with ahead_lock held. */
+/* Removes the oldest segment waiting for it; called and returns with worker_lock held. */
 static void remove_one_trimmed(journal_t *journal)
 {
     uint64_t first_seq = journal->trimmed[0];
     journal->trimmed_count--;
     memmove(journal->trimmed, journal->trimmed + 1,
             journal->trimmed_count * sizeof(*journal->trimmed));
-    pthread_mutex_unlock(&journal->ahead_lock);
+    pthread_mutex_unlock(&journal->worker_lock);
     remove_segment_file(journal, first_seq);
-    pthread_mutex_lock(&journal->ahead_lock);
+    pthread_mutex_lock(&journal->worker_lock);
 }
 
-static void *maker_main(void *arg)
+static void *worker_main(void *arg)
 {
     journal_t *journal = arg;
-    pthread_mutex_lock(&journal->ahead_lock);
+    pthread_mutex_lock(&journal->worker_lock);
     for (;;) {
-        while (!atomic_load(&journal->is_maker_stopping) && journal->ahead != MADE_AHEAD_WANTED &&
+        while (!atomic_load(&journal->is_worker_stopping) && journal->ahead != MADE_AHEAD_WANTED &&
                journal->trimmed_count == 0) {
-            pthread_cond_wait(&journal->ahead_wanted, &journal->ahead_lock);
+            pthread_cond_wait(&journal->work_wanted, &journal->worker_lock);
         }
-        if (atomic_load(&journal->is_maker_stopping)) {
+        if (atomic_load(&journal->is_worker_stopping)) {
             break;
         }
         /* The next segment first: appends may soon wait for it. One removal at a time,
@@ -650,9 +650,9 @@ static void *maker_main(void *arg)
             remove_one_trimmed(journal);
             continue;
         }
-        pthread_mutex_unlock(&journal->ahead_lock);
+        pthread_mutex_unlock(&journal->worker_lock);
         int rc = make_ahead(journal);
-        pthread_mutex_lock(&journal->ahead_lock);
+        pthread_mutex_lock(&journal->worker_lock);
         if (rc == 0) {
             journal->ahead = MADE_AHEAD_READY;
             atomic_store_explicit(&journal->is_ahead_ready, true, memory_order_release);
@@ -663,7 +663,7 @@ static void *maker_main(void *arg)
                     journal->dir, MADE_AHEAD_NAME, io_error_text(rc));
         }
     }
-    pthread_mutex_unlock(&journal->ahead_lock);
+    pthread_mutex_unlock(&journal->worker_lock);
     return NULL;
 }
 
@@ -681,12 +681,12 @@ static void request_ahead_when_due(journal_t *journal)
         return;
     }
     journal->is_ahead_requested = true;
-    pthread_mutex_lock(&journal->ahead_lock);
+    pthread_mutex_lock(&journal->worker_lock);
     if (journal->ahead == MADE_AHEAD_NONE) {
         journal->ahead = MADE_AHEAD_WANTED;
-        pthread_cond_signal(&journal->ahead_wanted);
+        pthread_cond_signal(&journal->work_wanted);
     }
-    pthread_mutex_unlock(&journal->ahead_lock);
+    pthread_mutex_unlock(&journal->worker_lock);
 }
 
 static bool is_ahead_ready(journal_t *journal)
@@ -702,7 +702,7 @@ static bool take_ahead(journal_t *journal, const char *name)
     if (!is_ahead_ready(journal)) {
         return false;
     }
-    pthread_mutex_lock(&journal->ahead_lock);
+    pthread_mutex_lock(&journal->worker_lock);
     bool is_taken = renameat(journal->dir_fd, MADE_AHEAD_NAME, journal->dir_fd, name) == 0;
     if (is_taken) {
         journal->ahead = MADE_AHEAD_NONE;
@@ -713,29 +713,29 @@ static bool take_ahead(journal_t *journal, const char *name)
                 journal->dir, MADE_AHEAD_NAME, name, strerror(errno));
     }
     atomic_store_explicit(&journal->is_ahead_ready, false, memory_order_relaxed);
-    pthread_mutex_unlock(&journal->ahead_lock);
+    pthread_mutex_unlock(&journal->worker_lock);
     return is_taken;
 }
 
-static void maker_stop(journal_t *journal)
+static void worker_stop(journal_t *journal)
 {
-    if (!journal->has_maker) {
+    if (!journal->has_worker) {
         return;
     }
-    pthread_mutex_lock(&journal->ahead_lock);
-    atomic_store(&journal->is_maker_stopping, true);
-    pthread_cond_signal(&journal->ahead_wanted);
-    pthread_mutex_unlock(&journal->ahead_lock);
-    pthread_join(journal->maker, NULL);
-    journal->has_maker = false;
+    pthread_mutex_lock(&journal->worker_lock);
+    atomic_store(&journal->is_worker_stopping, true);
+    pthread_cond_signal(&journal->work_wanted);
+    pthread_mutex_unlock(&journal->worker_lock);
+    pthread_join(journal->worker, NULL);
+    journal->has_worker = false;
     unlinkat(journal->dir_fd, MADE_AHEAD_NAME, 0);
     /* Trimmed segments it had not removed yet go now; left, they would only be
      * retained until the next trim. */
-    pthread_mutex_lock(&journal->ahead_lock);
+    pthread_mutex_lock(&journal->worker_lock);
     while (journal->trimmed_count > 0) {
         remove_one_trimmed(journal);
     }
-    pthread_mutex_unlock(&journal->ahead_lock);
+    pthread_mutex_unlock(&journal->worker_lock);
 }
 
 /* ---- creating segments and syncing ---- */
@@ -1145,7 +1145,7 @@ static int recover(journal_t *journal, struct herr *err)
 
 static void journal_destroy(journal_t *journal)
 {
-    maker_stop(journal);
+    worker_stop(journal);
     if (journal->fd >= 0) {
         close(journal->fd);
     }
@@ -1160,8 +1160,8 @@ static void journal_destroy(journal_t *journal)
     free(journal->buf);
     free(journal->dir);
     pthread_mutex_destroy(&journal->lock);
-    pthread_mutex_destroy(&journal->ahead_lock);
-    pthread_cond_destroy(&journal->ahead_wanted);
+    pthread_mutex_destroy(&journal->worker_lock);
+    pthread_cond_destroy(&journal->work_wanted);
     free(journal);
 }
 
@@ -1188,10 +1188,10 @@ journal_t *journal_open(const journal_config_t *config, struct herr *err)
         config->retention_bytes ? config->retention_bytes : JOURNAL_DEFAULT_RETENTION_BYTES;
     journal->preallocate = config->preallocate;
     pthread_mutex_init(&journal->lock, NULL);
-    pthread_mutex_init(&journal->ahead_lock, NULL);
-    pthread_cond_init(&journal->ahead_wanted, NULL);
+    pthread_mutex_init(&journal->worker_lock, NULL);
+    pthread_cond_init(&journal->work_wanted, NULL);
     atomic_init(&journal->is_ahead_ready, false);
-    atomic_init(&journal->is_maker_stopping, false);
+    atomic_init(&journal->is_worker_stopping, false);
 
     int rc = make_dirs(journal->dir, err);
     if (rc == 0) {
@@ -1216,12 +1216,12 @@ journal_t *journal_open(const journal_config_t *config, struct herr *err)
         rc = recover(journal, err);
     }
     if (rc == 0 && journal->preallocate) {
-        int error = pthread_create(&journal->maker, NULL, maker_main, journal);
+        int error = pthread_create(&journal->worker, NULL, worker_main, journal);
         if (error != 0) {
             rc = herr_set(err, HEROLD_E_SYSTEM, "journal: cannot start a thread: %s",
                           strerror(error));
         }
-        journal->has_maker = error == 0;
+        journal->has_worker = error == 0;
     }
     if (rc != 0) {
         journal_destroy(journal);
@@ -1480,8 +1480,8 @@ size_t journal_trim(journal_t *journal, int64_t now_ms)
      * contiguous journal whichever deletions it undid. With discard on, ext4 took 15-20
      * ms per 64 MiB segment, and a trim after a busy minute drops dozens: the journal's
      * own thread removes them when it has one, so that appends and syncs do not wait. */
-    if (journal->has_maker && drop > 0) {
-        pthread_mutex_lock(&journal->ahead_lock);
+    if (journal->has_worker && drop > 0) {
+        pthread_mutex_lock(&journal->worker_lock);
         if (journal->trimmed_count + drop > journal->trimmed_capacity) {
             journal->trimmed_capacity = journal->trimmed_count + drop;
             journal->trimmed =
@@ -1489,8 +1489,8 @@ size_t journal_trim(journal_t *journal, int64_t now_ms)
         }
         memcpy(journal->trimmed + journal->trimmed_count, dropped, drop * sizeof(*dropped));
         journal->trimmed_count += drop;
-        pthread_cond_signal(&journal->ahead_wanted);
-        pthread_mutex_unlock(&journal->ahead_lock);
+        pthread_cond_signal(&journal->work_wanted);
+        pthread_mutex_unlock(&journal->worker_lock);
     } else {
         for (size_t i = 0; i < drop; i++) {
             remove_segment_file(journal, dropped[i]);
