@@ -16,16 +16,9 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
+#include "clock.h"
 #include "dedup.h"
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static bool never_same(uint64_t seq, void *ctx)
 {
@@ -61,23 +54,23 @@ int main(int argc, char **argv)
     uint64_t oldest = 1;
     double longest_event = 0.0;
     double longest_expiry = 0.0;
-    double start = now_seconds();
+    double start = clock_monotonic_seconds();
     for (uint64_t seq = 1; seq <= events; seq++) {
         uint64_t hash = hash_of(seq);
-        double before = now_seconds();
+        double before = clock_monotonic_seconds();
         dedup_find(dedup, hash, oldest, never_same, NULL);
         dedup_add(dedup, hash, seq);
-        double took = now_seconds() - before;
+        double took = clock_monotonic_seconds() - before;
         longest_event = took > longest_event ? took : longest_event;
         if (seq % expire_every == 0 && seq > retained) {
             oldest = seq - retained + 1;
-            before = now_seconds();
+            before = clock_monotonic_seconds();
             dedup_expire(dedup, oldest);
-            took = now_seconds() - before;
+            took = clock_monotonic_seconds() - before;
             longest_expiry = took > longest_expiry ? took : longest_expiry;
         }
     }
-    double elapsed = now_seconds() - start;
+    double elapsed = clock_monotonic_seconds() - start;
     printf("%14s %18s %18s %14s\n", "events/s", "longest event ms", "longest expiry ms",
            "entries held");
     printf("%14.0f %18.2f %18.2f %14zu\n", (double)events / elapsed, longest_event * 1e3,

@@ -40,16 +40,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "journal.h"
 
 #define MAX_BATCHES 16
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static const char *fs_name(long type)
 {
@@ -163,9 +157,9 @@ static size_t warm_up(journal_t *journal, bool preallocate, size_t count,
                       const unsigned char *payload, size_t size, int64_t time_ms)
 {
     size_t done = 0;
-    for (double start = now_seconds();
+    for (double start = clock_monotonic_seconds();
          preallocate ? !journal_is_preallocated(journal) : done < count; done++) {
-        if (now_seconds() - start > 30) {
+        if (clock_monotonic_seconds() - start > 30) {
             fprintf(stderr, "journal_append: no segment made ahead within 30 s\n");
             exit(1);
         }
@@ -201,18 +195,18 @@ static struct result run(const char *parent, size_t batch, size_t records, size_
     *warm = warm_up(journal, preallocate, *warm, payload, size, time_ms);
 
     double *batch_ms = malloc((records / batch + 1) * sizeof(double));
-    double start = now_seconds();
+    double start = clock_monotonic_seconds();
     double batch_start = start;
     for (size_t i = 1; i <= records; i++) {
         append_or_die(journal, payload, size, time_ms);
         if (i % batch == 0 || i == records) {
             sync_or_die(journal);
-            double now = now_seconds();
+            double now = clock_monotonic_seconds();
             batch_ms[result.syncs++] = (now - batch_start) * 1e3;
             batch_start = now;
         }
     }
-    result.seconds = now_seconds() - start;
+    result.seconds = clock_monotonic_seconds() - start;
     qsort(batch_ms, result.syncs, sizeof(double), compare_doubles);
     result.p99_ms = batch_ms[(size_t)((double)(result.syncs - 1) * 0.99)];
     result.max_ms = batch_ms[result.syncs - 1];
@@ -259,12 +253,12 @@ static struct trim_result trim_run(const char *parent, size_t count, size_t size
     }
     sync_or_die(journal);
     struct trim_result result = {0};
-    double start = now_seconds();
+    double start = clock_monotonic_seconds();
     result.dropped = journal_trim(journal, 0);
-    result.trim_ms = (now_seconds() - start) * 1e3;
-    start = now_seconds();
+    result.trim_ms = (clock_monotonic_seconds() - start) * 1e3;
+    start = clock_monotonic_seconds();
     journal_close(journal);
-    result.close_ms = (now_seconds() - start) * 1e3;
+    result.close_ms = (clock_monotonic_seconds() - start) * 1e3;
     remove_dir(dir);
     return result;
 }

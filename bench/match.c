@@ -42,6 +42,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "auth.h"
 #include "event.h"
 #include "mem.h"
@@ -70,13 +71,6 @@ static uint64_t rng(void)
 static size_t below(size_t n)
 {
     return (size_t)(rng() % n);
-}
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* Bytes the allocator has handed out and not got back (malloc's own overhead per block
@@ -137,13 +131,13 @@ static void add_or_die(subs_t *subs, const char *pattern, const auth_principal_t
 {
     sub_t *sub;
     struct herr err;
-    double start = now_seconds();
+    double start = clock_monotonic_seconds();
     if (subs_add(subs, pattern, strlen(pattern), EVENT_CHANGE_ALL, owner, NULL, &sub, &err) != 0) {
         fprintf(stderr, "match: %s: %s\n", pattern, err.message);
         exit(1);
     }
     made[made_count++] = sub;
-    double took = now_seconds() - start;
+    double took = clock_monotonic_seconds() - start;
     longest_add_seconds = took > longest_add_seconds ? took : longest_add_seconds;
 }
 
@@ -264,13 +258,13 @@ struct worker {
 static void *match_worker(void *arg)
 {
     struct worker *w = arg;
-    double start = now_seconds();
+    double start = clock_monotonic_seconds();
     do {
         for (size_t i = 0; i < EVENT_POOL; i++) {
             subs_match_event(w->subs, &w->pool[i].event, count_delivery, &w->deliveries);
         }
         w->events += EVENT_POOL;
-    } while (now_seconds() - start < MATCH_SECONDS);
+    } while (clock_monotonic_seconds() - start < MATCH_SECONDS);
     return NULL;
 }
 
@@ -278,7 +272,7 @@ static void *match_worker(void *arg)
 static double parallel_rate(subs_t *subs, struct pooled *pool, int threads)
 {
     struct worker *workers = xcalloc((size_t)threads, sizeof(*workers));
-    double start = now_seconds();
+    double start = clock_monotonic_seconds();
     for (int t = 0; t < threads; t++) {
         workers[t].subs = subs;
         workers[t].pool = pool;
@@ -289,7 +283,7 @@ static double parallel_rate(subs_t *subs, struct pooled *pool, int threads)
         pthread_join(workers[t].thread, NULL);
         events += workers[t].events;
     }
-    double elapsed = now_seconds() - start;
+    double elapsed = clock_monotonic_seconds() - start;
     free(workers);
     return (double)events / elapsed;
 }
@@ -339,9 +333,9 @@ int main(int argc, char **argv)
         size_t rss_before = allocated_bytes();
         made_count = 0;
         longest_add_seconds = 0.0;
-        double build_start = now_seconds();
+        double build_start = clock_monotonic_seconds();
         build(subs, &w, n);
-        double build_seconds = now_seconds() - build_start;
+        double build_seconds = clock_monotonic_seconds() - build_start;
         size_t rss_after = allocated_bytes();
 
         struct pooled *pool = xcalloc(EVENT_POOL, sizeof(*pool));
@@ -353,15 +347,15 @@ int main(int argc, char **argv)
         uint64_t seq = 1;
         double *pass_rates = xmalloc(MAX_PASSES * sizeof(double));
         size_t passes = 0;
-        double start = now_seconds();
+        double start = clock_monotonic_seconds();
         double elapsed;
         do {
-            double pass_start = now_seconds();
+            double pass_start = clock_monotonic_seconds();
             for (size_t i = 0; i < EVENT_POOL; i++) {
                 pool[i].event.seq = seq++;
                 subs_match_event(subs, &pool[i].event, count_delivery, &deliveries);
             }
-            double pass_end = now_seconds();
+            double pass_end = clock_monotonic_seconds();
             pass_rates[passes++] = (double)EVENT_POOL / (pass_end - pass_start);
             events += EVENT_POOL;
             elapsed = pass_end - start;

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "auth.h"
 #include "event.h"
 #include "mem.h"
@@ -32,13 +33,6 @@ struct event_text {
     char text[96];
     event_t event;
 };
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static bool count_match(sub_t *sub, void *ctx)
 {
@@ -112,12 +106,12 @@ int main(int argc, char **argv)
         }
         size_t matched = 0;
         uint64_t seq = 1;
-        double start = now_seconds();
+        double start = clock_monotonic_seconds();
         for (int i = 0; i < EVENTS; i++) {
             events[i % EVENT_PATHS].event.seq = seq++;
             subs_match_event(subs, &events[i % EVENT_PATHS].event, count_match, &matched);
         }
-        double elapsed = now_seconds() - start;
+        double elapsed = clock_monotonic_seconds() - start;
         double rate = EVENTS / elapsed;
         if (base_rate == 0) {
             base_rate = rate;

@@ -19,8 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "clock.h"
 #include "auth.h"
 #include "mem.h"
 #include "subs.h"
@@ -28,13 +28,6 @@
 #define LIFETIME_S (3 * 24 * 3600)
 #define LEAD_S 600
 #define ROUNDS 5
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 int main(int argc, char **argv)
 {
@@ -77,7 +70,7 @@ int main(int argc, char **argv)
                 subs_cursor_moved(subs, sub);
             }
         }
-        double start = now_seconds();
+        double start = clock_monotonic_seconds();
         size_t walked_due = 0;
         size_t walked_moved = 0;
         for (sub_t *sub = subs_first_persistent(subs); sub != NULL;
@@ -88,13 +81,13 @@ int main(int argc, char **argv)
              sub = subs_next_persistent(sub)) {
             walked_moved += sub->rest->is_cursor_dirty;
         }
-        double walk = now_seconds() - start;
-        start = now_seconds();
+        double walk = clock_monotonic_seconds() - start;
+        start = clock_monotonic_seconds();
         size_t due_count;
         size_t moved_count;
         sub_t **due = subs_expiring_by(subs, now + LEAD_S, &due_count);
         sub_t **taken = subs_take_moved_cursors(subs, &moved_count);
-        double asked = now_seconds() - start;
+        double asked = clock_monotonic_seconds() - start;
         if (due_count != walked_due || moved_count != walked_moved) {
             fprintf(stderr, "sweep: %zu due and %zu moved, the walk found %zu and %zu\n", due_count,
                     moved_count, walked_due, walked_moved);
@@ -109,7 +102,7 @@ int main(int argc, char **argv)
     for (int round = 1; round <= ROUNDS; round++) {
         char user[32];
         snprintf(user, sizeof(user), "u%d", round * 997 % 5000);
-        double start = now_seconds();
+        double start = clock_monotonic_seconds();
         size_t walked = 0;
         for (sub_t *sub = subs_first_persistent(subs); sub != NULL;
              sub = subs_next_persistent(sub)) {
@@ -120,14 +113,14 @@ int main(int argc, char **argv)
              sub = subs_next_persistent(sub)) {
             walked += strcmp(sub->owner->user, user) == 0;
         }
-        double walk = now_seconds() - start;
-        start = now_seconds();
+        double walk = clock_monotonic_seconds() - start;
+        start = clock_monotonic_seconds();
         size_t owned = 0;
         for (sub_t *sub = subs_first_owned(subs, user); sub != NULL; sub = subs_next_owned(sub)) {
             owned += strcmp(sub->rest->notification_url, "https://other.example/") == 0;
         }
         owned += subs_count_owned(subs, user);
-        double asked = now_seconds() - start;
+        double asked = clock_monotonic_seconds() - start;
         if (owned != walked) {
             fprintf(stderr, "sweep: %s holds %zu by the list, %zu by the walk\n", user, owned,
                     walked);

@@ -35,6 +35,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
+
 #define MAX_SOURCES 64
 #define RESPONSE_MAX 1024
 
@@ -61,13 +63,6 @@ static bool send_subscribe(int fd, long index)
     memset(frame + 2, 0, 4);
     memcpy(frame + 6, op, (size_t)len);
     return send(fd, frame, 6 + (size_t)len, MSG_NOSIGNAL) == 6 + len;
-}
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static long rss_kib(int pid)
@@ -192,7 +187,7 @@ int main(int argc, char **argv)
     long in_flight = 0;
     long accepted = 0;
     long failed = 0;
-    double start = now_seconds();
+    double start = clock_monotonic_seconds();
     struct sockaddr_in server = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     inet_pton(AF_INET, "127.0.0.1", &server.sin_addr);
     struct epoll_event events[1024];
@@ -286,7 +281,7 @@ int main(int argc, char **argv)
             }
         }
     }
-    double elapsed = now_seconds() - start;
+    double elapsed = clock_monotonic_seconds() - start;
     /* Let the broker settle (its buffers for the handshakes are released lazily). */
     usleep(500000);
     long rss_after = pid > 0 ? rss_kib(pid) : -1;
