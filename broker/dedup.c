@@ -52,8 +52,9 @@ struct dedup {
     struct table moving;   /* slots NULL when no move is under way */
     size_t move_next;      /* the moving table's next slot to move */
     size_t released_bytes; /* of the moving table, given back */
-    uint64_t oldest_seq;   /* entries below are out of retention */
-    uint64_t newest_seq;   /* the highest seq added */
+    size_t page_bytes;
+    uint64_t oldest_seq; /* entries below are out of retention */
+    uint64_t newest_seq; /* the highest seq added */
 };
 
 static struct table table_new(size_t capacity)
@@ -80,6 +81,7 @@ dedup_t *dedup_new(void)
     dedup_t *dedup = xcalloc(1, sizeof(*dedup));
     dedup->current = table_new(MIN_CAPACITY);
     dedup->oldest_seq = 1;
+    dedup->page_bytes = (size_t)sysconf(_SC_PAGESIZE);
     return dedup;
 }
 
@@ -156,7 +158,7 @@ static void move_slots(dedup_t *dedup, size_t limit)
         return;
     }
     /* Whole pages below the next slot are read no more (see above). */
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t page = dedup->page_bytes;
     size_t moved_pages_bytes = dedup->move_next * sizeof(struct slot) / page * page;
     if (moved_pages_bytes > dedup->released_bytes) {
         madvise((char *)from->slots + dedup->released_bytes,
@@ -168,7 +170,7 @@ static void move_slots(dedup_t *dedup, size_t limit)
 /* An upper bound of the entries still in retention: seqs are given once each. */
 static size_t retained_bound(const dedup_t *dedup)
 {
-    size_t held = dedup->current.count + dedup->moving.count;
+    size_t held = dedup_count(dedup);
     if (dedup->newest_seq < dedup->oldest_seq) {
         return 0;
     }
@@ -201,7 +203,7 @@ void dedup_expire(dedup_t *dedup, uint64_t oldest_seq)
     dedup->oldest_seq = oldest_seq;
     /* When a quarter or more has expired, a move leaves it behind; fewer are dropped
      * by the lookups that meet them, or by the next move. */
-    size_t held = dedup->current.count + dedup->moving.count;
+    size_t held = dedup_count(dedup);
     if (dedup->moving.slots == NULL && held - retained_bound(dedup) >= held / 4 && held > 0) {
         start_move(dedup);
     }
