@@ -2,8 +2,6 @@
 
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "hash.h"
 #include "mem.h"
@@ -52,27 +50,18 @@ struct dedup {
     struct table moving;   /* slots NULL when no move is under way */
     size_t move_next;      /* the moving table's next slot to move */
     size_t released_bytes; /* of the moving table, given back */
-    size_t page_bytes;
-    uint64_t oldest_seq; /* entries below are out of retention */
-    uint64_t newest_seq; /* the highest seq added */
+    uint64_t oldest_seq;   /* entries below are out of retention */
+    uint64_t newest_seq;   /* the highest seq added */
 };
 
 static struct table table_new(size_t capacity)
 {
-    size_t bytes = capacity * sizeof(struct slot);
-    void *slots = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (slots == MAP_FAILED) {
-        fprintf(stderr, "herold: out of memory allocating %zu bytes\n", bytes);
-        abort();
-    }
-    return (struct table){slots, capacity, 0};
+    return (struct table){xmap_zeroed(capacity * sizeof(struct slot)), capacity, 0};
 }
 
 static void table_free(struct table *t)
 {
-    if (t->slots != NULL) {
-        munmap(t->slots, t->capacity * sizeof(struct slot));
-    }
+    mem_unmap(t->slots, t->capacity * sizeof(struct slot));
     *t = (struct table){0};
 }
 
@@ -81,7 +70,6 @@ dedup_t *dedup_new(void)
     dedup_t *dedup = xcalloc(1, sizeof(*dedup));
     dedup->current = table_new(MIN_CAPACITY);
     dedup->oldest_seq = 1;
-    dedup->page_bytes = (size_t)sysconf(_SC_PAGESIZE);
     return dedup;
 }
 
@@ -157,14 +145,8 @@ static void move_slots(dedup_t *dedup, size_t limit)
         table_free(from);
         return;
     }
-    /* Whole pages below the next slot are read no more (see above). */
-    size_t page = dedup->page_bytes;
-    size_t moved_pages_bytes = dedup->move_next * sizeof(struct slot) / page * page;
-    if (moved_pages_bytes > dedup->released_bytes) {
-        madvise((char *)from->slots + dedup->released_bytes,
-                moved_pages_bytes - dedup->released_bytes, MADV_DONTNEED);
-        dedup->released_bytes = moved_pages_bytes;
-    }
+    /* Slots below the next one are read no more (see above). */
+    mem_release_below(from->slots, dedup->move_next * sizeof(struct slot), &dedup->released_bytes);
 }
 
 /* An upper bound of the entries still in retention: seqs are given once each. */

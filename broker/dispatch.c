@@ -108,7 +108,11 @@ bool dispatch_pending(dispatch_t *dispatch)
         notif_release(ctx.notif);
         event_free(event);
     }
-    return count == DISPATCH_EVENTS_PER_TURN;
+    if (count == DISPATCH_EVENTS_PER_TURN) {
+        return true;
+    }
+    subs_maintain(dispatch->subs, DISPATCH_DRY_MOVE_SLOTS);
+    return false;
 }
 
 static char *dup_or_null(const char *s)
@@ -621,6 +625,7 @@ void dispatch_sweep(dispatch_t *dispatch, int64_t now, int64_t reauthorization_l
 {
     dispatch_mark(dispatch);
     cursors_flush(dispatch, false);
+    subs_maintain(dispatch->subs, DISPATCH_SWEEP_MOVE_SLOTS);
 
     /* Only those whose expiration or notice is due: subs keeps them by expiration. */
     size_t due_count;

@@ -1,7 +1,10 @@
 #include "mem.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 static void out_of_memory(size_t size)
 {
@@ -47,4 +50,39 @@ char *xstrndup(const char *p, size_t len)
     memcpy(s, p, len);
     s[len] = '\0';
     return s;
+}
+
+void *xmap_zeroed(size_t bytes)
+{
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        out_of_memory(bytes);
+    }
+    return p;
+}
+
+void mem_unmap(void *p, size_t bytes)
+{
+    if (p != NULL) {
+        MEM_UNPOISON(p, bytes); /* a later mapping may reuse the addresses */
+        munmap(p, bytes);
+    }
+}
+
+void mem_release_below(void *p, size_t bytes, size_t *released)
+{
+    /* Read once; threads that race to set it set the same value. */
+    static _Atomic size_t page_bytes_cached;
+    size_t page_bytes = atomic_load_explicit(&page_bytes_cached, memory_order_relaxed);
+    if (page_bytes == 0) {
+        page_bytes = (size_t)sysconf(_SC_PAGESIZE);
+        atomic_store_explicit(&page_bytes_cached, page_bytes, memory_order_relaxed);
+    }
+    size_t whole = bytes / page_bytes * page_bytes;
+    /* Past a page given back, only the pages not yet given back need poisoning. */
+    MEM_POISON((char *)p + *released, bytes - *released);
+    if (whole > *released) {
+        madvise((char *)p + *released, whole - *released, MADV_DONTNEED);
+        *released = whole;
+    }
 }

@@ -22,6 +22,20 @@
  * subscription limits bound what it can do online, and SipHash is the remedy if that ever
  * matters.
  *
+ * The table doubles over a while, not in one go: rereading every pattern's text for its
+ * new home held the service thread, and every delivery, 34-49 ms at a million
+ * subscriptions (ten times that at ten million). A doubling starts a fresh table, where
+ * adds go, and keeps the previous one as the *moving* table: every join and leave moves
+ * its next MOVE_PER_CHANGE slots, and so does the service thread when it has nothing
+ * else to do (patterns_maintain). Nothing is added to the moving table; a pattern that
+ * leaves it becomes SLOT_GONE, which probes pass over, so its probe runs stay intact. A
+ * lookup that misses in the fresh table probes the moving one from its next slot to move
+ * on (everything before it has moved; a run that reaches a pattern not yet moved is
+ * taken from there to it), and wraps round to that slot, not to 0. The moved part is
+ * given back page by page. Sizing: a doubling starts at three quarters full, and a move
+ * ends after capacity / MOVE_PER_CHANGE changes at the latest, each adding at most one
+ * pattern, so the fresh table cannot fill before the move is done.
+ *
  * A pattern record is its text and one member inline (the usual personal folder has one
  * follower); anything more (members, the filing, wildcard patterns under this prefix)
  * lives in a `struct more` made on first need.
@@ -35,6 +49,9 @@
  */
 
 #define TABLE_MIN_CAPACITY 1024
+#define MOVE_PER_CHANGE 16
+#define MOVE_GROUP 32
+#define SLOT_GONE UINT64_C(1) /* a pattern that left the moving table; no record is at 1 */
 #define POINTER_BITS 48
 #define POINTER_MASK ((UINT64_C(1) << POINTER_BITS) - 1)
 #define SCAN_BY_NAME_MAX 4
@@ -83,9 +100,13 @@ struct pattern {
 };
 
 struct patterns {
-    uint64_t *slots; /* literal patterns */
-    size_t capacity; /* a power of two */
-    size_t count;
+    uint64_t *slots;  /* literal patterns: the fresh table, where adds go */
+    size_t capacity;  /* a power of two */
+    size_t count;     /* literal patterns, in both tables */
+    uint64_t *moving; /* the previous table while a doubling moves it; NULL otherwise */
+    size_t moving_capacity;
+    size_t move_next;      /* the moving table's next slot to move */
+    size_t released_bytes; /* of the moving table, given back */
     uint64_t seed;
     size_t pattern_count; /* with members */
     struct pattern *root; /* holds the patterns whose first segment is `*` */
@@ -216,19 +237,77 @@ static struct pattern *slot_pattern(uint64_t slot)
     return (struct pattern *)(uintptr_t)(slot & POINTER_MASK);
 }
 
+static bool slot_holds(uint64_t s, uint64_t hash, const char *text, size_t len)
+{
+    const struct pattern *p = slot_pattern(s);
+    return ((s ^ hash) & ~POINTER_MASK) == 0 && p->len == len && memcmp(p->text, text, len) == 0;
+}
+
+/* In the fresh table: the slot that holds text, or the empty one where it would go. */
 static size_t table_find(const patterns_t *t, const char *text, size_t len, uint64_t hash)
 {
     size_t mask = t->capacity - 1;
     for (size_t i = hash & mask;; i = (i + 1) & mask) {
         uint64_t s = t->slots[i];
-        if (s == 0) {
-            return i;
-        }
-        const struct pattern *p = slot_pattern(s);
-        if (((s ^ hash) & ~POINTER_MASK) == 0 && p->len == len && memcmp(p->text, text, len) == 0) {
+        if (s == 0 || slot_holds(s, hash, text, len)) {
             return i;
         }
     }
+}
+
+/* A probe of the moving table: only slots from the next one to move on are read, each at
+ * most once (see the top of this file). */
+struct moving_probe {
+    size_t i;
+    size_t left;
+};
+
+static struct moving_probe moving_probe_start(const patterns_t *t, uint64_t hash)
+{
+    size_t home = hash & (t->moving_capacity - 1);
+    return (struct moving_probe){home < t->move_next ? t->move_next : home,
+                                 t->moving_capacity - t->move_next};
+}
+
+/* The next slot on the probe's run whose tag is hash's, or SIZE_MAX at the end of it. */
+static size_t moving_probe_next(const patterns_t *t, struct moving_probe *probe, uint64_t hash)
+{
+    while (probe->left > 0 && t->moving[probe->i] != 0) {
+        size_t i = probe->i;
+        uint64_t s = t->moving[i];
+        probe->left--;
+        probe->i = i + 1 == t->moving_capacity ? t->move_next : i + 1;
+        if (s != SLOT_GONE && ((s ^ hash) & ~POINTER_MASK) == 0) {
+            return i;
+        }
+    }
+    return SIZE_MAX;
+}
+
+/* The slot, in either table, of the literal pattern with this text; NULL when none.
+ * *is_moving (when asked) tells which table. */
+static uint64_t *literal_slot(patterns_t *t, const char *text, size_t len, uint64_t hash,
+                              bool *is_moving)
+{
+    size_t i = table_find(t, text, len, hash);
+    if (t->slots[i] != 0) {
+        if (is_moving != NULL) {
+            *is_moving = false;
+        }
+        return &t->slots[i];
+    }
+    if (t->moving != NULL) {
+        struct moving_probe probe = moving_probe_start(t, hash);
+        for (size_t j; (j = moving_probe_next(t, &probe, hash)) != SIZE_MAX;) {
+            if (slot_holds(t->moving[j], hash, text, len)) {
+                if (is_moving != NULL) {
+                    *is_moving = true;
+                }
+                return &t->moving[j];
+            }
+        }
+    }
+    return NULL;
 }
 
 static void table_place(uint64_t *slots, size_t capacity, uint64_t slot, uint64_t hash)
@@ -241,67 +320,95 @@ static void table_place(uint64_t *slots, size_t capacity, uint64_t slot, uint64_
     slots[i] = slot;
 }
 
-#define GROW_GROUP 32
-
-/* Doubles the table. Each pattern's text is read again for its hash: in groups, every
- * record of a group fetched first, then every new home slot, so that the cache misses of
- * a group overlap (at a million subscriptions the doubling held the service thread 91 ms
- * when they queued). */
-static void table_grow(patterns_t *t)
+/* Places n slots of the moving table in the fresh one. Each pattern's text is read again
+ * for its hash: every record of the group fetched first, then every new home slot, so
+ * that the cache misses of a group overlap instead of queueing. */
+static void move_group(patterns_t *t, const uint64_t *group, size_t n)
 {
-    size_t capacity = t->capacity * 2;
-    uint64_t *slots = xcalloc(capacity, sizeof(*slots));
-    for (size_t start = 0; start < t->capacity; start += GROW_GROUP) {
-        uint64_t hashes[GROW_GROUP];
-        const uint64_t *group = t->slots + start;
-        for (size_t i = 0; i < GROW_GROUP; i++) {
-            if (group[i] != 0) {
-                __builtin_prefetch(slot_pattern(group[i]));
-            }
-        }
-        for (size_t i = 0; i < GROW_GROUP; i++) {
-            if (group[i] != 0) {
-                const struct pattern *p = slot_pattern(group[i]);
-                hashes[i] = text_hash(t, p->text, p->len);
-                __builtin_prefetch(&slots[hashes[i] & (capacity - 1)]);
-            }
-        }
-        for (size_t i = 0; i < GROW_GROUP; i++) {
-            if (group[i] != 0) {
-                table_place(slots, capacity, group[i], hashes[i]);
-            }
+    uint64_t hashes[MOVE_GROUP];
+    for (size_t i = 0; i < n; i++) {
+        if (group[i] > SLOT_GONE) {
+            __builtin_prefetch(slot_pattern(group[i]));
         }
     }
-    free(t->slots);
-    t->slots = slots;
-    t->capacity = capacity;
+    for (size_t i = 0; i < n; i++) {
+        if (group[i] > SLOT_GONE) {
+            const struct pattern *p = slot_pattern(group[i]);
+            hashes[i] = text_hash(t, p->text, p->len);
+            __builtin_prefetch(&t->slots[hashes[i] & (t->capacity - 1)]);
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (group[i] > SLOT_GONE) {
+            table_place(t->slots, t->capacity, group[i], hashes[i]);
+        }
+    }
+}
+
+/* Moves up to limit slots of the moving table; frees it once every slot is done. */
+static void move_on(patterns_t *t, size_t limit)
+{
+    if (t->moving == NULL) {
+        return;
+    }
+    size_t left = t->moving_capacity - t->move_next;
+    size_t end = t->move_next + (limit < left ? limit : left);
+    while (t->move_next < end) {
+        size_t n = end - t->move_next < MOVE_GROUP ? end - t->move_next : MOVE_GROUP;
+        move_group(t, t->moving + t->move_next, n);
+        t->move_next += n;
+    }
+    size_t moving_bytes = t->moving_capacity * sizeof(*t->moving);
+    if (t->move_next == t->moving_capacity) {
+        mem_unmap(t->moving, moving_bytes);
+        t->moving = NULL;
+        return;
+    }
+    mem_release_below(t->moving, t->move_next * sizeof(*t->moving), &t->released_bytes);
+}
+
+/* Doubles the table: the present one becomes the moving one. */
+static void start_move(patterns_t *t)
+{
+    move_on(t, SIZE_MAX); /* never under way: see the sizing at the top of this file */
+    t->moving = t->slots;
+    t->moving_capacity = t->capacity;
+    t->move_next = 0;
+    t->released_bytes = 0;
+    t->capacity *= 2;
+    t->slots = xmap_zeroed(t->capacity * sizeof(*t->slots));
 }
 
 /* The literal pattern with this text, made (without members) when missing. */
 static struct pattern *literal_get(patterns_t *t, const char *text, size_t len)
 {
     uint64_t hash = text_hash(t, text, len);
-    size_t i = table_find(t, text, len, hash);
-    if (t->slots[i] != 0) {
-        return slot_pattern(t->slots[i]);
+    uint64_t *slot = literal_slot(t, text, len, hash, NULL);
+    if (slot != NULL) {
+        return slot_pattern(*slot);
     }
     if ((t->count + 1) * 4 > t->capacity * 3) {
-        table_grow(t);
-        i = table_find(t, text, len, hash);
+        start_move(t);
     }
     struct pattern *p = pattern_new(text, len, false);
-    t->slots[i] = slot_of(p, hash);
+    t->slots[table_find(t, text, len, hash)] = slot_of(p, hash);
     t->count++;
     return p;
 }
 
 static void table_remove(patterns_t *t, const struct pattern *p)
 {
-    size_t mask = t->capacity - 1;
-    size_t hole = table_find(t, p->text, p->len, text_hash(t, p->text, p->len));
-    assert(slot_pattern(t->slots[hole]) == p);
-    t->slots[hole] = 0;
+    bool is_moving;
+    uint64_t *slot = literal_slot(t, p->text, p->len, text_hash(t, p->text, p->len), &is_moving);
+    assert(slot != NULL && slot_pattern(*slot) == p);
     t->count--;
+    if (is_moving) {
+        *slot = SLOT_GONE;
+        return;
+    }
+    size_t mask = t->capacity - 1;
+    size_t hole = (size_t)(slot - t->slots);
+    t->slots[hole] = 0;
     for (size_t i = (hole + 1) & mask; t->slots[i] != 0; i = (i + 1) & mask) {
         const struct pattern *q = slot_pattern(t->slots[i]);
         size_t home = text_hash(t, q->text, q->len) & mask;
@@ -386,8 +493,8 @@ static void pattern_drop(patterns_t *t, struct pattern *p)
     if (prefix_len == 0) {
         holder = t->root;
     } else {
-        size_t i = table_find(t, p->text, prefix_len, text_hash(t, p->text, prefix_len));
-        holder = slot_pattern(t->slots[i]);
+        holder = slot_pattern(
+            *literal_slot(t, p->text, prefix_len, text_hash(t, p->text, prefix_len), NULL));
     }
     struct more *more = more_of(holder);
     assert(more != NULL);
@@ -703,7 +810,7 @@ patterns_t *patterns_new(const principals_t *principals)
 {
     patterns_t *t = xcalloc(1, sizeof(*t));
     t->capacity = TABLE_MIN_CAPACITY;
-    t->slots = xcalloc(t->capacity, sizeof(*t->slots));
+    t->slots = xmap_zeroed(t->capacity * sizeof(*t->slots));
     if (RAND_bytes((unsigned char *)&t->seed, sizeof(t->seed)) != 1) {
         fprintf(stderr, "herold: RAND_bytes failed\n");
         abort();
@@ -721,12 +828,14 @@ void patterns_free(patterns_t *t)
     }
     assert(t->count == 0 && t->pattern_count == 0);
     pattern_free(t->root);
-    free(t->slots);
+    mem_unmap(t->slots, t->capacity * sizeof(*t->slots));
+    mem_unmap(t->moving, t->moving_capacity * sizeof(*t->moving));
     free(t);
 }
 
 void patterns_join(patterns_t *t, struct sub *sub, const char *text, size_t len)
 {
+    move_on(t, MOVE_PER_CHANGE);
     bool is_wild = literal_prefix_len(text, len) != len;
     struct pattern *p = is_wild ? wild_get(t, text, len) : literal_get(t, text, len);
     if (p->count == 0) {
@@ -737,6 +846,7 @@ void patterns_join(patterns_t *t, struct sub *sub, const char *text, size_t len)
 
 void patterns_leave(patterns_t *t, struct sub *sub)
 {
+    move_on(t, MOVE_PER_CHANGE);
     struct pattern *p = sub->pattern;
     member_remove(p, sub);
     sub->pattern = NULL;
@@ -744,6 +854,21 @@ void patterns_leave(patterns_t *t, struct sub *sub)
         t->pattern_count--;
         pattern_drop(t, p);
     }
+}
+
+size_t patterns_maintain(patterns_t *t, size_t slots)
+{
+    move_on(t, slots);
+    return t->moving != NULL ? t->moving_capacity - t->move_next : 0;
+}
+
+size_t patterns_table_bytes(const patterns_t *t)
+{
+    size_t bytes = t->capacity * sizeof(*t->slots);
+    if (t->moving != NULL) {
+        bytes += t->moving_capacity * sizeof(*t->moving) - t->released_bytes;
+    }
+    return bytes;
 }
 
 const char *patterns_text(const pattern_t *pattern)
@@ -962,6 +1087,19 @@ static size_t next_tagged(const patterns_t *t, size_t i, uint64_t hash)
     }
 }
 
+/* The pattern in the moving table that is the first k segments of path, or NULL. */
+static const struct pattern *moving_prefix(const patterns_t *t, uint64_t hash, const path_t *path,
+                                           size_t k)
+{
+    struct moving_probe probe = moving_probe_start(t, hash);
+    for (size_t i; (i = moving_probe_next(t, &probe, hash)) != SIZE_MAX;) {
+        if (pattern_is_prefix(slot_pattern(t->moving[i]), path, k)) {
+            return slot_pattern(t->moving[i]);
+        }
+    }
+    return NULL;
+}
+
 static bool match_path(struct match *m, const path_t *path, const path_t *skip)
 {
     /* Three passes over the prefixes, so that the cache misses of one pass overlap: hash
@@ -978,6 +1116,9 @@ static bool match_path(struct match *m, const path_t *path, const path_t *skip)
         hash = hash_fnv1a(hash, path->segments[k].p, path->segments[k].len);
         hashes[k] = hash;
         __builtin_prefetch(&t->slots[hash & mask]);
+        if (t->moving != NULL) {
+            __builtin_prefetch(&t->moving[moving_probe_start(t, hash).i]);
+        }
     }
     for (size_t k = 0; k < n; k++) {
         at[k] = next_tagged(t, hashes[k] & mask, hashes[k]);
@@ -995,6 +1136,9 @@ static bool match_path(struct match *m, const path_t *path, const path_t *skip)
                 p = slot_pattern(t->slots[i]);
                 break;
             }
+        }
+        if (p == NULL && t->moving != NULL) {
+            p = moving_prefix(t, hashes[k], path, k + 1);
         }
         if (p == NULL) {
             continue;

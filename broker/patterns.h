@@ -25,7 +25,7 @@
  * second delivery.
  *
  * A match writes nothing: several threads may match at once as long as none changes the
- * index meanwhile. Changes (join, leave) belong to one thread.
+ * index meanwhile. Changes (join, leave, maintain) belong to one thread.
  */
 
 #include <stdbool.h>
@@ -63,6 +63,15 @@ void patterns_join(patterns_t *patterns, struct sub *sub, const char *text, size
 
 /* Removes sub from its pattern, freeing the pattern when it was the last member. */
 void patterns_leave(patterns_t *patterns, struct sub *sub);
+
+/* Moves a doubling of the table of patterns on by up to slots slots, for the thread that
+ * changes the index when it has nothing else to do (joins and leaves move it too).
+ * Returns the slots still to move, 0 when no doubling is under way. */
+size_t patterns_maintain(patterns_t *patterns, size_t slots);
+
+/* The memory the table of patterns holds in its own mappings, outside malloc (for
+ * benchmarks, which count what malloc hands out). */
+size_t patterns_table_bytes(const patterns_t *patterns);
 
 /* The pattern's text, NUL-terminated, and its length. */
 const char *patterns_text(const pattern_t *pattern);

@@ -908,6 +908,16 @@ size_t subs_pattern_count(const subs_t *subs)
     return patterns_count(subs->patterns);
 }
 
+size_t subs_maintain(subs_t *subs, size_t slots)
+{
+    return patterns_maintain(subs->patterns, slots);
+}
+
+size_t subs_table_bytes(const subs_t *subs)
+{
+    return patterns_table_bytes(subs->patterns);
+}
+
 struct principals *subs_principals(subs_t *subs)
 {
     return subs->principals;

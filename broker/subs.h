@@ -230,6 +230,15 @@ size_t subs_count(const subs_t *subs);
 /* The number of distinct patterns with subscriptions (for tests). */
 size_t subs_pattern_count(const subs_t *subs);
 
+/* Moves on, by up to slots slots, a doubling of the matching index's table that adds and
+ * removals started (patterns_maintain): for the service thread when it has nothing else
+ * to do. Returns the slots still to move, 0 when none. */
+size_t subs_maintain(subs_t *subs, size_t slots);
+
+/* The memory of the index's table of patterns, which malloc does not count
+ * (patterns_table_bytes; for benchmarks). */
+size_t subs_table_bytes(const subs_t *subs);
+
 /* The interned principals and owner sets behind the reader check (for benchmarks, which
  * count what owners cost apart from what subscriptions cost). */
 struct principals *subs_principals(subs_t *subs);

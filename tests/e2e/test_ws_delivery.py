@@ -8,6 +8,7 @@ one can no longer come. Events are told apart by their actor."""
 import asyncio
 import re
 
+import pytest
 import websockets
 
 from helpers import MAX_BATCH_ITEMS, graph_time, jwt_claims, ms_time, run
@@ -359,3 +360,70 @@ def test_healthz_answers_ok_and_unknown_path_404(broker):
     assert broker.http_get("/healthz") == (200, b"ok\n")
     status, _ = broker.http_get("/no/such/path")
     assert status == 404
+
+
+GROWN_CONNECTIONS = 8
+GROWN_PER_CONNECTION = 200
+
+
+@pytest.mark.broker_args("--max-ops-per-second", "100000",
+                         "--max-subscriptions-per-minute", "100000",
+                         "--max-subscriptions-per-user", "100000")
+def test_subscriptions_past_two_doublings_of_the_index_get_exactly_their_events(broker):
+    """1,600 patterns double the matching index's table twice (it starts at 1,024 slots, and
+    each doubling moves the patterns into the larger table over a while: joins, leaves and
+    dispatch's idle turns move them on). After adding them, and again after removing half,
+    every pattern gets exactly its own events."""
+    async def publish_round(clients, round_name):
+        events = []
+        for k in range(GROWN_CONNECTIONS):
+            for i in range(GROWN_PER_CONNECTION):
+                events.append(broker.event(resource="/grown/c%d/p%d/doc" % (k, i),
+                                           actor="%s-%d-%d" % (round_name, k, i)))
+        for k in range(GROWN_CONNECTIONS):
+            events.append(broker.event(resource="/grown/c%d/p0/control" % k,
+                                       actor="%s-control-%d" % (round_name, k)))
+        replies = broker.publish_many(events)
+        assert all(r["ok"] for r in replies), [r for r in replies if not r["ok"]][:3]
+        received = []
+        for k, c in enumerate(clients):
+            items = await c.items_until_actor("%s-control-%d" % (round_name, k))
+            received.append(items[:-1])
+        return received
+
+    async def body():
+        clients = [await broker.connect("anna") for _ in range(GROWN_CONNECTIONS)]
+        ids = []
+        for k, c in enumerate(clients):
+            for i in range(GROWN_PER_CONNECTION):
+                await c.send({"op": "subscribe", "ref": "s%d" % i,
+                              "resource": "/grown/c%d/p%d" % (k, i)})
+        for c in clients:
+            answers = [await c.answer() for _ in range(GROWN_PER_CONNECTION)]
+            assert [a["op"] for a in answers] == ["subscribed"] * GROWN_PER_CONNECTION
+            ids.append([a["subscriptionId"] for a in answers])
+
+        received = await publish_round(clients, "all")
+        for k in range(GROWN_CONNECTIONS):
+            assert sorted(actors(received[k])) == sorted(
+                "all-%d-%d" % (k, i) for i in range(GROWN_PER_CONNECTION))
+            for item in received[k]:
+                i = int(item["actor"].rsplit("-", 1)[1])
+                assert item["subscriptionId"] == ids[k][i], item
+
+        for k, c in enumerate(clients):
+            for i in range(1, GROWN_PER_CONNECTION, 2):
+                await c.send({"op": "unsubscribe", "ref": "u%d" % i,
+                              "subscriptionId": ids[k][i]})
+        for c in clients:
+            answers = [await c.answer() for _ in range(1, GROWN_PER_CONNECTION, 2)]
+            assert [a["op"] for a in answers] == ["unsubscribed"] * len(answers)
+
+        received = await publish_round(clients, "half")
+        for k in range(GROWN_CONNECTIONS):
+            assert sorted(actors(received[k])) == sorted(
+                "half-%d-%d" % (k, i) for i in range(0, GROWN_PER_CONNECTION, 2))
+        for c in clients:
+            await c.close()
+
+    run(body())
