@@ -324,7 +324,7 @@ int main(int argc, char **argv)
         /* What owners cost comes first, as when their sessions log in: each user's
          * principals interned and their owner set made. What subscriptions cost is
          * measured after. The users' tokens exist already and are not counted. */
-        size_t owners_before = allocated_bytes();
+        size_t owners_before = allocated_bytes() + subs_table_bytes(subs);
         const owner_set_t **owner_sets = xmalloc(w.users * sizeof(*owner_sets));
         for (size_t k = 0; k < w.users; k++) {
             owner_sets[k] = principals_owner_get(subs_principals(subs), w.principals[k]);

@@ -8,33 +8,18 @@
 
 #include "hash.h"
 #include "mem.h"
+#include "ptable.h"
 #include "subs.h"
 
 /*
  * Layout, chosen for a million subscriptions and more.
  *
- * The table of literal patterns is open addressing over 64-bit slots: the record's
- * address in the low 48 bits and the top 16 bits of the text's hash above it, so a probe
- * that meets another pattern's slot rarely touches that record. Deletion shifts back the
- * entries that follow (no tombstones); their home is recomputed from their text, which
- * only changes cost. The hash is FNV-1a with a random start per table: not a keyed hash in
- * the cryptographic sense, but a client cannot precompute colliding patterns offline; the
+ * The table of literal patterns is a ptable (ptable.h): tagged pointers to the records,
+ * doubling over a while, so that no subscription change holds matching up for long. The
+ * hash is FNV-1a over the text with a random start per table: not a keyed hash in the
+ * cryptographic sense, but a client cannot precompute colliding patterns offline; the
  * subscription limits bound what it can do online, and SipHash is the remedy if that ever
  * matters.
- *
- * The table doubles over a while, not in one go: rereading every pattern's text for its
- * new home held the service thread, and every delivery, 34-49 ms at a million
- * subscriptions (ten times that at ten million). A doubling starts a fresh table, where
- * adds go, and keeps the previous one as the *moving* table: every join and leave moves
- * its next MOVE_PER_CHANGE slots, and so does the service thread when it has nothing
- * else to do (patterns_maintain). Nothing is added to the moving table; a pattern that
- * leaves it becomes SLOT_GONE, which probes pass over, so its probe runs stay intact. A
- * lookup that misses in the fresh table probes the moving one from its next slot to move
- * on (everything before it has moved; a run that reaches a pattern not yet moved is
- * taken from there to it), and wraps round to that slot, not to 0. The moved part is
- * given back page by page. Sizing: a doubling starts at three quarters full, and a move
- * ends after capacity / MOVE_PER_CHANGE changes at the latest, each adding at most one
- * pattern, so the fresh table cannot fill before the move is done.
  *
  * A pattern record is its text and one member inline (the usual personal folder has one
  * follower); anything more (members, the filing, wildcard patterns under this prefix)
@@ -48,12 +33,6 @@
  * the back; leaving marks the member's entries and compacts once.
  */
 
-#define TABLE_MIN_CAPACITY 1024
-#define MOVE_PER_CHANGE 16
-#define MOVE_GROUP 32
-#define SLOT_GONE UINT64_C(1) /* a pattern that left the moving table; no record is at 1 */
-#define POINTER_BITS 48
-#define POINTER_MASK ((UINT64_C(1) << POINTER_BITS) - 1)
 #define SCAN_BY_NAME_MAX 4
 #define CHUNK_BITS 12
 #define CHUNK_MEMBERS (1u << CHUNK_BITS)
@@ -100,13 +79,7 @@ struct pattern {
 };
 
 struct patterns {
-    uint64_t *slots;  /* literal patterns: the fresh table, where adds go */
-    size_t capacity;  /* a power of two */
-    size_t count;     /* literal patterns, in both tables */
-    uint64_t *moving; /* the previous table while a doubling moves it; NULL otherwise */
-    size_t moving_capacity;
-    size_t move_next;      /* the moving table's next slot to move */
-    size_t released_bytes; /* of the moving table, given back */
+    ptable_t literals; /* literal patterns (and prefixes holding wildcard ones) by text */
     uint64_t seed;
     size_t pattern_count; /* with members */
     struct pattern *root; /* holds the patterns whose first segment is `*` */
@@ -222,202 +195,34 @@ static uint64_t text_hash(const patterns_t *t, const char *text, size_t len)
     return hash_fnv1a(t->seed, text, len);
 }
 
-static uint64_t slot_of(const struct pattern *p, uint64_t hash)
+static uint64_t pattern_hash(const void *item, const void *ctx)
 {
-    uint64_t address = (uint64_t)(uintptr_t)p;
-    if ((address & ~POINTER_MASK) != 0) {
-        fprintf(stderr, "herold: a pattern record above 2^48 cannot be tagged\n");
-        abort();
-    }
-    return address | (hash & ~POINTER_MASK);
+    const struct pattern *p = item;
+    return text_hash(ctx, p->text, p->len);
 }
 
-static struct pattern *slot_pattern(uint64_t slot)
+static struct pattern *literal_find(const patterns_t *t, const char *text, size_t len,
+                                    uint64_t hash)
 {
-    return (struct pattern *)(uintptr_t)(slot & POINTER_MASK);
-}
-
-static bool slot_holds(uint64_t s, uint64_t hash, const char *text, size_t len)
-{
-    const struct pattern *p = slot_pattern(s);
-    return ((s ^ hash) & ~POINTER_MASK) == 0 && p->len == len && memcmp(p->text, text, len) == 0;
-}
-
-/* In the fresh table: the slot that holds text, or the empty one where it would go. */
-static size_t table_find(const patterns_t *t, const char *text, size_t len, uint64_t hash)
-{
-    size_t mask = t->capacity - 1;
-    for (size_t i = hash & mask;; i = (i + 1) & mask) {
-        uint64_t s = t->slots[i];
-        if (s == 0 || slot_holds(s, hash, text, len)) {
-            return i;
-        }
-    }
-}
-
-/* A probe of the moving table: only slots from the next one to move on are read, each at
- * most once (see the top of this file). */
-struct moving_probe {
-    size_t i;
-    size_t left;
-};
-
-static struct moving_probe moving_probe_start(const patterns_t *t, uint64_t hash)
-{
-    size_t home = hash & (t->moving_capacity - 1);
-    return (struct moving_probe){home < t->move_next ? t->move_next : home,
-                                 t->moving_capacity - t->move_next};
-}
-
-/* The next slot on the probe's run whose tag is hash's, or SIZE_MAX at the end of it. */
-static size_t moving_probe_next(const patterns_t *t, struct moving_probe *probe, uint64_t hash)
-{
-    while (probe->left > 0 && t->moving[probe->i] != 0) {
-        size_t i = probe->i;
-        uint64_t s = t->moving[i];
-        probe->left--;
-        probe->i = i + 1 == t->moving_capacity ? t->move_next : i + 1;
-        if (s != SLOT_GONE && ((s ^ hash) & ~POINTER_MASK) == 0) {
-            return i;
-        }
-    }
-    return SIZE_MAX;
-}
-
-/* The slot, in either table, of the literal pattern with this text; NULL when none.
- * *is_moving (when asked) tells which table. */
-static uint64_t *literal_slot(patterns_t *t, const char *text, size_t len, uint64_t hash,
-                              bool *is_moving)
-{
-    size_t i = table_find(t, text, len, hash);
-    if (t->slots[i] != 0) {
-        if (is_moving != NULL) {
-            *is_moving = false;
-        }
-        return &t->slots[i];
-    }
-    if (t->moving != NULL) {
-        struct moving_probe probe = moving_probe_start(t, hash);
-        for (size_t j; (j = moving_probe_next(t, &probe, hash)) != SIZE_MAX;) {
-            if (slot_holds(t->moving[j], hash, text, len)) {
-                if (is_moving != NULL) {
-                    *is_moving = true;
-                }
-                return &t->moving[j];
-            }
+    ptable_probe_t probe = ptable_probe(&t->literals, hash);
+    for (struct pattern *p; (p = ptable_next(&t->literals, &probe)) != NULL;) {
+        if (p->len == len && memcmp(p->text, text, len) == 0) {
+            return p;
         }
     }
     return NULL;
-}
-
-static void table_place(uint64_t *slots, size_t capacity, uint64_t slot, uint64_t hash)
-{
-    size_t mask = capacity - 1;
-    size_t i = hash & mask;
-    while (slots[i] != 0) {
-        i = (i + 1) & mask;
-    }
-    slots[i] = slot;
-}
-
-/* Places n slots of the moving table in the fresh one. Each pattern's text is read again
- * for its hash: every record of the group fetched first, then every new home slot, so
- * that the cache misses of a group overlap instead of queueing. */
-static void move_group(patterns_t *t, const uint64_t *group, size_t n)
-{
-    uint64_t hashes[MOVE_GROUP];
-    for (size_t i = 0; i < n; i++) {
-        if (group[i] > SLOT_GONE) {
-            __builtin_prefetch(slot_pattern(group[i]));
-        }
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (group[i] > SLOT_GONE) {
-            const struct pattern *p = slot_pattern(group[i]);
-            hashes[i] = text_hash(t, p->text, p->len);
-            __builtin_prefetch(&t->slots[hashes[i] & (t->capacity - 1)]);
-        }
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (group[i] > SLOT_GONE) {
-            table_place(t->slots, t->capacity, group[i], hashes[i]);
-        }
-    }
-}
-
-/* Moves up to limit slots of the moving table; frees it once every slot is done. */
-static void move_on(patterns_t *t, size_t limit)
-{
-    if (t->moving == NULL) {
-        return;
-    }
-    size_t left = t->moving_capacity - t->move_next;
-    size_t end = t->move_next + (limit < left ? limit : left);
-    while (t->move_next < end) {
-        size_t n = end - t->move_next < MOVE_GROUP ? end - t->move_next : MOVE_GROUP;
-        move_group(t, t->moving + t->move_next, n);
-        t->move_next += n;
-    }
-    size_t moving_bytes = t->moving_capacity * sizeof(*t->moving);
-    if (t->move_next == t->moving_capacity) {
-        mem_unmap(t->moving, moving_bytes);
-        t->moving = NULL;
-        return;
-    }
-    mem_release_below(t->moving, t->move_next * sizeof(*t->moving), &t->released_bytes);
-}
-
-/* Doubles the table: the present one becomes the moving one. */
-static void start_move(patterns_t *t)
-{
-    move_on(t, SIZE_MAX); /* never under way: see the sizing at the top of this file */
-    t->moving = t->slots;
-    t->moving_capacity = t->capacity;
-    t->move_next = 0;
-    t->released_bytes = 0;
-    t->capacity *= 2;
-    t->slots = xmap_zeroed(t->capacity * sizeof(*t->slots));
 }
 
 /* The literal pattern with this text, made (without members) when missing. */
 static struct pattern *literal_get(patterns_t *t, const char *text, size_t len)
 {
     uint64_t hash = text_hash(t, text, len);
-    uint64_t *slot = literal_slot(t, text, len, hash, NULL);
-    if (slot != NULL) {
-        return slot_pattern(*slot);
+    struct pattern *p = literal_find(t, text, len, hash);
+    if (p == NULL) {
+        p = pattern_new(text, len, false);
+        ptable_insert(&t->literals, p, hash);
     }
-    if ((t->count + 1) * 4 > t->capacity * 3) {
-        start_move(t);
-    }
-    struct pattern *p = pattern_new(text, len, false);
-    t->slots[table_find(t, text, len, hash)] = slot_of(p, hash);
-    t->count++;
     return p;
-}
-
-static void table_remove(patterns_t *t, const struct pattern *p)
-{
-    bool is_moving;
-    uint64_t *slot = literal_slot(t, p->text, p->len, text_hash(t, p->text, p->len), &is_moving);
-    assert(slot != NULL && slot_pattern(*slot) == p);
-    t->count--;
-    if (is_moving) {
-        *slot = SLOT_GONE;
-        return;
-    }
-    size_t mask = t->capacity - 1;
-    size_t hole = (size_t)(slot - t->slots);
-    t->slots[hole] = 0;
-    for (size_t i = (hole + 1) & mask; t->slots[i] != 0; i = (i + 1) & mask) {
-        const struct pattern *q = slot_pattern(t->slots[i]);
-        size_t home = text_hash(t, q->text, q->len) & mask;
-        if (hash_may_fill_hole(home, hole, i, mask)) {
-            t->slots[hole] = t->slots[i];
-            t->slots[i] = 0;
-            hole = i;
-        }
-    }
 }
 
 /* The length of a wildcard pattern's literal prefix: the text before its first `*`
@@ -478,7 +283,7 @@ static void literal_drop_if_empty(patterns_t *t, struct pattern *p)
     if (p == t->root || p->count != 0 || (more != NULL && more->wild_count != 0)) {
         return;
     }
-    table_remove(t, p);
+    ptable_remove(&t->literals, p, text_hash(t, p->text, p->len));
     pattern_free(p);
 }
 
@@ -493,8 +298,7 @@ static void pattern_drop(patterns_t *t, struct pattern *p)
     if (prefix_len == 0) {
         holder = t->root;
     } else {
-        holder = slot_pattern(
-            *literal_slot(t, p->text, prefix_len, text_hash(t, p->text, prefix_len), NULL));
+        holder = literal_find(t, p->text, prefix_len, text_hash(t, p->text, prefix_len));
     }
     struct more *more = more_of(holder);
     assert(more != NULL);
@@ -809,8 +613,7 @@ static void member_remove(struct pattern *p, struct sub *sub)
 patterns_t *patterns_new(const principals_t *principals)
 {
     patterns_t *t = xcalloc(1, sizeof(*t));
-    t->capacity = TABLE_MIN_CAPACITY;
-    t->slots = xmap_zeroed(t->capacity * sizeof(*t->slots));
+    ptable_init(&t->literals, pattern_hash, t);
     if (RAND_bytes((unsigned char *)&t->seed, sizeof(t->seed)) != 1) {
         fprintf(stderr, "herold: RAND_bytes failed\n");
         abort();
@@ -826,16 +629,14 @@ void patterns_free(patterns_t *t)
     if (t == NULL) {
         return;
     }
-    assert(t->count == 0 && t->pattern_count == 0);
+    assert(t->literals.count == 0 && t->pattern_count == 0);
     pattern_free(t->root);
-    mem_unmap(t->slots, t->capacity * sizeof(*t->slots));
-    mem_unmap(t->moving, t->moving_capacity * sizeof(*t->moving));
+    ptable_destroy(&t->literals);
     free(t);
 }
 
 void patterns_join(patterns_t *t, struct sub *sub, const char *text, size_t len)
 {
-    move_on(t, MOVE_PER_CHANGE);
     bool is_wild = literal_prefix_len(text, len) != len;
     struct pattern *p = is_wild ? wild_get(t, text, len) : literal_get(t, text, len);
     if (p->count == 0) {
@@ -846,7 +647,6 @@ void patterns_join(patterns_t *t, struct sub *sub, const char *text, size_t len)
 
 void patterns_leave(patterns_t *t, struct sub *sub)
 {
-    move_on(t, MOVE_PER_CHANGE);
     struct pattern *p = sub->pattern;
     member_remove(p, sub);
     sub->pattern = NULL;
@@ -858,17 +658,12 @@ void patterns_leave(patterns_t *t, struct sub *sub)
 
 size_t patterns_maintain(patterns_t *t, size_t slots)
 {
-    move_on(t, slots);
-    return t->moving != NULL ? t->moving_capacity - t->move_next : 0;
+    return ptable_maintain(&t->literals, slots);
 }
 
 size_t patterns_table_bytes(const patterns_t *t)
 {
-    size_t bytes = t->capacity * sizeof(*t->slots);
-    if (t->moving != NULL) {
-        bytes += t->moving_capacity * sizeof(*t->moving) - t->released_bytes;
-    }
-    return bytes;
+    return ptable_bytes(&t->literals);
 }
 
 const char *patterns_text(const pattern_t *pattern)
@@ -1071,35 +866,6 @@ static bool visit_wild(struct match *m, const struct pattern *holder, const path
     return true;
 }
 
-/* The first slot at or after i (on hash's probe run) whose tag is hash's, or SIZE_MAX at
- * the end of the run. */
-static size_t next_tagged(const patterns_t *t, size_t i, uint64_t hash)
-{
-    size_t mask = t->capacity - 1;
-    for (;; i = (i + 1) & mask) {
-        uint64_t s = t->slots[i];
-        if (s == 0) {
-            return SIZE_MAX;
-        }
-        if (((s ^ hash) & ~POINTER_MASK) == 0) {
-            return i;
-        }
-    }
-}
-
-/* The pattern in the moving table that is the first k segments of path, or NULL. */
-static const struct pattern *moving_prefix(const patterns_t *t, uint64_t hash, const path_t *path,
-                                           size_t k)
-{
-    struct moving_probe probe = moving_probe_start(t, hash);
-    for (size_t i; (i = moving_probe_next(t, &probe, hash)) != SIZE_MAX;) {
-        if (pattern_is_prefix(slot_pattern(t->moving[i]), path, k)) {
-            return slot_pattern(t->moving[i]);
-        }
-    }
-    return NULL;
-}
-
 static bool match_path(struct match *m, const path_t *path, const path_t *skip)
 {
     /* Three passes over the prefixes, so that the cache misses of one pass overlap: hash
@@ -1108,37 +874,29 @@ static bool match_path(struct match *m, const path_t *path, const path_t *skip)
     const patterns_t *t = m->t;
     size_t n = path->segment_count;
     uint64_t hashes[PATH_MAX_SEGMENTS];
-    size_t at[PATH_MAX_SEGMENTS];
+    ptable_probe_t probes[PATH_MAX_SEGMENTS];
+    const struct pattern *first[PATH_MAX_SEGMENTS];
     uint64_t hash = t->seed;
-    size_t mask = t->capacity - 1;
     for (size_t k = 0; k < n; k++) {
         hash = hash_fnv1a(hash, "/", 1);
         hash = hash_fnv1a(hash, path->segments[k].p, path->segments[k].len);
         hashes[k] = hash;
-        __builtin_prefetch(&t->slots[hash & mask]);
-        if (t->moving != NULL) {
-            __builtin_prefetch(&t->moving[moving_probe_start(t, hash).i]);
-        }
+        ptable_prefetch(&t->literals, hash);
     }
     for (size_t k = 0; k < n; k++) {
-        at[k] = next_tagged(t, hashes[k] & mask, hashes[k]);
-        if (at[k] != SIZE_MAX) {
-            __builtin_prefetch(slot_pattern(t->slots[at[k]]));
+        probes[k] = ptable_probe(&t->literals, hashes[k]);
+        first[k] = ptable_next(&t->literals, &probes[k]);
+        if (first[k] != NULL) {
+            __builtin_prefetch(first[k]);
         }
     }
     if (!visit_wild(m, t->root, path, skip)) {
         return false;
     }
     for (size_t k = 0; k < n; k++) {
-        const struct pattern *p = NULL;
-        for (size_t i = at[k]; i != SIZE_MAX; i = next_tagged(t, (i + 1) & mask, hashes[k])) {
-            if (pattern_is_prefix(slot_pattern(t->slots[i]), path, k + 1)) {
-                p = slot_pattern(t->slots[i]);
-                break;
-            }
-        }
-        if (p == NULL && t->moving != NULL) {
-            p = moving_prefix(t, hashes[k], path, k + 1);
+        const struct pattern *p = first[k];
+        while (p != NULL && !pattern_is_prefix(p, path, k + 1)) {
+            p = ptable_next(&t->literals, &probes[k]);
         }
         if (p == NULL) {
             continue;

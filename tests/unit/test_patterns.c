@@ -347,17 +347,18 @@ static void moving_check(const struct moving *mv, const char *prefix)
     for (int i = 0; i < mv->count; i++) {
         snprintf(text, sizeof(text), "/move/%s%d/x/w", prefix, i);
         size_t want = (mv->literal[i] != NULL) + (mv->wild[i] != NULL);
-        ck_assert_msg(match_count(mv->subs, text, "user:anna") == want, "%s: %zu expected", text,
-                      want);
+        size_t got = match_count(mv->subs, text, "user:anna");
+        if (got != want) { /* not an assertion per pattern: Check writes each one down */
+            ck_abort_msg("%s: %zu reported, %zu expected", text, got, want);
+        }
     }
 }
 
-/* Adds, removals and matches while the table of patterns doubles: a pattern not yet moved
- * is found from the next slot to move; one that leaves the moving table leaves the probe
- * runs through it intact; the moved part is never read again (under AddressSanitizer,
- * mem.h poisons it). Three tables, each with its own random hash seed, so that one of
- * them likely has a probe run that wraps round the end of the moving table. */
-static void table_doubles_over_a_while(void)
+/* Adds, removals and matches while the table of patterns doubles (ptable.h; test_ptable
+ * covers the table itself): literal patterns, wildcard ones and the prefixes that hold
+ * them are found in whichever table they are, and a holder that goes with its last
+ * wildcard pattern leaves the moving table. */
+START_TEST(test_patterns_table_doubles_over_a_while)
 {
     enum { MAX = 10000, ADDED = 50 };
     struct moving mv = {.subs = subs_new(), .anna = owner_new("anna", NULL, 0)};
@@ -418,13 +419,6 @@ static void table_doubles_over_a_while(void)
     ck_assert_uint_eq(subs_pattern_count(mv.subs), 0);
     subs_free(mv.subs);
     auth_principal_free(mv.anna);
-}
-
-START_TEST(test_patterns_table_doubles_over_a_while)
-{
-    for (int round = 0; round < 3; round++) {
-        table_doubles_over_a_while();
-    }
 }
 END_TEST
 
