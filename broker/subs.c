@@ -14,16 +14,9 @@
 #include "notif.h"
 #include "patterns.h"
 #include "principals.h"
+#include "ptable.h"
 
 #define WEBHOOK_SECRET_BYTES_FOR_SUBS 32
-
-/* Persistent subscriptions by id: open addressing with linear probing over pointers;
- * deletion shifts back the entries that follow, so no tombstones accumulate. */
-struct id_table {
-    sub_t **slots;
-    size_t capacity; /* a power of two */
-    size_t count;
-};
 
 /* Records come in blocks; free ones are chained through their first bytes. */
 #define SUBS_PER_BLOCK 1024
@@ -39,7 +32,7 @@ struct subs {
     struct sub_block *blocks;
     sub_t *free_records;
     size_t count;
-    struct id_table by_id;
+    ptable_t by_id; /* persistent subscriptions (ptable.h: it doubles over a while) */
     sub_t *persistent_head;
     sub_t *persistent_tail;
     heap_t by_expiry;  /* persistent subscriptions by expires_at */
@@ -56,60 +49,10 @@ static uint64_t hash_id(const uint8_t *id)
     return hash_fnv1a(HASH_FNV1A_SEED, id, SUBS_ID_RAW_BYTES);
 }
 
-static void table_insert(struct id_table *t, sub_t *sub);
-
-static void table_grow(struct id_table *t)
+static uint64_t sub_id_hash(const void *item, const void *ctx)
 {
-    struct id_table bigger = {xcalloc(t->capacity * 2, sizeof(sub_t *)), t->capacity * 2, 0};
-    for (size_t i = 0; i < t->capacity; i++) {
-        if (t->slots[i] != NULL) {
-            table_insert(&bigger, t->slots[i]);
-        }
-    }
-    free(t->slots);
-    *t = bigger;
-}
-
-static void table_insert(struct id_table *t, sub_t *sub)
-{
-    if ((t->count + 1) * 4 > t->capacity * 3) {
-        table_grow(t);
-    }
-    size_t mask = t->capacity - 1;
-    size_t i = hash_id(sub->id) & mask;
-    while (t->slots[i] != NULL) {
-        i = (i + 1) & mask;
-    }
-    t->slots[i] = sub;
-    t->count++;
-}
-
-static size_t table_slot(const struct id_table *t, const uint8_t *id)
-{
-    size_t mask = t->capacity - 1;
-    for (size_t i = hash_id(id) & mask;; i = (i + 1) & mask) {
-        if (t->slots[i] == NULL || memcmp(t->slots[i]->id, id, SUBS_ID_RAW_BYTES) == 0) {
-            return i;
-        }
-    }
-}
-
-static void table_remove(struct id_table *t, const sub_t *sub)
-{
-    size_t mask = t->capacity - 1;
-    size_t hole = table_slot(t, sub->id);
-    assert(t->slots[hole] == sub);
-    t->slots[hole] = NULL;
-    t->count--;
-    /* Shift back the run after the hole so every entry stays reachable from its home. */
-    for (size_t i = (hole + 1) & mask; t->slots[i] != NULL; i = (i + 1) & mask) {
-        size_t home = hash_id(t->slots[i]->id) & mask;
-        if (hash_may_fill_hole(home, hole, i, mask)) {
-            t->slots[hole] = t->slots[i];
-            t->slots[i] = NULL;
-            hole = i;
-        }
-    }
+    (void)ctx;
+    return hash_id(((const sub_t *)item)->id);
 }
 
 /* ---- records ---- */
@@ -172,8 +115,7 @@ subs_t *subs_new(void)
     subs_t *subs = xcalloc(1, sizeof(*subs));
     subs->principals = principals_new();
     subs->patterns = patterns_new(subs->principals);
-    subs->by_id.capacity = 64;
-    subs->by_id.slots = xcalloc(subs->by_id.capacity, sizeof(sub_t *));
+    ptable_init(&subs->by_id, sub_id_hash, NULL);
     subs->next_created_order = 1;
     subs->by_expiry = heap_make(expiry_key, expiry_place);
     return subs;
@@ -197,7 +139,7 @@ void subs_free(subs_t *subs)
         free(subs->blocks);
         subs->blocks = next;
     }
-    free(subs->by_id.slots);
+    ptable_destroy(&subs->by_id);
     heap_clear(&subs->by_expiry);
     free(subs->owned); /* every list went with its last subscription */
     free(subs);
@@ -611,7 +553,7 @@ static int add_persistent(subs_t *subs, const uint8_t *id, uint64_t created_orde
     /* The list stays in creation order, which paging relies on. */
     struct ordered all = all_list(subs);
     ordered_insert(&all, sub);
-    table_insert(&subs->by_id, sub);
+    ptable_insert(&subs->by_id, sub, hash_id(sub->id));
     heap_push(&subs->by_expiry, sub);
     owned_link(subs, sub);
     return 0;
@@ -763,7 +705,7 @@ void subs_remove(subs_t *subs, sub_t *sub)
     principals_owner_put(subs->principals, sub->owner_set);
     subs->count--;
     if (sub->kind != SUB_CONNECTION) {
-        table_remove(&subs->by_id, sub);
+        ptable_remove(&subs->by_id, sub, hash_id(sub->id));
         assert(subs->by_expiry.items[sub->rest->expiry_slot] == sub);
         heap_remove(&subs->by_expiry, sub->rest->expiry_slot);
         owned_unlink(subs, sub);
@@ -806,7 +748,14 @@ sub_t *subs_find(subs_t *subs, const char *id)
     if (!parse_raw_id(id, raw)) {
         return NULL;
     }
-    return subs->by_id.slots[table_slot(&subs->by_id, raw)];
+    uint64_t hash = hash_id(raw);
+    ptable_probe_t probe = ptable_probe(&subs->by_id, hash);
+    for (sub_t *sub; (sub = ptable_next(&subs->by_id, &probe)) != NULL;) {
+        if (memcmp(sub->id, raw, SUBS_ID_RAW_BYTES) == 0) {
+            return sub;
+        }
+    }
+    return NULL;
 }
 
 sub_t *subs_first_persistent(subs_t *subs)
@@ -910,12 +859,13 @@ size_t subs_pattern_count(const subs_t *subs)
 
 size_t subs_maintain(subs_t *subs, size_t slots)
 {
-    return patterns_maintain(subs->patterns, slots);
+    /* Each table up to slots: both rarely move at once. */
+    return patterns_maintain(subs->patterns, slots) + ptable_maintain(&subs->by_id, slots);
 }
 
 size_t subs_table_bytes(const subs_t *subs)
 {
-    return patterns_table_bytes(subs->patterns);
+    return patterns_table_bytes(subs->patterns) + ptable_bytes(&subs->by_id);
 }
 
 struct principals *subs_principals(subs_t *subs)
