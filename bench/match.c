@@ -19,17 +19,18 @@
  * deliveries per event; the benchmark prints the measured average.
  *
  * For each size it prints the subscriptions; the memory they took (what malloc handed out
- * over the build, and the table of patterns, which has a mapping of its own, divided by
- * N: records, pattern records and their table, the filings of large patterns); the memory per user
- * for the owners (N/5 users: their interned principals and shared owner sets, made before the build
- * as their sessions would; not their tokens, which the sessions hold); the events matched per
- * second on one core (subs_match_event with the reader check, counting deliveries), the cost per
- * event relative to the smallest size of the same run, the subscriptions added per second while
- * building, the longest any one add took (what a subscription change can hold the service thread,
- * and with it every delivery, for), and the events/s of one thread per CPU matching at once over
- * the same index (a match writes nothing, so they share it without a lock). Events/s is the median
- * over timed passes of the event pool (for MATCH_SECONDS), so that bursts of other work on a shared
- * machine move it less than a plain average.
+ * over the build, and the tables in mappings of their own (ptable.h), divided by N:
+ * records, pattern records and their table, the filings of large patterns); the memory per
+ * user for the owners (N/5 users: their interned principals and shared owner sets, made
+ * before the build as their sessions would; not their tokens, which the sessions hold);
+ * the events matched per second on one core (subs_match_event with the reader check,
+ * counting deliveries), the cost per event relative to the smallest size of the same run,
+ * the subscriptions added per second while building, the longest any one add took (what a
+ * subscription change can hold the service thread, and with it every delivery, for), and
+ * the events/s of one thread per CPU matching at once over the same index (a match writes
+ * nothing, so they share it without a lock). Events/s is the median over timed passes of
+ * the event pool (for MATCH_SECONDS), so that bursts of other work on a shared machine
+ * move it less than a plain average.
  */
 
 #include <inttypes.h>

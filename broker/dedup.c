@@ -1,6 +1,5 @@
 #include "dedup.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 
 #include "hash.h"

@@ -65,7 +65,8 @@ void patterns_join(patterns_t *patterns, struct sub *sub, const char *text, size
 void patterns_leave(patterns_t *patterns, struct sub *sub);
 
 /* Moves a doubling of the table of patterns on by up to slots slots, for the thread that
- * changes the index when it has nothing else to do (joins and leaves move it too).
+ * changes the index when it has nothing else to do (adding or removing a pattern moves it
+ * too).
  * Returns the slots still to move, 0 when no doubling is under way. */
 size_t patterns_maintain(patterns_t *patterns, size_t slots);
 
