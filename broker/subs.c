@@ -38,9 +38,7 @@ struct subs {
     heap_t by_expiry;  /* persistent subscriptions by expires_at */
     sub_t *moved_head; /* persistent subscriptions whose cursor moved, oldest mark first */
     sub_t *moved_tail;
-    struct owned **owned; /* persistent subscriptions by user: chained, a power of two */
-    size_t owned_capacity;
-    size_t owned_users;
+    ptable_t owned; /* struct owned, by user: persistent subscriptions per user */
     uint64_t next_created_order;
 };
 
@@ -48,6 +46,8 @@ static uint64_t hash_id(const uint8_t *id)
 {
     return hash_fnv1a(HASH_FNV1A_SEED, id, SUBS_ID_RAW_BYTES);
 }
+
+static uint64_t owned_hash(const void *item, const void *ctx); /* with struct owned */
 
 static uint64_t sub_id_hash(const void *item, const void *ctx)
 {
@@ -116,6 +116,7 @@ subs_t *subs_new(void)
     subs->principals = principals_new();
     subs->patterns = patterns_new(subs->principals);
     ptable_init(&subs->by_id, sub_id_hash, NULL);
+    ptable_init(&subs->owned, owned_hash, NULL);
     subs->next_created_order = 1;
     subs->by_expiry = heap_make(expiry_key, expiry_place);
     return subs;
@@ -141,7 +142,7 @@ void subs_free(subs_t *subs)
     }
     ptable_destroy(&subs->by_id);
     heap_clear(&subs->by_expiry);
-    free(subs->owned); /* every list went with its last subscription */
+    ptable_destroy(&subs->owned); /* every list went with its last subscription */
     free(subs);
 }
 
@@ -346,7 +347,6 @@ static struct ordered all_list(subs_t *subs)
 /* ---- persistent subscriptions by user ---- */
 
 struct owned {
-    struct owned *next; /* hash chain */
     uint64_t hash;
     char *user;
     sub_t *head; /* creation order */
@@ -354,46 +354,33 @@ struct owned {
     size_t count;
 };
 
+static uint64_t owned_hash(const void *item, const void *ctx)
+{
+    (void)ctx;
+    return ((const struct owned *)item)->hash;
+}
+
 static struct owned *owned_find(const subs_t *subs, const char *user, uint64_t hash)
 {
-    if (subs->owned_capacity == 0) {
-        return NULL;
+    ptable_probe_t probe = ptable_probe(&subs->owned, hash);
+    for (struct owned *o; (o = ptable_next(&subs->owned, &probe)) != NULL;) {
+        if (o->hash == hash && strcmp(o->user, user) == 0) {
+            return o;
+        }
     }
-    struct owned *o = subs->owned[hash & (subs->owned_capacity - 1)];
-    while (o != NULL && (o->hash != hash || strcmp(o->user, user) != 0)) {
-        o = o->next;
-    }
-    return o;
+    return NULL;
 }
 
 static struct owned *owned_get(subs_t *subs, const char *user)
 {
     uint64_t hash = hash_fnv1a_cstr(user);
     struct owned *o = owned_find(subs, user, hash);
-    if (o != NULL) {
-        return o;
+    if (o == NULL) {
+        o = xcalloc(1, sizeof(*o));
+        o->hash = hash;
+        o->user = xstrdup(user);
+        ptable_insert(&subs->owned, o, hash);
     }
-    if (subs->owned_users >= subs->owned_capacity) {
-        size_t capacity = subs->owned_capacity == 0 ? 64 : subs->owned_capacity * 2;
-        struct owned **buckets = xcalloc(capacity, sizeof(*buckets));
-        for (size_t b = 0; b < subs->owned_capacity; b++) {
-            while (subs->owned[b] != NULL) {
-                struct owned *moving = subs->owned[b];
-                subs->owned[b] = moving->next;
-                moving->next = buckets[moving->hash & (capacity - 1)];
-                buckets[moving->hash & (capacity - 1)] = moving;
-            }
-        }
-        free(subs->owned);
-        subs->owned = buckets;
-        subs->owned_capacity = capacity;
-    }
-    o = xcalloc(1, sizeof(*o));
-    o->hash = hash;
-    o->user = xstrdup(user);
-    o->next = subs->owned[hash & (subs->owned_capacity - 1)];
-    subs->owned[hash & (subs->owned_capacity - 1)] = o;
-    subs->owned_users++;
     return o;
 }
 
@@ -419,12 +406,7 @@ static void owned_unlink(subs_t *subs, sub_t *sub)
     if (--o->count > 0) {
         return;
     }
-    struct owned **at = &subs->owned[o->hash & (subs->owned_capacity - 1)];
-    while (*at != o) {
-        at = &(*at)->next;
-    }
-    *at = o->next;
-    subs->owned_users--;
+    ptable_remove(&subs->owned, o, o->hash);
     free(o->user);
     free(o);
 }
@@ -859,13 +841,15 @@ size_t subs_pattern_count(const subs_t *subs)
 
 size_t subs_maintain(subs_t *subs, size_t slots)
 {
-    /* Each table up to slots: both rarely move at once. */
-    return patterns_maintain(subs->patterns, slots) + ptable_maintain(&subs->by_id, slots);
+    /* Each table up to slots: they rarely move at once. */
+    return patterns_maintain(subs->patterns, slots) + ptable_maintain(&subs->by_id, slots) +
+           ptable_maintain(&subs->owned, slots);
 }
 
 size_t subs_table_bytes(const subs_t *subs)
 {
-    return patterns_table_bytes(subs->patterns) + ptable_bytes(&subs->by_id);
+    return patterns_table_bytes(subs->patterns) + ptable_bytes(&subs->by_id) +
+           ptable_bytes(&subs->owned);
 }
 
 struct principals *subs_principals(subs_t *subs)

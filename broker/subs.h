@@ -230,13 +230,13 @@ size_t subs_count(const subs_t *subs);
 /* The number of distinct patterns with subscriptions (for tests). */
 size_t subs_pattern_count(const subs_t *subs);
 
-/* Moves on, by up to slots slots each, the doublings of the matching index's table of
- * patterns and of the table of persistent subscriptions by id that adds started
- * (ptable.h): for the service thread when it has nothing else to do. Returns the slots
- * still to move, 0 when none. */
+/* Moves on, by up to slots slots each, the doublings that adds started in subs' tables
+ * (ptable.h: the matching index's patterns, persistent subscriptions by id and by user):
+ * for the service thread when it has nothing else to do. Returns the slots still to move,
+ * 0 when none. */
 size_t subs_maintain(subs_t *subs, size_t slots);
 
-/* The memory of those two tables, which malloc does not count (for benchmarks). */
+/* The memory of those tables, which malloc does not count (for benchmarks). */
 size_t subs_table_bytes(const subs_t *subs);
 
 /* The interned principals and owner sets behind the reader check (for benchmarks, which

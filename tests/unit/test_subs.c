@@ -1202,48 +1202,56 @@ START_TEST(test_subs_owned_lists_follow_adds_owner_changes_and_removals)
 }
 END_TEST
 
-/* Every live persistent subscription is found by its id, and none removed, while the
- * table of ids doubles over a while (ptable.h) from 1,024 slots to 2,048 and 4,096. Ids
- * are kept as text: a removed subscription's record is reused. */
+/* Every live persistent subscription is found by its id and by its user (one user each),
+ * and none removed, while the tables of ids and of users double over a while (ptable.h)
+ * from 1,024 slots to 2,048 and 4,096. Ids are kept as text: a removed subscription's
+ * record is reused. */
 struct made_sub {
     sub_t *sub; /* NULL once removed */
     char id[SUBS_ID_BYTES + 1];
+    char user[16];
 };
 
-static void expect_found_by_id(subs_t *subs, const struct made_sub *made, size_t n)
+static void expect_found(subs_t *subs, const struct made_sub *made, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        sub_t *found = subs_find(subs, made[i].id);
-        if (found != made[i].sub) { /* not an assertion per id: Check writes each one down */
-            ck_abort_msg("subscription %zu (%s) %s", i, made[i].id,
+        /* Not an assertion per subscription: Check writes each passing one down. */
+        if (subs_find(subs, made[i].id) != made[i].sub) {
+            ck_abort_msg("subscription %zu (%s) %s by id", i, made[i].id,
                          made[i].sub != NULL ? "not found" : "found");
+        }
+        if (subs_first_owned(subs, made[i].user) != made[i].sub ||
+            subs_count_owned(subs, made[i].user) != (made[i].sub != NULL ? 1 : 0)) {
+            ck_abort_msg("subscription %zu %s by its user %s", i,
+                         made[i].sub != NULL ? "not found" : "found", made[i].user);
         }
     }
 }
 
-START_TEST(test_subs_found_by_id_while_the_table_of_ids_doubles)
+START_TEST(test_subs_found_by_id_and_user_while_their_tables_double)
 {
     enum { N = 2400 }; /* 1,600 live at the end */
     subs_t *subs = subs_new();
     struct made_sub *made = calloc(N, sizeof(*made));
     size_t checked_mid_move = 0;
     for (size_t i = 0; i < N; i++) {
-        made[i].sub = add_webhook(subs, "anna", 5000);
+        snprintf(made[i].user, sizeof(made[i].user), "u%zu", i);
+        made[i].sub = add_webhook(subs, made[i].user, 5000);
         subs_id_format(made[i].sub, made[i].id);
-        if (i % 3 == 2) { /* removals, some from the moving table */
+        if (i % 3 == 2) { /* removals, some from the moving tables */
             subs_remove(subs, made[i - 1].sub);
             made[i - 1].sub = NULL;
         }
         if (subs_maintain(subs, 0) > 0) {
-            expect_found_by_id(subs, made, i + 1);
+            expect_found(subs, made, i + 1);
             checked_mid_move++;
         }
     }
     ck_assert_uint_gt(checked_mid_move, 100);
     while (subs_maintain(subs, 50) > 0) {
-        expect_found_by_id(subs, made, N);
+        expect_found(subs, made, N);
     }
-    expect_found_by_id(subs, made, N);
+    expect_found(subs, made, N);
     ck_assert_ptr_null(subs_find(subs, "00000000-0000-4000-8000-000000000000"));
     subs_free(subs);
     free(made);
@@ -1297,7 +1305,7 @@ int main(void)
     tcase_add_test(tc, test_subs_group_random_changes_match_oracle);
     tcase_add_test(tc, test_subs_group_match_stops_when_asked);
     tcase_add_test(tc, test_subs_expiring_by_finds_exactly_the_due_ones);
-    tcase_add_test(tc, test_subs_found_by_id_while_the_table_of_ids_doubles);
+    tcase_add_test(tc, test_subs_found_by_id_and_user_while_their_tables_double);
     tcase_add_test(tc, test_subs_moved_cursors_are_taken_once);
     tcase_add_test(tc, test_subs_owned_lists_follow_adds_owner_changes_and_removals);
     suite_add_tcase(suite, tc);
