@@ -17,9 +17,12 @@
  *
  * First it prints the longest any one of the N adds took: what a subscription created
  * through the REST API can hold the service thread for (the table of subscriptions by id
- * doubling, above all).
+ * doubling, above all). Then how long restoring them all from their documents takes, in a
+ * random order as the embedded store hands them over at startup, up to the first read
+ * of the list of all; it exits 1 unless that list holds them all in creation order.
  */
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +35,65 @@
 #define LIFETIME_S (3 * 24 * 3600)
 #define LEAD_S 600
 #define ROUNDS 5
+
+/* Restores every persistent subscription of subs into a fresh index in a random order,
+ * timed up to the first read of the list of all, which must hold them all in creation
+ * order. */
+static int restore_shuffled(subs_t *subs, size_t n)
+{
+    char **ids = xmalloc(n * sizeof(*ids));
+    char **docs = xmalloc(n * sizeof(*docs));
+    size_t k = 0;
+    for (sub_t *sub = subs_first_persistent(subs); sub != NULL; sub = subs_next_persistent(sub)) {
+        ids[k] = xstrdup(SUBS_ID_TEXT(sub));
+        docs[k++] = subs_to_json(sub);
+    }
+    uint64_t state = 2026;
+    for (size_t i = n - 1; i > 0; i--) {
+        state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+        size_t j = (size_t)(state >> 33) % (i + 1);
+        char *t = ids[i];
+        ids[i] = ids[j];
+        ids[j] = t;
+        t = docs[i];
+        docs[i] = docs[j];
+        docs[j] = t;
+    }
+    subs_t *back = subs_new();
+    double start = clock_monotonic_seconds();
+    for (size_t i = 0; i < n; i++) {
+        sub_t *sub;
+        struct herr err;
+        if (subs_restore(back, ids[i], docs[i], &sub, &err) != 0) {
+            fprintf(stderr, "sweep: restore: %s\n", err.message);
+            return 1;
+        }
+    }
+    size_t listed = 0;
+    uint64_t last = 0;
+    for (sub_t *sub = subs_first_persistent(back); sub != NULL; sub = subs_next_persistent(sub)) {
+        if (sub->rest->created_order <= last) {
+            fprintf(stderr, "sweep: restored list out of creation order at %zu\n", listed);
+            return 1;
+        }
+        last = sub->rest->created_order;
+        listed++;
+    }
+    double took = clock_monotonic_seconds() - start;
+    if (listed != n) {
+        fprintf(stderr, "sweep: %zu restored, %zu listed\n", n, listed);
+        return 1;
+    }
+    printf("restored in a random order: %zu in %.3f s\n", n, took);
+    subs_free(back);
+    for (size_t i = 0; i < n; i++) {
+        free(ids[i]);
+        free(docs[i]);
+    }
+    free(ids);
+    free(docs);
+    return 0;
+}
 
 int main(int argc, char **argv)
 {
@@ -70,6 +132,9 @@ int main(int argc, char **argv)
         free(xmalloc(200)); /* other allocations between, as in a broker that runs */
     }
     printf("longest add ms: %.2f\n", longest_add * 1e3);
+    if (restore_shuffled(subs, n) != 0) {
+        return 1;
+    }
     printf("%10s %14s %14s %10s %10s\n", "round", "walk ms", "due ms", "ratio", "due");
     for (int round = 1; round <= ROUNDS; round++) {
         size_t moved = 0;

@@ -164,8 +164,9 @@ sub_t *subs_next_owned(const sub_t *sub);
 char *subs_to_json(const sub_t *sub);
 
 /* Recreates a persistent subscription from a document subs_to_json wrote, keeping its id
- * and creation order. Returns 0 with *out set, or HEROLD_E_CONFIG for a damaged document
- * and the errors of subs_add. */
+ * and creation order. Documents may come in any order: the lists are in creation order
+ * when next read (one sort then, not a walk per restore). Returns 0 with *out set, or
+ * HEROLD_E_CONFIG for a damaged document and the errors of subs_add. */
 int subs_restore(subs_t *subs, const char *id, const char *json, sub_t **out, struct herr *err);
 
 /* Releases the strings of rest and zeroes it. */

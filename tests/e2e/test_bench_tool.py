@@ -146,9 +146,11 @@ def test_dedup_bench_finds_exactly_the_retained_events():
 
 def test_sweep_bench_finds_what_a_walk_finds():
     """bench/sweep checks that what subs hands the sweep (due expirations, moved cursors)
-    is exactly what a walk of every persistent subscription finds."""
+    is exactly what a walk of every persistent subscription finds, and that all of them,
+    restored in a random order, are listed in creation order."""
     done = subprocess.run([str(BUILD / "bench" / "sweep"), "3000"], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "restored in a random order: 3000 in " in done.stdout, done.stdout
     assert done.stdout.count("\n") >= 7, done.stdout  # command, header, five rounds
     assert not sanitizer_problems(done.stderr), done.stderr

@@ -1258,6 +1258,92 @@ START_TEST(test_subs_found_by_id_and_user_while_their_tables_double)
 }
 END_TEST
 
+/* Restored in a random order (the embedded store hands them over in a hash table's), with
+ * removals and owner changes before anything reads the lists, and new subscriptions
+ * after: every list is in creation order when read, holding exactly what is left. */
+START_TEST(test_subs_restored_in_any_order_are_listed_in_creation_order)
+{
+    enum { N = 600, USERS = 7 };
+    static const char *const users[USERS] = {"u0", "u1", "u2", "u3", "u4", "u5", "u6"};
+    subs_t *subs = subs_new();
+    char *docs[N];
+    char ids[N][SUBS_ID_BYTES + 1];
+    for (size_t i = 0; i < N; i++) {
+        sub_t *sub = add_webhook(subs, users[i % USERS], 5000 + (int64_t)i);
+        docs[i] = subs_to_json(sub);
+        subs_id_format(sub, ids[i]);
+    }
+    subs_free(subs);
+
+    size_t order[N];
+    for (size_t i = 0; i < N; i++) {
+        order[i] = i;
+    }
+    uint64_t state = 77;
+    for (size_t i = N - 1; i > 0; i--) {
+        size_t j = next_roll(&state) % (i + 1);
+        size_t t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+    subs = subs_new();
+    sub_t *back[N];
+    struct herr err;
+    for (size_t k = 0; k < N; k++) {
+        ck_assert_int_eq(subs_restore(subs, ids[order[k]], docs[order[k]], &back[order[k]], &err),
+                         0);
+        if (k % 5 == 4) { /* one restored earlier goes */
+            size_t gone = order[k - 2];
+            subs_remove(subs, back[gone]);
+            back[gone] = NULL;
+        }
+    }
+    for (size_t i = 3; i < N; i += 50) { /* and some change hands */
+        if (back[i] != NULL) {
+            auth_principal_t *owner = principal(users[(i + 1) % USERS], NULL);
+            subs_set_owner(subs, back[i], &owner);
+        }
+    }
+    sub_t *newer = add_webhook(subs, "u0", 9000);
+
+    /* Each user's list read first, then the list of all: either read sorts them. */
+    size_t live = 1;
+    for (size_t i = 0; i < N; i++) {
+        live += back[i] != NULL;
+    }
+    size_t owned_total = 0;
+    for (size_t u = 0; u < USERS; u++) {
+        uint64_t last = 0;
+        size_t count = 0;
+        for (sub_t *sub = subs_first_owned(subs, users[u]); sub != NULL;
+             sub = subs_next_owned(sub)) {
+            ck_assert_str_eq(sub->owner->user, users[u]);
+            ck_assert_uint_gt(sub->rest->created_order, last);
+            last = sub->rest->created_order;
+            count++;
+        }
+        ck_assert_uint_eq(count, subs_count_owned(subs, users[u]));
+        owned_total += count;
+    }
+    ck_assert_uint_eq(owned_total, live);
+    size_t listed = 0;
+    uint64_t last = 0;
+    const sub_t *last_listed = NULL;
+    for (sub_t *sub = subs_first_persistent(subs); sub != NULL; sub = subs_next_persistent(sub)) {
+        ck_assert_uint_gt(sub->rest->created_order, last);
+        last = sub->rest->created_order;
+        last_listed = sub;
+        listed++;
+    }
+    ck_assert_ptr_eq(last_listed, newer);
+    ck_assert_uint_eq(listed, live);
+    for (size_t i = 0; i < N; i++) {
+        free(docs[i]);
+    }
+    subs_free(subs);
+}
+END_TEST
+
 START_TEST(test_subs_moved_cursors_are_taken_once)
 {
     subs_t *subs = subs_new();
@@ -1306,6 +1392,7 @@ int main(void)
     tcase_add_test(tc, test_subs_group_match_stops_when_asked);
     tcase_add_test(tc, test_subs_expiring_by_finds_exactly_the_due_ones);
     tcase_add_test(tc, test_subs_found_by_id_and_user_while_their_tables_double);
+    tcase_add_test(tc, test_subs_restored_in_any_order_are_listed_in_creation_order);
     tcase_add_test(tc, test_subs_moved_cursors_are_taken_once);
     tcase_add_test(tc, test_subs_owned_lists_follow_adds_owner_changes_and_removals);
     suite_add_tcase(suite, tc);
