@@ -77,10 +77,10 @@ typedef struct sub_rest {
     unsigned char secret[32];     /* webhook signing key */
     uint64_t created_order;       /* position in creation order, for paging */
     bool is_reauthorization_sent; /* for the current expiration */
-    sub_link_t all;               /* every persistent subscription, in creation order */
+    sub_link_t all;               /* every persistent subscription, in creation order when read */
     size_t expiry_slot;           /* its place in subs' heap by expiration */
     struct owned *owned;          /* its owner's persistent subscriptions */
-    sub_link_t mine;              /* among them, in creation order */
+    sub_link_t mine;              /* among them, in creation order when read */
     /* Webhook delivery position (dispatch.c): the store's cursor for this subscription. */
     uint64_t cursor;      /* every item up to this seq was delivered */
     bool is_cursor_dirty; /* moved since it was last stored (subs_cursor_moved) */
