@@ -42,8 +42,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "clock.h"
 #include "auth.h"
+#include "clock.h"
 #include "event.h"
 #include "mem.h"
 #include "path.h"

@@ -27,8 +27,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "clock.h"
 #include "auth.h"
+#include "clock.h"
 #include "mem.h"
 #include "subs.h"
 

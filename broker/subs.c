@@ -295,22 +295,19 @@ static sub_link_t *link_of(const struct ordered *list, const sub_t *sub)
     return (sub_link_t *)((char *)sub->rest + list->link);
 }
 
-/* Links sub in after after (NULL: at the head). */
-static void link_after(const struct ordered *list, sub_t *after, sub_t *sub)
+/* Links sub in at the list's tail: every list here only grows at its end. */
+static void link_at_tail(const struct ordered *list, sub_t *sub)
 {
+    sub_t *tail = *list->tail;
     sub_link_t *link = link_of(list, sub);
-    link->prev = after;
-    link->next = after != NULL ? link_of(list, after)->next : *list->head;
-    if (link->next != NULL) {
-        link_of(list, link->next)->prev = sub;
-    } else {
-        *list->tail = sub;
-    }
-    if (after != NULL) {
-        link_of(list, after)->next = sub;
+    link->prev = tail;
+    link->next = NULL;
+    if (tail != NULL) {
+        link_of(list, tail)->next = sub;
     } else {
         *list->head = sub;
     }
+    *list->tail = sub;
 }
 
 /* Links sub at the list's tail. New subscriptions come in creation order; restored ones
@@ -323,7 +320,7 @@ static void ordered_append(subs_t *subs, const struct ordered *list, sub_t *sub)
     if (tail != NULL && tail->rest->created_order > sub->rest->created_order) {
         subs->is_out_of_order = true;
     }
-    link_after(list, tail, sub);
+    link_at_tail(list, sub);
 }
 
 static void ordered_unlink(const struct ordered *list, sub_t *sub)
@@ -466,8 +463,8 @@ static void sort_lists(subs_t *subs)
     }
     for (size_t i = 0; i < n; i++) {
         struct ordered mine = mine_list(sorted[i]->rest->owned);
-        link_after(&all, subs->persistent_tail, sorted[i]);
-        link_after(&mine, sorted[i]->rest->owned->tail, sorted[i]);
+        link_at_tail(&all, sorted[i]);
+        link_at_tail(&mine, sorted[i]);
     }
     free(sorted);
 }
@@ -520,7 +517,7 @@ void subs_cursor_moved(subs_t *subs, sub_t *sub)
     if (!sub->rest->is_cursor_dirty) {
         sub->rest->is_cursor_dirty = true;
         struct ordered moved = moved_list(subs);
-        link_after(&moved, subs->moved_tail, sub);
+        link_at_tail(&moved, sub);
     }
 }
 
