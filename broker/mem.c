@@ -1,6 +1,5 @@
 #include "mem.h"
 
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -71,15 +70,8 @@ void mem_unmap(void *p, size_t bytes)
 
 void mem_release_below(void *p, size_t bytes, size_t *released)
 {
-    /* Read once; threads that race to set it set the same value. */
-    static _Atomic size_t page_bytes_cached;
-    size_t page_bytes = atomic_load_explicit(&page_bytes_cached, memory_order_relaxed);
-    if (page_bytes == 0) {
-        page_bytes = (size_t)sysconf(_SC_PAGESIZE);
-        atomic_store_explicit(&page_bytes_cached, page_bytes, memory_order_relaxed);
-    }
-    size_t whole = bytes / page_bytes * page_bytes;
-    /* Past a page given back, only the pages not yet given back need poisoning. */
+    size_t whole = bytes / MEM_RELEASE_STEP_BYTES * MEM_RELEASE_STEP_BYTES;
+    /* Past a step given back, only the bytes not yet given back need poisoning. */
     MEM_POISON((char *)p + *released, bytes - *released);
     if (whole > *released) {
         madvise((char *)p + *released, whole - *released, MADV_DONTNEED);

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "mem.h"
 #include "ptable.h"
 #include "unit.h"
 
@@ -179,8 +180,8 @@ static uint64_t hash_spread(size_t i)
 }
 
 /* Every insert and removal moves a doubling on by PTABLE_MOVE_PER_CHANGE slots, so none
- * waits for it to end; the moved part is given back page by page, and all of it at the
- * end. */
+ * waits for it to end; a moving table smaller than a release step is given back whole at
+ * the end. */
 START_TEST(test_ptable_changes_move_it_on_and_moved_memory_is_given_back)
 {
     enum { N = TO_DOUBLING + 10 };
@@ -203,12 +204,54 @@ START_TEST(test_ptable_changes_move_it_on_and_moved_memory_is_given_back)
     }
     ck_assert_uint_eq(ptable_maintain(&t, 0), 1024 - 15 * PTABLE_MOVE_PER_CHANGE);
     expect_table(&t, items, N);
-    ptable_maintain(&t, 600); /* past the first 4 KiB page (512 slots) */
-    ck_assert_uint_le(ptable_bytes(&t), both - 4096);
+    ptable_maintain(&t, 600); /* past the first 4 KiB page, far short of a release step */
+    ck_assert_uint_eq(ptable_bytes(&t), both);
     ck_assert_uint_eq(ptable_maintain(&t, SIZE_MAX), 0);
     ck_assert_uint_eq(ptable_bytes(&t), 2048 * sizeof(uint64_t));
     expect_table(&t, items, N);
     ptable_destroy(&t);
+}
+END_TEST
+
+static uint64_t splitmix64(uint64_t x)
+{
+    x += UINT64_C(0x9e3779b97f4a7c15);
+    x = (x ^ (x >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+    x = (x ^ (x >> 27)) * UINT64_C(0x94d049bb133111eb);
+    return x ^ (x >> 31);
+}
+
+/* A moving table of two release steps (MEM_RELEASE_STEP_BYTES) gives back nothing until a
+ * step's slots have moved, then that step, and all of it at the end. */
+START_TEST(test_ptable_moved_memory_is_given_back_a_step_at_a_time)
+{
+    const size_t step_slots = MEM_RELEASE_STEP_BYTES / sizeof(uint64_t);
+    const size_t moving_capacity = 2 * step_slots;
+    const size_t n = moving_capacity / 4 * 3 + 1; /* the last insert starts the doubling */
+    struct item *items = xcalloc(n, sizeof(*items));
+    ptable_t t;
+    ptable_init(&t, item_hash, NULL);
+    for (size_t i = 0; i < n; i++) {
+        if (i == n - 1) {
+            ck_assert_uint_eq(ptable_maintain(&t, SIZE_MAX), 0); /* earlier doublings end */
+        }
+        items[i].hash = splitmix64(i);
+        ptable_insert(&t, &items[i], items[i].hash);
+        items[i].is_in = true;
+    }
+    ck_assert_uint_eq(t.moving_capacity, moving_capacity);
+    size_t both = 3 * moving_capacity * sizeof(uint64_t);
+    ck_assert_uint_eq(ptable_bytes(&t), both);
+    ck_assert_uint_eq(ptable_maintain(&t, step_slots - 1), moving_capacity - step_slots + 1);
+    ck_assert_uint_eq(ptable_bytes(&t), both);
+    ptable_maintain(&t, 1);
+    ck_assert_uint_eq(ptable_bytes(&t), both - MEM_RELEASE_STEP_BYTES);
+    expect_table(&t, items, n);
+    ck_assert_uint_eq(ptable_maintain(&t, SIZE_MAX), 0);
+    ck_assert_uint_eq(ptable_bytes(&t), 2 * moving_capacity * sizeof(uint64_t));
+    expect_table(&t, items, n);
+    ptable_destroy(&t);
+    free(items);
 }
 END_TEST
 
@@ -220,6 +263,7 @@ int main(void)
     tcase_add_test(tc, test_ptable_runs_that_wrap_round_the_end_during_a_move);
     tcase_add_test(tc, test_ptable_removal_from_the_moving_table_keeps_its_runs);
     tcase_add_test(tc, test_ptable_changes_move_it_on_and_moved_memory_is_given_back);
+    tcase_add_test(tc, test_ptable_moved_memory_is_given_back_a_step_at_a_time);
     suite_add_tcase(suite, tc);
     return unit_run(suite);
 }
