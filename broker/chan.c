@@ -13,6 +13,9 @@ struct chan {
     size_t head; /* index of the oldest item */
     size_t length;
     bool is_closed;
+    void **returned; /* the lane given back: a ring of capacity items */
+    size_t returned_head;
+    size_t returned_length;
     chan_wake_fn wake;
     void *wake_ctx;
     void (*free_item)(void *);
@@ -24,6 +27,7 @@ chan_t *chan_new(size_t capacity, chan_wake_fn wake, void *wake_ctx, void (*free
     pthread_mutex_init(&chan->lock, NULL);
     pthread_cond_init(&chan->not_full, NULL);
     chan->ring = xcalloc(capacity, sizeof(void *));
+    chan->returned = xcalloc(capacity, sizeof(void *));
     chan->capacity = capacity;
     chan->wake = wake;
     chan->wake_ctx = wake_ctx;
@@ -40,10 +44,14 @@ void chan_free(chan_t *chan)
         for (size_t i = 0; i < chan->length; i++) {
             chan->free_item(chan->ring[(chan->head + i) % chan->capacity]);
         }
+        for (size_t i = 0; i < chan->returned_length; i++) {
+            chan->free_item(chan->returned[(chan->returned_head + i) % chan->capacity]);
+        }
     }
     pthread_cond_destroy(&chan->not_full);
     pthread_mutex_destroy(&chan->lock);
     free(chan->ring);
+    free(chan->returned);
     free(chan);
 }
 
@@ -97,6 +105,32 @@ size_t chan_drain(chan_t *chan, void **items, size_t max)
     if (count > 0) {
         pthread_cond_broadcast(&chan->not_full);
     }
+    pthread_mutex_unlock(&chan->lock);
+    return count;
+}
+
+size_t chan_give_back(chan_t *chan, void *const *items, size_t count)
+{
+    pthread_mutex_lock(&chan->lock);
+    size_t room = chan->capacity - chan->returned_length;
+    size_t taken = count < room ? count : room;
+    for (size_t i = 0; i < taken; i++) {
+        chan->returned[(chan->returned_head + chan->returned_length) % chan->capacity] = items[i];
+        chan->returned_length++;
+    }
+    pthread_mutex_unlock(&chan->lock);
+    return taken;
+}
+
+size_t chan_take_back(chan_t *chan, void **items, size_t max)
+{
+    pthread_mutex_lock(&chan->lock);
+    size_t count = chan->returned_length < max ? chan->returned_length : max;
+    for (size_t i = 0; i < count; i++) {
+        items[i] = chan->returned[chan->returned_head];
+        chan->returned_head = (chan->returned_head + 1) % chan->capacity;
+    }
+    chan->returned_length -= count;
     pthread_mutex_unlock(&chan->lock);
     return count;
 }

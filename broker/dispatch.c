@@ -106,7 +106,10 @@ bool dispatch_pending(dispatch_t *dispatch)
             dispatch->dispatched_seq = event->seq;
         }
         notif_release(ctx.notif);
-        event_free(event);
+    }
+    /* Back to ingest, which allocated them, to be freed there (chan.h). */
+    for (size_t i = chan_give_back(dispatch->events, items, count); i < count; i++) {
+        event_free(items[i]);
     }
     if (count == DISPATCH_EVENTS_PER_TURN) {
         return true;

@@ -22,6 +22,7 @@
 #include "mem.h"
 
 #define INGEST_POLL_MS 100
+#define INGEST_FREE_BATCH 256 /* events given back, freed per chan_take_back */
 
 /* A reply being packed. An ok reply is under 200 bytes and fits inline; only a long error
  * message goes to the heap (a msgpack_sbuffer would malloc 8 KiB for every reply). */
@@ -489,6 +490,19 @@ static bool receive_one(ingest_t *ingest)
     return true;
 }
 
+/* Frees the events dispatch is done with: they were allocated here (chan.h). */
+static void free_given_back(ingest_t *ingest)
+{
+    void *done[INGEST_FREE_BATCH];
+    size_t count;
+    do {
+        count = chan_take_back(ingest->out, done, INGEST_FREE_BATCH);
+        for (size_t i = 0; i < count; i++) {
+            event_free(done[i]);
+        }
+    } while (count == INGEST_FREE_BATCH);
+}
+
 /* Retention: old segments go, and with them what dedup remembers of them. */
 static void trim_when_due(ingest_t *ingest)
 {
@@ -516,6 +530,8 @@ static void *ingest_main(void *arg)
             log_msg(LOG_LEVEL_ERROR, "ingest: zmq_poll failed: %s", zmq_strerror(errno));
             break;
         }
+        /* Before the batch is read: its events then reuse what was freed. */
+        free_given_back(ingest);
         while (ingest->batch_count < INGEST_BATCH_MAX && !atomic_load(&ingest->is_stopping)) {
             if (!receive_one(ingest)) {
                 break;

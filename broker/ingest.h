@@ -18,7 +18,9 @@
  * of it is answered `unavailable` (and forgotten by dedup), and so is every event while
  * the store reconnects; the publisher sends them again. When the dispatch channel is full,
  * chan_push waits, the socket is not read, and publishers feel the backpressure as slower
- * acks.
+ * acks. Dispatch gives the events back through the channel when it is done with them, and
+ * this thread frees them before it reads the next batch, so that memory is freed by the
+ * thread that allocated it (chan.h).
  *
  * Frames larger than INGEST_MAX_FRAME_BYTES make libzmq drop the peer's connection (the
  * only protection against a peer streaming gigabytes into one frame); payloads between

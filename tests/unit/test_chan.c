@@ -91,6 +91,47 @@ START_TEST(test_chan_free_releases_queued_items)
 }
 END_TEST
 
+/* Items given back come out oldest first, as far as the lane (the channel's capacity) has
+ * room, through wrap-rounds of its ring; the rest stays the caller's. Given-back items do
+ * not count as queued, and do not block a push. */
+START_TEST(test_chan_gives_back_in_order_within_its_capacity)
+{
+    chan_t *chan = chan_new(4, NULL, NULL, NULL);
+    void *in[6] = {(void *)1, (void *)2, (void *)3, (void *)4, (void *)5, (void *)6};
+    void *out[8];
+    ck_assert_uint_eq(chan_give_back(chan, in, 3), 3);
+    ck_assert_uint_eq(chan_take_back(chan, out, 2), 2);
+    ck_assert_ptr_eq(out[0], (void *)1);
+    ck_assert_ptr_eq(out[1], (void *)2);
+    ck_assert_uint_eq(chan_give_back(chan, in + 3, 3), 3); /* 3, 4, 5, 6: full, wrapped */
+    ck_assert_uint_eq(chan_give_back(chan, in, 2), 0);
+    ck_assert_uint_eq(chan_length(chan), 0);
+    for (uintptr_t i = 1; i <= 4; i++) {
+        ck_assert(chan_push(chan, (void *)i)); /* would wait if the lane took room */
+    }
+    ck_assert_uint_eq(chan_take_back(chan, out, 8), 4);
+    for (size_t i = 0; i < 4; i++) {
+        ck_assert_ptr_eq(out[i], in[2 + i]);
+    }
+    ck_assert_uint_eq(chan_take_back(chan, out, 8), 0);
+    ck_assert_uint_eq(chan_give_back(chan, in, 6), 4);
+    chan_free(chan);
+}
+END_TEST
+
+/* chan_free releases what was given back and not taken, as it does what is queued. */
+START_TEST(test_chan_free_releases_items_given_back)
+{
+    freed_count = 0;
+    chan_t *chan = chan_new(4, NULL, NULL, count_free);
+    chan_push(chan, malloc(8));
+    void *done[2] = {malloc(8), malloc(8)};
+    ck_assert_uint_eq(chan_give_back(chan, done, 2), 2);
+    chan_free(chan);
+    ck_assert_int_eq(freed_count, 3);
+}
+END_TEST
+
 struct producer_args {
     chan_t *chan;
     uintptr_t count;
@@ -233,6 +274,8 @@ int main(void)
     tcase_add_test(tc, test_chan_wakes_only_when_it_becomes_non_empty);
     tcase_add_test(tc, test_chan_push_after_close_is_refused);
     tcase_add_test(tc, test_chan_free_releases_queued_items);
+    tcase_add_test(tc, test_chan_gives_back_in_order_within_its_capacity);
+    tcase_add_test(tc, test_chan_free_releases_items_given_back);
     tcase_add_test(tc, test_chan_full_channel_blocks_producer_until_drained);
     tcase_add_test(tc, test_chan_close_releases_a_blocked_producer);
     tcase_add_test(tc, test_chan_push_many_larger_than_capacity_wakes_before_waiting);
