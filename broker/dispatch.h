@@ -45,7 +45,10 @@
 #include "webhook.h"
 #include "ws.h"
 
-#define DISPATCH_EVENTS_PER_TURN 64  /* events dispatched per loop turn */
+/* Events dispatched per loop turn. Each turn ends with a wake-up of the loop (an eventfd
+ * written and read) and a round of the sessions it gave items: 64 a turn took 8-17% more
+ * CPU and system calls per delivery than 256 in W1. */
+#define DISPATCH_EVENTS_PER_TURN 256
 #define DISPATCH_REPLAY_RECORDS 2000 /* records one replay chunk reads at most */
 #define DISPATCH_REPLAY_ITEMS 1000   /* items one webhook replay chunk carries at most */
 #define DISPATCH_REPLAY_CHUNKS_PER_TURN 8

@@ -46,9 +46,10 @@ struct lws;
 #define WS_OPS_BURST_MIN (2 * WS_MAX_SUBSCRIPTIONS_PER_CONNECTION)
 #define WS_QUEUE_MAX_ENTRIES 8192
 /* A session gains DISPATCH_EVENTS_PER_TURN items per loop turn for each of its matching
- * subscriptions and may send one frame per turn, so a frame holds many more items than
- * that: a client that keeps reading keeps up. A frame ends at whichever bound comes first
- * (it always holds at least one item). */
+ * subscriptions and may send one frame per turn, so a frame holds several times that: a
+ * client that keeps reading keeps up while up to four of its subscriptions match every
+ * event of a full-speed stream (the queue takes bursts beyond that). A frame ends at
+ * whichever bound comes first (it always holds at least one item). */
 #define WS_BATCH_MAX_ITEMS 1024
 #define WS_BATCH_MAX_BYTES (256 * 1024)
 
