@@ -58,7 +58,8 @@ REPLAY_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz-replay/%,$(FUZZ_SRCS))
 .SECONDARY:
 .DEFAULT_GOAL := all
 
-all: $(BUILD)/herold $(CLIENT_BINS) $(UNIT_BINS) $(BENCH_BINS) $(REPLAY_BINS)
+all: $(BUILD)/herold $(CLIENT_BINS) $(UNIT_BINS) $(BENCH_BINS) $(REPLAY_BINS) \
+     $(BUILD)/e2e/slow_fdatasync.so
 
 # Installs only what is missing: dpkg-query answers in milliseconds when all is there.
 deps:
@@ -102,6 +103,12 @@ $(BUILD)/herold: $(BUILD)/obj/broker/main.o $(CORE_LIB)
 # Clients are standalone programs; they may use the core library's helpers.
 $(BUILD)/%: $(BUILD)/obj/clients/%.o $(CORE_LIB)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS)
+
+# Preloaded by the end-to-end tests into a broker that should have a slower disk; built
+# without sanitizers (the broker's own runtime does the checking).
+$(BUILD)/e2e/slow_fdatasync.so: tests/e2e/slow_fdatasync.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) -O2 -shared -fPIC -o $@ $< -ldl
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(CORE_LIB)
 	@mkdir -p $(dir $@)

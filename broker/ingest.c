@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <poll.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -81,6 +83,14 @@ struct pending {
     bool is_duplicate; /* of an event stored earlier, or earlier in this batch */
 };
 
+/* Messages read and appended together, then committed and answered together. */
+struct batch {
+    struct pending items[INGEST_BATCH_MAX];
+    size_t count;
+    size_t appended_count;  /* items through append_one (a prefix) */
+    size_t appended_events; /* events of it appended to the store */
+};
+
 struct ingest {
     void *socket;
     chan_t *out;
@@ -91,11 +101,21 @@ struct ingest {
     pthread_t thread;
     bool is_started;
     atomic_bool is_stopping;
-    struct pending batch[INGEST_BATCH_MAX];
-    size_t batch_count;
-    size_t batch_appended;     /* events of the batch appended to the store */
+    struct batch batches[2];
+    struct batch *open;        /* being read and appended */
+    struct batch *committing;  /* its commit finishing on the commit thread; NULL: none */
     uint64_t committed_events; /* totals, logged at stop: how well group commit works */
     uint64_t commits;
+
+    /* The commit thread, for a store whose commit splits (store_commit_splits). */
+    pthread_t committer;
+    bool has_committer;
+    pthread_mutex_t commit_lock;
+    pthread_cond_t commit_wanted;
+    bool is_commit_wanted;      /* under commit_lock: commit is to be finished */
+    bool is_committer_stopping; /* under commit_lock */
+    store_commit_t commit;      /* the commit being finished */
+    int commit_done_fd;         /* eventfd: written when the commit is finished */
 };
 
 /* ---- deduplication ---- */
@@ -148,20 +168,30 @@ static bool compare_record(const journal_record_t *record, void *opaque)
     return false; /* one record is all we need */
 }
 
-/* Is the event with this seq the same (source, id) as ctx->event? It is either in the
- * batch being written (not yet readable from the journal) or in the journal. */
+/* The appended (not duplicate) event of batch with this seq, or NULL. */
+static const event_t *batch_event(const struct batch *batch, uint64_t seq)
+{
+    for (size_t i = 0; i < batch->appended_count; i++) {
+        const struct pending *p = &batch->items[i];
+        if (p->event != NULL && !p->is_duplicate && p->event->seq == seq) {
+            return p->event;
+        }
+    }
+    return NULL;
+}
+
+/* Is the event with this seq the same (source, id) as ctx->event? It is either in a
+ * batch not yet durable (not yet readable from the journal) or in the journal. */
 static bool confirm_duplicate(uint64_t seq, void *opaque)
 {
     struct confirm_ctx *ctx = opaque;
     ingest_t *ingest = ctx->ingest;
     if (seq > store_event_last_seq(ingest->store)) {
-        for (size_t i = 0; i < ingest->batch_count; i++) {
-            const event_t *pending = ingest->batch[i].event;
-            if (pending != NULL && !ingest->batch[i].is_duplicate && pending->seq == seq) {
-                return same_origin(pending, ctx->event);
-            }
+        const event_t *pending = batch_event(ingest->open, seq);
+        if (pending == NULL && ingest->committing != NULL) {
+            pending = batch_event(ingest->committing, seq);
         }
-        return false;
+        return pending != NULL && same_origin(pending, ctx->event);
     }
     ctx->is_same = false;
     if (store_event_read(ingest->store, seq, 1, compare_record, ctx, NULL) != 0) {
@@ -219,6 +249,18 @@ ingest_t *ingest_new(void *zmq_context, const char *endpoint, const char *curve_
         return NULL;
     }
     ingest->decoder = event_decoder_new();
+    ingest->open = &ingest->batches[0];
+    ingest->commit_done_fd = -1;
+    if (store_commit_splits(store)) {
+        ingest->commit_done_fd = eventfd(0, EFD_CLOEXEC);
+        if (ingest->commit_done_fd < 0) {
+            herr_set(err, HEROLD_E_SYSTEM, "ingest: eventfd failed: %s", strerror(errno));
+            ingest_free(ingest);
+            return NULL;
+        }
+        pthread_mutex_init(&ingest->commit_lock, NULL);
+        pthread_cond_init(&ingest->commit_wanted, NULL);
+    }
     atomic_init(&ingest->is_stopping, false);
     return ingest;
 }
@@ -308,7 +350,7 @@ static void handle_message(ingest_t *ingest, zmq_msg_t *frames, size_t frame_cou
                            bool is_truncated)
 {
     struct herr err;
-    struct pending *p = &ingest->batch[ingest->batch_count++];
+    struct pending *p = &ingest->open->items[ingest->open->count++];
     /* frames[0] is the identity ROUTER prepends; a REQ peer adds an empty delimiter. */
     p->envelope_count = 1;
     if (frame_count >= 3 && zmq_msg_size(&frames[1]) == 0) {
@@ -374,29 +416,31 @@ static void append_one(ingest_t *ingest, struct pending *p)
         store_failed(&err);
     }
     dedup_add(ingest->dedup, p->hash, event->seq);
-    ingest->batch_appended++;
+    ingest->open->appended_events++;
     pack_ok(p, event->id, event->seq);
     p->seq = event->seq;
 }
 
-/* Dedup and append, in arrival order, for the batch just read. */
+/* Dedup and append, in arrival order, for what the open batch read since the last call. */
 static void append_batch(ingest_t *ingest)
 {
-    for (size_t i = 0; i < ingest->batch_count; i++) {
-        if (ingest->batch[i].event != NULL) {
-            append_one(ingest, &ingest->batch[i]);
+    struct batch *batch = ingest->open;
+    for (; batch->appended_count < batch->count; batch->appended_count++) {
+        struct pending *p = &batch->items[batch->appended_count];
+        if (p->event != NULL) {
+            append_one(ingest, p);
         }
     }
 }
 
 /* The store could not commit the batch: every ok reply naming a seq the store does not
  * hold becomes an error (the publisher sends the event again), and dedup forgets them. */
-static void refuse_uncommitted(ingest_t *ingest, const struct herr *err)
+static void refuse_uncommitted(ingest_t *ingest, struct batch *batch, const struct herr *err)
 {
     uint64_t last = store_event_last_seq(ingest->store);
     dedup_forget_after(ingest->dedup, last);
-    for (size_t i = 0; i < ingest->batch_count; i++) {
-        struct pending *p = &ingest->batch[i];
+    for (size_t i = 0; i < batch->count; i++) {
+        struct pending *p = &batch->items[i];
         if (p->event != NULL && p->seq > last) {
             reply_destroy(&p->reply);
             pack_error_id(p, p->event->id, err);
@@ -407,28 +451,16 @@ static void refuse_uncommitted(ingest_t *ingest, const struct herr *err)
     }
 }
 
-/* Makes the batch durable with one sync, then acks in arrival order and hands the events
- * to dispatch. */
-static void flush_batch(ingest_t *ingest)
+/* The batch is durable (or refused): acks in arrival order and hands the events to
+ * dispatch, and the batch is empty again. */
+static void answer_batch(ingest_t *ingest, struct batch *batch)
 {
-    struct herr err;
-    if (ingest->batch_appended > 0) {
-        int rc = store_event_commit(ingest->store, &err);
-        if (rc == HEROLD_E_UNAVAILABLE) {
-            refuse_uncommitted(ingest, &err);
-        } else if (rc != 0) {
-            store_failed(&err);
-        } else {
-            ingest->committed_events += ingest->batch_appended;
-            ingest->commits++;
-        }
-    }
     /* One hand-over for the whole batch: one lock and at most one wake-up of dispatch
      * instead of one per event. */
     void *accepted[INGEST_BATCH_MAX];
     size_t accepted_count = 0;
-    for (size_t i = 0; i < ingest->batch_count; i++) {
-        struct pending *p = &ingest->batch[i];
+    for (size_t i = 0; i < batch->count; i++) {
+        struct pending *p = &batch->items[i];
         send_reply(ingest, p);
         for (size_t f = 0; f < p->envelope_count; f++) {
             zmq_msg_close(&p->envelope[f]);
@@ -442,12 +474,110 @@ static void flush_batch(ingest_t *ingest)
         p->event = NULL;
     }
     /* A closed channel means shutdown: the events are in the store for later. */
-    for (size_t i = chan_push_many(ingest->out, accepted, accepted_count); i < accepted_count;
-         i++) {
-        event_free(accepted[i]);
+    if (accepted_count > 0) {
+        for (size_t i = chan_push_many(ingest->out, accepted, accepted_count); i < accepted_count;
+             i++) {
+            event_free(accepted[i]);
+        }
     }
-    ingest->batch_count = 0;
-    ingest->batch_appended = 0;
+    batch->count = 0;
+    batch->appended_count = 0;
+    batch->appended_events = 0;
+}
+
+/* Makes the open batch durable with one sync on this thread, then answers it. */
+static void flush_batch(ingest_t *ingest)
+{
+    struct herr err;
+    struct batch *batch = ingest->open;
+    if (batch->appended_events > 0) {
+        int rc = store_event_commit(ingest->store, &err);
+        if (rc == HEROLD_E_UNAVAILABLE) {
+            refuse_uncommitted(ingest, batch, &err);
+        } else if (rc != 0) {
+            store_failed(&err);
+        } else {
+            ingest->committed_events += batch->appended_events;
+            ingest->commits++;
+        }
+    }
+    answer_batch(ingest, batch);
+}
+
+/* ---- the commit thread ---- */
+
+/* Finishes each commit the ingest thread starts, then tells it through commit_done_fd. A
+ * store that cannot sync ends the process here, before any reply of the batch is sent. */
+static void *committer_main(void *arg)
+{
+    ingest_t *ingest = arg;
+    pthread_mutex_lock(&ingest->commit_lock);
+    for (;;) {
+        while (!ingest->is_commit_wanted && !ingest->is_committer_stopping) {
+            pthread_cond_wait(&ingest->commit_wanted, &ingest->commit_lock);
+        }
+        if (!ingest->is_commit_wanted) {
+            break;
+        }
+        ingest->is_commit_wanted = false;
+        pthread_mutex_unlock(&ingest->commit_lock);
+        struct herr err;
+        if (store_event_commit_finish(ingest->store, &ingest->commit, &err) != 0) {
+            store_failed(&err);
+        }
+        uint64_t one = 1;
+        while (write(ingest->commit_done_fd, &one, sizeof(one)) < 0 && errno == EINTR) {
+        }
+        pthread_mutex_lock(&ingest->commit_lock);
+    }
+    pthread_mutex_unlock(&ingest->commit_lock);
+    return NULL;
+}
+
+/* Starts the open batch's commit and hands its finish to the commit thread; the other
+ * batch, empty, becomes the open one. A batch with nothing appended is answered at once
+ * (no commit is under way, so nothing answered earlier is still waiting). */
+static void start_commit(ingest_t *ingest)
+{
+    struct batch *batch = ingest->open;
+    if (batch->appended_events == 0) {
+        answer_batch(ingest, batch);
+        return;
+    }
+    struct herr err;
+    if (store_event_commit_start(ingest->store, &ingest->commit, &err) != 0) {
+        store_failed(&err);
+    }
+    ingest->committing = batch;
+    ingest->open = batch == &ingest->batches[0] ? &ingest->batches[1] : &ingest->batches[0];
+    pthread_mutex_lock(&ingest->commit_lock);
+    ingest->is_commit_wanted = true;
+    pthread_cond_signal(&ingest->commit_wanted);
+    pthread_mutex_unlock(&ingest->commit_lock);
+}
+
+/* The commit thread finished: the committing batch is durable and is answered. */
+static void commit_finished(ingest_t *ingest)
+{
+    uint64_t count;
+    while (read(ingest->commit_done_fd, &count, sizeof(count)) < 0 && errno == EINTR) {
+    }
+    struct batch *batch = ingest->committing;
+    ingest->committing = NULL;
+    ingest->committed_events += batch->appended_events;
+    ingest->commits++;
+    answer_batch(ingest, batch);
+}
+
+/* Blocks until the commit under way (if any) is finished and answered. */
+static void wait_for_commit(ingest_t *ingest)
+{
+    if (ingest->committing != NULL) {
+        struct pollfd done = {.fd = ingest->commit_done_fd, .events = POLLIN};
+        while (poll(&done, 1, -1) < 0 && errno == EINTR) {
+        }
+        commit_finished(ingest);
+    }
 }
 
 /* Reads one whole message (all its frames) if one is waiting. Returns false when none. */
@@ -519,10 +649,18 @@ static void trim_when_due(ingest_t *ingest)
 static void *ingest_main(void *arg)
 {
     ingest_t *ingest = arg;
-    zmq_pollitem_t item = {.socket = ingest->socket, .events = ZMQ_POLLIN};
-
     while (!atomic_load(&ingest->is_stopping)) {
-        int rc = zmq_poll(&item, 1, INGEST_POLL_MS);
+        /* A full open batch waits for the commit under way, not for more messages. */
+        zmq_pollitem_t items[2];
+        int item_count = 0;
+        if (ingest->open->count < INGEST_BATCH_MAX) {
+            items[item_count++] = (zmq_pollitem_t){.socket = ingest->socket, .events = ZMQ_POLLIN};
+        }
+        if (ingest->committing != NULL) {
+            items[item_count++] =
+                (zmq_pollitem_t){.fd = ingest->commit_done_fd, .events = ZMQ_POLLIN};
+        }
+        int rc = zmq_poll(items, item_count, INGEST_POLL_MS);
         if (rc < 0) {
             if (errno == EINTR) {
                 continue;
@@ -530,18 +668,44 @@ static void *ingest_main(void *arg)
             log_msg(LOG_LEVEL_ERROR, "ingest: zmq_poll failed: %s", zmq_strerror(errno));
             break;
         }
+        if (ingest->committing != NULL && (items[item_count - 1].revents & ZMQ_POLLIN)) {
+            commit_finished(ingest);
+        }
         /* Before the batch is read: its events then reuse what was freed. */
         free_given_back(ingest);
-        while (ingest->batch_count < INGEST_BATCH_MAX && !atomic_load(&ingest->is_stopping)) {
+        while (ingest->open->count < INGEST_BATCH_MAX && !atomic_load(&ingest->is_stopping)) {
             if (!receive_one(ingest)) {
                 break;
             }
         }
         append_batch(ingest);
-        flush_batch(ingest);
+        if (!ingest->has_committer) {
+            flush_batch(ingest);
+        } else if (ingest->committing == NULL && ingest->open->count > 0) {
+            start_commit(ingest);
+        }
         trim_when_due(ingest);
     }
+    /* What was read is answered before the thread ends, as every turn used to. */
+    wait_for_commit(ingest);
+    if (ingest->open->count > 0) {
+        flush_batch(ingest);
+    }
     return NULL;
+}
+
+/* Ends the commit thread, which is idle: the ingest thread waited for the last commit. */
+static void stop_committer(ingest_t *ingest)
+{
+    if (!ingest->has_committer) {
+        return;
+    }
+    pthread_mutex_lock(&ingest->commit_lock);
+    ingest->is_committer_stopping = true;
+    pthread_cond_signal(&ingest->commit_wanted);
+    pthread_mutex_unlock(&ingest->commit_lock);
+    pthread_join(ingest->committer, NULL);
+    ingest->has_committer = false;
 }
 
 int ingest_start(ingest_t *ingest, struct herr *err)
@@ -551,9 +715,17 @@ int ingest_start(ingest_t *ingest, struct herr *err)
     /* Signals belong to the main thread, which must see them to stop. */
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
-    int rc = pthread_create(&ingest->thread, NULL, ingest_main, ingest);
+    int rc = 0;
+    if (ingest->commit_done_fd >= 0) {
+        rc = pthread_create(&ingest->committer, NULL, committer_main, ingest);
+        ingest->has_committer = rc == 0;
+    }
+    if (rc == 0) {
+        rc = pthread_create(&ingest->thread, NULL, ingest_main, ingest);
+    }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
+        stop_committer(ingest);
         return herr_set(err, HEROLD_E_SYSTEM, "ingest: pthread_create failed: %s", strerror(rc));
     }
     ingest->is_started = true;
@@ -566,6 +738,7 @@ void ingest_stop(ingest_t *ingest)
         atomic_store(&ingest->is_stopping, true);
         chan_close(ingest->out);
         pthread_join(ingest->thread, NULL);
+        stop_committer(ingest);
         ingest->is_started = false;
         log_msg(LOG_LEVEL_INFO,
                 "ingest: %" PRIu64 " events committed in %" PRIu64 " commits (%.1f per commit)",
@@ -585,6 +758,11 @@ void ingest_free(ingest_t *ingest)
         return;
     }
     ingest_stop(ingest);
+    if (ingest->commit_done_fd >= 0) {
+        close(ingest->commit_done_fd);
+        pthread_mutex_destroy(&ingest->commit_lock);
+        pthread_cond_destroy(&ingest->commit_wanted);
+    }
     dedup_free(ingest->dedup);
     event_decoder_free(ingest->decoder);
     free(ingest);

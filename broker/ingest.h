@@ -8,10 +8,19 @@
  * keeping each envelope verbatim (the peer identity, and the empty delimiter a REQ peer
  * adds); decodes and validates each payload (event.h); appends every accepted event to the
  * store, which assigns its sequence number; then makes the whole batch durable with one
- * store_event_commit (group commit), and only then sends the replies, in arrival order —
+ * commit (group commit), and only then sends the replies, in arrival order —
  * {"id","ok":true,"seq"} or {"id","ok":false,"error","message"} for a refused message,
  * which changes nothing — and hands the events to the dispatch channel. Publishers may
  * pipeline: the more they have in flight, the more one commit covers.
+ *
+ * With the embedded store the commit runs in two halves (store_commit_splits): this thread
+ * starts it, a commit thread of ingest's own does the fdatasync, and meanwhile this thread
+ * reads, decodes and appends the next batch, which is committed as soon as the last one is
+ * answered. A batch's time to its acks is then the longer of the sync and the reading of
+ * a batch instead of both: in W1 (1,000 events in flight) 5% more events a second on
+ * average on this machine's disk, 18-21% more with syncs 2 ms slower. A copy of an event
+ * may arrive while its original is being synced; dedup then finds the original in that
+ * batch (confirm_duplicate). The other stores commit on this thread.
  *
  * A failed write or fsync of the embedded store ends the process before any reply of its
  * batch is sent. A PostgreSQL store that went away refuses the batch instead: every event

@@ -10,7 +10,11 @@
  * see a record that a crash could still take away. The state only the journal thread
  * touches (buffer, descriptor, next seq, the current segment's unsynced newest time) lives
  * outside the lock; the segment table is changed only by the journal thread, under the
- * lock, so that thread may read it without the lock.
+ * lock, so that thread may read it without the lock. A sync split in two
+ * (journal_sync_start, journal_sync_finish) publishes from the thread that finishes it,
+ * under the lock too; it writes only the current segment's entry, and the journal thread
+ * waits for it (wait_for_sync) before anything that changes which segment is current or
+ * closes its descriptor, so the entry it publishes to is still the one it synced.
  *
  * Readers. journal_read snapshots durable_seq, then for each segment it needs takes the
  * lock just long enough to find the segment and a seek point and to open the file. A
@@ -103,10 +107,10 @@ struct journal {
     size_t buf_len;
     uint64_t written;          /* file offset up to which the segment was written */
     uint64_t next_seq;         /* of the next append */
-    uint64_t synced_seq;       /* the last seq made durable */
+    uint64_t synced_seq;       /* the last seq a sync was started for */
     int64_t pending_newest_ms; /* newest time_ms in the current segment, unsynced included */
     uint64_t last_point_offset;
-    bool failed;
+    atomic_bool failed;      /* also set by a sync finished on another thread */
     bool is_preallocated;    /* the current segment was made ahead: zeros past written */
     bool is_ahead_requested; /* the next segment was asked for since this one began */
 
@@ -129,6 +133,8 @@ struct journal {
     size_t segment_count;
     size_t segment_capacity;
     uint64_t durable_seq;
+    bool is_sync_in_flight;   /* started, not finished (journal_sync_start) */
+    pthread_cond_t sync_done; /* signalled when it finishes */
 };
 
 /* ---- CRC32C ---- */
@@ -812,9 +818,21 @@ static int flush_buffer(journal_t *journal, struct herr *err)
     return 0;
 }
 
-/* Writes and fdatasyncs the current segment, then publishes it to readers. */
-static int sync_current(journal_t *journal, struct herr *err)
+/* Waits for a sync started on this thread and finishing on another. */
+static void wait_for_sync(journal_t *journal)
 {
+    pthread_mutex_lock(&journal->lock);
+    while (journal->is_sync_in_flight) {
+        pthread_cond_wait(&journal->sync_done, &journal->lock);
+    }
+    pthread_mutex_unlock(&journal->lock);
+}
+
+/* Writes out the current segment and names what a sync of it will cover. */
+static int sync_start(journal_t *journal, journal_sync_t *sync, struct herr *err)
+{
+    wait_for_sync(journal);
+    sync->fd = -1;
     if (journal->failed) {
         return herr_set(err, HEROLD_E_SYSTEM, "journal: refused after an earlier failure");
     }
@@ -825,21 +843,54 @@ static int sync_current(journal_t *journal, struct herr *err)
     if (rc != 0) {
         return rc;
     }
-    struct segment *segment = current_segment(journal);
-    if (fdatasync(journal->fd) != 0) {
+    sync->fd = journal->fd;
+    sync->segment_first_seq = current_segment(journal)->first_seq;
+    sync->last_seq = journal->next_seq - 1;
+    sync->size = journal->written;
+    sync->newest_ms = journal->pending_newest_ms;
+    pthread_mutex_lock(&journal->lock);
+    journal->is_sync_in_flight = true;
+    pthread_mutex_unlock(&journal->lock);
+    journal->synced_seq = sync->last_seq;
+    return 0;
+}
+
+/* fdatasyncs what sync_start named, then publishes it to readers. The segment is still the
+ * current one: a roll-over waits for this. */
+static int sync_finish(journal_t *journal, journal_sync_t *sync, struct herr *err)
+{
+    if (sync->fd < 0) {
+        return 0;
+    }
+    int rc = 0;
+    if (fdatasync(sync->fd) != 0) {
         char name[SEGMENT_NAME_SIZE];
-        segment_name(name, segment->first_seq);
-        return fatal(journal, err, "journal: fdatasync(%s/%s) failed: %s", journal->dir, name,
-                     strerror(errno));
+        segment_name(name, sync->segment_first_seq);
+        rc = fatal(journal, err, "journal: fdatasync(%s/%s) failed: %s", journal->dir, name,
+                   strerror(errno));
     }
     pthread_mutex_lock(&journal->lock);
-    segment->size = journal->written;
-    segment->last_seq = journal->next_seq - 1;
-    segment->newest_ms = journal->pending_newest_ms;
-    journal->durable_seq = journal->next_seq - 1;
+    if (rc == 0) {
+        struct segment *segment = &journal->segments[journal->segment_count - 1];
+        assert(segment->first_seq == sync->segment_first_seq);
+        segment->size = sync->size;
+        segment->last_seq = sync->last_seq;
+        segment->newest_ms = sync->newest_ms;
+        journal->durable_seq = sync->last_seq;
+    }
+    journal->is_sync_in_flight = false;
+    pthread_cond_broadcast(&journal->sync_done);
     pthread_mutex_unlock(&journal->lock);
-    journal->synced_seq = journal->next_seq - 1;
-    return 0;
+    sync->fd = -1;
+    return rc;
+}
+
+/* Writes and fdatasyncs the current segment, then publishes it to readers. */
+static int sync_current(journal_t *journal, struct herr *err)
+{
+    journal_sync_t sync;
+    int rc = sync_start(journal, &sync, err);
+    return rc != 0 ? rc : sync_finish(journal, &sync, err);
 }
 
 /* A segment made ahead gives back the zeros past its records (after sync_current), so that
@@ -1160,6 +1211,7 @@ static void journal_destroy(journal_t *journal)
     free(journal->buf);
     free(journal->dir);
     pthread_mutex_destroy(&journal->lock);
+    pthread_cond_destroy(&journal->sync_done);
     pthread_mutex_destroy(&journal->worker_lock);
     pthread_cond_destroy(&journal->work_wanted);
     free(journal);
@@ -1188,10 +1240,12 @@ journal_t *journal_open(const journal_config_t *config, struct herr *err)
         config->retention_bytes ? config->retention_bytes : JOURNAL_DEFAULT_RETENTION_BYTES;
     journal->preallocate = config->preallocate;
     pthread_mutex_init(&journal->lock, NULL);
+    pthread_cond_init(&journal->sync_done, NULL);
     pthread_mutex_init(&journal->worker_lock, NULL);
     pthread_cond_init(&journal->work_wanted, NULL);
     atomic_init(&journal->is_ahead_ready, false);
     atomic_init(&journal->is_worker_stopping, false);
+    atomic_init(&journal->failed, false);
 
     int rc = make_dirs(journal->dir, err);
     if (rc == 0) {
@@ -1309,6 +1363,16 @@ int journal_append(journal_t *journal, const void *payload, size_t len, int64_t 
 int journal_sync(journal_t *journal, struct herr *err)
 {
     return sync_current(journal, err);
+}
+
+int journal_sync_start(journal_t *journal, journal_sync_t *sync, struct herr *err)
+{
+    return sync_start(journal, sync, err);
+}
+
+int journal_sync_finish(journal_t *journal, journal_sync_t *sync, struct herr *err)
+{
+    return sync_finish(journal, sync, err);
 }
 
 /* Where a read continues: one segment, opened while the lock made sure it still existed. */

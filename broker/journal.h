@@ -42,7 +42,10 @@
  * JOURNAL_WRITE_BUFFER_BYTES, written out with write() when full, but not synced);
  * journal_sync makes everything appended so far durable (write + fdatasync). The caller
  * acks only after journal_sync returned 0: one sync covers every record appended since
- * the last one (group commit). Starting a new segment also syncs the old one. A failed
+ * the last one (group commit). A sync may also run in two halves, so that the journal
+ * thread appends on during the fdatasync: journal_sync_start writes out what is buffered
+ * and names what the sync covers, and journal_sync_finish, on any thread, fdatasyncs and
+ * publishes it; at most one runs at a time. Starting a new segment also syncs the old one. A failed
  * write or fdatasync is fatal: the journal logs it and returns HEROLD_E_SYSTEM, from then
  * on refuses every append and sync, and the caller must exit without acking; a sync is
  * never retried and trusted.
@@ -78,7 +81,8 @@
  * the journal's own thread removes the files after journal_trim has returned (the
  * segments are out of the journal at once), and journal_close those it has not yet.
  *
- * Threads: one thread appends, syncs, trims and closes (the journal thread), and with
+ * Threads: one thread appends, syncs, trims and closes (the journal thread), one other
+ * may finish the syncs it started, and with
  * preallocate one of the journal's own makes segments ahead and removes trimmed ones;
  * journal_read
  * and the inspection functions may run on other threads concurrently with it, and see
@@ -142,6 +146,25 @@ int journal_append(journal_t *journal, const void *payload, size_t len, int64_t 
 
 /* Makes every appended record durable. Returns 0 or HEROLD_E_SYSTEM (fatal). */
 int journal_sync(journal_t *journal, struct herr *err);
+
+/* A sync in two halves (see Durability above). */
+typedef struct journal_sync {
+    int fd; /* -1: nothing to sync */
+    uint64_t segment_first_seq;
+    uint64_t last_seq; /* durable once finished */
+    uint64_t size;     /* the segment's bytes then */
+    int64_t newest_ms;
+} journal_sync_t;
+
+/* Journal thread: waits for a sync still running, then writes out every appended record
+ * and fills *sync with what the sync will cover (nothing when all of it is durable
+ * already). Appends may go on at once; they are not covered. Returns 0 or HEROLD_E_SYSTEM
+ * (fatal). Every 0 must be followed by exactly one journal_sync_finish. */
+int journal_sync_start(journal_t *journal, journal_sync_t *sync, struct herr *err);
+
+/* Any thread: makes what *sync names durable and visible to readers. Returns 0 or
+ * HEROLD_E_SYSTEM (fatal: nothing more may be acked). */
+int journal_sync_finish(journal_t *journal, journal_sync_t *sync, struct herr *err);
 
 /* Calls fn for every durable record with seq >= from_seq (0: from the first retained
  * record), in order, up to the last record durable when the read began. Returns 0,

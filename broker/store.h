@@ -78,6 +78,11 @@ typedef struct store_config {
     uint64_t segment_bytes;   /* embedded only; 0: the journal's default */
 } store_config_t;
 
+/* A commit started on the ingest thread and finished on another (store_commit_splits). */
+typedef struct store_commit {
+    journal_sync_t sync; /* the embedded store's */
+} store_commit_t;
+
 /* The backend's functions; see the wrappers below for their contracts. */
 struct store_ops {
     const char *name; /* "embedded", "postgresql" */
@@ -85,6 +90,9 @@ struct store_ops {
     int (*event_append)(store_t *store, const void *payload, size_t len, int64_t time_ms,
                         uint64_t *seq, struct herr *err);
     int (*event_commit)(store_t *store, struct herr *err);
+    /* Optional: the commit in two halves (the embedded store); see store_commit_splits. */
+    int (*event_commit_start)(store_t *store, store_commit_t *commit, struct herr *err);
+    int (*event_commit_finish)(store_t *store, store_commit_t *commit, struct herr *err);
     int (*event_read)(store_t *store, uint64_t from_seq, size_t max_records, journal_read_fn fn,
                       void *ctx, struct herr *err);
     uint64_t (*event_first_seq)(store_t *store);
@@ -166,6 +174,31 @@ static inline int store_event_append(store_t *store, const void *payload, size_t
 static inline int store_event_commit(store_t *store, struct herr *err)
 {
     return store->ops->event_commit(store, err);
+}
+
+/* Whether the store commits in two halves: store_event_commit_start on the thread that
+ * appends, which may append on at once (those events are not covered), then
+ * store_event_commit_finish on any thread, which makes the events appended before the
+ * start durable, so that the next batch is read and appended during the sync. At most
+ * one commit is in flight; store_event_commit waits for it. */
+static inline bool store_commit_splits(const store_t *store)
+{
+    return store->ops->event_commit_start != NULL;
+}
+
+/* The first half (store_commit_splits only). Returns 0 or HEROLD_E_SYSTEM (fatal). Every 0
+ * must be followed by exactly one store_event_commit_finish. */
+static inline int store_event_commit_start(store_t *store, store_commit_t *commit, struct herr *err)
+{
+    return store->ops->event_commit_start(store, commit, err);
+}
+
+/* The second half, on any thread. Returns 0 or HEROLD_E_SYSTEM: the process must end
+ * without acking. */
+static inline int store_event_commit_finish(store_t *store, store_commit_t *commit,
+                                            struct herr *err)
+{
+    return store->ops->event_commit_finish(store, commit, err);
 }
 
 /* Calls fn for committed events with seq >= from_seq (0: from the first retained), in

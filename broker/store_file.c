@@ -333,6 +333,16 @@ static int file_event_commit(store_t *base, struct herr *err)
     return journal_sync(as_file(base)->journal, err);
 }
 
+static int file_event_commit_start(store_t *base, store_commit_t *commit, struct herr *err)
+{
+    return journal_sync_start(as_file(base)->journal, &commit->sync, err);
+}
+
+static int file_event_commit_finish(store_t *base, store_commit_t *commit, struct herr *err)
+{
+    return journal_sync_finish(as_file(base)->journal, &commit->sync, err);
+}
+
 struct limited_read {
     journal_read_fn fn;
     void *ctx;
@@ -379,6 +389,8 @@ static const struct store_ops file_ops = {
     .close = file_close,
     .event_append = file_event_append,
     .event_commit = file_event_commit,
+    .event_commit_start = file_event_commit_start,
+    .event_commit_finish = file_event_commit_finish,
     .event_read = file_event_read,
     .event_first_seq = file_event_first_seq,
     .event_last_seq = file_event_last_seq,

@@ -14,7 +14,7 @@ with it."""
 
 import pytest
 
-from helpers import Broker, sanitizer_problems
+from helpers import Broker, sanitizer_problems, slow_disk_env
 
 
 def pytest_configure(config):
@@ -65,6 +65,13 @@ def _run_broker(request, b):
 def broker(tmp_path, request):
     """A fresh herold for one test. At teardown: SIGTERM, exit code 0, no sanitizer report."""
     yield from _run_broker(request, Broker(tmp_path, _broker_args(request)))
+
+
+@pytest.fixture
+def slow_disk_broker(tmp_path, request):
+    """The broker fixture on a disk whose syncs take 50 ms longer (helpers.slow_disk_env)."""
+    yield from _run_broker(request, Broker(tmp_path, _broker_args(request),
+                                           env=slow_disk_env()))
 
 
 class Store:

@@ -35,6 +35,16 @@ BUILD = _build if _build.is_absolute() else REPO / _build
 HEROLD = BUILD / "herold"
 HEROLD_PUB = BUILD / "herold-pub"
 HEROLD_TAIL = BUILD / "herold-tail"
+SLOW_FDATASYNC = BUILD / "e2e" / "slow_fdatasync.so"
+
+
+def slow_disk_env(extra_ms=50):
+    """The environment of a broker whose every fdatasync takes extra_ms longer
+    (tests/e2e/slow_fdatasync.c). Under AddressSanitizer the preloaded library comes first,
+    which the runtime allows once told."""
+    asan = os.environ.get("ASAN_OPTIONS", "")
+    return {"LD_PRELOAD": str(SLOW_FDATASYNC), "HEROLD_TEST_FDATASYNC_EXTRA_MS": str(extra_ms),
+            "ASAN_OPTIONS": (asan + ":" if asan else "") + "verify_asan_link_order=0"}
 
 # The benchmarks' helpers (bench/benchutil.py): free ports, the flags that lift the
 # per-user limits for a load generator, and HS256 tokens signed in Python.
@@ -252,11 +262,13 @@ class Broker:
     """A herold process on free loopback ports with helpers to talk to it.
 
     store_uri (a `--store` value, e.g. pg.Database.uri) selects the store; without it the
-    embedded store under the data directory. restart() runs a new process on the same
+    embedded store under the data directory. env: variables added to the broker's
+    environment (slow_disk_env). restart() runs a new process on the same
     data directory, store and ports; the stderr of every run goes to the same file."""
 
-    def __init__(self, tmp_path, extra_args=(), store_uri=None):
+    def __init__(self, tmp_path, extra_args=(), store_uri=None, env=None):
         self.tmp_path = tmp_path
+        self.env = dict(os.environ, **(env or {}))
         self.extra_args = [str(a) for a in extra_args]
         self.store_uri = store_uri
         self.data = tmp_path / "data"
@@ -283,7 +295,8 @@ class Broker:
         self.proc = subprocess.Popen(
             [str(HEROLD), "--http", "127.0.0.1:%d" % self.http_port, "--ingest", self.ingest,
              "--data", str(self.data)] + store + self.extra_args,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env=self.env)
         self.pump = LinePump(self.proc.stderr, self.stderr_path,
                              append=bool(self.earlier_stderr))
         line = self.pump.wait_for("ready", START_TIMEOUT)

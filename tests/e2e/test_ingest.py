@@ -149,6 +149,40 @@ def test_pipelined_dealer_gets_replies_in_order(broker):
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
 
 
+def test_a_copy_arriving_while_its_original_is_synced_gets_the_original_seq(
+        slow_disk_broker):
+    """3,000 events pipelined in blocks of 47, each block followed by copies of its events,
+    on a disk whose syncs take 50 ms longer: ingest reads and appends the next batch while
+    the last one is synced, so wherever a batch ends inside a block, copies arrive while
+    their originals are still on their way to disk. The publisher queues everything at once
+    (no send limit), so the broker's socket always holds the next messages when a sync
+    starts. Each copy is acked with its original's seq, and none takes a seq of its own."""
+    broker = slow_disk_broker
+    block = 47
+    messages = []
+    for start in range(0, 3008, block):
+        originals = [broker.event(id="twice-%d" % i, resource="/ing/twice/%d" % i)
+                     for i in range(start, min(start + block, 3000))]
+        messages += originals + originals
+    sock = broker.zctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    sock.connect(broker.ingest)
+    for message in messages:
+        sock.send(msgpack.packb(message, use_bin_type=True))
+    replies = [broker.recv_reply(sock) for _ in messages]
+    sock.close()
+    assert all(r["ok"] for r in replies), [r for r in replies if not r["ok"]][:3]
+    seq_of = {}
+    for message, reply in zip(messages, replies):
+        assert reply["id"] == message["id"]
+        assert seq_of.setdefault(message["id"], reply["seq"]) == reply["seq"], (
+            "a copy of %s was acked with another seq" % message["id"])
+    first = seq_of["twice-0"]
+    assert [seq_of["twice-%d" % i] for i in range(3000)] == list(range(first, first + 3000))
+
+
 def test_req_socket_publisher_works(broker):
     async def body():
         c = await broker.connect("anna")

@@ -893,6 +893,74 @@ START_TEST(test_journal_read_sees_only_synced_records)
 }
 END_TEST
 
+/* Finishes a sync started on the test's thread, after a pause. */
+struct finisher {
+    journal_t *journal;
+    journal_sync_t *sync;
+    useconds_t pause_us;
+    int rc;
+};
+
+static void *finish_sync(void *arg)
+{
+    struct finisher *f = arg;
+    struct herr err;
+    usleep(f->pause_us);
+    f->rc = journal_sync_finish(f->journal, f->sync, &err);
+    return NULL;
+}
+
+static void finish_on_thread(struct finisher *f, pthread_t *thread)
+{
+    ck_assert_int_eq(pthread_create(thread, NULL, finish_sync, f), 0);
+}
+
+/* A sync in two halves: what is appended after journal_sync_start is not covered, readers
+ * see nothing of the sync until journal_sync_finish (on another thread) publishes it, and
+ * a roll-over to a new segment waits for a sync still running (else the finish would sync
+ * a closed descriptor and publish into the next segment: an assertion). Everything reads
+ * back, before and after a reopen. */
+START_TEST(test_journal_sync_in_two_halves_across_threads)
+{
+    char dir[PATH_SIZE];
+    make_tmpdir(dir);
+    journal_t *journal = open_dir(dir, SEG_HDR + 3 * (REC_HDR + 10));
+    struct herr err;
+    journal_sync_t sync;
+    append_record(journal, 1, 10);
+    append_record(journal, 2, 10);
+    ck_assert_int_eq(journal_sync_start(journal, &sync, &err), 0);
+    ck_assert_uint_eq(sync.last_seq, 2);
+    append_record(journal, 3, 10);
+    ck_assert_uint_eq(journal_last_seq(journal), 0);
+    expect_records(journal, 1, 1, 0, (struct collect){0});
+    struct finisher f = {.journal = journal, .sync = &sync, .pause_us = 0, .rc = -1};
+    pthread_t thread;
+    finish_on_thread(&f, &thread);
+    pthread_join(thread, NULL);
+    ck_assert_int_eq(f.rc, 0);
+    ck_assert_uint_eq(journal_last_seq(journal), 2);
+    expect_records(journal, 1, 1, 2, (struct collect){0});
+
+    ck_assert_int_eq(journal_sync_start(journal, &sync, &err), 0);
+    ck_assert_uint_eq(sync.last_seq, 3);
+    f = (struct finisher){.journal = journal, .sync = &sync, .pause_us = 30000, .rc = -1};
+    finish_on_thread(&f, &thread);
+    append_record(journal, 4, 10); /* the segment is full: rolls over, after the finish */
+    ck_assert_uint_eq(journal_last_seq(journal), 3);
+    pthread_join(thread, NULL);
+    ck_assert_int_eq(f.rc, 0);
+    sync_ok(journal);
+    ck_assert_uint_eq(journal_last_seq(journal), 4);
+    expect_records(journal, 1, 1, 4, (struct collect){0});
+    journal_close(journal);
+    journal = open_dir(dir, SEG_HDR + 3 * (REC_HDR + 10));
+    expect_records(journal, 1, 1, 4, (struct collect){0});
+    journal_close(journal);
+    remove_tree(dir);
+}
+END_TEST
+
 /* ---- fixtures: one per corruption shape ---- */
 
 enum outcome {
@@ -1929,6 +1997,7 @@ static Suite *journal_suite(void)
     tcase_add_test(basic, test_journal_read_from_start_middle_and_past_end);
     tcase_add_test(basic, test_journal_read_seeks_inside_large_segment);
     tcase_add_test(basic, test_journal_read_sees_only_synced_records);
+    tcase_add_test(basic, test_journal_sync_in_two_halves_across_threads);
     tcase_add_test(basic, test_journal_second_open_refused);
     tcase_add_test(basic, test_journal_open_refuses_bad_config);
     suite_add_tcase(s, basic);
