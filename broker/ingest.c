@@ -25,6 +25,8 @@
 
 #define INGEST_POLL_MS 100
 #define INGEST_FREE_BATCH 256 /* events given back, freed per chan_take_back */
+/* Batches with fewer events appended commit on the ingest thread (ingest.h). */
+#define INGEST_SPLIT_MIN_EVENTS 64
 
 /* A reply being packed. An ok reply is under 200 bytes and fits inline; only a long error
  * message goes to the heap (a msgpack_sbuffer would malloc 8 KiB for every reply). */
@@ -682,7 +684,13 @@ static void *ingest_main(void *arg)
         if (!ingest->has_committer) {
             flush_batch(ingest);
         } else if (ingest->committing == NULL && ingest->open->count > 0) {
-            start_commit(ingest);
+            /* A small batch is answered sooner without the hand-over to the commit thread
+             * and back: the overlap pays off only when reading a batch takes a while. */
+            if (ingest->open->appended_events < INGEST_SPLIT_MIN_EVENTS) {
+                flush_batch(ingest);
+            } else {
+                start_commit(ingest);
+            }
         }
         trim_when_due(ingest);
     }
