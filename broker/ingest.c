@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <errno.h>
 #include <msgpack.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -12,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <poll.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -536,16 +536,11 @@ static void *committer_main(void *arg)
     return NULL;
 }
 
-/* Starts the open batch's commit and hands its finish to the commit thread; the other
- * batch, empty, becomes the open one. A batch with nothing appended is answered at once
- * (no commit is under way, so nothing answered earlier is still waiting). */
+/* Starts the open batch's commit (it has INGEST_SPLIT_MIN_EVENTS appended or more) and
+ * hands its finish to the commit thread; the other batch, empty, becomes the open one. */
 static void start_commit(ingest_t *ingest)
 {
     struct batch *batch = ingest->open;
-    if (batch->appended_events == 0) {
-        answer_batch(ingest, batch);
-        return;
-    }
     struct herr err;
     if (store_event_commit_start(ingest->store, &ingest->commit, &err) != 0) {
         store_failed(&err);
