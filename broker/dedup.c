@@ -25,10 +25,10 @@
  * Giving the memory back is spread as well: unmapping a table of 64 MiB at once took 8
  * ms. Tables are mappings of their own, and the part of the moving table already moved
  * is returned a step at a time as the move goes on (one madvise per 131,072 slots moved,
- * MEM_RELEASE_STEP_BYTES). A
- * lookup never reads that part: an entry not yet moved lies at or after the next slot to
- * move, and the slots from there to it are all taken (linear probing), so its probe may
- * start there, and skip the moved part when it wraps round the end.
+ * MEM_RELEASE_STEP_BYTES). A lookup never reads that part: an entry not yet moved lies at
+ * or after the next slot to move, and the slots from there to it are all taken (linear
+ * probing), so its probe may start there, and skip the moved part when it wraps round the
+ * end.
  */
 
 #define MIN_CAPACITY 1024

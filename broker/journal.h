@@ -45,10 +45,10 @@
  * the last one (group commit). A sync may also run in two halves, so that the journal
  * thread appends on during the fdatasync: journal_sync_start writes out what is buffered
  * and names what the sync covers, and journal_sync_finish, on any thread, fdatasyncs and
- * publishes it; at most one runs at a time. Starting a new segment also syncs the old one. A failed
- * write or fdatasync is fatal: the journal logs it and returns HEROLD_E_SYSTEM, from then
- * on refuses every append and sync, and the caller must exit without acking; a sync is
- * never retried and trusted.
+ * publishes it; at most one runs at a time. Starting a new segment also syncs the old
+ * one. A failed write or fdatasync is fatal: the journal logs it and returns
+ * HEROLD_E_SYSTEM, from then on refuses every append and sync, and the caller must exit
+ * without acking; a sync is never retried and trusted.
  *
  * Recovery. journal_open checks every record of every segment (length within bounds, CRC,
  * seq continuing the previous one; the first record's seq is the segment's name), which
@@ -82,10 +82,9 @@
  * segments are out of the journal at once), and journal_close those it has not yet.
  *
  * Threads: one thread appends, syncs, trims and closes (the journal thread), one other
- * may finish the syncs it started, and with
- * preallocate one of the journal's own makes segments ahead and removes trimmed ones;
- * journal_read
- * and the inspection functions may run on other threads concurrently with it, and see
+ * may finish the syncs it started, and with preallocate one of the journal's own makes
+ * segments ahead and removes trimmed ones; journal_read and the inspection functions may
+ * run on other threads concurrently with it, and see
  * records up to the last completed sync. The journal guards the little state they share
  * with a mutex, never held during I/O of the journal thread or during a read callback.
  * Only one journal may have a directory open: journal_open takes an exclusive flock on it.
