@@ -6,7 +6,9 @@
  * the client ops (subscribe, unsubscribe, ping), and delivery of notifications that
  * dispatch.c hands over. Each session has one bounded FIFO holding, in order, its answers to ops
  * and its notification items; the writer sends one frame per WRITEABLE callback, batching
- * consecutive items into one notify frame. A session whose FIFO would exceed
+ * consecutive items into one notify frame; notification items that are due go out at
+ * once, without waiting for WRITEABLE, while lws holds nothing of an earlier frame (ws.c,
+ * write_now). A session whose FIFO would exceed
  * WS_QUEUE_MAX_ENTRIES is not given more: its queue is dropped, it is sent a `missed`
  * lifecycle frame carrying the cursor of the last item it was sent, and it is closed with
  * 1008, so a client that stops reading costs bounded memory.

@@ -14,8 +14,12 @@ import hashlib
 import json
 import os
 import socket
+import struct
+import threading
+import time
 
 import pytest
+import websockets
 
 from helpers import MAX_BATCH_ITEMS, TIMEOUT, run
 
@@ -233,5 +237,79 @@ def test_reading_client_keeps_up_with_a_pipelined_burst(broker):
         assert all(r["ok"] for r in replies)
         assert [it["actor"] for it in got] == ["b%d" % i for i in range(count)]
         await c.close()
+
+    run(body())
+
+
+def drain_then_reset(raw, reset):
+    """Reads and discards everything until reset is set, then closes with linger 0 (RST)."""
+    raw.sock.settimeout(0.02)
+    while not reset.is_set():
+        try:
+            if not raw.sock.recv(1 << 16):
+                return
+        except socket.timeout:
+            pass
+    raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    raw.close()
+
+
+@pytest.mark.broker_args("--max-connections-per-user", "4")
+def test_clients_reset_mid_stream_end_their_sessions_and_the_others_get_everything(broker):
+    """Notify frames also go out from dispatch, outside the WRITEABLE callback (ws.c,
+    write_now). Clients that reset their connections (RST) while a burst is written to them
+    must end their sessions, so that they stop counting against their user, and nothing
+    may go missing for a client that stays."""
+    count = 10000
+    resetting = 4
+
+    async def body():
+        healthy = await broker.connect("anna")
+        await healthy.subscribe("/reset")
+        token = broker.token("dora")
+        raws = []
+        for _ in range(resetting):
+            raw = RawWebSocket(broker.http_port, token, rcvbuf=1 << 20)
+            raw.send_text(json.dumps({"op": "subscribe", "ref": "s", "resource": "/reset"}))
+            assert raw.recv_json()["op"] == "subscribed"
+            raws.append(raw)
+        auth = {"Authorization": "Bearer " + token}
+        with pytest.raises(websockets.exceptions.InvalidStatusCode) as refused:
+            await asyncio.wait_for(websockets.connect(broker.ws_url, extra_headers=auth), TIMEOUT)
+        assert refused.value.status_code == 429
+
+        # They read all the time, so the broker's sends to them go through until the reset.
+        reset = threading.Event()
+        drains = [threading.Thread(target=drain_then_reset, args=(raw, reset)) for raw in raws]
+        for drain in drains:
+            drain.start()
+        events = [broker.event(resource="/reset/%d" % i, actor="r%d" % i) for i in range(count)]
+        publishing = asyncio.get_running_loop().run_in_executor(None, broker.publish_many, events)
+        got = await healthy.items_until_actor("r%d" % (count // 10))
+        reset.set()
+        for drain in drains:
+            drain.join()
+        got += await healthy.items_until_actor("r%d" % (count - 1))
+        replies = await asyncio.wait_for(publishing, 60)
+        assert all(r["ok"] for r in replies), [r for r in replies if not r["ok"]][:2]
+        assert [it["actor"] for it in got] == ["r%d" % i for i in range(count)]
+
+        # The reset connections no longer count: dora may open four again.
+        fresh = []
+        deadline = time.monotonic() + TIMEOUT
+        while len(fresh) < resetting:
+            try:
+                fresh.append(await websockets.connect(broker.ws_url, extra_headers=auth))
+            except websockets.exceptions.InvalidStatusCode as e:
+                assert e.status_code == 429, e
+                if time.monotonic() > deadline:
+                    pytest.fail("%d of %d reset connections still count against their user"
+                                % (resetting - len(fresh), resetting))
+                await asyncio.sleep(0.1)
+        for ws in fresh:
+            await ws.close()
+        broker.publish_ok(resource="/reset/after", actor="after")
+        assert [it["actor"] for it in await healthy.items_until_actor("after")] == ["after"]
+        await healthy.close()
 
     run(body())
