@@ -367,10 +367,11 @@ static void coalesce_remove(ws_session_t *s)
 
 /* Writes the session's next frame at once, outside its WRITEABLE callback, when lws holds
  * nothing of an earlier write. Waiting for WRITEABLE costs a turn of the loop and two
- * epoll_ctl calls, as libev arms POLLOUT for the request and disarms it when it fires
- * with nothing more wanted: about 60 system calls per 1,000 deliveries in W1, and each
- * is dear on a virtual CPU. A frame the socket cannot take whole is kept by lws, which asks
- * for WRITEABLE itself; lws_partial_buffered then sends later frames that way, in order. */
+ * epoll_ctl calls, as libev arms POLLOUT for the request and disarms it when it fires with
+ * nothing more wanted: about 60 system calls per 1,000 deliveries in W1, each dear on a
+ * virtual CPU. The socket may not take a frame whole: lws then keeps the rest and asks for
+ * WRITEABLE itself, and while it holds any (lws_partial_buffered) later frames wait for
+ * WRITEABLE too, so that they leave in order. */
 static void write_now(ws_session_t *s)
 {
     if (s->is_write_failed || s->is_close_pending || lws_partial_buffered(s->wsi)) {

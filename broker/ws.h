@@ -4,14 +4,14 @@
 /*
  * WebSocket sessions at /v1.0/ws (schemas/ws-protocol.md): the handshake's token check,
  * the client ops (subscribe, unsubscribe, ping), and delivery of notifications that
- * dispatch.c hands over. Each session has one bounded FIFO holding, in order, its answers to ops
- * and its notification items; the writer sends one frame per WRITEABLE callback, batching
- * consecutive items into one notify frame; notification items that are due go out at
- * once, without waiting for WRITEABLE, while lws holds nothing of an earlier frame (ws.c,
- * write_now). A session whose FIFO would exceed
- * WS_QUEUE_MAX_ENTRIES is not given more: its queue is dropped, it is sent a `missed`
- * lifecycle frame carrying the cursor of the last item it was sent, and it is closed with
- * 1008, so a client that stops reading costs bounded memory.
+ * dispatch.c hands over. Each session has one bounded FIFO holding, in order, its answers to
+ * ops and its notification items; the writer sends one frame per WRITEABLE callback,
+ * batching consecutive items into one notify frame. Notification items that are due go out
+ * at once, without waiting for WRITEABLE, while lws holds nothing of an earlier frame (ws.c,
+ * write_now). A session whose FIFO would exceed WS_QUEUE_MAX_ENTRIES is not given more: its
+ * queue is dropped, it is sent a `missed` lifecycle frame carrying the cursor of the last
+ * item it was sent, and it is closed with 1008, so a client that stops reading costs bounded
+ * memory.
  *
  * Resume (DESIGN 3.4): `?since=<cursor>` on the upgrade request or the `resume` op puts a
  * session on the replay list. dispatch_replay reads the store for it in chunks that fit
