@@ -829,7 +829,7 @@ static void wait_for_sync(journal_t *journal)
 }
 
 /* Writes out the current segment and names what a sync of it will cover. */
-static int sync_start(journal_t *journal, journal_sync_t *sync, struct herr *err)
+int journal_sync_start(journal_t *journal, journal_sync_t *sync, struct herr *err)
 {
     wait_for_sync(journal);
     sync->fd = -1;
@@ -855,9 +855,9 @@ static int sync_start(journal_t *journal, journal_sync_t *sync, struct herr *err
     return 0;
 }
 
-/* fdatasyncs what sync_start named, then publishes it to readers. The segment is still the
+/* fdatasyncs what journal_sync_start named, then publishes it to readers. The segment is still the
  * current one: a roll-over waits for this. */
-static int sync_finish(journal_t *journal, journal_sync_t *sync, struct herr *err)
+int journal_sync_finish(journal_t *journal, journal_sync_t *sync, struct herr *err)
 {
     if (sync->fd < 0) {
         return 0;
@@ -889,8 +889,8 @@ static int sync_finish(journal_t *journal, journal_sync_t *sync, struct herr *er
 static int sync_current(journal_t *journal, struct herr *err)
 {
     journal_sync_t sync;
-    int rc = sync_start(journal, &sync, err);
-    return rc != 0 ? rc : sync_finish(journal, &sync, err);
+    int rc = journal_sync_start(journal, &sync, err);
+    return rc != 0 ? rc : journal_sync_finish(journal, &sync, err);
 }
 
 /* A segment made ahead gives back the zeros past its records (after sync_current), so that
@@ -1363,16 +1363,6 @@ int journal_append(journal_t *journal, const void *payload, size_t len, int64_t 
 int journal_sync(journal_t *journal, struct herr *err)
 {
     return sync_current(journal, err);
-}
-
-int journal_sync_start(journal_t *journal, journal_sync_t *sync, struct herr *err)
-{
-    return sync_start(journal, sync, err);
-}
-
-int journal_sync_finish(journal_t *journal, journal_sync_t *sync, struct herr *err)
-{
-    return sync_finish(journal, sync, err);
 }
 
 /* Where a read continues: one segment, opened while the lock made sure it still existed. */

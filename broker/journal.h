@@ -84,10 +84,10 @@
  * Threads: one thread appends, syncs, trims and closes (the journal thread), one other
  * may finish the syncs it started, and with preallocate one of the journal's own makes
  * segments ahead and removes trimmed ones; journal_read and the inspection functions may
- * run on other threads concurrently with it, and see
- * records up to the last completed sync. The journal guards the little state they share
- * with a mutex, never held during I/O of the journal thread or during a read callback.
- * Only one journal may have a directory open: journal_open takes an exclusive flock on it.
+ * run on other threads concurrently with it, and see records up to the last completed
+ * sync. The journal guards the little state they share with a mutex, never held during
+ * I/O of the journal thread or during a read callback. Only one journal may have a
+ * directory open: journal_open takes an exclusive flock on it.
  */
 
 #include <stdbool.h>

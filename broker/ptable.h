@@ -24,9 +24,9 @@
  * the fresh table goes on in the moving one from its next slot to move (everything before
  * it has moved; a run that reaches an item not yet moved is taken from there to it), and
  * wraps round to that slot, not to 0. The moved part is given back in steps of
- * MEM_RELEASE_STEP_BYTES, and under AddressSanitizer poisoned (mem.h). Sizing: a doubling starts at
- * three quarters full, and a move ends after capacity / PTABLE_MOVE_PER_CHANGE inserts at the
- * latest, so the fresh table cannot fill before the move is done.
+ * MEM_RELEASE_STEP_BYTES, and under AddressSanitizer poisoned (mem.h). Sizing: a doubling
+ * starts at three quarters full, and a move ends after capacity / PTABLE_MOVE_PER_CHANGE
+ * inserts at the latest, so the fresh table cannot fill before the move is done.
  *
  * Reading (probes) writes nothing: several threads may read at once while none changes
  * the table. Changes belong to one thread.
