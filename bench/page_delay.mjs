@@ -12,7 +12,7 @@ import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
-import { CHROMIUM, follow, psql, signIn, startStack } from "../tests/web/stack.mjs";
+import { CHROMIUM, follow, psql, recordArrivals, signIn, startStack } from "../tests/web/stack.mjs";
 
 const REPO_ROOT = fileURLToPath(new URL("..", import.meta.url));
 const require = createRequire(path.join(REPO_ROOT, "tests/web/package.json"));
@@ -24,18 +24,7 @@ const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-s
 const page = await (await browser.newContext({ locale: "en-GB" })).newPage();
 await signIn(page, stack.base, "anna", stack.tokens.anna, "en");
 await follow(page, "/dms/cabinets/bau", "en");
-await page.evaluate(() => {
-    window.arrivals = {};
-    new MutationObserver((records) => {
-        for (const r of records) {
-            for (const node of r.addedNodes) {
-                if (node.dataset && node.dataset.resource) {
-                    window.arrivals[node.dataset.resource] = Date.now();
-                }
-            }
-        }
-    }).observe(document.getElementById("alerts"), { childList: true });
-});
+await recordArrivals(page);
 await new Promise((resolve) => setTimeout(resolve, 500)); // the WebSocket is up
 
 const committed = {};

@@ -122,3 +122,24 @@ export async function follow(page, resource, lang) {
     await page.keyboard.press("Enter");
     await page.locator("#follows code", { hasText: resource }).waitFor();
 }
+
+/** Has page record, by the browser's clock, when each alert enters #alerts; arrivalOf reads it. */
+export async function recordArrivals(page) {
+    await page.evaluate(() => {
+        window.arrivals = {};
+        new MutationObserver((records) => {
+            for (const r of records) {
+                for (const node of r.addedNodes) {
+                    if (node.dataset && node.dataset.resource) {
+                        window.arrivals[node.dataset.resource] = Date.now();
+                    }
+                }
+            }
+        }).observe(document.getElementById("alerts"), { childList: true });
+    });
+}
+
+/** When resource's alert entered page's DOM (ms since the epoch), or undefined. */
+export function arrivalOf(page, resource) {
+    return page.evaluate((r) => window.arrivals[r], resource);
+}
