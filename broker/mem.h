@@ -63,8 +63,9 @@ char *xstrndup(const char *p, size_t len);
  * random, a slot per lookup: with 4 KiB pages nearly every lookup in a table of millions
  * also misses the TLB, and first touching 256 MiB took 65,536 faults and 734 ms against
  * 128 faults and 17-19 ms. bench/dedup went from 1.40-1.43 M to 1.98-2.23 M events/s. The
- * price is a rare longer fault when the kernel has to compact memory for a huge page
- * (up to 4 ms measured), which the longest call of bench/dedup shows. */
+ * price: memory comes in 2 MiB at a time (about 0.13 ms a fault), so a call that touches a
+ * fresh table at several random places pauses longer; bench/dedup's longest call went from
+ * 2.1-2.5 ms to 4.1-7.5 ms. */
 void *xmap_zeroed(size_t bytes);
 void mem_unmap(void *p, size_t bytes);
 
