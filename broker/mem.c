@@ -56,9 +56,6 @@ void *xmap_zeroed(size_t bytes)
     if (p == MAP_FAILED) {
         out_of_memory(bytes);
     }
-    if (bytes >= MEM_RELEASE_STEP_BYTES) {
-        (void)madvise(p, bytes, MADV_HUGEPAGE); /* a hint: without it, 4 KiB pages */
-    }
     return p;
 }
 

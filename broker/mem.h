@@ -58,14 +58,13 @@ char *xstrndup(const char *p, size_t len);
  * (mem_release_below), and unmapping what is left is then cheap (unmapping 64 MiB at
  * once took 8 ms). Never NULL.
  *
- * A mapping of a step (MEM_RELEASE_STEP_BYTES) or more asks for transparent huge pages
- * (MADV_HUGEPAGE; Debian's kernels give them only where asked). These tables are read at
- * random, a slot per lookup: with 4 KiB pages nearly every lookup in a table of millions
- * also misses the TLB, and first touching 256 MiB took 65,536 faults and 734 ms against
- * 128 faults and 17-19 ms. bench/dedup went from 1.40-1.43 M to 1.98-2.23 M events/s. The
- * price: memory comes in 2 MiB at a time (about 0.13 ms a fault), so a call that touches a
- * fresh table at several random places pauses longer; bench/dedup's longest call went from
- * 2.1-2.5 ms to 4.1-7.5 ms. */
+ * Small pages, not transparent huge ones (MADV_HUGEPAGE), although these tables are read at
+ * random and huge pages spare the TLB: bench/dedup ran 1.98-2.23 M events/s with them
+ * against 1.40-1.43 M. But a table that moves is a fresh mapping, and the first touch of a
+ * huge page the machine has not backed yet took 3.5 ms here: every call after a move starts
+ * then paid one or more of those, a train of them that grows with the table (64 for a
+ * 128 MiB dedup table, which retention moves again and again). With 4 KiB pages the same
+ * memory comes in 11 µs at a time. bench/RESULTS.md has the figures. */
 void *xmap_zeroed(size_t bytes);
 void mem_unmap(void *p, size_t bytes);
 
