@@ -5,8 +5,8 @@
 //
 // The page records when each alert enters the DOM (a MutationObserver, the browser's
 // clock); the database reads its clock in a statement right after the one that committed
-// the row (the same machine's clock). It emits N rows (default 100) 100 ms apart and prints p50, p90, p99
-// and max of the differences. The playwright-core of tests/web is used.
+// the row (the same machine's clock). It emits N rows (default 100) 100 ms apart and prints
+// p50, p90, p99 and max of the differences. The playwright-core of tests/web is used.
 
 import { createRequire } from "node:module";
 import path from "node:path";

@@ -14,7 +14,9 @@ import path from "node:path";
 
 import { chromium } from "playwright-core";
 
-import { CHROMIUM, REPO_ROOT, arrivalOf, follow, psql, recordArrivals, signIn, startStack } from "./stack.mjs";
+import {
+    CHROMIUM, REPO_ROOT, arrivalOf, follow, psql, recordArrivals, signIn, startStack,
+} from "./stack.mjs";
 
 const FOLDER = "/dms/cabinets/bau";
 
@@ -48,8 +50,8 @@ describe("the live-alert page", () => {
     }
 
     function emitCall(resource, readers, actor) {
-        return `herold.emit('dms', 'created', '${resource}', ARRAY['${readers}'], 'document', NULL, NULL,`
-               + ` '${actor}')`;
+        return `herold.emit('dms', 'created', '${resource}', ARRAY['${readers}'], 'document',`
+               + ` NULL, NULL, '${actor}')`;
     }
 
     function emit(resource, readers, actor) {
@@ -68,10 +70,11 @@ describe("the live-alert page", () => {
            // the commit: the delay measured is at least the real one. Starting psql and
            // playwright's polling are not the broker's delay and are left out; on a busy
            // machine they took most of a second.
-           const stdout = await psql(stack.db, `SELECT ${emitCall(resource, "group:bau", "user:carla")},`
-                                               + " (extract(epoch FROM clock_timestamp()) * 1000)::bigint");
-           const committed = Number(stdout.trim().split("\n").pop().split("|").pop());
-           assert.ok(committed > 0, `no clock in ${JSON.stringify(stdout)}`);
+           const row = await psql(stack.db,
+                                  `SELECT ${emitCall(resource, "group:bau", "user:carla")},`
+                                  + " (extract(epoch FROM clock_timestamp()) * 1000)::bigint");
+           const committed = Number(row.split("|").pop()); // psql -A -t: "emitted|clock"
+           assert.ok(committed > 0, `no clock in ${JSON.stringify(row)}`);
            const alert = anna.locator(`#alerts li[data-resource="${resource}"]`);
            await alert.waitFor({ timeout: 5000 });
            const delay = (await arrivalOf(anna, resource)) - committed;
