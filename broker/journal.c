@@ -855,8 +855,8 @@ int journal_sync_start(journal_t *journal, journal_sync_t *sync, struct herr *er
     return 0;
 }
 
-/* fdatasyncs what journal_sync_start named, then publishes it to readers. The segment is still the
- * current one: a roll-over waits for this. */
+/* fdatasyncs what journal_sync_start named, then publishes it to readers. The segment is
+ * still the current one: a roll-over waits for this. */
 int journal_sync_finish(journal_t *journal, journal_sync_t *sync, struct herr *err)
 {
     if (sync->fd < 0) {
@@ -886,14 +886,14 @@ int journal_sync_finish(journal_t *journal, journal_sync_t *sync, struct herr *e
 }
 
 /* Writes and fdatasyncs the current segment, then publishes it to readers. */
-static int sync_current(journal_t *journal, struct herr *err)
+int journal_sync(journal_t *journal, struct herr *err)
 {
     journal_sync_t sync;
     int rc = journal_sync_start(journal, &sync, err);
     return rc != 0 ? rc : journal_sync_finish(journal, &sync, err);
 }
 
-/* A segment made ahead gives back the zeros past its records (after sync_current), so that
+/* A segment made ahead gives back the zeros past its records (after journal_sync), so that
  * only the last segment ever ends in zeros. */
 static int cut_to_records(journal_t *journal, struct herr *err)
 {
@@ -912,7 +912,7 @@ static int cut_to_records(journal_t *journal, struct herr *err)
 
 static int roll_over(journal_t *journal, struct herr *err)
 {
-    int rc = sync_current(journal, err);
+    int rc = journal_sync(journal, err);
     if (rc == 0) {
         rc = cut_to_records(journal, err);
     }
@@ -1296,7 +1296,7 @@ void journal_close(journal_t *journal)
     if (!journal->failed) {
         struct herr err;
         /* A failure is logged by fatal(). */
-        if (sync_current(journal, &err) == 0) {
+        if (journal_sync(journal, &err) == 0) {
             (void)cut_to_records(journal, &err);
         }
     }
@@ -1358,11 +1358,6 @@ int journal_append(journal_t *journal, const void *payload, size_t len, int64_t 
     journal->next_seq++;
     request_ahead_when_due(journal);
     return 0;
-}
-
-int journal_sync(journal_t *journal, struct herr *err)
-{
-    return sync_current(journal, err);
 }
 
 /* Where a read continues: one segment, opened while the lock made sure it still existed. */
