@@ -7,7 +7,10 @@
  * validates nothing the broker validates: sending bad input unchanged is how the broker's
  * refusals are exercised, and a second validator here would only drift from event.c.
  *
- * Events are pipelined over one DEALER socket, at most PUB_WINDOW of them unanswered. The
+ * Events are pipelined over one DEALER socket, at most PUB_WINDOW of them unanswered. An
+ * ack comes after its batch's fdatasync and a trip through the broker's threads, several
+ * milliseconds on a busy machine; the window covers that delay at a few hundred thousand
+ * events/s, so that the publisher is not left waiting with nothing to send. The
  * broker answers every message, in order, with one msgpack map, which is printed as one
  * compact JSON line. Stdin is polled together with the socket, so that replies are printed
  * while an interactive writer is still typing, and a slow writer never stalls the replies.
@@ -42,7 +45,7 @@
 #include "zap.h"
 
 #define PUB_DEFAULT_INGEST "tcp://127.0.0.1:5560"
-#define PUB_WINDOW 1000                  /* events sent but not yet answered */
+#define PUB_WINDOW 4096                  /* events sent but not yet answered */
 #define PUB_HWM (2 * PUB_WINDOW)         /* the window fits in the queues in both directions */
 #define PUB_REPLY_TIMEOUT_MS 10000       /* without any reply while events are unanswered */
 #define PUB_MAX_LINE_BYTES (1024 * 1024) /* one stdin line, without its newline */
