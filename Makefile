@@ -8,9 +8,9 @@ PKGS      := libzmq msgpack libwebsockets jansson openssl libcurl libpq
 # Debian packages that provide the build and test dependencies.
 DEB_PKGS  := build-essential pkg-config libzmq3-dev libmsgpack-dev libwebsockets-dev \
              libwebsockets-evlib-ev libev-dev \
-             libssl-dev libjansson-dev libcurl4-openssl-dev check python3 python3-pytest python3-zmq \
-             python3-msgpack python3-websockets python3-cryptography openssl curl libpq-dev \
-             postgresql-15 chromium
+             libssl-dev libjansson-dev libcurl4-openssl-dev libxxhash-dev check python3 \
+             python3-pytest python3-zmq python3-msgpack python3-websockets python3-cryptography \
+             openssl curl libpq-dev postgresql-15 chromium
 # What `make bench` adds: the peers it measures herold against, and gnuplot for the plots.
 BENCH_DEB_PKGS := mosquitto nats-server redis-server gnuplot-nox
 # What `make fuzz` adds: clang and its libFuzzer runtime.

@@ -84,16 +84,9 @@ void dedup_free(dedup_t *dedup)
 
 uint64_t dedup_hash(const char *source, size_t source_len, const char *id, size_t id_len)
 {
-    /* FNV-1a over source, a separator no UTF-8 string contains, and id. */
-    static const unsigned char separator = 0xff;
-    uint64_t h = hash_fnv1a(HASH_FNV1A_SEED, source, source_len);
-    h = hash_fnv1a(h, &separator, 1);
-    h = hash_fnv1a(h, id, id_len);
-    /* A final mix spreads FNV's weak low bits over the table index. */
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    return h;
+    /* Each step hashes its field's length too (hash.h): ("ab", "c") and ("a", "bc")
+     * differ. */
+    return hash_bytes(hash_bytes(HASH_SEED, source, source_len), id, id_len);
 }
 
 static void remove_at(struct table *t, size_t hole)

@@ -15,8 +15,9 @@
  * Layout, chosen for a million subscriptions and more.
  *
  * The table of literal patterns is a ptable (ptable.h): tagged pointers to the records,
- * doubling over a while, so that no subscription change holds matching up for long. The
- * hash is FNV-1a over the text with a random start per table: not a keyed hash in the
+ * doubling over a while, so that no subscription change holds matching up for long. A
+ * text's hash chains its segments (hash.h), from a random seed per table, so that a match
+ * extends the hash of one prefix of the resource to the next: not a keyed hash in the
  * cryptographic sense, but a client cannot precompute colliding patterns offline; the
  * subscription limits bound what it can do online, and SipHash is the remedy if that ever
  * matters.
@@ -190,9 +191,18 @@ static bool pattern_is_prefix(const struct pattern *p, const path_t *path, size_
 
 /* ---- the table of literal patterns ---- */
 
+/* The hash of a literal text ("/a/b"): its segments chained, as match_path extends it. */
 static uint64_t text_hash(const patterns_t *t, const char *text, size_t len)
 {
-    return hash_fnv1a(t->seed, text, len);
+    uint64_t hash = t->seed;
+    size_t start = 1;
+    for (size_t i = 1; i <= len; i++) {
+        if (i == len || text[i] == '/') {
+            hash = hash_bytes(hash, text + start, i - start);
+            start = i + 1;
+        }
+    }
+    return hash;
 }
 
 static uint64_t pattern_hash(const void *item, const void *ctx)
@@ -618,7 +628,6 @@ patterns_t *patterns_new(const principals_t *principals)
         fprintf(stderr, "herold: RAND_bytes failed\n");
         abort();
     }
-    t->seed ^= HASH_FNV1A_SEED;
     t->root = pattern_new("", 0, false);
     t->principals = principals;
     return t;
@@ -878,8 +887,7 @@ static bool match_path(struct match *m, const path_t *path, const path_t *skip)
     const struct pattern *first[PATH_MAX_SEGMENTS];
     uint64_t hash = t->seed;
     for (size_t k = 0; k < n; k++) {
-        hash = hash_fnv1a(hash, "/", 1);
-        hash = hash_fnv1a(hash, path->segments[k].p, path->segments[k].len);
+        hash = hash_bytes(hash, path->segments[k].p, path->segments[k].len);
         hashes[k] = hash;
         ptable_prefetch(&t->literals, hash);
     }

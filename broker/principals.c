@@ -99,7 +99,7 @@ static uint32_t intern(principals_t *p, const char *prefix, const char *name)
     memcpy(text, prefix, prefix_len);
     memcpy(text + prefix_len, name, name_len);
     text[len] = '\0';
-    uint64_t hash = hash_fnv1a(HASH_FNV1A_SEED, text, len);
+    uint64_t hash = hash_bytes(HASH_SEED, text, len);
     size_t i = find_slot(p, text, len, hash);
     if (p->slots[i].text != NULL) {
         p->slots[i].refs++;
@@ -138,7 +138,7 @@ static void release(principals_t *p, uint32_t id)
     size_t mask = p->capacity - 1;
     const char *text = p->text_by_id[id];
     size_t len = strlen(text);
-    size_t hole = find_slot(p, text, len, hash_fnv1a(HASH_FNV1A_SEED, text, len));
+    size_t hole = find_slot(p, text, len, hash_bytes(HASH_SEED, text, len));
     if (--p->slots[hole].refs > 0) {
         return;
     }
@@ -199,7 +199,7 @@ const owner_set_t *principals_owner_get(principals_t *p, const auth_principal_t 
         }
     }
     free(all);
-    fresh->hash = hash_fnv1a(HASH_FNV1A_SEED, fresh->ids, fresh->count * sizeof(uint32_t));
+    fresh->hash = hash_bytes(HASH_SEED, fresh->ids, fresh->count * sizeof(uint32_t));
     size_t bucket = fresh->hash & (p->owner_buckets - 1);
     for (owner_set_t *o = p->owners[bucket]; o != NULL; o = o->next) {
         if (o->hash == fresh->hash && o->count == fresh->count &&
@@ -292,7 +292,7 @@ void principals_readers(const principals_t *p, const hstr_t *readers, size_t cou
         count = PRINCIPALS_MAX_READERS;
     }
     for (size_t i = 0; i < count; i++) {
-        hashes[i] = hash_fnv1a(HASH_FNV1A_SEED, readers[i].p, readers[i].len);
+        hashes[i] = hash_bytes(HASH_SEED, readers[i].p, readers[i].len);
         __builtin_prefetch(&p->slots[hashes[i] & mask]);
     }
     /* Then the text of the slot each is likely to be found in, compared below. */

@@ -78,7 +78,7 @@ static void grow(ratelimit_t *limit)
 
 bool ratelimit_take(ratelimit_t *limit, const char *key, int64_t now_ms, int64_t *retry_after_ms)
 {
-    uint64_t hash = hash_fnv1a_cstr(key);
+    uint64_t hash = hash_cstr(key);
     struct keyed *k = limit->chains[hash & (limit->chain_count - 1)];
     while (k != NULL && !(k->hash == hash && strcmp(k->key, key) == 0)) {
         k = k->next;

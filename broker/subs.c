@@ -45,7 +45,7 @@ struct subs {
 
 static uint64_t hash_id(const uint8_t *id)
 {
-    return hash_fnv1a(HASH_FNV1A_SEED, id, SUBS_ID_RAW_BYTES);
+    return hash_bytes(HASH_SEED, id, SUBS_ID_RAW_BYTES);
 }
 
 static uint64_t owned_hash(const void *item, const void *ctx); /* with struct owned */
@@ -373,7 +373,7 @@ static struct owned *owned_find(const subs_t *subs, const char *user, uint64_t h
 
 static struct owned *owned_get(subs_t *subs, const char *user)
 {
-    uint64_t hash = hash_fnv1a_cstr(user);
+    uint64_t hash = hash_cstr(user);
     struct owned *o = owned_find(subs, user, hash);
     if (o == NULL) {
         o = xcalloc(1, sizeof(*o));
@@ -413,7 +413,7 @@ static void owned_unlink(subs_t *subs, sub_t *sub)
 
 size_t subs_count_owned(subs_t *subs, const char *user)
 {
-    const struct owned *o = owned_find(subs, user, hash_fnv1a_cstr(user));
+    const struct owned *o = owned_find(subs, user, hash_cstr(user));
     return o != NULL ? o->count : 0;
 }
 
@@ -422,7 +422,7 @@ static void sort_lists(subs_t *subs);
 sub_t *subs_first_owned(subs_t *subs, const char *user)
 {
     sort_lists(subs);
-    const struct owned *o = owned_find(subs, user, hash_fnv1a_cstr(user));
+    const struct owned *o = owned_find(subs, user, hash_cstr(user));
     return o != NULL ? o->head : NULL;
 }
 

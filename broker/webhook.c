@@ -308,7 +308,7 @@ static void result_push(webhook_t *webhook, webhook_result_t *result)
 
 static size_t id_hash(const char *id)
 {
-    uint64_t hash = hash_fnv1a_cstr(id);
+    uint64_t hash = hash_cstr(id);
     return (size_t)(hash ^ (hash >> 32));
 }
 

@@ -115,7 +115,7 @@ static struct entry *table_find(const struct table *t, const char *path)
     if (t->capacity == 0) {
         return NULL;
     }
-    for (struct entry *e = t->chains[hash_fnv1a_cstr(path) & (t->capacity - 1)]; e != NULL;
+    for (struct entry *e = t->chains[hash_cstr(path) & (t->capacity - 1)]; e != NULL;
          e = e->next) {
         if (strcmp(e->path, path) == 0) {
             return e;
@@ -136,8 +136,8 @@ static struct entry *table_get(struct table *t, const char *path)
         for (size_t i = 0; i < t->capacity; i++) {
             for (struct entry *x = t->chains[i]; x != NULL;) {
                 struct entry *next = x->next;
-                x->next = chains[hash_fnv1a_cstr(x->path) & (capacity - 1)];
-                chains[hash_fnv1a_cstr(x->path) & (capacity - 1)] = x;
+                x->next = chains[hash_cstr(x->path) & (capacity - 1)];
+                chains[hash_cstr(x->path) & (capacity - 1)] = x;
                 x = next;
             }
         }
@@ -148,7 +148,7 @@ static struct entry *table_get(struct table *t, const char *path)
     e = xcalloc(1, sizeof(*e));
     e->path = xstrdup(path);
     e->wd = -1;
-    struct entry **chain = &t->chains[hash_fnv1a_cstr(path) & (t->capacity - 1)];
+    struct entry **chain = &t->chains[hash_cstr(path) & (t->capacity - 1)];
     e->next = *chain;
     *chain = e;
     t->count++;
@@ -160,7 +160,7 @@ static void table_remove(struct table *t, const char *path)
     if (t->capacity == 0) {
         return;
     }
-    struct entry **link = &t->chains[hash_fnv1a_cstr(path) & (t->capacity - 1)];
+    struct entry **link = &t->chains[hash_cstr(path) & (t->capacity - 1)];
     while (*link != NULL && strcmp((*link)->path, path) != 0) {
         link = &(*link)->next;
     }
