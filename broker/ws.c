@@ -169,7 +169,7 @@ void ws_free(ws_t *ws)
 
 static struct ws_user *user_get(ws_t *ws, const char *name)
 {
-    size_t bucket = hash_bytes(HASH_SEED, name, strlen(name)) % WS_USER_BUCKETS;
+    size_t bucket = hash_cstr(name) % WS_USER_BUCKETS;
     for (struct ws_user *user = ws->users[bucket]; user != NULL; user = user->next) {
         if (strcmp(user->name, name) == 0) {
             return user;
