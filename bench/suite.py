@@ -22,6 +22,12 @@ Results: bench/results/suite/ (herold-bench's JSON and CSV files per round, targ
 scenario, and summary.json with the medians), bench/results/w1-throughput.png and
 bench/results/latency-cdf.png (gnuplot, from the median round), and unless --no-results-md
 the part of bench/RESULTS.md between `<!-- suite:begin -->` and `<!-- suite:end -->`.
+Without --quick the suite then measures what the peers are not compared on
+(measure_scale): the matching core on one core (build/bench/match 10000,1000000) and idle
+WebSocket connections (bench/ws_idle.sh, as many as the file limit allows, up to 100,000),
+and prints, and writes into RESULTS.md, a table of issue 5's targets against what this run
+measured.
+
 The last line printed is `W1 herold/best-peer delivered ratio: R`: herold's median
 deliveries per second in the throughput scenario over those of the fastest peer target.
 Exit status 0 when every run completed, 1 when the ratio cannot be computed, 2 when some
@@ -506,8 +512,106 @@ def amount(scenario):
     return "%s events" % fmt_int(scenario["events"])
 
 
+MATCH_SIZES = "10000,1000000"
+IDLE_CONNECTIONS_GOAL = 100000
+
+
+def measure_scale(build):
+    """The matcher at 10k and 1M subscriptions (build/bench/match) and idle WebSocket
+    connections (bench/ws_idle.sh with as many as the hard file limit leaves room for, up to
+    IDLE_CONNECTIONS_GOAL). Returns {"match": {size: row}, "idle": {...}, "errors": [...]};
+    a measure that did not run is missing, and errors says why."""
+    out = {"match": {}, "idle": None, "errors": []}
+    columns = ["subscriptions", "bytes_per_sub", "bytes_per_owner", "events_per_s",
+               "deliveries_per_event", "cost_ratio", "adds_per_s", "longest_add_ms",
+               "events_per_s_all_cpus"]
+    try:
+        done = subprocess.run([os.path.join(build, "bench", "match"), MATCH_SIZES],
+                              capture_output=True, text=True, timeout=600, cwd=ROOT)
+        for line in done.stdout.splitlines():
+            fields = line.split()
+            if len(fields) == len(columns) and all(re.fullmatch(r"[0-9.]+", f) for f in fields):
+                row = dict(zip(columns, (float(f) for f in fields)))
+                out["match"][int(row["subscriptions"])] = row
+        if done.returncode != 0 or not out["match"]:
+            out["errors"].append("bench/match exited with status %d: %s" % (
+                done.returncode, done.stderr.strip()[-300:]))
+    except (OSError, subprocess.TimeoutExpired) as e:
+        out["errors"].append("bench/match: %s" % e)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    count = IDLE_CONNECTIONS_GOAL
+    if hard != resource.RLIM_INFINITY:
+        # ws_idle.sh needs the count plus 1024 descriptors; 1000 more for the client's own.
+        count = min(count, (hard - 1024 - 1000) // 1000 * 1000)
+    env = dict(os.environ, HEROLD_BUILD=build)
+    try:
+        done = subprocess.run(["bash", os.path.join(BENCH, "ws_idle.sh"), str(count)],
+                              capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+        accepted = re.search(r"connections: (\d+) accepted, (\d+) failed, in ([0-9.]+) s",
+                             done.stdout)
+        rss = re.search(r"([0-9.]+) KiB per connection", done.stdout)
+        if done.returncode == 0 and accepted and rss:
+            out["idle"] = {"asked": count, "accepted": int(accepted.group(1)),
+                           "failed": int(accepted.group(2)),
+                           "seconds": float(accepted.group(3)),
+                           "kib_per_connection": float(rss.group(1)), "file_limit": hard}
+        else:
+            out["errors"].append("bench/ws_idle.sh %d exited with status %d: %s" % (
+                count, done.returncode, (done.stdout + done.stderr).strip()[-300:]))
+    except (OSError, subprocess.TimeoutExpired) as e:
+        out["errors"].append("bench/ws_idle.sh: %s" % e)
+    return out
+
+
+def target_rows(summary, scale, best):
+    """Issue 5's targets: (what, goal, measured, met) with met "yes", "no" or "—" (not
+    measured)."""
+    rows = []
+    big = scale["match"].get(1000000) if scale else None
+    if big:
+        rows.append(("matcher, one core, 1 M subscriptions (realistic mix)", "≥ 3 M events/s",
+                     "%s events/s" % fmt_int(big["events_per_s"]),
+                     "yes" if big["events_per_s"] >= 3e6 else "no"))
+        rows.append(("matcher cost per event, 1 M against 10 k subscriptions", "≤ 1.5×",
+                     "%.2f×" % big["cost_ratio"], "yes" if big["cost_ratio"] <= 1.5 else "no"))
+        rows.append(("memory per subscription at 1 M", "≤ 128 bytes",
+                     "%d bytes" % big["bytes_per_sub"],
+                     "yes" if big["bytes_per_sub"] <= 128 else "no"))
+    else:
+        rows.append(("matcher, one core, 1 M subscriptions", "≥ 3 M events/s", "not measured",
+                     "—"))
+    thr = summary.get("herold", {}).get("throughput")
+    if thr:
+        rate = thr["delivered_per_s"]
+        above = best is not None and rate > best[0]
+        rows.append(("W1 over WebSocket, durable acks", "≥ 500 k deliveries/s, above every peer",
+                     "%s/s; best peer %s %s/s" % (fmt_int(rate), best[1], fmt_int(best[0]))
+                     if best else "%s/s" % fmt_int(rate),
+                     "yes" if rate >= 500000 and above else
+                     "above every peer, below 500 k" if above else "no"))
+    lat = summary.get("herold", {}).get("latency")
+    if lat:
+        p99 = lat["latency_us"]["p99"]
+        rows.append(("publish to receive at 20 k events/s", "p99 ≤ 2 ms", "p99 %s ms" %
+                     fmt_ms(p99), "yes" if p99 <= 2000 else "no"))
+    idle = scale.get("idle") if scale else None
+    if idle:
+        rows.append(("broker RSS per idle WebSocket connection", "≤ 2 KiB",
+                     "%.2f KiB" % idle["kib_per_connection"],
+                     "yes" if idle["kib_per_connection"] <= 2.0 else "no"))
+        limited = idle["asked"] < IDLE_CONNECTIONS_GOAL
+        rows.append(("idle WebSocket connections", "100 k",
+                     "%s accepted in %.2f s%s" % (
+                         fmt_int(idle["accepted"]), idle["seconds"],
+                         "; the hard file limit here is %s" % fmt_int(idle["file_limit"])
+                         if limited else ""),
+                     "yes" if idle["accepted"] >= IDLE_CONNECTIONS_GOAL else
+                     "not here: file limit" if limited else "no"))
+    return rows
+
+
 def results_section(opts, facts, date, targets, summary, scenarios, plots, failures, ratio_line,
-                    herold_rate):
+                    herold_rate, target_table):
     thr, lat = scenarios["throughput"], scenarios["latency"]
     rounds = "%d round%s" % (opts.rounds, "" if opts.rounds == 1 else "s")
     out = [BEGIN_MARK, "## herold against MQTT, NATS and Redis on one machine", "",
@@ -569,6 +673,14 @@ def results_section(opts, facts, date, targets, summary, scenarios, plots, failu
         if png in plots:
             out.append("![%s](results/%s)" % (alt, png))
     if plots:
+        out.append("")
+    if target_table:
+        out += ["### Issue 5's targets in this run", "",
+                "The matcher: `build/bench/match %s` (one core; the mix at the top of "
+                "`bench/match.c`). Connections: `bench/ws_idle.sh N`, N as large as the file "
+                "limit allows. W1 and latency: the tables above." % MATCH_SIZES, "",
+                "| target | goal | measured | met |", "|---|---|---|---|"]
+        out += ["| %s | %s | %s | %s |" % row for row in target_table]
         out.append("")
     out += [ratio_line, END_MARK]
     # RESULTS.md keeps to 100 columns like the code: wrap the prose, not tables or images.
@@ -761,6 +873,14 @@ def main():
         ratio_line = "W1 herold/best-peer delivered ratio: n/a"
         best_note = "needs herold and at least one peer target"
 
+    scale = None
+    if not opts.quick and "herold" in targets:
+        log("measuring the matcher and idle connections (bench/match, bench/ws_idle.sh)")
+        scale = measure_scale(build)
+        for error in scale["errors"]:
+            log("warning: %s" % error)
+    target_table = target_rows(summary, scale, best) if scale else []
+
     plots = plot(targets, median_files, scenarios, opts.quick)
     with open(os.path.join(SUITE_DIR, "summary.json"), "w") as f:
         json.dump({"command": opts.command, "date": date, "machine": facts,
@@ -768,6 +888,9 @@ def main():
                    "medians": summary, "failures": failures,
                    "herold_over_best_peer": round(ratio, 3) if ratio is not None else None,
                    "best_peer": best[1] if best else None,
+                   "scale": scale,
+                   "targets": [dict(zip(("target", "goal", "measured", "met"), row))
+                               for row in target_table],
                    "suite_seconds": round(time.monotonic() - suite_start, 1)}, f, indent=1)
         f.write("\n")
 
@@ -781,11 +904,16 @@ def main():
     if plots:
         print("plots: %s" % ", ".join(os.path.relpath(os.path.join(RESULTS, p), ROOT)
                                        for p in plots))
+    if target_table:
+        print()
+        print("issue 5's targets in this run:")
+        for row in target_table:
+            print("  %-56s %-40s %-50s %s" % row)
     if not opts.no_results_md:
         if os.path.exists(RESULTS_MD):
             rewrite_results_md(RESULTS_MD, results_section(
                 opts, facts, date, targets, summary, scenarios, plots, failures, ratio_line,
-                herold_rate))
+                herold_rate, target_table))
             print("rewrote the suite section of bench/RESULTS.md")
         else:
             log("warning: %s missing, not written" % RESULTS_MD)
