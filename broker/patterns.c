@@ -756,11 +756,8 @@ static bool deliver_candidates(struct match *m, struct sub *const *members, cons
     }
     for (size_t i = 0; i < n; i++) {
         struct sub *sub = subs[i];
-        uint32_t first;
-        /* Reported only under the smallest id the owner shares with the readers: once,
-         * and never on a tag that merely collided. */
-        if (wants_type(m, sub) && principals_first_shared(sub->owner_set, &m->readers, &first) &&
-            first == ids[i] && !deliver(m, sub)) {
+        if (wants_type(m, sub) && principals_is_first_shared(sub->owner_set, &m->readers, ids[i]) &&
+            !deliver(m, sub)) {
             return false;
         }
     }

@@ -317,6 +317,16 @@ void principals_readers(const principals_t *p, const hstr_t *readers, size_t cou
         }
     }
     out->count = sort_unique_readers(out->ids, out->count);
+    principals_readers_filter(out);
+}
+
+void principals_readers_filter(reader_ids_t *readers)
+{
+    memset(readers->filter, 0, sizeof(readers->filter));
+    for (size_t i = 0; i < readers->count; i++) {
+        unsigned bit = principals_filter_bit(readers->ids[i]);
+        readers->filter[bit >> 6] |= UINT64_C(1) << (bit & 63);
+    }
 }
 
 size_t principals_count(const principals_t *p)

@@ -309,6 +309,7 @@ static reader_ids_t readers_of(const uint32_t *ids, size_t count, bool is_everyo
     if (count > 0) {
         memcpy(r.ids, ids, count * sizeof(uint32_t));
     }
+    principals_readers_filter(&r);
     return r;
 }
 
@@ -538,6 +539,88 @@ START_TEST(test_principals_may_read_agrees_with_auth_may_read)
 }
 END_TEST
 
+START_TEST(test_principals_is_first_shared_real_principals)
+{
+    principals_t *p = principals_new();
+    const char *bau_fin[] = {"bau", "fin"};
+    auth_principal_t *anna = principal("anna", bau_fin, 2);
+    const owner_set_t *sa = principals_owner_get(p, anna);
+    auth_principal_t *otto = principal("otto", NULL, 0);
+    const owner_set_t *so = principals_owner_get(p, otto);
+    uint32_t bau = id_of(p, "group:bau");
+    uint32_t fin = id_of(p, "group:fin");
+    uint32_t user_otto = id_of(p, "user:otto");
+    reader_ids_t r;
+    const char *readers[] = {"group:fin", "user:otto", "group:bau"};
+    translate(p, readers, 3, &r);
+
+    /* anna shares bau and fin with the readers: only the smaller of the two is hers. */
+    uint32_t smaller = bau < fin ? bau : fin;
+    uint32_t larger = bau < fin ? fin : bau;
+    ck_assert(principals_is_first_shared(sa, &r, smaller));
+    ck_assert(!principals_is_first_shared(sa, &r, larger));
+    /* A reader anna does not hold: what a colliding tag would offer. */
+    ck_assert(!principals_is_first_shared(sa, &r, user_otto));
+    /* otto shares only himself. */
+    ck_assert(principals_is_first_shared(so, &r, user_otto));
+    ck_assert(!principals_is_first_shared(so, &r, bau));
+    ck_assert(!principals_is_first_shared(so, &r, fin));
+
+    principals_owner_put(p, sa);
+    principals_owner_put(p, so);
+    auth_principal_free(anna);
+    auth_principal_free(otto);
+    principals_free(p);
+}
+END_TEST
+
+/* Sorted unique ids drawn from 0..range-1, count of them at most. */
+static uint32_t random_ids(uint32_t *ids, uint32_t count, uint32_t range)
+{
+    uint32_t n = 0;
+    for (uint32_t id = 0; id < range && n < count; id++) {
+        if ((uint32_t)rand() % range < count) {
+            ids[n++] = id;
+        }
+    }
+    return n;
+}
+
+START_TEST(test_principals_is_first_shared_agrees_with_the_smallest_common_id)
+{
+    /* Ids from a small range, so that owners and readers overlap often and the filter's
+     * bits collide; the answer must be the plain one: the smallest id both hold. */
+    srand(5);
+    enum { ROUNDS = 20000, RANGE = 300, MAX_IDS = 20 };
+    owner_set_t *owner = calloc(1, sizeof(*owner) + MAX_IDS * sizeof(uint32_t));
+    static reader_ids_t r;
+    int mismatches = 0;
+    for (int round = 0; round < ROUNDS; round++) {
+        owner->count = random_ids(owner->ids, 1 + (uint32_t)rand() % MAX_IDS, RANGE);
+        r.is_everyone = false;
+        r.count = random_ids(r.ids, 1 + (uint32_t)rand() % MAX_IDS, RANGE);
+        principals_readers_filter(&r);
+        uint32_t smallest = UINT32_MAX;
+        for (uint32_t i = 0; i < owner->count && smallest == UINT32_MAX; i++) {
+            for (size_t j = 0; j < r.count; j++) {
+                if (owner->ids[i] == r.ids[j]) {
+                    smallest = owner->ids[i];
+                    break;
+                }
+            }
+        }
+        for (size_t j = 0; j < r.count; j++) {
+            if (principals_is_first_shared(owner, &r, r.ids[j]) != (r.ids[j] == smallest)) {
+                mismatches++;
+            }
+        }
+        ck_assert(principals_share_any(owner, &r) == (smallest != UINT32_MAX));
+    }
+    ck_assert_msg(mismatches == 0, "%d answers differ from the smallest common id", mismatches);
+    free(owner);
+}
+END_TEST
+
 int main(void)
 {
     Suite *suite = suite_create("principals");
@@ -550,6 +633,8 @@ int main(void)
     tcase_add_test(tc, test_principals_may_read_real_principals);
     tcase_add_test(tc, test_principals_long_names);
     tcase_add_test(tc, test_principals_may_read_agrees_with_auth_may_read);
+    tcase_add_test(tc, test_principals_is_first_shared_real_principals);
+    tcase_add_test(tc, test_principals_is_first_shared_agrees_with_the_smallest_common_id);
     suite_add_tcase(suite, tc);
     return unit_run(suite);
 }
