@@ -48,6 +48,7 @@ UNIT_SRCS   := $(wildcard tests/unit/test_*.c)
 UNIT_BINS   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 BENCH_SRCS  := $(wildcard bench/*.c)
 BENCH_BINS  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
+E2E_PRELOADS := $(patsubst tests/e2e/%.c,$(BUILD)/e2e/%.so,$(wildcard tests/e2e/*.c))
 FUZZ_SRCS   := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_NAMES  := $(patsubst tests/fuzz/fuzz_%.c,%,$(FUZZ_SRCS))
 REPLAY_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz-replay/%,$(FUZZ_SRCS))
@@ -58,8 +59,7 @@ REPLAY_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz-replay/%,$(FUZZ_SRCS))
 .SECONDARY:
 .DEFAULT_GOAL := all
 
-all: $(BUILD)/herold $(CLIENT_BINS) $(UNIT_BINS) $(BENCH_BINS) $(REPLAY_BINS) \
-     $(BUILD)/e2e/slow_fdatasync.so
+all: $(BUILD)/herold $(CLIENT_BINS) $(UNIT_BINS) $(BENCH_BINS) $(REPLAY_BINS) $(E2E_PRELOADS)
 
 # Installs only what is missing: dpkg-query answers in milliseconds when all is there.
 deps:
@@ -104,9 +104,10 @@ $(BUILD)/herold: $(BUILD)/obj/broker/main.o $(CORE_LIB)
 $(BUILD)/%: $(BUILD)/obj/clients/%.o $(CORE_LIB)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS)
 
-# Preloaded by the end-to-end tests into a broker that should have a slower disk; built
-# without sanitizers (the broker's own runtime does the checking).
-$(BUILD)/e2e/slow_fdatasync.so: tests/e2e/slow_fdatasync.c
+# Preloaded by the end-to-end tests into a broker that should have a slower disk or a
+# stalled service thread; built without sanitizers (the broker's own runtime does the
+# checking).
+$(BUILD)/e2e/%.so: tests/e2e/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(BASEFLAGS) -O2 -shared -fPIC -o $@ $< -ldl
 

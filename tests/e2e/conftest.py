@@ -14,7 +14,7 @@ with it."""
 
 import pytest
 
-from helpers import Broker, sanitizer_problems, slow_disk_env
+from helpers import Broker, sanitizer_problems, send_gate_env, slow_disk_env
 
 
 def pytest_configure(config):
@@ -34,8 +34,9 @@ def _broker_args(request):
     return marker.args if marker else ()
 
 
-def _run_broker(request, b):
-    """Starts b, yields it, and at teardown stops it and checks what it left behind."""
+def _run_broker(request, b, before_stop=None):
+    """Starts b, yields it, and at teardown (after before_stop, when given) stops it and
+    checks what it left behind."""
     try:
         b.start()
     except BaseException:
@@ -43,6 +44,8 @@ def _run_broker(request, b):
         raise
     yield b
     try:
+        if before_stop is not None:
+            before_stop()
         b.close_zmq()
     finally:
         rc = b.stop()
@@ -72,6 +75,18 @@ def slow_disk_broker(tmp_path, request):
     """The broker fixture on a disk whose syncs take 50 ms longer (helpers.slow_disk_env)."""
     yield from _run_broker(request, Broker(tmp_path, _broker_args(request),
                                            env=slow_disk_env()))
+
+
+@pytest.fixture
+def gated_broker(tmp_path, request):
+    """The broker fixture with a gate on its service thread: while the file
+    broker.send_gate exists, that thread stops at its next send() (helpers.send_gate_env).
+    The gate is open at the start, and opened again before the broker stops, so that a
+    test that fails while it is shut does not hold the shutdown up."""
+    gate = tmp_path / "send-gate"
+    b = Broker(tmp_path, _broker_args(request), env=send_gate_env(gate))
+    b.send_gate = gate
+    yield from _run_broker(request, b, before_stop=lambda: gate.unlink(missing_ok=True))
 
 
 class Store:

@@ -36,15 +36,27 @@ HEROLD = BUILD / "herold"
 HEROLD_PUB = BUILD / "herold-pub"
 HEROLD_TAIL = BUILD / "herold-tail"
 SLOW_FDATASYNC = BUILD / "e2e" / "slow_fdatasync.so"
+SEND_GATE = BUILD / "e2e" / "send_gate.so"
+
+
+def _preload_env(library, **variables):
+    """The environment of a broker with library preloaded. Under AddressSanitizer the
+    preloaded library comes first, which the runtime allows once told."""
+    asan = os.environ.get("ASAN_OPTIONS", "")
+    return dict(variables, LD_PRELOAD=str(library),
+                ASAN_OPTIONS=(asan + ":" if asan else "") + "verify_asan_link_order=0")
 
 
 def slow_disk_env(extra_ms=50):
     """The environment of a broker whose every fdatasync takes extra_ms longer
-    (tests/e2e/slow_fdatasync.c). Under AddressSanitizer the preloaded library comes first,
-    which the runtime allows once told."""
-    asan = os.environ.get("ASAN_OPTIONS", "")
-    return {"LD_PRELOAD": str(SLOW_FDATASYNC), "HEROLD_TEST_FDATASYNC_EXTRA_MS": str(extra_ms),
-            "ASAN_OPTIONS": (asan + ":" if asan else "") + "verify_asan_link_order=0"}
+    (tests/e2e/slow_fdatasync.c)."""
+    return _preload_env(SLOW_FDATASYNC, HEROLD_TEST_FDATASYNC_EXTRA_MS=str(extra_ms))
+
+
+def send_gate_env(gate_path):
+    """The environment of a broker whose service thread stops at its next send() while
+    gate_path exists (tests/e2e/send_gate.c)."""
+    return _preload_env(SEND_GATE, HEROLD_TEST_SEND_GATE=str(gate_path))
 
 # The benchmarks' helpers (bench/benchutil.py): free ports, the flags that lift the
 # per-user limits for a load generator, and HS256 tokens signed in Python.
