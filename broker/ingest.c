@@ -513,6 +513,7 @@ static void flush_batch(ingest_t *ingest)
 static void *committer_main(void *arg)
 {
     ingest_t *ingest = arg;
+    pthread_setname_np(pthread_self(), "ingest-commit");
     pthread_mutex_lock(&ingest->commit_lock);
     for (;;) {
         while (!ingest->is_commit_wanted && !ingest->is_committer_stopping) {
@@ -646,6 +647,7 @@ static void trim_when_due(ingest_t *ingest)
 static void *ingest_main(void *arg)
 {
     ingest_t *ingest = arg;
+    pthread_setname_np(pthread_self(), "ingest");
     while (!atomic_load(&ingest->is_stopping)) {
         /* A full open batch waits for the commit under way, not for more messages. */
         zmq_pollitem_t items[2];

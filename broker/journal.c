@@ -641,6 +641,7 @@ static void remove_one_trimmed(journal_t *journal)
 static void *worker_main(void *arg)
 {
     journal_t *journal = arg;
+    pthread_setname_np(pthread_self(), "journal-worker");
     pthread_mutex_lock(&journal->worker_lock);
     for (;;) {
         while (!atomic_load(&journal->is_worker_stopping) && journal->ahead != MADE_AHEAD_WANTED &&

@@ -1303,6 +1303,7 @@ static void state_release(webhook_t *webhook)
 static void *webhook_main(void *arg)
 {
     webhook_t *webhook = arg;
+    pthread_setname_np(pthread_self(), "webhook");
     for (;;) {
         if (!webhook->is_stopping && atomic_load(&webhook->stop_requested)) {
             stop_begin(webhook, clock_monotonic_ms());

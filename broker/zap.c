@@ -209,6 +209,7 @@ static void handle_request(zap_t *zap)
 static void *handler_main(void *arg)
 {
     zap_t *zap = arg;
+    pthread_setname_np(pthread_self(), "zap");
     zmq_pollitem_t items[2] = {{zap->handler, 0, ZMQ_POLLIN, 0}, {zap->control, 0, ZMQ_POLLIN, 0}};
     for (;;) {
         if (zmq_poll(items, 2, -1) < 0) {

@@ -1,0 +1,16 @@
+"""What an operator sees of the broker process: each thread carries its role's name, so
+that `top -H`, `perf top` and gdb tell the service thread (the process's own name) from
+ingest, its commit thread, the journal's worker and webhook delivery."""
+
+import pathlib
+
+
+def thread_names(pid):
+    return sorted((task / "comm").read_text().strip()
+                  for task in pathlib.Path("/proc/%d/task" % pid).iterdir())
+
+
+def test_threads_carry_their_roles_names(broker):
+    names = thread_names(broker.proc.pid)
+    for role in ("herold", "ingest", "ingest-commit", "journal-worker", "webhook"):
+        assert names.count(role) == 1, "threads %r: not one named %r" % (names, role)
