@@ -176,7 +176,9 @@ struct bench {
     _Atomic long failed;
     _Atomic bool stop;
     _Atomic uint64_t last_delivery_ns;
-    uint64_t t0_ns;
+    /* Set by the main thread while the receivers already run (a far future during setup,
+     * then the start of publishing): they read it for every delivery. */
+    _Atomic uint64_t t0_ns;
     char runid[32];
     struct receiver *receivers;
 };
@@ -324,8 +326,9 @@ static void record_delivery(struct receiver *r, uint64_t i, uint64_t sent_ns, ui
     atomic_fetch_add_explicit(&b->got[i], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&b->delivered, 1, memory_order_relaxed);
     hist_add(&r->hist, now > sent_ns ? now - sent_ns : 0, 1);
-    uint64_t sec = (now - b->t0_ns) / 1000000000u;
-    if (now > b->t0_ns && sec < MAX_SECONDS) {
+    uint64_t t0_ns = atomic_load_explicit(&b->t0_ns, memory_order_relaxed);
+    uint64_t sec = (now - t0_ns) / 1000000000u;
+    if (now > t0_ns && sec < MAX_SECONDS) {
         atomic_fetch_add_explicit(&b->delivered_per_sec[sec], 1, memory_order_relaxed);
     }
     atomic_store_explicit(&b->last_delivery_ns, now, memory_order_relaxed);
