@@ -2,7 +2,8 @@
 # `make` builds build/herold, build/herold-pub and build/herold-tail.
 # `make run` installs what is missing, builds and starts the broker.
 # `make check` installs what is missing, builds, runs every test, then runs them all again
-# built with AddressSanitizer and UndefinedBehaviorSanitizer (build/asan/).
+# built with AddressSanitizer and UndefinedBehaviorSanitizer (build/asan/), then the unit
+# and end-to-end tests built with ThreadSanitizer (build/tsan/).
 
 PKGS      := libzmq msgpack libwebsockets jansson openssl libcurl libpq
 # Debian packages that provide the build and test dependencies.
@@ -21,17 +22,22 @@ WARN      := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-protot
 BASEFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) -g -MMD -MP -Ibroker
 OPTFLAGS  := -O2
 SANFLAGS  := -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+TSANFLAGS := -O1 -fsanitize=thread -fno-omit-frame-pointer
 
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 # libev has no pkg-config file; libwebsockets runs its loop through it (http.c).
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev -lpthread
 CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null)
 
-# BUILD selects the flavour: build/ (optimised) or build/asan/ (sanitizers).
+# BUILD selects the flavour: build/ (optimised), build/asan/ (AddressSanitizer and
+# UndefinedBehaviorSanitizer) or build/tsan/ (ThreadSanitizer).
 BUILD     ?= build
 ifeq ($(BUILD),build/asan)
   MODEFLAGS := $(SANFLAGS)
   MODELDFLAGS := -fsanitize=address,undefined
+else ifeq ($(BUILD),build/tsan)
+  MODEFLAGS := $(TSANFLAGS)
+  MODELDFLAGS := -fsanitize=thread
 else
   MODEFLAGS := $(OPTFLAGS)
   MODELDFLAGS :=
@@ -53,8 +59,8 @@ FUZZ_SRCS   := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_NAMES  := $(patsubst tests/fuzz/fuzz_%.c,%,$(FUZZ_SRCS))
 REPLAY_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz-replay/%,$(FUZZ_SRCS))
 
-.PHONY: all deps bench-deps fuzz-deps run check test unit e2e graph web asan bench bench-quick \
-        fuzz demo clean format
+.PHONY: all deps bench-deps fuzz-deps run check test unit e2e graph web asan tsan tsan-test \
+        bench bench-quick fuzz demo clean format
 # Keep objects: they are intermediate files of pattern rules, which make would delete.
 .SECONDARY:
 .DEFAULT_GOAL := all
@@ -168,9 +174,25 @@ e2e: all
 check: deps
 	$(MAKE) BUILD=build test
 	$(MAKE) BUILD=build/asan test
+	$(MAKE) BUILD=build/tsan tsan-test
 
 asan:
 	$(MAKE) BUILD=build/asan all
+
+tsan:
+	$(MAKE) BUILD=build/tsan all
+
+# The threads under ThreadSanitizer (with BUILD=build/tsan): the unit tests and the
+# end-to-end suite. A report fails the test that caused it (the broker then exits 66 at its
+# stop; a client's report shows in its stderr). tests/tsan.supp says what is left out, and
+# why.
+TSAN_ENV = TSAN_OPTIONS="suppressions=$(abspath tests/tsan.supp) second_deadlock_stack=1" \
+           HEROLD_TEST_TIME_SCALE=3
+tsan-test: all
+	tests/with-pg sh -c 'set -e; for t in $(UNIT_BINS); do echo "== $$t"; \
+	    $(TSAN_ENV) CK_DEFAULT_TIMEOUT=120 $$t; done'
+	$(TSAN_ENV) tests/with-pg env HEROLD_BUILD=$(BUILD) /usr/bin/python3 -m pytest -q \
+	    -p no:cacheprovider tests/e2e
 
 # libFuzzer (clang) on every target in tests/fuzz/ for FUZZ_SECONDS each (default 60),
 # starting from the committed corpus; new inputs collect in build/fuzz/corpus/, and any

@@ -64,16 +64,20 @@ import sys as _sys  # noqa: E402
 _sys.path.insert(0, str(REPO / "bench"))
 from benchutil import UNLIMITED_FLAGS, b64url, free_ports, make_jwt  # noqa: E402,F401
 
+# How much longer a wait may take in a slower build: `make tsan-test` sets 3 (every thread
+# runs several times slower under ThreadSanitizer). Bounds on waits only, never on speed.
+TIME_SCALE = float(os.environ.get("HEROLD_TEST_TIME_SCALE", "1"))
 # Seconds any single wait may take before the test fails (answers, acks, items).
-TIMEOUT = 10.0
+TIMEOUT = 10.0 * TIME_SCALE
 # The sanitizer build starts and stops more slowly.
-START_TIMEOUT = 20.0
-STOP_TIMEOUT = 20.0
+START_TIMEOUT = 20.0 * TIME_SCALE
+STOP_TIMEOUT = 20.0 * TIME_SCALE
 
 # ws-protocol.md: a notify frame holds 1 to 64 items.
 MAX_BATCH_ITEMS = 1024
 
-SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                     "WARNING: ThreadSanitizer")
 
 
 def free_port():
@@ -112,7 +116,7 @@ def now_ms():
 SUBSCRIPTIONS = "/v1.0/subscriptions"
 JSON_TYPE = "application/json"
 # A POST may wait for a webhook validation (10 s in the broker) before it answers.
-REST_TIMEOUT = 20.0
+REST_TIMEOUT = 20.0 * TIME_SCALE
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 GRAPH_TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{7}Z$")
@@ -659,7 +663,7 @@ _open_clients = []
 
 async def _guarded(coro):
     try:
-        return await asyncio.wait_for(coro, 60)
+        return await asyncio.wait_for(coro, 60 * TIME_SCALE)
     finally:
         for c in _open_clients:
             if c.ws.transport is not None and not c.ws.closed:

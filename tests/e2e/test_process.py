@@ -12,5 +12,7 @@ def thread_names(pid):
 
 def test_threads_carry_their_roles_names(broker):
     names = thread_names(broker.proc.pid)
-    for role in ("herold", "ingest", "ingest-commit", "journal-worker", "webhook"):
+    for role in ("ingest", "ingest-commit", "journal-worker", "webhook"):
         assert names.count(role) == 1, "threads %r: not one named %r" % (names, role)
+    # A sanitizer's runtime may add a thread of its own under the process's name.
+    assert "herold" in names, "threads %r: none keeps the process's name" % names
