@@ -16,6 +16,7 @@ from helpers import BUILD, TIMEOUT, run, sanitizer_problems
 
 SOURCE = BUILD / "herold-fs-source"
 PREFIX = "/files/shares/amt"
+SOURCE_DRAIN_SECONDS = 10  # clients/herold-fs-source.c PENDING_DRAIN_SECONDS
 
 
 @pytest.fixture
@@ -42,7 +43,8 @@ def source(broker, tree, tmp_path):
     yield proc
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(TIMEOUT) == 0
+        # It stops once what it sent is acked, waiting up to its drain time for that.
+        assert proc.wait(SOURCE_DRAIN_SECONDS + TIMEOUT) == 0
     text = (tmp_path / "fs-source.log").read_text(errors="replace")
     assert not sanitizer_problems(text), text
 
