@@ -12,7 +12,7 @@ import time
 import msgpack
 import zmq
 
-from helpers import run
+from helpers import TIME_SCALE, run
 
 # The broker's bounds on events taken from the publishers and not yet delivered:
 DISPATCH_QUEUE = 4096     # broker/main.c HEROLD_DISPATCH_QUEUE: the channel to dispatch
@@ -21,8 +21,8 @@ INGEST_BATCH_MAX = 4096   # broker/ingest.h INGEST_BATCH_MAX: acked before it is
 ACKED_UNDELIVERED_MAX = DISPATCH_QUEUE + EVENTS_PER_TURN + INGEST_BATCH_MAX
 
 EVENTS = 20000            # well past that bound
-QUIET_SECONDS = 2.0       # no ack for this long: ingest has stopped reading
-STALL_LIMIT_SECONDS = 60.0
+QUIET_SECONDS = 2.0 * TIME_SCALE  # no ack for this long: ingest has stopped reading
+STALL_LIMIT_SECONDS = 60.0 * TIME_SCALE
 
 
 def take_replies(broker, sock, replies, want, quiet_seconds, limit_seconds):
