@@ -30,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "clock.h"
 #include "mem.h"
 
@@ -54,28 +55,15 @@ static double thread_cpu_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static int compare_doubles(const void *a, const void *b)
-{
-    double x = *(const double *)a;
-    double y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* A file of PREWRITTEN_BYTES written and synced, so that appends overwrite allocated blocks. */
-static void prewrite(const char *path, char *zeros)
+static void prewrite(const char *path)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) {
         die(path);
     }
-    memset(zeros, 0, MAX_WRITE_BYTES);
-    for (long at = 0; at < PREWRITTEN_BYTES; at += MAX_WRITE_BYTES) {
-        if (pwrite(fd, zeros, MAX_WRITE_BYTES, at) != MAX_WRITE_BYTES) {
-            die("pwrite");
-        }
-    }
-    if (fsync(fd) != 0) {
-        die("fsync");
+    if (bench_prewrite_zeros(fd, PREWRITTEN_BYTES) != 0) {
+        die("writing zeros");
     }
     close(fd);
 }
@@ -112,7 +100,7 @@ static void run(const char *path, enum method method, char *buf, size_t bytes, i
         usleep((useconds_t)period_us);
     }
     close(fd);
-    qsort(wall_ms, (size_t)writes, sizeof(*wall_ms), compare_doubles);
+    qsort(wall_ms, (size_t)writes, sizeof(*wall_ms), bench_compare_doubles);
     printf("%-18s %10.3f %10.3f %10.3f %14.1f\n", method_names[method], wall_ms[writes / 2],
            wall_ms[(size_t)writes * 99 / 100], wall_ms[writes - 1], cpu / writes * 1e6);
     free(wall_ms);
@@ -173,7 +161,7 @@ int main(int argc, char **argv)
     printf("command: build/bench/durable_write -n %d -b %ld -p %ld -d %s -r %d\n", writes, bytes,
            period_us, parent, rounds);
     for (int round = 1; round <= rounds; round++) {
-        prewrite(path, buf);
+        prewrite(path);
         printf("round %d: %d writes of %ld bytes, one per %ld us at most\n", round, writes, bytes,
                period_us);
         printf("%-18s %10s %10s %10s %14s\n", "method", "p50 ms", "p99 ms", "max ms",

@@ -40,6 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "clock.h"
 #include "journal.h"
 
@@ -125,13 +126,6 @@ struct result {
     double max_ms;
 };
 
-static int compare_doubles(const void *a, const void *b)
-{
-    double x = *(const double *)a;
-    double y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 static void append_or_die(journal_t *journal, const unsigned char *payload, size_t size,
                           int64_t time_ms)
 {
@@ -207,7 +201,7 @@ static struct result run(const char *parent, size_t batch, size_t records, size_
         }
     }
     result.seconds = clock_monotonic_seconds() - start;
-    qsort(batch_ms, result.syncs, sizeof(double), compare_doubles);
+    qsort(batch_ms, result.syncs, sizeof(double), bench_compare_doubles);
     result.p99_ms = batch_ms[(size_t)((double)(result.syncs - 1) * 0.99)];
     result.max_ms = batch_ms[result.syncs - 1];
     free(batch_ms);

@@ -42,6 +42,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "auth.h"
 #include "clock.h"
 #include "event.h"
@@ -288,13 +289,6 @@ static double parallel_rate(subs_t *subs, struct pooled *pool, int threads)
     return (double)events / elapsed;
 }
 
-static int compare_doubles(const void *a, const void *b)
-{
-    double x = *(const double *)a;
-    double y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 int main(int argc, char **argv)
 {
     const char *sizes_text = argc > 1 ? argv[1] : "10000,100000,1000000";
@@ -364,7 +358,7 @@ int main(int argc, char **argv)
             events += EVENT_POOL;
             elapsed = pass_end - start;
         } while (elapsed < MATCH_SECONDS && passes < MAX_PASSES);
-        qsort(pass_rates, passes, sizeof(double), compare_doubles);
+        qsort(pass_rates, passes, sizeof(double), bench_compare_doubles);
         double rate = pass_rates[passes / 2];
         double cost = 1.0 / rate;
         free(pass_rates);

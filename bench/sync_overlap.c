@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "clock.h"
 #include "mem.h"
 
@@ -139,18 +140,11 @@ static void run_overlapping(struct run *r)
     free(batches);
 }
 
-static int compare_doubles(const void *a, const void *b)
-{
-    double x = *(const double *)a;
-    double y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Prints the distribution of r->waited and returns its median. */
 static double report(const char *name, struct run *r)
 {
     int n = r->batches;
-    qsort(r->waited, (size_t)n, sizeof(double), compare_doubles);
+    qsort(r->waited, (size_t)n, sizeof(double), bench_compare_doubles);
     printf("%-14s %10.3f %10.3f %10.3f %10.3f\n", name, r->waited[n / 2] * 1e3,
            r->waited[n * 9 / 10] * 1e3, r->waited[n * 99 / 100] * 1e3, r->waited[n - 1] * 1e3);
     return r->waited[n / 2];
@@ -213,14 +207,8 @@ int main(int argc, char **argv)
         die(path);
     }
     unlink(path);
-    static char zeros[1 << 16];
-    for (long at = 0; at < PREWRITTEN_BYTES; at += (long)sizeof(zeros)) {
-        if (pwrite(r.fd, zeros, sizeof(zeros), at) != (ssize_t)sizeof(zeros)) {
-            die("pwrite");
-        }
-    }
-    if (fsync(r.fd) != 0) {
-        die("fsync");
+    if (bench_prewrite_zeros(r.fd, PREWRITTEN_BYTES) != 0) {
+        die("writing zeros");
     }
     r.waited = xcalloc((size_t)r.batches, sizeof(double));
     printf("%-14s %10s %10s %10s %10s\n", "ms", "p50", "p90", "p99", "max");
