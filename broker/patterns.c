@@ -81,6 +81,10 @@ struct pattern {
 
 struct patterns {
     ptable_t literals; /* literal patterns (and prefixes holding wildcard ones) by text */
+    /* Records in literals by their segments; a match probes no prefix of a length that
+     * none has (the deep prefixes of documents in subscribed folders, mostly). */
+    uint32_t literals_by_segments[PATH_MAX_SEGMENTS + 1];
+    size_t literal_segments_max; /* the most segments of a record in literals; 0 when none */
     uint64_t seed;
     size_t pattern_count; /* with members */
     struct pattern *root; /* holds the patterns whose first segment is `*` */
@@ -231,6 +235,10 @@ static struct pattern *literal_get(patterns_t *t, const char *text, size_t len)
     if (p == NULL) {
         p = pattern_new(text, len, false);
         ptable_insert(&t->literals, p, hash);
+        t->literals_by_segments[p->segments]++;
+        if (p->segments > t->literal_segments_max) {
+            t->literal_segments_max = p->segments;
+        }
     }
     return p;
 }
@@ -294,6 +302,10 @@ static void literal_drop_if_empty(patterns_t *t, struct pattern *p)
         return;
     }
     ptable_remove(&t->literals, p, text_hash(t, p->text, p->len));
+    t->literals_by_segments[p->segments]--;
+    while (t->literal_segments_max > 0 && t->literals_by_segments[t->literal_segments_max] == 0) {
+        t->literal_segments_max--;
+    }
     pattern_free(p);
 }
 
@@ -878,7 +890,8 @@ static bool match_path(struct match *m, const path_t *path, const path_t *skip)
      * them and fetch their home slots; find the slots whose tag matches and fetch those
      * records; then compare texts and visit. */
     const patterns_t *t = m->t;
-    size_t n = path->segment_count;
+    size_t n = path->segment_count < t->literal_segments_max ? path->segment_count
+                                                             : t->literal_segments_max;
     uint64_t hashes[PATH_MAX_SEGMENTS];
     ptable_probe_t probes[PATH_MAX_SEGMENTS];
     const struct pattern *first[PATH_MAX_SEGMENTS];
@@ -886,11 +899,16 @@ static bool match_path(struct match *m, const path_t *path, const path_t *skip)
     for (size_t k = 0; k < n; k++) {
         hash = hash_bytes(hash, path->segments[k].p, path->segments[k].len);
         hashes[k] = hash;
-        ptable_prefetch(&t->literals, hash);
+        if (t->literals_by_segments[k + 1] != 0) {
+            ptable_prefetch(&t->literals, hash);
+        }
     }
     for (size_t k = 0; k < n; k++) {
-        probes[k] = ptable_probe(&t->literals, hashes[k]);
-        first[k] = ptable_next(&t->literals, &probes[k]);
+        first[k] = NULL;
+        if (t->literals_by_segments[k + 1] != 0) {
+            probes[k] = ptable_probe(&t->literals, hashes[k]);
+            first[k] = ptable_next(&t->literals, &probes[k]);
+        }
         if (first[k] != NULL) {
             __builtin_prefetch(first[k]);
         }

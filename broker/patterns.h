@@ -9,7 +9,8 @@
  * without `*` segments is found by its text in one hash table; a resource matches exactly
  * the literal patterns that are its prefixes (path.h: a subscription covers everything
  * beneath it), so a match hashes the resource's prefixes in one pass and probes the table
- * once per segment, whatever else is subscribed. A pattern with `*` segments hangs off the
+ * once per segment, whatever else is subscribed; a prefix of a length that no record has
+ * (deeper than any subscription, mostly: a document in a subscribed folder) is not probed. A pattern with `*` segments hangs off the
  * record of its literal prefix (the text before its first `*`; the root for a pattern that
  * starts with one) and is compared segment by segment when that prefix is probed.
  *

@@ -489,6 +489,43 @@ START_TEST(test_patterns_prefix_holders_in_every_order)
 }
 END_TEST
 
+/* A match probes only the prefix lengths some record in the table has (patterns.c):
+ * the counts follow records made and dropped, wildcard holders included, and a length
+ * keeps being probed while any record of it is left. */
+START_TEST(test_patterns_only_lengths_with_records_are_probed)
+{
+    auth_principal_t *anna = owner_new("anna", NULL, 0);
+    subs_t *subs = subs_new();
+    /* Its holder, /a/b, is the only record of two segments. */
+    sub_t *wild = add(subs, "/a/b/*/d", EVENT_CHANGE_ALL, anna);
+    ck_assert_uint_eq(match_count(subs, "/a/b/c/d", "user:anna"), 1);
+    /* Another record of two segments, made and dropped, leaves the holder probed. */
+    subs_remove(subs, add(subs, "/a/x", EVENT_CHANGE_ALL, anna));
+    ck_assert_uint_eq(match_count(subs, "/a/b/c/d", "user:anna"), 1);
+    /* Deeper than any record so far, and then beneath it. */
+    sub_t *deep = add(subs, "/a/b/c/d/e/f", EVENT_CHANGE_ALL, anna);
+    ck_assert_uint_eq(match_count(subs, "/a/b/c/d/e/f", "user:anna"), 2);
+    ck_assert_uint_eq(match_count(subs, "/a/b/c/d/e/f/g/h", "user:anna"), 2);
+    ck_assert_uint_eq(match_count(subs, "/a/b/c/d/e/x", "user:anna"), 1);
+    /* One segment, the shallowest. */
+    sub_t *top = add(subs, "/a", EVENT_CHANGE_ALL, anna);
+    ck_assert_uint_eq(match_count(subs, "/a/b/c/d/e/f/g", "user:anna"), 3);
+    subs_remove(subs, deep);
+    ck_assert_uint_eq(match_count(subs, "/a/b/c/d/e/f/g", "user:anna"), 2);
+    subs_remove(subs, wild);
+    ck_assert_uint_eq(match_count(subs, "/a/b/c/d", "user:anna"), 1);
+    /* Gone and made again at a length that had no record left. */
+    sub_t *again = add(subs, "/a/b/c/d/e/f", EVENT_CHANGE_ALL, anna);
+    ck_assert_uint_eq(match_count(subs, "/a/b/c/d/e/f/g", "user:anna"), 2);
+    subs_remove(subs, top);
+    subs_remove(subs, again);
+    ck_assert_uint_eq(subs_pattern_count(subs), 0);
+    ck_assert_uint_eq(match_count(subs, "/a/b/c/d/e/f/g", "user:anna"), 0);
+    subs_free(subs);
+    auth_principal_free(anna);
+}
+END_TEST
+
 /* ---- the filing's limits ---- */
 
 /* A pattern with several chunks of members: joins and leaves in every chunk, members
@@ -651,6 +688,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_patterns_match_brute_force);
     tcase_add_test(tc, test_patterns_prefix_holders_in_every_order);
+    tcase_add_test(tc, test_patterns_only_lengths_with_records_are_probed);
     tcase_add_test(tc, test_patterns_every_pattern_found_after_the_table_grows);
     tcase_add_test(tc, test_patterns_table_doubles_over_a_while);
     tcase_add_test(tc, test_patterns_filing_across_chunks);
