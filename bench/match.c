@@ -38,7 +38,8 @@
  * subscription change can hold the service thread, and with it every delivery, for), and
  * the events/s of one thread per CPU matching at once over the same index (a match writes
  * nothing, so they share it without a lock). Then the smallest city's events/s alone and
- * beside the unrelated subscriptions, and their cost ratio.
+ * beside the unrelated subscriptions, their cost ratio, and the deliveries of one pass over
+ * the city's events in each; it exits 1 unless those are the same.
  *
  * Events/s is the median of timed passes over the event pool. The indexes take turns, pass
  * by pass (each turn one pass to bring the index's part of the cache back, then the timed
@@ -446,6 +447,16 @@ static double index_pass(struct index *ix, uint64_t *seq)
     return (double)EVENT_POOL / (clock_monotonic_seconds() - start);
 }
 
+/* The deliveries of one pass over the index's event pool. */
+static uint64_t pool_deliveries(struct index *ix)
+{
+    uint64_t deliveries = 0;
+    for (size_t i = 0; i < EVENT_POOL; i++) {
+        subs_match_event(ix->subs, &ix->pool[i].event, count_delivery, &deliveries);
+    }
+    return deliveries;
+}
+
 /* Matching measured on every index in turn, round after round, so that a change in the
  * machine's speed meets them all alike and the cost ratios hold. In each round an index
  * gets one pass to bring its part of the cache back, then one timed pass. */
@@ -557,6 +568,7 @@ int main(int argc, char **argv)
            "events/s", "deliveries/event", "cost ratio", "adds/s", "longest add ms",
            parallel_title);
     double first_rate = median_rate(indexes[0]);
+    int status = 0;
     for (size_t i = 0; i < size_count; i++) {
         struct index *ix = indexes[i];
         double rate = median_rate(ix);
@@ -577,9 +589,18 @@ int main(int argc, char **argv)
                "events/s beside", "deliveries/event", "cost ratio");
         printf("%12zu %12zu %16.0f %16.0f %16.2f %12.2f\n", indexes[0]->n, ix->n - indexes[0]->n,
                first_rate, rate, (double)ix->deliveries / (double)ix->events, first_rate / rate);
+        /* None of the other city's subscriptions may concern the city's events. */
+        uint64_t alone = pool_deliveries(indexes[0]);
+        uint64_t beside = pool_deliveries(ix);
+        printf("deliveries of the event pool: %" PRIu64 " alone, %" PRIu64 " beside\n", alone,
+               beside);
+        if (alone != beside) {
+            fprintf(stderr, "match: the unrelated subscriptions changed what the events reach\n");
+            status = 1;
+        }
     }
     for (size_t i = 0; i < count; i++) {
         index_free(indexes[count - 1 - i]);
     }
-    return 0;
+    return status;
 }

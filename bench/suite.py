@@ -516,6 +516,27 @@ MATCH_SIZES = "10000,1000000"
 IDLE_CONNECTIONS_GOAL = 100000
 
 
+def parse_match_output(text):
+    """build/bench/match's output: ({subscriptions: row}, the row beside unrelated
+    subscriptions or None), rows as dicts of floats."""
+    columns = ["subscriptions", "bytes_per_sub", "bytes_per_owner", "events_per_s",
+               "deliveries_per_event", "cost_ratio", "adds_per_s", "longest_add_ms",
+               "events_per_s_all_cpus"]
+    unrelated_columns = ["related", "unrelated", "events_per_s_alone", "events_per_s_beside",
+                         "deliveries_per_event", "cost_ratio"]
+    sizes, unrelated = {}, None
+    for line in text.splitlines():
+        fields = line.split()
+        if not fields or not all(re.fullmatch(r"[0-9.]+", f) for f in fields):
+            continue
+        if len(fields) == len(columns):
+            row = dict(zip(columns, (float(f) for f in fields)))
+            sizes[int(row["subscriptions"])] = row
+        elif len(fields) == len(unrelated_columns):
+            unrelated = dict(zip(unrelated_columns, (float(f) for f in fields)))
+    return sizes, unrelated
+
+
 def measure_scale(build):
     """The matcher at 10k and 1M subscriptions (build/bench/match) and idle WebSocket
     connections (bench/ws_idle.sh with as many as the hard file limit leaves room for, up to
@@ -523,23 +544,10 @@ def measure_scale(build):
     "idle": {...}, "errors": [...]}; a measure that did not run is missing, and errors says
     why."""
     out = {"match": {}, "unrelated": None, "idle": None, "errors": []}
-    columns = ["subscriptions", "bytes_per_sub", "bytes_per_owner", "events_per_s",
-               "deliveries_per_event", "cost_ratio", "adds_per_s", "longest_add_ms",
-               "events_per_s_all_cpus"]
-    unrelated_columns = ["related", "unrelated", "events_per_s_alone", "events_per_s_beside",
-                         "deliveries_per_event", "cost_ratio"]
     try:
         done = subprocess.run([os.path.join(build, "bench", "match"), MATCH_SIZES],
                               capture_output=True, text=True, timeout=600, cwd=ROOT)
-        for line in done.stdout.splitlines():
-            fields = line.split()
-            if not fields or not all(re.fullmatch(r"[0-9.]+", f) for f in fields):
-                continue
-            if len(fields) == len(columns):
-                row = dict(zip(columns, (float(f) for f in fields)))
-                out["match"][int(row["subscriptions"])] = row
-            elif len(fields) == len(unrelated_columns):
-                out["unrelated"] = dict(zip(unrelated_columns, (float(f) for f in fields)))
+        out["match"], out["unrelated"] = parse_match_output(done.stdout)
         if done.returncode != 0 or not out["match"]:
             out["errors"].append("bench/match exited with status %d: %s" % (
                 done.returncode, done.stderr.strip()[-300:]))

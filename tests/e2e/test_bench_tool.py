@@ -3,11 +3,13 @@ delivery it expects, so a broker that loses or repeats a notification, or a tool
 miscounts, shows here. Small scenarios only: this checks correctness, never speed."""
 
 import json
+import re
 import subprocess
+import sys
 
 import pytest
 
-from helpers import BUILD, UNLIMITED_FLAGS, sanitizer_problems
+from helpers import BUILD, REPO, UNLIMITED_FLAGS, sanitizer_problems
 
 HEROLD_BENCH = BUILD / "bench" / "herold-bench"
 
@@ -154,3 +156,27 @@ def test_sweep_bench_finds_what_a_walk_finds():
     assert "restored in a random order: 3000 in " in done.stdout, done.stdout
     assert done.stdout.count("\n") >= 7, done.stdout  # command, header, five rounds
     assert not sanitizer_problems(done.stderr), done.stderr
+
+
+def test_match_bench_prints_what_the_suite_reads_and_checks_the_unrelated_city():
+    """bench/match builds every size and the smallest city beside another city's
+    subscriptions, and exits 1 unless those leave the city's deliveries as they were; the
+    suite reads its rows with the same parser as `make bench`."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import suite
+    done = subprocess.run([str(BUILD / "bench" / "match"), "2000,6000"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not sanitizer_problems(done.stderr), done.stderr
+    sizes, unrelated = suite.parse_match_output(done.stdout)
+    assert sorted(sizes) == [2000, 6000], done.stdout
+    assert sizes[2000]["cost_ratio"] == 1.0 and sizes[6000]["events_per_s"] > 0, done.stdout
+    assert unrelated is not None, done.stdout
+    assert (unrelated["related"], unrelated["unrelated"]) == (2000, 4000), done.stdout
+    assert unrelated["deliveries_per_event"] == sizes[2000]["deliveries_per_event"], done.stdout
+    alone, beside = re.search(r"deliveries of the event pool: (\d+) alone, (\d+) beside",
+                              done.stdout).groups()
+    assert int(alone) > 0 and alone == beside, done.stdout
+    done = subprocess.run([str(BUILD / "bench" / "match"), "10"], capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 2 and "sizes" in done.stderr, done.stderr
