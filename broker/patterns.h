@@ -10,9 +10,10 @@
  * the literal patterns that are its prefixes (path.h: a subscription covers everything
  * beneath it), so a match hashes the resource's prefixes in one pass and probes the table
  * once per segment, whatever else is subscribed; a prefix of a length that no record has
- * (deeper than any subscription, mostly: a document in a subscribed folder) is not probed. A pattern with `*` segments hangs off the
- * record of its literal prefix (the text before its first `*`; the root for a pattern that
- * starts with one) and is compared segment by segment when that prefix is probed.
+ * (deeper than any subscription, mostly: a document in a subscribed folder) is not probed.
+ * A pattern with `*` segments hangs off the record of its literal prefix (the text before
+ * its first `*`; the root for a pattern that starts with one) and is compared segment by
+ * segment when that prefix is probed.
  *
  * The reader check. A pattern with few members scans them: up to four compare the
  * event's reader names with each owner's, more intersect sorted principal ids
