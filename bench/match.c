@@ -527,6 +527,13 @@ static double parallel_rate(subs_t *subs, struct pooled *pool, int threads)
     return (double)events / elapsed;
 }
 
+static int compare_sizes(const void *a, const void *b)
+{
+    size_t x = *(const size_t *)a;
+    size_t y = *(const size_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 int main(int argc, char **argv)
 {
     const char *sizes_text = argc > 1 ? argv[1] : "10000,100000,1000000";
@@ -534,29 +541,32 @@ int main(int argc, char **argv)
     int threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     threads = threads < 1 ? 1 : threads;
 
-    struct index *indexes[MAX_SIZES + 1];
+    /* Sizes smallest first: the first is what the others are compared with. */
+    size_t ns[MAX_SIZES];
     size_t size_count = 0;
     char *sizes = xstrdup(sizes_text);
     for (char *item = strtok(sizes, ","); item != NULL; item = strtok(NULL, ",")) {
         size_t n = strtoul(item, NULL, 10);
         if (n < 1000 || size_count == MAX_SIZES) {
             fprintf(stderr, "match: sizes are up to %d numbers of at least 1000\n", MAX_SIZES);
+            free(sizes);
             return 2;
         }
-        indexes[size_count++] = index_realistic(n);
+        ns[size_count++] = n;
     }
     free(sizes);
     if (size_count == 0) {
         fprintf(stderr, "match: no sizes\n");
         return 2;
     }
-    size_t count = size_count;
-    size_t largest = 0;
-    for (size_t i = 1; i < size_count; i++) {
-        largest = indexes[i]->n > indexes[largest]->n ? i : largest;
+    qsort(ns, size_count, sizeof(ns[0]), compare_sizes);
+    struct index *indexes[MAX_SIZES + 1];
+    for (size_t i = 0; i < size_count; i++) {
+        indexes[i] = index_realistic(ns[i]);
     }
-    if (indexes[largest]->n > indexes[0]->n) {
-        indexes[count++] = index_with_unrelated(indexes[0], indexes[largest]->n);
+    size_t count = size_count;
+    if (ns[size_count - 1] > ns[0]) {
+        indexes[count++] = index_with_unrelated(indexes[0], ns[size_count - 1]);
     }
     measure_interleaved(indexes, count);
 
