@@ -22,6 +22,7 @@
 #include "clock.h"
 #include "log.h"
 #include "mem.h"
+#include "thread.h"
 
 #define INGEST_POLL_MS 100
 #define INGEST_FREE_BATCH 256 /* events given back, freed per chan_take_back */
@@ -513,7 +514,6 @@ static void flush_batch(ingest_t *ingest)
 static void *committer_main(void *arg)
 {
     ingest_t *ingest = arg;
-    pthread_setname_np(pthread_self(), "ingest-commit");
     pthread_mutex_lock(&ingest->commit_lock);
     for (;;) {
         while (!ingest->is_commit_wanted && !ingest->is_committer_stopping) {
@@ -647,7 +647,6 @@ static void trim_when_due(ingest_t *ingest)
 static void *ingest_main(void *arg)
 {
     ingest_t *ingest = arg;
-    pthread_setname_np(pthread_self(), "ingest");
     while (!atomic_load(&ingest->is_stopping)) {
         /* A full open batch waits for the commit under way, not for more messages. */
         zmq_pollitem_t items[2];
@@ -724,9 +723,15 @@ int ingest_start(ingest_t *ingest, struct herr *err)
     if (ingest->commit_done_fd >= 0) {
         rc = pthread_create(&ingest->committer, NULL, committer_main, ingest);
         ingest->has_committer = rc == 0;
+        if (rc == 0) {
+            thread_name(ingest->committer, "ingest-commit");
+        }
     }
     if (rc == 0) {
         rc = pthread_create(&ingest->thread, NULL, ingest_main, ingest);
+        if (rc == 0) {
+            thread_name(ingest->thread, "ingest");
+        }
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {

@@ -47,6 +47,7 @@
 
 #include "log.h"
 #include "mem.h"
+#include "thread.h"
 
 #define SEGMENT_MAGIC "HEROLDJ1"
 #define SEGMENT_MAGIC_BYTES 8
@@ -641,7 +642,6 @@ static void remove_one_trimmed(journal_t *journal)
 static void *worker_main(void *arg)
 {
     journal_t *journal = arg;
-    pthread_setname_np(pthread_self(), "journal-worker");
     pthread_mutex_lock(&journal->worker_lock);
     for (;;) {
         while (!atomic_load(&journal->is_worker_stopping) && journal->ahead != MADE_AHEAD_WANTED &&
@@ -1277,6 +1277,9 @@ journal_t *journal_open(const journal_config_t *config, struct herr *err)
                           strerror(error));
         }
         journal->has_worker = error == 0;
+        if (journal->has_worker) {
+            thread_name(journal->worker, "journal-worker");
+        }
     }
     if (rc != 0) {
         journal_destroy(journal);

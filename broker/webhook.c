@@ -76,6 +76,7 @@
 #include "hash.h"
 #include "heap.h"
 #include "mem.h"
+#include "thread.h"
 
 #define COMMAND_CAPACITY 65536
 #define COMMAND_DRAIN_BATCH 256
@@ -1303,7 +1304,6 @@ static void state_release(webhook_t *webhook)
 static void *webhook_main(void *arg)
 {
     webhook_t *webhook = arg;
-    pthread_setname_np(pthread_self(), "webhook");
     for (;;) {
         if (!webhook->is_stopping && atomic_load(&webhook->stop_requested)) {
             stop_begin(webhook, clock_monotonic_ms());
@@ -1426,6 +1426,7 @@ int webhook_start(webhook_t *webhook, struct herr *err)
     if (rc != 0) {
         return herr_set(err, HEROLD_E_SYSTEM, "webhook: pthread_create failed: %s", strerror(rc));
     }
+    thread_name(webhook->thread, "webhook");
     webhook->is_started = true;
     return 0;
 }

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "mem.h"
 #include "readfile.h"
+#include "thread.h"
 
 #define KEY_BYTES 32
 #define KEYS_FILE_MAX_BYTES (ZAP_MAX_KEYS * 128)
@@ -209,7 +210,6 @@ static void handle_request(zap_t *zap)
 static void *handler_main(void *arg)
 {
     zap_t *zap = arg;
-    pthread_setname_np(pthread_self(), "zap");
     zmq_pollitem_t items[2] = {{zap->handler, 0, ZMQ_POLLIN, 0}, {zap->control, 0, ZMQ_POLLIN, 0}};
     for (;;) {
         if (zmq_poll(items, 2, -1) < 0) {
@@ -265,6 +265,7 @@ zap_t *zap_new(void *zmq_context, const char *keys_file, struct herr *err)
         herr_set(err, HEROLD_E_SYSTEM, "ingest: the ZAP handler thread cannot start");
         goto fail;
     }
+    thread_name(zap->thread, "zap");
     return zap;
 fail:
     zmq_close(zap->handler);
