@@ -342,15 +342,12 @@ static void add_or_die(struct index *ix, const char *pattern, const auth_princip
 static void index_fill(struct index *ix, const struct plan *plans)
 {
     size_t taken[2] = {0, 0};
-    size_t total = plans[0].count + (ix->world_count > 1 ? plans[1].count : 0);
+    size_t second = ix->world_count > 1 ? plans[1].count : 0;
+    size_t total = plans[0].count + second;
     double start = clock_monotonic_seconds();
     for (size_t i = 0; i < total; i++) {
-        size_t from = 0;
-        if (ix->world_count > 1 && taken[1] < plans[1].count &&
-            (taken[0] == plans[0].count || (double)taken[1] * (double)plans[0].count <=
-                                               (double)taken[0] * (double)plans[1].count)) {
-            from = 1;
-        }
+        /* After i + 1 adds the second world has had its share of them, rounded down. */
+        size_t from = taken[1] < (i + 1) * second / total ? 1 : 0;
         const struct plan *plan = &plans[from];
         size_t j = taken[from]++;
         add_or_die(ix, plan->patterns[j], ix->worlds[from].principals[plan->owners[j]]);
