@@ -9,6 +9,7 @@
 #include "hash.h"
 #include "mem.h"
 #include "ptable.h"
+#include "recpool.h"
 #include "subs.h"
 
 /*
@@ -24,7 +25,9 @@
  *
  * A pattern record is its text and one member inline (the usual personal folder has one
  * follower); anything more (members, the filing, wildcard patterns under this prefix)
- * lives in a `struct more` made on first need.
+ * lives in a `struct more` made on first need. Records of up to POOLED_RECORD_MAX bytes
+ * come from pools by size in steps of 8 (recpool.h): most subscriptions have a record of
+ * their own, and malloc's header and 16-byte steps made a 41-byte one take 64.
  *
  * The filing of a large pattern: entries grouped by bucket, bucket b holding entries
  * [dir[b], dir[b+1]). An entry is (tag << 16) | slot, where the principal id's 32-bit
@@ -41,6 +44,7 @@ _Static_assert(CHUNK_MEMBERS == PATTERNS_FILING_CHUNK, "one chunk size");
 #define CHUNK_MASK (CHUNK_MEMBERS - 1)
 #define ENTRY_REMOVED UINT32_MAX /* local slot 0xffff is never used */
 #define OWNER_IDS_MAX (AUTH_MAX_GROUPS + 1)
+#define POOLED_RECORD_MAX 256 /* bytes; larger pattern records come from malloc */
 
 enum pattern_flags {
     PATTERN_MORE = 1, /* u.more, not u.one */
@@ -89,6 +93,7 @@ struct patterns {
     size_t pattern_count; /* with members */
     struct pattern *root; /* holds the patterns whose first segment is `*` */
     const principals_t *principals;
+    recpool_t records_by_size[POOLED_RECORD_MAX / 8 + 1]; /* [bytes / 8] */
 };
 
 /* ---- records ---- */
@@ -123,10 +128,18 @@ static struct more *ensure_more(struct pattern *p)
     return p->u.more;
 }
 
-static struct pattern *pattern_new(const char *text, size_t len, bool is_wild)
+/* The pool a record of a text of len bytes comes from, or NULL for malloc. */
+static recpool_t *record_pool(patterns_t *t, size_t len)
+{
+    size_t bytes = (sizeof(struct pattern) + len + 1 + 7) & ~(size_t)7;
+    return bytes <= POOLED_RECORD_MAX ? &t->records_by_size[bytes / 8] : NULL;
+}
+
+static struct pattern *pattern_new(patterns_t *t, const char *text, size_t len, bool is_wild)
 {
     assert(len <= UINT16_MAX);
-    struct pattern *p = xcalloc(1, sizeof(*p) + len + 1);
+    recpool_t *pool = record_pool(t, len);
+    struct pattern *p = pool != NULL ? recpool_get(pool) : xcalloc(1, sizeof(*p) + len + 1);
     memcpy(p->text, text, len);
     p->len = (uint16_t)len;
     p->flags = is_wild ? PATTERN_WILD : 0;
@@ -140,7 +153,7 @@ static struct pattern *pattern_new(const char *text, size_t len, bool is_wild)
 
 static void filings_free(struct more *more, uint32_t count);
 
-static void pattern_free(struct pattern *p)
+static void pattern_free(patterns_t *t, struct pattern *p)
 {
     struct more *more = more_of(p);
     if (more != NULL) {
@@ -151,7 +164,12 @@ static void pattern_free(struct pattern *p)
         }
         free(more);
     }
-    free(p);
+    recpool_t *pool = record_pool(t, p->len);
+    if (pool != NULL) {
+        recpool_put(pool, p);
+    } else {
+        free(p);
+    }
 }
 
 /* Does pattern p (its `*` segments matching any one segment) cover path, from segment
@@ -233,7 +251,7 @@ static struct pattern *literal_get(patterns_t *t, const char *text, size_t len)
     uint64_t hash = text_hash(t, text, len);
     struct pattern *p = literal_find(t, text, len, hash);
     if (p == NULL) {
-        p = pattern_new(text, len, false);
+        p = pattern_new(t, text, len, false);
         ptable_insert(&t->literals, p, hash);
         t->literals_by_segments[p->segments]++;
         if (p->segments > t->literal_segments_max) {
@@ -271,7 +289,7 @@ static struct pattern *wild_get(patterns_t *t, const char *text, size_t len)
             return wild[i];
         }
     }
-    struct pattern *w = pattern_new(text, len, true);
+    struct pattern *w = pattern_new(t, text, len, true);
     if (more->wild_capacity == 0) {
         more->wild_capacity = 1;
         more->wild.one = w;
@@ -306,7 +324,7 @@ static void literal_drop_if_empty(patterns_t *t, struct pattern *p)
     while (t->literal_segments_max > 0 && t->literals_by_segments[t->literal_segments_max] == 0) {
         t->literal_segments_max--;
     }
-    pattern_free(p);
+    pattern_free(t, p);
 }
 
 static void pattern_drop(patterns_t *t, struct pattern *p)
@@ -331,7 +349,7 @@ static void pattern_drop(patterns_t *t, struct pattern *p)
             break;
         }
     }
-    pattern_free(p);
+    pattern_free(t, p);
     literal_drop_if_empty(t, holder);
 }
 
@@ -640,7 +658,10 @@ patterns_t *patterns_new(const principals_t *principals)
         fprintf(stderr, "herold: RAND_bytes failed\n");
         abort();
     }
-    t->root = pattern_new("", 0, false);
+    for (size_t i = 0; i < sizeof(t->records_by_size) / sizeof(t->records_by_size[0]); i++) {
+        recpool_init(&t->records_by_size[i], i * 8);
+    }
+    t->root = pattern_new(t, "", 0, false);
     t->principals = principals;
     return t;
 }
@@ -651,8 +672,11 @@ void patterns_free(patterns_t *t)
         return;
     }
     assert(t->literals.count == 0 && t->pattern_count == 0);
-    pattern_free(t->root);
+    pattern_free(t, t->root);
     ptable_destroy(&t->literals);
+    for (size_t i = 0; i < sizeof(t->records_by_size) / sizeof(t->records_by_size[0]); i++) {
+        recpool_destroy(&t->records_by_size[i]);
+    }
     free(t);
 }
 

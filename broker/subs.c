@@ -15,22 +15,14 @@
 #include "patterns.h"
 #include "principals.h"
 #include "ptable.h"
+#include "recpool.h"
 
 #define WEBHOOK_SECRET_BYTES_FOR_SUBS 32
-
-/* Records come in blocks; free ones are chained through their first bytes. */
-#define SUBS_PER_BLOCK 1024
-
-struct sub_block {
-    struct sub_block *next;
-    sub_t records[SUBS_PER_BLOCK];
-};
 
 struct subs {
     patterns_t *patterns;
     principals_t *principals;
-    struct sub_block *blocks;
-    sub_t *free_records;
+    recpool_t records;
     size_t count;
     ptable_t by_id; /* persistent subscriptions (ptable.h: it doubles over a while) */
     sub_t *persistent_head;
@@ -56,50 +48,6 @@ static uint64_t sub_id_hash(const void *item, const void *ctx)
     return hash_id(((const sub_t *)item)->id);
 }
 
-/* ---- records ---- */
-
-/* A free record holds the next free one in its first bytes. */
-static void free_link_set(sub_t *r, sub_t *next)
-{
-    memcpy((unsigned char *)r, &next, sizeof(next));
-}
-
-static sub_t *free_link_get(const sub_t *r)
-{
-    sub_t *next;
-    memcpy(&next, (const unsigned char *)r, sizeof(next));
-    return next;
-}
-
-/* A zeroed record. */
-static sub_t *record_new(subs_t *subs)
-{
-    if (subs->free_records == NULL) {
-        struct sub_block *block = xmalloc(sizeof(*block));
-        block->next = subs->blocks;
-        subs->blocks = block;
-        for (size_t i = SUBS_PER_BLOCK; i-- > 0;) {
-            sub_t *r = &block->records[i];
-            free_link_set(r, subs->free_records);
-            subs->free_records = r;
-            MEM_POISON(r, sizeof(*r));
-        }
-    }
-    sub_t *r = subs->free_records;
-    MEM_UNPOISON(r, sizeof(*r));
-    subs->free_records = free_link_get(r);
-    memset(r, 0, sizeof(*r));
-    return r;
-}
-
-static void record_free(subs_t *subs, sub_t *r)
-{
-    memset(r, 0, sizeof(*r));
-    free_link_set(r, subs->free_records);
-    subs->free_records = r;
-    MEM_POISON(r, sizeof(*r));
-}
-
 /* The heap of persistent subscriptions by expiration reads them through these. */
 static int64_t expiry_key(const void *item)
 {
@@ -114,6 +62,7 @@ static void expiry_place(void *item, size_t slot)
 subs_t *subs_new(void)
 {
     subs_t *subs = xcalloc(1, sizeof(*subs));
+    recpool_init(&subs->records, sizeof(sub_t));
     subs->principals = principals_new();
     subs->patterns = patterns_new(subs->principals);
     ptable_init(&subs->by_id, sub_id_hash, NULL);
@@ -136,11 +85,7 @@ void subs_free(subs_t *subs)
     assert(subs->count == 0);
     patterns_free(subs->patterns);
     principals_free(subs->principals);
-    while (subs->blocks != NULL) {
-        struct sub_block *next = subs->blocks->next;
-        free(subs->blocks);
-        subs->blocks = next;
-    }
+    recpool_destroy(&subs->records);
     ptable_destroy(&subs->by_id);
     heap_clear(&subs->by_expiry);
     ptable_destroy(&subs->owned); /* every list went with its last subscription */
@@ -252,7 +197,7 @@ static int add_with_id(subs_t *subs, const uint8_t *id, const char *resource, si
         return rc;
     }
 
-    sub_t *sub = record_new(subs);
+    sub_t *sub = recpool_get(&subs->records);
     if (id != NULL) {
         memcpy(sub->id, id, SUBS_ID_RAW_BYTES);
     } else {
@@ -733,7 +678,7 @@ void subs_remove(subs_t *subs, sub_t *sub)
         subs_rest_clear(sub->rest);
         free(sub->rest);
     }
-    record_free(subs, sub);
+    recpool_put(&subs->records, sub);
 }
 
 char *subs_expand_resource(const char *resource, const char *user, bool add_leading_slash)
