@@ -6,7 +6,8 @@ NATS over WebSocket) and redis-server (pub/sub), all driven by build/bench/herol
                                     [--build build] [--no-results-md]
 
 Each round runs every target in turn (rounds interleave the targets, so that the machine's
-noise falls on all alike). For each target a fresh system starts on free loopback ports in a
+noise falls on all alike), each round starting a further share of the list along
+(round_order). For each target a fresh system starts on free loopback ports in a
 temporary directory: herold with its embedded store (acks after fdatasync), or the peer with
 the configuration in bench/peers/ (QoS 0 / core NATS / plain pub/sub, nothing on disk).
 herold-bench then runs the throughput scenario (bench/scenarios/w1.conf: 100 connections x
@@ -23,8 +24,8 @@ scenario, and summary.json with the medians), bench/results/w1-throughput.png an
 bench/results/latency-cdf.png (gnuplot, from the median round), and unless --no-results-md
 the part of bench/RESULTS.md between `<!-- suite:begin -->` and `<!-- suite:end -->`.
 Without --quick the suite then measures what the peers are not compared on
-(measure_scale): the matching core on one core (build/bench/match 10000,1000000) and idle
-WebSocket connections (bench/ws_idle.sh, as many as the file limit allows, up to 100,000),
+(measure_scale): the matching core on one core (build/bench/match 10000,1000000, then
+build/bench/match 10000000 for the index at ten million) and idle WebSocket connections (bench/ws_idle.sh, as many as the file limit allows, up to 100,000),
 and prints, and writes into RESULTS.md, a table of issue 5's targets against what this run
 measured.
 
@@ -505,6 +506,14 @@ def table_lines(targets, summary, failures, herold_rate):
     return lines
 
 
+def round_order(targets, rnd, rounds):
+    """The order of the targets in round rnd (1-based) of rounds: each round starts a
+    further share of the list along, so that no target always runs first or last while
+    the machine's speed drifts over the minutes a suite takes."""
+    shift = (rnd - 1) * len(targets) // rounds % len(targets) if targets else 0
+    return targets[shift:] + targets[:shift]
+
+
 def amount(scenario):
     """How much a scenario publishes: '10 s' (at most N events) or 'N events'."""
     if scenario.get("seconds"):
@@ -516,6 +525,10 @@ MATCH_SIZES = "10000,1000000"
 # bench/match matches the smallest size's city beside the largest size's count in all.
 MATCH_RELATED = min(int(n) for n in MATCH_SIZES.split(","))
 MATCH_UNRELATED = max(int(n) for n in MATCH_SIZES.split(",")) - MATCH_RELATED
+# The issue's index holds ten million: measured alone, since beside the other sizes it would
+# also bring another city of ten million for the unrelated comparison (about 2.5 minutes
+# alone here, most of it building).
+MATCH_LARGE = 10000000
 IDLE_CONNECTIONS_GOAL = 100000
 
 
@@ -540,22 +553,32 @@ def parse_match_output(text):
     return sizes, unrelated
 
 
+def run_match(build, sizes, out):
+    """build/bench/match over sizes (text, comma-separated): its rows go into out["match"]
+    and out["unrelated"], a failure into out["errors"]."""
+    try:
+        done = subprocess.run([os.path.join(build, "bench", "match"), sizes],
+                              capture_output=True, text=True, timeout=900, cwd=ROOT)
+        rows, unrelated = parse_match_output(done.stdout)
+        out["match"].update(rows)
+        if unrelated:
+            out["unrelated"] = unrelated
+        if done.returncode != 0 or not rows:
+            out["errors"].append("bench/match %s exited with status %d: %s" % (
+                sizes, done.returncode, done.stderr.strip()[-300:]))
+    except (OSError, subprocess.TimeoutExpired) as e:
+        out["errors"].append("bench/match %s: %s" % (sizes, e))
+
+
 def measure_scale(build):
-    """The matcher at 10k and 1M subscriptions (build/bench/match) and idle WebSocket
+    """The matcher at 10k, 1M and 10M subscriptions (build/bench/match) and idle WebSocket
     connections (bench/ws_idle.sh with as many as the hard file limit leaves room for, up to
     IDLE_CONNECTIONS_GOAL). Returns {"match": {size: row}, "unrelated": row or None,
     "idle": {...}, "errors": [...]}; a measure that did not run is missing, and errors says
     why."""
     out = {"match": {}, "unrelated": None, "idle": None, "errors": []}
-    try:
-        done = subprocess.run([os.path.join(build, "bench", "match"), MATCH_SIZES],
-                              capture_output=True, text=True, timeout=600, cwd=ROOT)
-        out["match"], out["unrelated"] = parse_match_output(done.stdout)
-        if done.returncode != 0 or not out["match"]:
-            out["errors"].append("bench/match exited with status %d: %s" % (
-                done.returncode, done.stderr.strip()[-300:]))
-    except (OSError, subprocess.TimeoutExpired) as e:
-        out["errors"].append("bench/match: %s" % e)
+    run_match(build, MATCH_SIZES, out)
+    run_match(build, str(MATCH_LARGE), out)
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     count = IDLE_CONNECTIONS_GOAL
     if hard != resource.RLIM_INFINITY:
@@ -597,6 +620,8 @@ def target_rows(summary, scale, best):
     growth = ("matcher cost per event, realistic mix at 1 M against at 10 k (the events' own "
               "subscriptions, readers and owners grow too)", "no goal: what a bigger city costs")
     memory = ("memory per subscription at 1 M", "≤ 128 bytes")
+    large = ("the index at %s subscriptions: memory per subscription" % fmt_int(MATCH_LARGE),
+             "≤ 128 bytes")
     w1 = ("W1 over WebSocket, durable acks", "≥ 500 k deliveries/s, above every peer")
     latency = ("publish to receive at 20 k events/s", "p99 ≤ 2 ms")
     rss = ("broker RSS per idle WebSocket connection", "≤ 2 KiB")
@@ -619,6 +644,13 @@ def target_rows(summary, scale, best):
     else:
         rows += [matcher + (missing, "—"), cost + (missing, "—"), growth + (missing, "—"),
                  memory + (missing, "—")]
+    ten = scale["match"].get(MATCH_LARGE) if scale else None
+    if ten:
+        rows.append(large + ("%d bytes (%s events/s on one core; longest add %.1f ms)" % (
+            ten["bytes_per_sub"], fmt_int(ten["events_per_s"]), ten["longest_add_ms"]),
+            "yes" if ten["bytes_per_sub"] <= 128 else "no"))
+    else:
+        rows.append(large + (missing, "—"))
     thr = summary.get("herold", {}).get("throughput")
     if thr:
         rate = thr["delivered_per_s"]
@@ -718,10 +750,11 @@ def results_section(opts, facts, date, targets, summary, scenarios, plots, failu
         out += ["### Issue 5's targets in this run", "",
                 "The matcher: `build/bench/match %s` (one core; the mix, and the city of %s "
                 "beside another city's %s, at the top of `bench/match.c`; the indexes take "
-                "turns pass by pass, so the ratios are measured alike). Connections: "
-                "`bench/ws_idle.sh N`, N as large as the file limit allows. W1 and latency: "
-                "the tables above." % (MATCH_SIZES, fmt_int(MATCH_RELATED),
-                                       fmt_int(MATCH_UNRELATED)), "",
+                "turns pass by pass, so the ratios are measured alike), and `build/bench/match "
+                "%d` for the index at %s. Connections: `bench/ws_idle.sh N`, N as large as the "
+                "file limit allows. W1 and latency: the tables above." % (
+                    MATCH_SIZES, fmt_int(MATCH_RELATED), fmt_int(MATCH_UNRELATED),
+                    MATCH_LARGE, fmt_int(MATCH_LARGE)), "",
                 "| target | goal | measured | met |", "|---|---|---|---|"]
         out += ["| %s | %s | %s | %s |" % row for row in target_table]
         out.append("")
@@ -832,7 +865,7 @@ def main():
         shutil.rmtree(SUITE_DIR, ignore_errors=True)
         os.makedirs(SUITE_DIR)
         for rnd in range(1, opts.rounds + 1):
-            for t in targets:
+            for t in round_order(targets, rnd, opts.rounds):
                 t0 = time.monotonic()
                 for kind in ("throughput", "latency"):
                     skip = latency_skip_reason(runs[t]["throughput"], rnd, scenarios[kind]) \

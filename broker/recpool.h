@@ -5,8 +5,10 @@
  * Records of one size, carved from blocks, for the index's millions of small records.
  *
  * malloc puts an 8-byte header before every chunk and rounds chunks to 16 bytes: a 41-byte
- * pattern record takes 64 bytes, a 56-byte subscription record 64. A pool lays its records
- * back to back, 8-byte aligned, with nothing between them (48 and 56 bytes there).
+ * pattern record takes 64 bytes. A pool lays its records back to back, 8-byte aligned, with
+ * nothing between them (48 bytes there). The price: under AddressSanitizer a write past a
+ * record's end into the next one is not caught, as there is no red zone between them (a
+ * record freed or never handed out is caught).
  *
  * A freed record is kept for the pool's next record, chained through its first bytes and
  * poisoned for AddressSanitizer (mem.h) until it is handed out again; blocks go back to

@@ -180,3 +180,46 @@ def test_match_bench_prints_what_the_suite_reads_and_checks_the_unrelated_city()
     done = subprocess.run([str(BUILD / "bench" / "match"), "10"], capture_output=True,
                           text=True, timeout=30)
     assert done.returncode == 2 and "sizes" in done.stderr, done.stderr
+
+
+def test_suite_adds_the_large_index_to_its_targets(monkeypatch):
+    """The suite runs bench/match twice, the sizes and the large index alone, and its table
+    of targets has a row for each: the large one says what it measured and whether that
+    is within 128 bytes per subscription (here with a small 'large' index)."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import suite
+    monkeypatch.setattr(suite, "MATCH_LARGE", 3000)
+    out = {"match": {}, "unrelated": None, "errors": []}
+    suite.run_match(str(BUILD), "2000,6000", out)
+    suite.run_match(str(BUILD), "3000", out)
+    assert out["errors"] == [], out["errors"]
+    assert sorted(out["match"]) == [2000, 3000, 6000]
+    # The single size prints no comparison, and leaves the first run's in place.
+    assert out["unrelated"] is not None and out["unrelated"]["related"] == 2000
+    rows = suite.target_rows({}, out, None)
+    large = [r for r in rows if r[0].startswith("the index at 3,000 subscriptions")]
+    assert len(large) == 1, rows
+    measured = out["match"][3000]["bytes_per_sub"]
+    assert large[0][2].startswith("%d bytes (" % measured), large
+    assert large[0][3] == ("yes" if measured <= 128 else "no"), large
+    # Without the 1 M size the rows that need it say so instead of guessing.
+    assert ("matcher, one core, 1 M subscriptions (realistic mix)", "≥ 3 M events/s",
+            "not measured in this run", "—") in rows
+    suite.run_match(str(BUILD), "10", out)
+    assert len(out["errors"]) == 1 and "status 2" in out["errors"][0], out["errors"]
+
+
+def test_suite_rounds_start_at_different_targets():
+    """Every round runs every target once, and the rounds start at different targets
+    spread over the list, so that a drift in the machine's speed does not favour the
+    targets that always run last."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import suite
+    targets = ["herold", "mqtt", "mqtt-ws", "nats", "nats-ws", "redis"]
+    orders = [suite.round_order(targets, r, 3) for r in (1, 2, 3)]
+    assert orders[0] == targets
+    assert all(sorted(o) == sorted(targets) for o in orders), orders
+    assert [o[0] for o in orders] == ["herold", "mqtt-ws", "nats-ws"], orders
+    assert [o.index("herold") for o in orders] == [0, 4, 2], orders
+    assert suite.round_order(["herold"], 1, 1) == ["herold"]
+    assert suite.round_order(targets, 1, 1) == targets
