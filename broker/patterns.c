@@ -45,6 +45,7 @@ _Static_assert(CHUNK_MEMBERS == PATTERNS_FILING_CHUNK, "one chunk size");
 #define ENTRY_REMOVED UINT32_MAX /* local slot 0xffff is never used */
 #define OWNER_IDS_MAX (AUTH_MAX_GROUPS + 1)
 #define POOLED_RECORD_MAX 256 /* bytes; larger pattern records come from malloc */
+#define RECORD_POOLS (POOLED_RECORD_MAX / 8 + 1) /* by bytes / 8 */
 
 enum pattern_flags {
     PATTERN_MORE = 1, /* u.more, not u.one */
@@ -93,7 +94,7 @@ struct patterns {
     size_t pattern_count; /* with members */
     struct pattern *root; /* holds the patterns whose first segment is `*` */
     const principals_t *principals;
-    recpool_t records_by_size[POOLED_RECORD_MAX / 8 + 1]; /* [bytes / 8] */
+    recpool_t records_by_size[RECORD_POOLS];
 };
 
 /* ---- records ---- */
@@ -658,7 +659,7 @@ patterns_t *patterns_new(const principals_t *principals)
         fprintf(stderr, "herold: RAND_bytes failed\n");
         abort();
     }
-    for (size_t i = 0; i < sizeof(t->records_by_size) / sizeof(t->records_by_size[0]); i++) {
+    for (size_t i = 0; i < RECORD_POOLS; i++) {
         recpool_init(&t->records_by_size[i], i * 8);
     }
     t->root = pattern_new(t, "", 0, false);
@@ -674,7 +675,7 @@ void patterns_free(patterns_t *t)
     assert(t->literals.count == 0 && t->pattern_count == 0);
     pattern_free(t, t->root);
     ptable_destroy(&t->literals);
-    for (size_t i = 0; i < sizeof(t->records_by_size) / sizeof(t->records_by_size[0]); i++) {
+    for (size_t i = 0; i < RECORD_POOLS; i++) {
         recpool_destroy(&t->records_by_size[i]);
     }
     free(t);

@@ -624,7 +624,8 @@ START_TEST(test_patterns_records_of_every_size)
     expect_sized(subs, literal, wild);
     /* All leave and join again, three times: each record comes back from its own size's
      * pool, and the third time takes no memory from malloc that the second did not. (The
-     * first takes 32 bytes more, once: the joins come in another order. Under
+     * second took 32 bytes more than the first, once, and none after; the pools are not
+     * what grew: a record put back in another size's pool makes every round grow. Under
      * AddressSanitizer mallinfo2 reads 0, and this says nothing.) */
     size_t held = 0;
     for (int round = 0; round < 3; round++) {
