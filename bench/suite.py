@@ -537,7 +537,7 @@ def parse_match_output(text):
     subscriptions or None), rows as dicts of floats."""
     columns = ["subscriptions", "bytes_per_sub", "bytes_per_owner", "events_per_s",
                "deliveries_per_event", "cost_ratio", "adds_per_s", "longest_add_ms",
-               "events_per_s_all_cpus"]
+               "longest_owner_ms", "events_per_s_all_cpus"]
     unrelated_columns = ["related", "unrelated", "events_per_s_alone", "events_per_s_beside",
                          "deliveries_per_event", "cost_ratio"]
     sizes, unrelated = {}, None

@@ -1,47 +1,58 @@
 #include "principals.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "hash.h"
+#include "ptable.h"
 
 /*
- * Interned principals live in an open-addressing table keyed by their text ("user:x",
- * "group:g"), deletion by backward shift; ids index a dense array of slots (freed ids on a
- * free list). Owner sets live in a chained table keyed by their id arrays.
+ * Interned principals are records (hash, id, references, text) in a ptable keyed by their
+ * text ("user:x", "group:g"); ids index a dense array of the records (freed ids on a free
+ * list). Owner sets are in a ptable keyed by their id arrays. Both tables double over a
+ * while (ptable.h), as the index's do: a session's first subscription interns its user's
+ * principals on the service thread, and doubling a table of millions at once held that
+ * thread, and every delivery, for as long as rehashing them all took.
  */
 
 struct interned {
-    char *text; /* NULL: empty slot */
-    size_t len;
     uint64_t hash;
     uint32_t id;
     uint32_t refs;
+    uint32_t len;
+    char text[]; /* NUL-terminated */
 };
 
 struct principals {
-    struct interned *slots;
-    size_t capacity; /* a power of two */
-    size_t count;
+    ptable_t interned;       /* struct interned, by the hash of its text */
+    struct interned **by_id; /* the record of each live id */
+    size_t by_id_capacity;
     uint32_t next_id;
-    char **text_by_id; /* the text of each live id, to find its slot again */
-    size_t text_by_id_capacity;
     uint32_t *free_ids;
     size_t free_count;
     size_t free_capacity;
-    owner_set_t **owners;
-    size_t owner_buckets; /* a power of two */
-    size_t owner_count;
+    ptable_t owners; /* owner_set_t, by the hash of its ids */
 };
+
+static uint64_t interned_hash(const void *item, const void *ctx)
+{
+    (void)ctx;
+    return ((const struct interned *)item)->hash;
+}
+
+static uint64_t owner_hash(const void *item, const void *ctx)
+{
+    (void)ctx;
+    return ((const owner_set_t *)item)->hash;
+}
 
 principals_t *principals_new(void)
 {
     principals_t *p = xcalloc(1, sizeof(*p));
-    p->capacity = 256;
-    p->slots = xcalloc(p->capacity, sizeof(*p->slots));
-    p->owner_buckets = 256;
-    p->owners = xcalloc(p->owner_buckets, sizeof(*p->owners));
+    ptable_init(&p->interned, interned_hash, NULL);
+    ptable_init(&p->owners, owner_hash, NULL);
     return p;
 }
 
@@ -50,43 +61,23 @@ void principals_free(principals_t *p)
     if (p == NULL) {
         return;
     }
-    for (size_t i = 0; i < p->capacity; i++) {
-        free(p->slots[i].text);
-    }
-    for (size_t i = 0; i < p->owner_buckets; i++) {
-        for (owner_set_t *o = p->owners[i]; o != NULL;) {
-            owner_set_t *next = o->next;
-            free(o);
-            o = next;
-        }
-    }
-    free(p->slots);
-    free(p->owners);
+    assert(p->owners.count == 0 && p->interned.count == 0);
+    ptable_destroy(&p->interned);
+    ptable_destroy(&p->owners);
     free(p->free_ids);
-    free(p->text_by_id);
+    free(p->by_id);
     free(p);
 }
 
-static size_t find_slot(const principals_t *p, const char *text, size_t len, uint64_t hash)
+static struct interned *find(const principals_t *p, const char *text, size_t len, uint64_t hash)
 {
-    size_t mask = p->capacity - 1;
-    for (size_t i = hash & mask;; i = (i + 1) & mask) {
-        const struct interned *s = &p->slots[i];
-        if (s->text == NULL ||
-            (s->hash == hash && s->len == len && memcmp(s->text, text, len) == 0)) {
-            return i;
+    ptable_probe_t probe = ptable_probe(&p->interned, hash);
+    for (struct interned *r; (r = ptable_next(&p->interned, &probe)) != NULL;) {
+        if (r->hash == hash && r->len == len && memcmp(r->text, text, len) == 0) {
+            return r;
         }
     }
-}
-
-static void place(struct interned *slots, size_t capacity, const struct interned *entry)
-{
-    size_t mask = capacity - 1;
-    size_t i = entry->hash & mask;
-    while (slots[i].text != NULL) {
-        i = (i + 1) & mask;
-    }
-    slots[i] = *entry;
+    return NULL;
 }
 
 static uint32_t intern(principals_t *p, const char *prefix, const char *name)
@@ -98,61 +89,39 @@ static uint32_t intern(principals_t *p, const char *prefix, const char *name)
     char *text = len < sizeof(stack) ? stack : xmalloc(len + 1);
     memcpy(text, prefix, prefix_len);
     memcpy(text + prefix_len, name, name_len);
-    text[len] = '\0';
     uint64_t hash = hash_bytes(HASH_SEED, text, len);
-    size_t i = find_slot(p, text, len, hash);
-    if (p->slots[i].text != NULL) {
-        p->slots[i].refs++;
-        if (text != stack) {
-            free(text);
+    struct interned *r = find(p, text, len, hash);
+    if (r != NULL) {
+        r->refs++;
+    } else {
+        uint32_t id = p->free_count > 0 ? p->free_ids[--p->free_count] : p->next_id++;
+        r = xmalloc(sizeof(*r) + len + 1);
+        *r = (struct interned){.hash = hash, .id = id, .refs = 1, .len = (uint32_t)len};
+        memcpy(r->text, text, len);
+        r->text[len] = '\0';
+        ptable_insert(&p->interned, r, hash);
+        if (id >= p->by_id_capacity) {
+            p->by_id_capacity = p->by_id_capacity == 0 ? 256 : p->by_id_capacity * 2;
+            p->by_id = xrealloc(p->by_id, p->by_id_capacity * sizeof(*p->by_id));
         }
-        return p->slots[i].id;
+        p->by_id[id] = r;
     }
-    if ((p->count + 1) * 4 > p->capacity * 3) {
-        struct interned *bigger = xcalloc(p->capacity * 2, sizeof(*bigger));
-        for (size_t j = 0; j < p->capacity; j++) {
-            if (p->slots[j].text != NULL) {
-                place(bigger, p->capacity * 2, &p->slots[j]);
-            }
-        }
-        free(p->slots);
-        p->slots = bigger;
-        p->capacity *= 2;
-        i = find_slot(p, text, len, hash);
+    if (text != stack) {
+        free(text);
     }
-    uint32_t id = p->free_count > 0 ? p->free_ids[--p->free_count] : p->next_id++;
-    char *owned = text != stack ? text : xstrndup(text, len);
-    p->slots[i] = (struct interned){owned, len, hash, id, 1};
-    p->count++;
-    if (id >= p->text_by_id_capacity) {
-        p->text_by_id_capacity = p->text_by_id_capacity == 0 ? 256 : p->text_by_id_capacity * 2;
-        p->text_by_id = xrealloc(p->text_by_id, p->text_by_id_capacity * sizeof(char *));
-    }
-    p->text_by_id[id] = owned;
-    return id;
+    return r->id;
 }
 
-/* Drops one reference to the principal with this id (found by its text). */
+/* Drops one reference to the principal with this id. */
 static void release(principals_t *p, uint32_t id)
 {
-    size_t mask = p->capacity - 1;
-    const char *text = p->text_by_id[id];
-    size_t len = strlen(text);
-    size_t hole = find_slot(p, text, len, hash_bytes(HASH_SEED, text, len));
-    if (--p->slots[hole].refs > 0) {
+    struct interned *r = p->by_id[id];
+    if (--r->refs > 0) {
         return;
     }
-    free(p->slots[hole].text);
-    p->slots[hole].text = NULL;
-    p->count--;
-    for (size_t i = (hole + 1) & mask; p->slots[i].text != NULL; i = (i + 1) & mask) {
-        size_t home = p->slots[i].hash & mask;
-        if (hash_may_fill_hole(home, hole, i, mask)) {
-            p->slots[hole] = p->slots[i];
-            p->slots[i].text = NULL;
-            hole = i;
-        }
-    }
+    ptable_remove(&p->interned, r, r->hash);
+    p->by_id[id] = NULL;
+    free(r);
     if (p->free_count == p->free_capacity) {
         p->free_capacity = p->free_capacity == 0 ? 64 : p->free_capacity * 2;
         p->free_ids = xrealloc(p->free_ids, p->free_capacity * sizeof(uint32_t));
@@ -200,8 +169,8 @@ const owner_set_t *principals_owner_get(principals_t *p, const auth_principal_t 
     }
     free(all);
     fresh->hash = hash_bytes(HASH_SEED, fresh->ids, fresh->count * sizeof(uint32_t));
-    size_t bucket = fresh->hash & (p->owner_buckets - 1);
-    for (owner_set_t *o = p->owners[bucket]; o != NULL; o = o->next) {
+    ptable_probe_t probe = ptable_probe(&p->owners, fresh->hash);
+    for (owner_set_t *o; (o = ptable_next(&p->owners, &probe)) != NULL;) {
         if (o->hash == fresh->hash && o->count == fresh->count &&
             memcmp(o->ids, fresh->ids, fresh->count * sizeof(uint32_t)) == 0) {
             /* Shared: the ids' references stay with the one set. */
@@ -213,26 +182,8 @@ const owner_set_t *principals_owner_get(principals_t *p, const auth_principal_t 
             return o;
         }
     }
-    if (p->owner_count + 1 > p->owner_buckets) {
-        size_t buckets = p->owner_buckets * 2;
-        owner_set_t **table = xcalloc(buckets, sizeof(*table));
-        for (size_t i = 0; i < p->owner_buckets; i++) {
-            for (owner_set_t *o = p->owners[i]; o != NULL;) {
-                owner_set_t *next = o->next;
-                o->next = table[o->hash & (buckets - 1)];
-                table[o->hash & (buckets - 1)] = o;
-                o = next;
-            }
-        }
-        free(p->owners);
-        p->owners = table;
-        p->owner_buckets = buckets;
-        bucket = fresh->hash & (buckets - 1);
-    }
     fresh->refs = 1;
-    fresh->next = p->owners[bucket];
-    p->owners[bucket] = fresh;
-    p->owner_count++;
+    ptable_insert(&p->owners, fresh, fresh->hash);
     return fresh;
 }
 
@@ -241,16 +192,11 @@ void principals_owner_put(principals_t *p, const owner_set_t *owner)
     if (owner == NULL) {
         return;
     }
-    owner_set_t **link = &p->owners[owner->hash & (p->owner_buckets - 1)];
-    while (*link != owner) {
-        link = &(*link)->next;
-    }
-    owner_set_t *o = *link;
+    owner_set_t *o = (owner_set_t *)owner;
     if (--o->refs > 0) {
         return;
     }
-    *link = o->next;
-    p->owner_count--;
+    ptable_remove(&p->owners, o, o->hash);
     for (uint32_t i = 0; i < o->count; i++) {
         release(p, o->ids[i]);
     }
@@ -287,21 +233,19 @@ void principals_readers(const principals_t *p, const hstr_t *readers, size_t cou
      * table of a million principals each is a cache miss, and they overlap instead of
      * queueing. */
     uint64_t hashes[PRINCIPALS_MAX_READERS];
-    size_t mask = p->capacity - 1;
     if (count > PRINCIPALS_MAX_READERS) {
         count = PRINCIPALS_MAX_READERS;
     }
     for (size_t i = 0; i < count; i++) {
         hashes[i] = hash_bytes(HASH_SEED, readers[i].p, readers[i].len);
-        __builtin_prefetch(&p->slots[hashes[i] & mask]);
+        ptable_prefetch(&p->interned, hashes[i]);
     }
-    /* Then the text of the slot each is likely to be found in, compared below. */
+    /* Then the record each is likely to be, compared below. */
     for (size_t i = 0; i < count; i++) {
-        for (size_t j = hashes[i] & mask; p->slots[j].text != NULL; j = (j + 1) & mask) {
-            if (p->slots[j].hash == hashes[i]) {
-                __builtin_prefetch(p->slots[j].text);
-                break;
-            }
+        ptable_probe_t probe = ptable_probe(&p->interned, hashes[i]);
+        const struct interned *likely = ptable_next(&p->interned, &probe);
+        if (likely != NULL) {
+            __builtin_prefetch(likely);
         }
     }
     out->is_everyone = false;
@@ -311,9 +255,9 @@ void principals_readers(const principals_t *p, const hstr_t *readers, size_t cou
             out->is_everyone = true;
             continue;
         }
-        size_t slot = find_slot(p, readers[i].p, readers[i].len, hashes[i]);
-        if (p->slots[slot].text != NULL) {
-            out->ids[out->count++] = p->slots[slot].id;
+        const struct interned *r = find(p, readers[i].p, readers[i].len, hashes[i]);
+        if (r != NULL) {
+            out->ids[out->count++] = r->id;
         }
     }
     out->count = sort_unique_readers(out->ids, out->count);
@@ -331,5 +275,15 @@ void principals_readers_filter(reader_ids_t *readers)
 
 size_t principals_count(const principals_t *p)
 {
-    return p->count;
+    return p->interned.count;
+}
+
+size_t principals_maintain(principals_t *p, size_t slots)
+{
+    return ptable_maintain(&p->interned, slots) + ptable_maintain(&p->owners, slots);
+}
+
+size_t principals_table_bytes(const principals_t *p)
+{
+    return ptable_bytes(&p->interned) + ptable_bytes(&p->owners);
 }

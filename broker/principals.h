@@ -34,7 +34,6 @@ typedef struct principals principals_t;
 /* The sorted ids of one owner's principals; shared, refcounted by principals_owner_get and
  * principals_owner_put. */
 typedef struct owner_set {
-    struct owner_set *next; /* hash chain */
     uint64_t hash;
     uint32_t refs;
     uint32_t count;
@@ -142,5 +141,12 @@ static inline bool principals_may_read(const owner_set_t *owner, const reader_id
 
 /* The number of principals interned (for tests and benchmarks). */
 size_t principals_count(const principals_t *principals);
+
+/* Moves a doubling of the tables on by up to slots slots each (ptable.h), for the thread
+ * that changes them when it has nothing else to do. Returns the slots still to move. */
+size_t principals_maintain(principals_t *principals, size_t slots);
+
+/* The memory the tables hold in mappings of their own, outside malloc (for benchmarks). */
+size_t principals_table_bytes(const principals_t *principals);
 
 #endif

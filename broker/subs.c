@@ -821,13 +821,13 @@ size_t subs_maintain(subs_t *subs, size_t slots)
 {
     /* Each table up to slots: they rarely move at once. */
     return patterns_maintain(subs->patterns, slots) + ptable_maintain(&subs->by_id, slots) +
-           ptable_maintain(&subs->owned, slots);
+           ptable_maintain(&subs->owned, slots) + principals_maintain(subs->principals, slots);
 }
 
 size_t subs_table_bytes(const subs_t *subs)
 {
     return patterns_table_bytes(subs->patterns) + ptable_bytes(&subs->by_id) +
-           ptable_bytes(&subs->owned);
+           ptable_bytes(&subs->owned) + principals_table_bytes(subs->principals);
 }
 
 struct principals *subs_principals(subs_t *subs)

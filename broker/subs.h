@@ -232,7 +232,8 @@ size_t subs_count(const subs_t *subs);
 size_t subs_pattern_count(const subs_t *subs);
 
 /* Moves on, by up to slots slots each, the doublings that adds started in subs' tables
- * (ptable.h: the matching index's patterns, persistent subscriptions by id and by user):
+ * (ptable.h: the matching index's patterns, persistent subscriptions by id and by user,
+ * the owners' interned principals and owner sets):
  * for the service thread when it has nothing else to do. Returns the slots still to move,
  * 0 when none. */
 size_t subs_maintain(subs_t *subs, size_t slots);

@@ -621,6 +621,102 @@ START_TEST(test_principals_is_first_shared_agrees_with_the_smallest_common_id)
 }
 END_TEST
 
+/* Thousands of owners: both tables double several times and are read and changed while a
+ * doubling moves (ptable.h). Every owner's names translate to ids of its own set throughout,
+ * sets stay shared, released names are gone, and all of it holds once the moves are done. */
+#define DOUBLING_OWNERS 6000
+
+static void doubling_names(int i, char *user, char *own, size_t size)
+{
+    snprintf(user, size, "user:u%d", i);
+    snprintf(own, size, "group:own%d", i);
+}
+
+/* Owner i's user and own group translate to ids in its set, or to nothing once it left. */
+static int doubling_wrong(const principals_t *p, const owner_set_t *const *sets, int n)
+{
+    int wrong = 0;
+    for (int i = 0; i < n; i++) {
+        char user[32];
+        char own[32];
+        doubling_names(i, user, own, sizeof(user));
+        const char *names[] = {user, own};
+        reader_ids_t r;
+        translate(p, names, 2, &r);
+        if (sets[i] == NULL) {
+            wrong += r.count != 0;
+            continue;
+        }
+        bool ok = r.count == 2;
+        for (size_t k = 0; ok && k < r.count; k++) {
+            bool in_set = false;
+            for (uint32_t j = 0; j < sets[i]->count; j++) {
+                in_set = in_set || sets[i]->ids[j] == r.ids[k];
+            }
+            ok = in_set;
+        }
+        wrong += !ok;
+    }
+    return wrong;
+}
+
+START_TEST(test_principals_tables_double_over_a_while)
+{
+    principals_t *p = principals_new();
+    static auth_principal_t *owners[DOUBLING_OWNERS];
+    static const owner_set_t *sets[DOUBLING_OWNERS];
+    size_t moving_seen = 0;
+    for (int i = 0; i < DOUBLING_OWNERS; i++) {
+        char user[32];
+        char own[32];
+        char team[32];
+        snprintf(user, sizeof(user), "u%d", i);
+        snprintf(own, sizeof(own), "own%d", i);
+        snprintf(team, sizeof(team), "team%d", i % 1500);
+        const char *groups[] = {own, team};
+        owners[i] = principal(user, groups, 2);
+        sets[i] = principals_owner_get(p, owners[i]);
+        /* A doubling under way: principals_maintain has slots left to move. */
+        if (principals_maintain(p, 0) > 0) {
+            moving_seen++;
+            if (moving_seen % 50 == 1) {
+                ck_assert_int_eq(doubling_wrong(p, sets, i + 1), 0);
+            }
+        }
+    }
+    ck_assert_uint_gt(moving_seen, 0);
+    ck_assert_uint_eq(principals_count(p), 2 * DOUBLING_OWNERS + 1500);
+    ck_assert_uint_gt(principals_table_bytes(p), 0);
+    ck_assert_int_eq(doubling_wrong(p, sets, DOUBLING_OWNERS), 0);
+    /* The same principal again shares its set, and so does a copy of it. */
+    auth_principal_t *again = principal("u7", (const char *const[]){"own7", "team7"}, 2);
+    ck_assert_ptr_eq(principals_owner_get(p, again), sets[7]);
+    principals_owner_put(p, sets[7]);
+    auth_principal_free(again);
+    /* Every other owner leaves, the tables' moves not finished (nothing maintains them). */
+    for (int i = 0; i < DOUBLING_OWNERS; i += 2) {
+        principals_owner_put(p, sets[i]);
+        sets[i] = NULL;
+    }
+    /* The users and own groups of half of them, and the odd teams (odd owners' teams). */
+    ck_assert_uint_eq(principals_count(p), DOUBLING_OWNERS + 1500 / 2);
+    ck_assert_int_eq(doubling_wrong(p, sets, DOUBLING_OWNERS), 0);
+    while (principals_maintain(p, 100) > 0) {
+    }
+    ck_assert_int_eq(doubling_wrong(p, sets, DOUBLING_OWNERS), 0);
+    for (int i = 1; i < DOUBLING_OWNERS; i += 2) {
+        principals_owner_put(p, sets[i]);
+        sets[i] = NULL;
+    }
+    ck_assert_uint_eq(principals_count(p), 0);
+    ck_assert_int_eq(doubling_wrong(p, sets, DOUBLING_OWNERS), 0);
+    principals_free(p);
+    for (int i = 0; i < DOUBLING_OWNERS; i++) {
+        auth_principal_free(owners[i]);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *suite = suite_create("principals");
@@ -628,6 +724,7 @@ int main(void)
     tcase_add_test(tc, test_principals_owner_sets_are_shared_and_counted);
     tcase_add_test(tc, test_principals_user_and_group_of_one_name_are_distinct);
     tcase_add_test(tc, test_principals_count_returns_to_zero_and_ids_are_reused);
+    tcase_add_test(tc, test_principals_tables_double_over_a_while);
     tcase_add_test(tc, test_principals_readers_translate_sorted_unique_known_only);
     tcase_add_test(tc, test_principals_may_read_edges);
     tcase_add_test(tc, test_principals_may_read_real_principals);
