@@ -25,9 +25,9 @@ bench/results/latency-cdf.png (gnuplot, from the median round), and unless --no-
 the part of bench/RESULTS.md between `<!-- suite:begin -->` and `<!-- suite:end -->`.
 Without --quick the suite then measures what the peers are not compared on
 (measure_scale): the matching core on one core (build/bench/match 10000,1000000, then
-build/bench/match 10000000 for the index at ten million) and idle WebSocket connections (bench/ws_idle.sh, as many as the file limit allows, up to 100,000),
-and prints, and writes into RESULTS.md, a table of issue 5's targets against what this run
-measured.
+build/bench/match 10000000 for the index at ten million) and idle WebSocket connections
+(bench/ws_idle.sh, as many as the file limit allows, up to 100,000), and prints, and
+writes into RESULTS.md, a table of issue 5's targets against what this run measured.
 
 The last line printed is `W1 herold/best-peer delivered ratio: R`: herold's median
 deliveries per second in the throughput scenario over those of the fastest peer target.

@@ -145,6 +145,37 @@ END_TEST
 /* Enough owners to grow both tables (256 slots and buckets at the start); removing every
  * other one must leave the rest findable (backward-shift deletion), and freed ids are
  * reused before new ones are made. */
+/* How many of owners 0..n-1 (user u<i>, group own<i> among their groups) translate wrongly:
+ * their user and own group (and a group nobody holds) must give two ids of their set, or
+ * none once the owner left (sets[i] NULL). */
+static int owners_translated_wrongly(const principals_t *p, const owner_set_t *const *sets, int n)
+{
+    int wrong = 0;
+    for (int i = 0; i < n; i++) {
+        char user[32];
+        char group[32];
+        snprintf(user, sizeof(user), "user:u%d", i);
+        snprintf(group, sizeof(group), "group:own%d", i);
+        const char *names[] = {user, group, "group:nobody"};
+        reader_ids_t r;
+        translate(p, names, 3, &r);
+        if (sets[i] == NULL) {
+            wrong += r.count != 0;
+            continue;
+        }
+        bool ok = r.count == 2 && !r.is_everyone && principals_may_read(sets[i], &r);
+        for (size_t k = 0; ok && k < r.count; k++) {
+            bool in_set = false;
+            for (uint32_t j = 0; j < sets[i]->count; j++) {
+                in_set = in_set || sets[i]->ids[j] == r.ids[k];
+            }
+            ok = in_set;
+        }
+        wrong += !ok;
+    }
+    return wrong;
+}
+
 START_TEST(test_principals_count_returns_to_zero_and_ids_are_reused)
 {
     principals_t *p = principals_new();
@@ -174,30 +205,7 @@ START_TEST(test_principals_count_returns_to_zero_and_ids_are_reused)
         sets[i] = NULL;
     }
     ck_assert_uint_eq(principals_count(p), MANY_OWNERS + 7);
-    int lost = 0;
-    for (int i = 0; i < MANY_OWNERS; i++) {
-        char user[32];
-        char group[32];
-        snprintf(user, sizeof(user), "user:u%d", i);
-        snprintf(group, sizeof(group), "group:own%d", i);
-        const char *names[] = {user, group, "group:nobody"};
-        reader_ids_t r;
-        translate(p, names, 3, &r);
-        if (sets[i] == NULL) {
-            lost += r.count != 0;
-            continue;
-        }
-        /* The set holds the user, own group and team: the first two are found again. */
-        bool ok = r.count == 2 && !r.is_everyone && principals_may_read(sets[i], &r);
-        for (size_t k = 0; ok && k < r.count; k++) {
-            bool in_set = false;
-            for (uint32_t j = 0; j < sets[i]->count; j++) {
-                in_set = in_set || sets[i]->ids[j] == r.ids[k];
-            }
-            ok = in_set;
-        }
-        lost += !ok;
-    }
+    int lost = owners_translated_wrongly(p, sets, MANY_OWNERS);
     ck_assert_msg(lost == 0, "%d owners translate wrongly after half were released", lost);
 
     /* New names take freed ids first: none exceeds the largest id seen so far. */
@@ -626,40 +634,6 @@ END_TEST
  * sets stay shared, released names are gone, and all of it holds once the moves are done. */
 #define DOUBLING_OWNERS 6000
 
-static void doubling_names(int i, char *user, char *own, size_t size)
-{
-    snprintf(user, size, "user:u%d", i);
-    snprintf(own, size, "group:own%d", i);
-}
-
-/* Owner i's user and own group translate to ids in its set, or to nothing once it left. */
-static int doubling_wrong(const principals_t *p, const owner_set_t *const *sets, int n)
-{
-    int wrong = 0;
-    for (int i = 0; i < n; i++) {
-        char user[32];
-        char own[32];
-        doubling_names(i, user, own, sizeof(user));
-        const char *names[] = {user, own};
-        reader_ids_t r;
-        translate(p, names, 2, &r);
-        if (sets[i] == NULL) {
-            wrong += r.count != 0;
-            continue;
-        }
-        bool ok = r.count == 2;
-        for (size_t k = 0; ok && k < r.count; k++) {
-            bool in_set = false;
-            for (uint32_t j = 0; j < sets[i]->count; j++) {
-                in_set = in_set || sets[i]->ids[j] == r.ids[k];
-            }
-            ok = in_set;
-        }
-        wrong += !ok;
-    }
-    return wrong;
-}
-
 START_TEST(test_principals_tables_double_over_a_while)
 {
     principals_t *p = principals_new();
@@ -680,14 +654,14 @@ START_TEST(test_principals_tables_double_over_a_while)
         if (principals_maintain(p, 0) > 0) {
             moving_seen++;
             if (moving_seen % 50 == 1) {
-                ck_assert_int_eq(doubling_wrong(p, sets, i + 1), 0);
+                ck_assert_int_eq(owners_translated_wrongly(p, sets, i + 1), 0);
             }
         }
     }
     ck_assert_uint_gt(moving_seen, 0);
     ck_assert_uint_eq(principals_count(p), 2 * DOUBLING_OWNERS + 1500);
     ck_assert_uint_gt(principals_table_bytes(p), 0);
-    ck_assert_int_eq(doubling_wrong(p, sets, DOUBLING_OWNERS), 0);
+    ck_assert_int_eq(owners_translated_wrongly(p, sets, DOUBLING_OWNERS), 0);
     /* The same principal again shares its set, and so does a copy of it. */
     auth_principal_t *again = principal("u7", (const char *const[]){"own7", "team7"}, 2);
     ck_assert_ptr_eq(principals_owner_get(p, again), sets[7]);
@@ -700,16 +674,16 @@ START_TEST(test_principals_tables_double_over_a_while)
     }
     /* The users and own groups of half of them, and the odd teams (odd owners' teams). */
     ck_assert_uint_eq(principals_count(p), DOUBLING_OWNERS + 1500 / 2);
-    ck_assert_int_eq(doubling_wrong(p, sets, DOUBLING_OWNERS), 0);
+    ck_assert_int_eq(owners_translated_wrongly(p, sets, DOUBLING_OWNERS), 0);
     while (principals_maintain(p, 100) > 0) {
     }
-    ck_assert_int_eq(doubling_wrong(p, sets, DOUBLING_OWNERS), 0);
+    ck_assert_int_eq(owners_translated_wrongly(p, sets, DOUBLING_OWNERS), 0);
     for (int i = 1; i < DOUBLING_OWNERS; i += 2) {
         principals_owner_put(p, sets[i]);
         sets[i] = NULL;
     }
     ck_assert_uint_eq(principals_count(p), 0);
-    ck_assert_int_eq(doubling_wrong(p, sets, DOUBLING_OWNERS), 0);
+    ck_assert_int_eq(owners_translated_wrongly(p, sets, DOUBLING_OWNERS), 0);
     principals_free(p);
     for (int i = 0; i < DOUBLING_OWNERS; i++) {
         auth_principal_free(owners[i]);
