@@ -44,8 +44,10 @@
  * positions go back in one POSITIONS result per MARK. After a 410 the target keeps no
  * queue and takes no more items until the service thread removes it.
  *
- * While stopping, nothing new starts (no timers, no commands); transfers in flight get until
- * the deadline, then everything is released on this thread before it exits.
+ * While stopping, nothing new starts (no timers, no validations, no lifecycle posts); items
+ * still arriving are queued unsent, which keeps their target's position below them (see
+ * commands_run). Transfers in flight get until the deadline, then everything is released on
+ * this thread before it exits.
  */
 
 #include "webhook.h"
@@ -1240,10 +1242,15 @@ static bool commands_run(webhook_t *webhook)
         }
         int64_t now = clock_monotonic_ms();
         for (size_t i = 0; i < count; i++) {
-            /* While stopping nothing new starts, but a MARK still moves positions: the last
-             * one before a stop lets the final report cover idle targets. */
+            /* While stopping nothing new starts: a validation or a lifecycle notification is
+             * released unsent. Every other command still runs. A MARK moves the positions of
+             * idle targets, so that the final report covers them; the items of a NOTIFY or a
+             * REPLAY are queued (target_schedule sends nothing now), so that their target is
+             * not idle and that MARK cannot move it past them. Released instead, they would
+             * be lost: the cursor would be stored beyond them. */
             webhook_command_t *c = items[i];
-            if (webhook->is_stopping && c->kind != WEBHOOK_CMD_MARK) {
+            if (webhook->is_stopping &&
+                (c->kind == WEBHOOK_CMD_VALIDATE || c->kind == WEBHOOK_CMD_LIFECYCLE)) {
                 webhook_command_free(c);
             } else {
                 command_run(webhook, items[i], now);

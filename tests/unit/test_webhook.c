@@ -1684,6 +1684,86 @@ START_TEST(test_webhook_mark_reports_moved_positions)
 }
 END_TEST
 
+/* Drains the results channel on its own thread, from a while after it starts (until then
+ * the delivery thread stays blocked on the full channel), keeping every result. */
+struct late_drainer {
+    fixture_t *f;
+    atomic_bool is_done;
+    webhook_result_t *results[16];
+    size_t count;
+};
+
+static void *drain_late(void *arg)
+{
+    struct late_drainer *d = arg;
+    usleep(200 * 1000);
+    for (;;) {
+        bool is_done = atomic_load(&d->is_done);
+        void *item;
+        while (chan_drain(d->f->results, &item, 1) == 1) {
+            if (d->count < sizeof(d->results) / sizeof(d->results[0])) {
+                d->results[d->count++] = item;
+            } else {
+                webhook_result_free(item);
+            }
+        }
+        if (is_done) {
+            return NULL;
+        }
+        usleep(1000);
+    }
+}
+
+/* Releases result, asserting that it is not a POSITIONS result that moves id. */
+static void assert_not_moved(webhook_result_t *result, const char *id)
+{
+    uint64_t seq;
+    if (result != NULL && result->kind == WEBHOOK_RESULT_POSITIONS) {
+        ck_assert_msg(!position_of(result, id, &seq), "%s moved to %llu", id,
+                      (unsigned long long)seq);
+    }
+    webhook_result_free(result);
+}
+
+/* A stop that begins with items still in the command channel never sends them, so the MARK
+ * behind them must not move their target's position past them: the cursor would be stored
+ * beyond them, and the restart would start after them. The delivery thread is held on a
+ * full results channel (capacity 1: a WANT fills it, a GONE waits for room) until the stop
+ * has been requested; the item and the MARK wait in the command channel meanwhile. */
+START_TEST(test_webhook_stop_keeps_positions_below_items_not_sent)
+{
+    fixture_t *f = fixture_new();
+    chan_free(f->results);
+    f->results = chan_new(1, results_wake, f, result_free_item);
+    f->server.script[0] = (reply_t){410, NULL, 0};
+    f->server.script_len = 1;
+    fixture_start(f);
+    send_target_at(f, SUB3, f->hook_url, NULL, f->secret, 0, true);
+    send_target(f, SUB, f->hook_url, NULL, f->secret);
+    send_target(f, SUB2, f->hook_url, NULL, f->secret);
+    send_new_notif(f, SUB2, 1);
+    ck_assert(server_wait(&f->server, &f->server.hook_count, 1));
+    usleep(100 * 1000); /* the answer reaches the delivery thread, which then waits for room */
+
+    send_new_notif(f, SUB, 2);
+    send_mark(f, 2);
+    struct late_drainer drainer = {.f = f};
+    pthread_t thread;
+    ck_assert_int_eq(pthread_create(&thread, NULL, drain_late, &drainer), 0);
+    webhook_stop(f->webhook, 1000);
+    atomic_store(&drainer.is_done, true);
+    pthread_join(thread, NULL);
+
+    ck_assert_msg(drainer.count >= 2, "the WANT and the GONE were drained: %zu", drainer.count);
+    for (size_t i = 0; i < drainer.count; i++) {
+        assert_not_moved(drainer.results[i], SUB);
+    }
+    assert_not_moved(webhook_take_final_positions(f->webhook), SUB);
+    ck_assert_uint_eq(f->server.hook_count, 1); /* item 2 was never sent */
+    fixture_free(f);
+}
+END_TEST
+
 START_TEST(test_webhook_remove_releases_the_queue)
 {
     fixture_t *f = fixture_new();
@@ -1913,6 +1993,7 @@ static Suite *webhook_suite(void)
     tcase_add_test(delivery, test_webhook_replay_chunks_until_live);
     tcase_add_test(delivery, test_webhook_target_created_behind_asks_from_its_position);
     tcase_add_test(delivery, test_webhook_mark_reports_moved_positions);
+    tcase_add_test(delivery, test_webhook_stop_keeps_positions_below_items_not_sent);
     tcase_add_test(delivery, test_webhook_remove_releases_the_queue);
     tcase_add_test(delivery, test_webhook_put_replaces_spec_and_keeps_the_batch);
     tcase_add_test(delivery, test_webhook_validation_echo_succeeds);
