@@ -712,6 +712,15 @@ size_t patterns_table_bytes(const patterns_t *t)
     return ptable_bytes(&t->literals);
 }
 
+size_t patterns_record_pool_bytes(const patterns_t *t)
+{
+    size_t bytes = 0;
+    for (size_t i = 0; i < RECORD_POOLS; i++) {
+        bytes += t->records_by_size[i].block_bytes;
+    }
+    return bytes;
+}
+
 const char *patterns_text(const pattern_t *pattern)
 {
     return pattern->text;

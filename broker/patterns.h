@@ -76,6 +76,10 @@ size_t patterns_maintain(patterns_t *patterns, size_t slots);
  * benchmarks, which count what malloc hands out). */
 size_t patterns_table_bytes(const patterns_t *patterns);
 
+/* The bytes of the blocks of the pattern records' pools (recpool.h), for tests: a pool
+ * grows only when its free records run out. */
+size_t patterns_record_pool_bytes(const patterns_t *patterns);
+
 /* The pattern's text, NUL-terminated, and its length. */
 const char *patterns_text(const pattern_t *pattern);
 size_t patterns_text_len(const pattern_t *pattern);

@@ -830,6 +830,11 @@ size_t subs_table_bytes(const subs_t *subs)
            ptable_bytes(&subs->owned) + principals_table_bytes(subs->principals);
 }
 
+size_t subs_record_pool_bytes(const subs_t *subs)
+{
+    return subs->records.block_bytes + patterns_record_pool_bytes(subs->patterns);
+}
+
 struct principals *subs_principals(subs_t *subs)
 {
     return subs->principals;

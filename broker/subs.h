@@ -241,6 +241,10 @@ size_t subs_maintain(subs_t *subs, size_t slots);
 /* The memory of those tables, which malloc does not count (for benchmarks). */
 size_t subs_table_bytes(const subs_t *subs);
 
+/* The bytes of the blocks of the record pools, the subscriptions' and the pattern records'
+ * (recpool.h), for tests. */
+size_t subs_record_pool_bytes(const subs_t *subs);
+
 /* The interned principals and owner sets behind the reader check (for benchmarks, which
  * count what owners cost apart from what subscriptions cost). */
 struct principals *subs_principals(subs_t *subs);
