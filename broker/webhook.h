@@ -165,7 +165,11 @@ webhook_t *webhook_new(const webhook_config_t *config, chan_t *results, struct h
 int webhook_start(webhook_t *webhook, struct herr *err);
 
 /* Stops the thread: requests in flight get until deadline_ms to finish, then are
- * abandoned. Queued commands are released. */
+ * abandoned. Commands still queued when the stop begins run, except validations and
+ * lifecycle notifications, which are released unsent: items are queued but not sent, and a
+ * MARK moves only the positions of targets that hold none, so no delivered position passes
+ * an item that was not sent. What the thread does not reach before it ends, and commands
+ * sent later, are released. */
 void webhook_stop(webhook_t *webhook, int deadline_ms);
 
 /* Frees the layer (stopping it first if needed). NULL is a no-op. */
