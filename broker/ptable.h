@@ -4,10 +4,10 @@
 /*
  * A hash table of pointers that doubles over a while instead of in one go, for the
  * service thread's indexes of millions of items (the matching index's patterns, persistent
- * subscriptions by id, the owners' principals and owner sets). Rehashing a table of millions at
- * once reads every item again for its hash: it held the service thread, and with it every delivery,
- * for 32-35 ms at a million subscriptions (patterns), 84-87 ms at a million persistent ones (ids),
- * and 495 ms at ten million.
+ * subscriptions by id, the owners' principals and owner sets). Rehashing a table of
+ * millions at once reads every item again for its hash: it held the service thread, and
+ * with it every delivery, for 32-35 ms at a million subscriptions (patterns), 84-87 ms at a
+ * million persistent ones (ids), and 495 ms at ten million.
  *
  * Open addressing with linear probing over 64-bit slots: the item's address in the low 48
  * bits and the top 16 bits of its hash above (the tag), so a probe that meets another

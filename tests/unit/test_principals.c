@@ -142,9 +142,20 @@ END_TEST
 
 #define MANY_OWNERS 400
 
-/* Enough owners to grow both tables (256 slots and buckets at the start); removing every
- * other one must leave the rest findable (backward-shift deletion), and freed ids are
- * reused before new ones are made. */
+/* Owner i: user u<i>, with groups own<i> (twice when own_twice: a repeated group is
+ * interned once) and team<i % teams>. */
+static auth_principal_t *numbered_owner(int i, int teams, bool own_twice)
+{
+    char user[32];
+    char own[32];
+    char team[32];
+    snprintf(user, sizeof(user), "u%d", i);
+    snprintf(own, sizeof(own), "own%d", i);
+    snprintf(team, sizeof(team), "team%d", i % teams);
+    const char *groups[] = {own, team, own};
+    return principal(user, groups, own_twice ? 3 : 2);
+}
+
 /* How many of owners 0..n-1 (user u<i>, group own<i> among their groups) translate wrongly:
  * their user and own group (and a group nobody holds) must give two ids of their set, or
  * none once the owner left (sets[i] NULL). */
@@ -176,6 +187,8 @@ static int owners_translated_wrongly(const principals_t *p, const owner_set_t *c
     return wrong;
 }
 
+/* Removing every other owner leaves the rest findable, and freed ids are reused before new
+ * ones are made. (test_principals_tables_double_over_a_while has the tables grow.) */
 START_TEST(test_principals_count_returns_to_zero_and_ids_are_reused)
 {
     principals_t *p = principals_new();
@@ -183,14 +196,7 @@ START_TEST(test_principals_count_returns_to_zero_and_ids_are_reused)
     static const owner_set_t *sets[MANY_OWNERS];
     uint32_t max_id = 0;
     for (int i = 0; i < MANY_OWNERS; i++) {
-        char user[32];
-        char group[32];
-        char shared[32];
-        snprintf(user, sizeof(user), "u%d", i);
-        snprintf(group, sizeof(group), "own%d", i);
-        snprintf(shared, sizeof(shared), "team%d", i % 7);
-        const char *groups[] = {group, shared, group};
-        owners[i] = principal(user, groups, 3);
+        owners[i] = numbered_owner(i, 7, true);
         sets[i] = principals_owner_get(p, owners[i]);
         ck_assert_uint_eq(sets[i]->count, 3);
         for (uint32_t k = 0; k < sets[i]->count; k++) {
@@ -641,14 +647,7 @@ START_TEST(test_principals_tables_double_over_a_while)
     static const owner_set_t *sets[DOUBLING_OWNERS];
     size_t moving_seen = 0;
     for (int i = 0; i < DOUBLING_OWNERS; i++) {
-        char user[32];
-        char own[32];
-        char team[32];
-        snprintf(user, sizeof(user), "u%d", i);
-        snprintf(own, sizeof(own), "own%d", i);
-        snprintf(team, sizeof(team), "team%d", i % 1500);
-        const char *groups[] = {own, team};
-        owners[i] = principal(user, groups, 2);
+        owners[i] = numbered_owner(i, 1500, false);
         sets[i] = principals_owner_get(p, owners[i]);
         /* A doubling under way: principals_maintain has slots left to move. */
         if (principals_maintain(p, 0) > 0) {
