@@ -71,7 +71,7 @@ static bool deliver(sub_t *sub, void *opaque)
 {
     struct match_ctx *ctx = opaque;
     if (ctx->notif == NULL) {
-        ctx->notif = notif_new(ctx->event);
+        ctx->notif = notif_new_local(ctx->event);
     }
     switch (sub->kind) {
     case SUB_CONNECTION:
@@ -105,7 +105,7 @@ bool dispatch_pending(dispatch_t *dispatch)
         if (event->seq > dispatch->dispatched_seq) {
             dispatch->dispatched_seq = event->seq;
         }
-        notif_release(ctx.notif);
+        notif_release_local(ctx.notif);
     }
     /* Back to ingest, which allocated them, to be freed there (chan.h). */
     for (size_t i = chan_give_back(dispatch->events, items, count); i < count; i++) {
@@ -397,7 +397,7 @@ static bool chunk_record(const journal_record_t *record, void *opaque)
                 continue;
             }
             if (notif == NULL) {
-                notif = notif_new(event);
+                notif = notif_new_local(event);
             }
             if (chunk->session != NULL) {
                 ws_session_replay_deliver(chunk->session, notif, chunk->subs[i]);
@@ -406,7 +406,7 @@ static bool chunk_record(const journal_record_t *record, void *opaque)
             }
             chunk->count++;
         }
-        notif_release(notif);
+        notif_release_local(notif);
         event_free(event);
     }
     chunk->scanned = record->seq;

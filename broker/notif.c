@@ -296,6 +296,7 @@ notif_t *notif_new(const event_t *event)
 
     notif_t *notif = notif_alloc(sizeof(*notif) + t.len + 1 + event->data.len);
     atomic_init(&notif->refcount, 1);
+    notif->local_refs = 0;
     atomic_init(&notif->rich, NULL);
     notif->seq = event->seq;
     notif->seq_len = decimal_u64(event->seq, notif->seq_text);
@@ -377,6 +378,28 @@ void notif_release(notif_t *notif)
         free(atomic_load_explicit(&notif->rich, memory_order_relaxed));
         notif_dealloc(notif);
     }
+}
+
+notif_t *notif_ref_local(notif_t *notif)
+{
+    if (notif->local_refs++ == 0) {
+        notif_ref(notif); /* the local references' one */
+    }
+    return notif;
+}
+
+void notif_release_local(notif_t *notif)
+{
+    if (notif != NULL && --notif->local_refs == 0) {
+        notif_release(notif);
+    }
+}
+
+notif_t *notif_new_local(const event_t *event)
+{
+    notif_t *notif = notif_new(event);
+    notif->local_refs = 1; /* its one reference stands for the local ones */
+    return notif;
 }
 
 /* The members an item for head carries: the rich form when it asks for resource data and

@@ -235,7 +235,7 @@ void ws_cursors_take_dirty(ws_t *ws, ws_cursor_fn fn, void *ctx)
 
 static void entry_clear(struct out_entry *entry)
 {
-    notif_release(entry->notif);
+    notif_release_local(entry->notif);
     free(entry->text);
     free(entry->client_state_json);
     memset(entry, 0, sizeof(*entry));
@@ -456,7 +456,7 @@ static void queue_notification(ws_session_t *s, notif_t *notif, const sub_t *sub
         return;
     }
     struct out_entry *entry = queue_append(s);
-    entry->notif = notif_ref(notif);
+    entry->notif = notif_ref_local(notif);
     subs_id_format(sub, entry->sub_id);
     subs_format_expiration(sub, entry->sub_expiration);
     if (sub->kind != SUB_CONNECTION && sub->rest->client_state_json != NULL) {

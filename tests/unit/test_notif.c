@@ -237,6 +237,47 @@ static void *release_elsewhere(void *notif)
     return NULL;
 }
 
+/* The service thread's references (notif_ref_local) hold one shared reference between
+ * them, so the notif outlives whichever kind is dropped last. */
+START_TEST(test_notif_local_references_hold_one_shared)
+{
+    event_t event;
+    make_event(&event, "/a/b", NULL);
+    notif_t *notif = notif_new_local(&event);
+    ck_assert_int_eq(notif->refcount, 1);
+    ck_assert_ptr_eq(notif_ref_local(notif), notif);
+    ck_assert_ptr_eq(notif_ref_local(notif), notif);
+    ck_assert_int_eq(notif->refcount, 1); /* no atomic operation for them */
+    ck_assert_uint_eq(notif->local_refs, 3);
+    notif_ref(notif); /* a webhook batch's */
+    ck_assert_int_eq(notif->refcount, 2);
+    notif_release_local(notif);
+    notif_release_local(notif);
+    notif_release_local(notif); /* the last local one drops the shared one they held */
+    ck_assert_int_eq(notif->refcount, 1);
+    ck_assert_str_eq(notif->seq_text, "42");
+    notif_release(notif); /* frees; ASan reports a leak or use after free otherwise */
+
+    /* The local references outlive a shared one dropped on another thread, and a local
+     * reference taken again after all were dropped holds the notif again. */
+    notif = notif_new(&event);
+    notif_ref_local(notif);
+    pthread_t thread;
+    pthread_create(&thread, NULL, release_elsewhere, notif);
+    pthread_join(thread, NULL);
+    ck_assert_int_eq(notif->refcount, 1);
+    ck_assert_str_eq(notif->seq_text, "42");
+    notif_ref(notif);
+    notif_release_local(notif);
+    ck_assert_int_eq(notif->refcount, 1);
+    notif_ref_local(notif);
+    ck_assert_int_eq(notif->refcount, 2);
+    notif_release(notif);
+    notif_release_local(notif); /* frees */
+    notif_release_local(NULL);
+}
+END_TEST
+
 START_TEST(test_notif_pool_reuses_blocks_on_its_thread_only)
 {
     event_t event;
@@ -348,6 +389,7 @@ int main(void)
     tcase_add_test(tc, test_notif_strings_survive_escaping);
     tcase_add_test(tc, test_notif_long_members_survive);
     tcase_add_test(tc, test_notif_refcount_shares_one_payload);
+    tcase_add_test(tc, test_notif_local_references_hold_one_shared);
     tcase_add_test(tc, test_notif_pool_reuses_blocks_on_its_thread_only);
     tcase_add_test(tc, test_notif_graph_time_format);
     tcase_add_test(tc, test_decimal_u64);
