@@ -61,8 +61,7 @@ struct filing {
 };
 
 struct more {
-    struct sub **members; /* NULL while capacity is 0 (a prefix that only holds wild ones) */
-    uint32_t capacity;
+    uint32_t capacity;      /* of members; 0 for a prefix that only holds wild ones */
     uint32_t wild_count;    /* patterns with `*` whose literal prefix is this text */
     uint32_t wild_capacity; /* 1: the one inline */
     union {
@@ -70,6 +69,9 @@ struct more {
         struct pattern **many;
     } wild;
     struct filing **filings; /* one per chunk of members; NULL while the pattern scans */
+    /* In the same block, which moves as it grows (only the record points to it): a match
+     * goes from the record to its members with one cache miss less. */
+    struct sub *members[];
 };
 
 struct pattern {
@@ -117,10 +119,10 @@ static struct pattern *const *wild_of(const struct more *more)
 static struct more *ensure_more(struct pattern *p)
 {
     if ((p->flags & PATTERN_MORE) == 0) {
-        struct more *more = xcalloc(1, sizeof(*more));
+        uint32_t capacity = p->count == 1 ? 2 : 0;
+        struct more *more = xcalloc(1, sizeof(*more) + capacity * sizeof(*more->members));
+        more->capacity = capacity;
         if (p->count == 1) {
-            more->capacity = 2;
-            more->members = xmalloc(more->capacity * sizeof(*more->members));
             more->members[0] = p->u.one;
         }
         p->u.more = more;
@@ -159,7 +161,6 @@ static void pattern_free(patterns_t *t, struct pattern *p)
     struct more *more = more_of(p);
     if (more != NULL) {
         filings_free(more, p->count);
-        free(more->members);
         if (more->wild_capacity > 1) {
             free(more->wild.many);
         }
@@ -574,9 +575,11 @@ static void member_add(struct pattern *p, struct sub *sub)
     } else {
         struct more *more = ensure_more(p);
         if (slot == more->capacity) {
-            more->capacity =
+            uint32_t capacity =
                 more->capacity < 4 ? more->capacity + 2 : more->capacity + more->capacity / 2;
-            more->members = xrealloc(more->members, more->capacity * sizeof(*more->members));
+            more = xrealloc(more, sizeof(*more) + capacity * sizeof(*more->members));
+            more->capacity = capacity;
+            p->u.more = more;
         }
         more->members[slot] = sub;
     }
