@@ -1,5 +1,6 @@
 #include "dedup.h"
 
+#include <assert.h>
 #include <stdlib.h>
 
 #include "hash.h"
@@ -24,7 +25,7 @@
  *
  * Giving the memory back is spread as well: unmapping a table of 64 MiB at once took 8
  * ms. Tables are mappings of their own, and the part of the moving table already moved
- * is returned a step at a time as the move goes on (one madvise per 131,072 slots moved,
+ * is returned a step at a time as the move goes on (one madvise per 262,144 slots moved,
  * MEM_RELEASE_STEP_BYTES). A lookup never reads that part: an entry not yet moved lies at
  * or after the next slot to move, and the slots from there to it are all taken (linear
  * probing), so its probe may start there, and skip the moved part when it wraps round the
@@ -33,16 +34,28 @@
 
 #define MIN_CAPACITY 1024
 #define MOVE_PER_CALL 8
+/* What a table remembers when a seq would lie too far from its base for a slot's 32 bits:
+ * it moves to a fresh one, forgetting what lies more than this before the newest. */
+#define SEQ_KEPT_ON_REBASE ((uint64_t)1 << 31)
 
+/*
+ * A slot is 8 bytes, so that the table, read at a random slot for every event, is half the
+ * memory (and half the pages to fault in) it was with the whole hash and seq: the low 32
+ * bits of the hash, which give the home slot, and the seq less the table's base. The
+ * entries sharing a home slot share its low bits, so in a table of 2^b slots two different
+ * events look alike with a chance of 2^-(32-b) per entry compared (1 in 512 at 3 M
+ * retained): a false candidate costs a confirmation, never a wrong answer.
+ */
 struct slot {
-    uint64_t hash;
-    uint64_t seq; /* 0: empty */
+    uint32_t tag;   /* the hash's low 32 bits */
+    uint32_t delta; /* seq - the table's base; 0: empty */
 };
 
 struct table {
     struct slot *slots;
-    size_t capacity; /* a power of two */
+    size_t capacity; /* a power of two, at most 2^32 */
     size_t count;
+    uint64_t base; /* below every seq the table holds */
 };
 
 struct dedup {
@@ -54,9 +67,14 @@ struct dedup {
     uint64_t newest_seq;   /* the highest seq added */
 };
 
-static struct table table_new(size_t capacity)
+static struct table table_new(size_t capacity, uint64_t base)
 {
-    return (struct table){xmap_zeroed(capacity * sizeof(struct slot)), capacity, 0};
+    return (struct table){xmap_zeroed(capacity * sizeof(struct slot)), capacity, 0, base};
+}
+
+static uint64_t slot_seq(const struct table *t, size_t i)
+{
+    return t->base + t->slots[i].delta;
 }
 
 static void table_free(struct table *t)
@@ -68,7 +86,7 @@ static void table_free(struct table *t)
 dedup_t *dedup_new(void)
 {
     dedup_t *dedup = xcalloc(1, sizeof(*dedup));
-    dedup->current = table_new(MIN_CAPACITY);
+    dedup->current = table_new(MIN_CAPACITY, 0);
     dedup->oldest_seq = 1;
     return dedup;
 }
@@ -92,27 +110,28 @@ uint64_t dedup_hash(const char *source, size_t source_len, const char *id, size_
 static void remove_at(struct table *t, size_t hole)
 {
     size_t mask = t->capacity - 1;
-    t->slots[hole].seq = 0;
+    t->slots[hole].delta = 0;
     t->count--;
-    for (size_t i = (hole + 1) & mask; t->slots[i].seq != 0; i = (i + 1) & mask) {
-        size_t home = t->slots[i].hash & mask;
+    for (size_t i = (hole + 1) & mask; t->slots[i].delta != 0; i = (i + 1) & mask) {
+        size_t home = t->slots[i].tag & mask;
         if (hash_may_fill_hole(home, hole, i, mask)) {
             t->slots[hole] = t->slots[i];
-            t->slots[i].seq = 0;
+            t->slots[i].delta = 0;
             hole = i;
         }
     }
 }
 
-static void insert(struct table *t, uint64_t hash, uint64_t seq)
+static void insert(struct table *t, uint32_t tag, uint64_t seq)
 {
+    assert(seq > t->base && seq - t->base <= UINT32_MAX);
     size_t mask = t->capacity - 1;
-    size_t i = hash & mask;
-    while (t->slots[i].seq != 0) {
+    size_t i = tag & mask;
+    while (t->slots[i].delta != 0) {
         i = (i + 1) & mask;
     }
-    t->slots[i].hash = hash;
-    t->slots[i].seq = seq;
+    t->slots[i].tag = tag;
+    t->slots[i].delta = (uint32_t)(seq - t->base);
     t->count++;
 }
 
@@ -125,13 +144,14 @@ static void move_slots(dedup_t *dedup, size_t limit)
         return;
     }
     for (size_t n = 0; n < limit && dedup->move_next < from->capacity; n++) {
-        const struct slot *s = &from->slots[dedup->move_next++];
-        if (s->seq == 0) {
+        size_t i = dedup->move_next++;
+        if (from->slots[i].delta == 0) {
             continue;
         }
         from->count--;
-        if (s->seq >= dedup->oldest_seq) {
-            insert(&dedup->current, s->hash, s->seq);
+        uint64_t seq = slot_seq(from, i);
+        if (seq >= dedup->oldest_seq) {
+            insert(&dedup->current, from->slots[i].tag, seq);
         }
     }
     if (dedup->move_next == from->capacity) {
@@ -165,7 +185,8 @@ static void start_move(dedup_t *dedup)
         capacity *= 2;
     }
     dedup->moving = dedup->current;
-    dedup->current = table_new(capacity);
+    /* Every seq it will hold, moved or added, is at least the oldest retained. */
+    dedup->current = table_new(capacity, dedup->oldest_seq - 1);
     dedup->move_next = 0;
     dedup->released_bytes = 0;
 }
@@ -187,11 +208,11 @@ void dedup_expire(dedup_t *dedup, uint64_t oldest_seq)
 /* Keeps the entries with lowest <= seq <= highest, in a table of the same size. */
 static void keep_range(struct table *t, uint64_t lowest, uint64_t highest)
 {
-    struct table fresh = table_new(t->capacity);
+    struct table fresh = table_new(t->capacity, t->base);
     for (size_t i = 0; i < t->capacity; i++) {
-        uint64_t seq = t->slots[i].seq;
-        if (seq != 0 && seq >= lowest && seq <= highest) {
-            insert(&fresh, t->slots[i].hash, seq);
+        uint64_t seq = slot_seq(t, i);
+        if (t->slots[i].delta != 0 && seq >= lowest && seq <= highest) {
+            insert(&fresh, t->slots[i].tag, seq);
         }
     }
     table_free(t);
@@ -211,10 +232,18 @@ void dedup_forget_after(dedup_t *dedup, uint64_t last_seq)
 void dedup_add(dedup_t *dedup, uint64_t hash, uint64_t seq)
 {
     move_slots(dedup, MOVE_PER_CALL);
+    if (seq - dedup->current.base > UINT32_MAX) {
+        /* Only for a table that did not move over 2^32 seqs (retention moves it long
+         * before), and then not again for 2^31 more. */
+        dedup_expire(dedup, seq - SEQ_KEPT_ON_REBASE);
+        if (seq - dedup->current.base > UINT32_MAX) {
+            start_move(dedup);
+        }
+    }
     if ((dedup->current.count + 1) * 4 > dedup->current.capacity * 3) {
         start_move(dedup);
     }
-    insert(&dedup->current, hash, seq);
+    insert(&dedup->current, (uint32_t)hash, seq);
     if (seq > dedup->newest_seq) {
         dedup->newest_seq = seq;
     }
@@ -238,15 +267,17 @@ uint64_t dedup_find(dedup_t *dedup, uint64_t hash, uint64_t oldest_seq, dedup_co
         dedup->oldest_seq = oldest_seq;
     }
     oldest_seq = dedup->oldest_seq;
+    uint32_t tag = (uint32_t)hash;
     struct table *t = &dedup->current;
     size_t mask = t->capacity - 1;
-    for (size_t i = hash & mask; t->slots[i].seq != 0;) {
-        if (t->slots[i].seq < oldest_seq) {
+    for (size_t i = tag & mask; t->slots[i].delta != 0;) {
+        uint64_t seq = slot_seq(t, i);
+        if (seq < oldest_seq) {
             remove_at(t, i); /* the slot now holds the next entry of the run, or none */
             continue;
         }
-        if (t->slots[i].hash == hash && confirm(t->slots[i].seq, ctx)) {
-            return t->slots[i].seq;
+        if (t->slots[i].tag == tag && confirm(seq, ctx)) {
+            return seq;
         }
         i = (i + 1) & mask;
     }
@@ -254,13 +285,13 @@ uint64_t dedup_find(dedup_t *dedup, uint64_t hash, uint64_t oldest_seq, dedup_co
      * from the next one to move on are read (see above), at most all of them once. */
     const struct table *m = &dedup->moving;
     if (m->slots != NULL) {
-        size_t i = hash & (m->capacity - 1);
+        size_t i = tag & (m->capacity - 1);
         i = i < dedup->move_next ? dedup->move_next : i;
-        for (size_t left = m->capacity - dedup->move_next; left > 0 && m->slots[i].seq != 0;
+        for (size_t left = m->capacity - dedup->move_next; left > 0 && m->slots[i].delta != 0;
              left--) {
-            if (m->slots[i].seq >= oldest_seq && m->slots[i].hash == hash &&
-                confirm(m->slots[i].seq, ctx)) {
-                return m->slots[i].seq;
+            uint64_t seq = slot_seq(m, i);
+            if (seq >= oldest_seq && m->slots[i].tag == tag && confirm(seq, ctx)) {
+                return seq;
             }
             i = i + 1 == m->capacity ? dedup->move_next : i + 1;
         }
@@ -271,4 +302,13 @@ uint64_t dedup_find(dedup_t *dedup, uint64_t hash, uint64_t oldest_seq, dedup_co
 size_t dedup_count(const dedup_t *dedup)
 {
     return dedup->current.count + dedup->moving.count;
+}
+
+size_t dedup_table_bytes(const dedup_t *dedup)
+{
+    size_t bytes = dedup->current.capacity * sizeof(struct slot);
+    if (dedup->moving.slots != NULL) { /* only the part not given back yet */
+        bytes += dedup->moving.capacity * sizeof(struct slot) - dedup->released_bytes;
+    }
+    return bytes;
 }

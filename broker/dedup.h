@@ -8,11 +8,14 @@
  * The table maps a 64-bit hash of (source, id) to the seq of the event that carried it.
  * It stores no strings: a hash match is only a candidate, which the caller confirms by
  * comparing the event itself (from the batch in flight or from the journal). So a hash
- * collision costs one journal read, never a wrongly deduplicated event. A slot is 16
- * bytes; a table starts at most half full and moves on at three quarters, expired entries
- * included, so a retained event takes 21 to 43 bytes, or up to 64 for a moment while a
- * move is under way (bench/dedup: 128 MiB at 3 M events retained). Entries older than
- * the journal's first seq are dropped as lookups meet them and as the table moves.
+ * collision costs one journal read, never a wrongly deduplicated event. A slot is 8
+ * bytes (32 bits of the hash and the seq's distance from the table's base); a table starts
+ * at most half full and moves on at three quarters, expired entries included, so a
+ * retained event takes 11 to 22 bytes, or up to 32 for a moment while a move is under way
+ * (bench/dedup: 64 MiB at 3 M events retained). Entries older than the journal's first
+ * seq are dropped as lookups meet them and as the table moves. A slot's seq spans 32 bits:
+ * a journal retaining more than 2^31 events may have the repeats of its older ones missed
+ * (the table then keeps the last 2^31 to 2^32 seqs).
  *
  * Open addressing with linear probing; deletions shift back the entries that follow. No
  * call takes time that grows with the table: growing, and dropping expired entries, move
@@ -61,5 +64,9 @@ void dedup_forget_after(dedup_t *dedup, uint64_t last_seq);
 
 /* The number of entries held, expired ones not yet dropped included. */
 size_t dedup_count(const dedup_t *dedup);
+
+/* The bytes of its tables: the one taking adds, and what the one moving into it has not
+ * given back yet. */
+size_t dedup_table_bytes(const dedup_t *dedup);
 
 #endif

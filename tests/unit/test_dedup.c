@@ -108,6 +108,75 @@ START_TEST(test_dedup_a_hash_match_is_only_a_candidate)
 }
 END_TEST
 
+static bool is_seq(uint64_t seq, void *ctx)
+{
+    return seq == *(const uint64_t *)ctx;
+}
+
+START_TEST(test_dedup_keeps_32_bits_of_the_hash)
+{
+    /* Hashes that differ above their low 32 bits look alike in the table: both are
+     * candidates, and confirmation tells them apart. */
+    dedup_t *d = dedup_new();
+    uint64_t high = (uint64_t)1 << 32;
+    dedup_add(d, 42, 1);
+    dedup_add(d, 42 + high, 2);
+    uint64_t want = 1;
+    ck_assert_uint_eq(dedup_find(d, 42 + 5 * high, 1, is_seq, &want), 1);
+    int calls = 0;
+    ck_assert_uint_eq(dedup_find(d, 42 + high, 1, always_false, &calls), 0);
+    ck_assert_int_eq(calls, 2);
+    calls = 0;
+    ck_assert_uint_eq(dedup_find(d, 43 + high, 1, always_false, &calls), 0);
+    ck_assert_int_eq(calls, 0);
+    dedup_free(d);
+}
+END_TEST
+
+START_TEST(test_dedup_remembers_at_least_the_last_2_31_seqs)
+{
+    /* A slot keeps a seq as its distance from the table's base, in 32 bits. A seq further
+     * than that from the base makes the table move to a later one, and what lies more than
+     * 2^31 before that seq is forgotten; everything after it is still found. */
+    const uint64_t half = (uint64_t)1 << 31;
+    dedup_t *d = dedup_new();
+    for (uint64_t seq = 1; seq <= 1000; seq++) {
+        dedup_add(d, seq * 7919, seq);
+    }
+    for (uint64_t seq = half; seq < half + 1000; seq++) {
+        dedup_add(d, seq * 7919, seq);
+    }
+    /* Within 32 bits of the base (0): nothing forgotten. */
+    for (uint64_t seq = 1; seq <= 1000; seq++) {
+        ck_assert_uint_eq(dedup_find(d, seq * 7919, 1, is_seq, &seq), seq);
+    }
+    uint64_t far = 2 * half + 100; /* beyond 32 bits of the base */
+    dedup_add(d, far * 7919, far);
+    for (uint64_t seq = 1; seq <= 1000; seq++) {
+        ck_assert_uint_eq(dedup_find(d, seq * 7919, 1, is_seq, &seq), 0);
+    }
+    for (uint64_t seq = half; seq < half + 1000; seq++) {
+        ck_assert_uint_eq(dedup_find(d, seq * 7919, 1, is_seq, &seq), seq >= far - half ? seq : 0);
+    }
+    ck_assert_uint_eq(dedup_find(d, far * 7919, 1, is_seq, &far), far);
+    /* Jump after jump, each batch starting 2^31 - 1 after the last seq of the one before:
+     * that seq is always found. */
+    uint64_t previous = far;
+    for (int jump = 0; jump < 5; jump++) {
+        uint64_t first = previous + half - 1;
+        for (uint64_t seq = first; seq < first + 1000; seq++) {
+            dedup_add(d, seq * 7919, seq);
+        }
+        for (uint64_t seq = first; seq < first + 1000; seq++) {
+            ck_assert_uint_eq(dedup_find(d, seq * 7919, 1, is_seq, &seq), seq);
+        }
+        ck_assert_uint_eq(dedup_find(d, previous * 7919, 1, is_seq, &previous), previous);
+        previous = first + 999;
+    }
+    dedup_free(d);
+}
+END_TEST
+
 START_TEST(test_dedup_out_of_retention_is_forgotten)
 {
     dedup_t *d = dedup_new();
@@ -194,6 +263,21 @@ START_TEST(test_dedup_every_entry_stays_found_while_the_table_grows)
 }
 END_TEST
 
+START_TEST(test_dedup_table_bytes_count_both_tables_while_one_moves)
+{
+    /* 8-byte slots: 1,024 of them at first; the 769th entry starts a move into 2,048. */
+    dedup_t *d = numbered_table(768);
+    ck_assert_uint_eq(dedup_table_bytes(d), 1024 * 8);
+    add_numbered(d, 769);
+    ck_assert_uint_eq(dedup_table_bytes(d), 1024 * 8 + 2048 * 8);
+    for (uint64_t seq = 1; seq <= 769; seq++) { /* each call moves 8 slots on */
+        ck_assert_uint_eq(find_numbered(d, seq, 1), seq);
+    }
+    ck_assert_uint_eq(dedup_table_bytes(d), 2048 * 8);
+    dedup_free(d);
+}
+END_TEST
+
 START_TEST(test_dedup_expiry_is_dropped_as_the_table_moves_on)
 {
     dedup_t *d = numbered_table(10000);
@@ -267,11 +351,14 @@ int main(void)
     Suite *suite = suite_create("dedup");
     TCase *tc = tcase_create("dedup");
     tcase_add_test(tc, test_dedup_finds_what_was_added_and_only_that);
+    tcase_add_test(tc, test_dedup_keeps_32_bits_of_the_hash);
+    tcase_add_test(tc, test_dedup_remembers_at_least_the_last_2_31_seqs);
     tcase_add_test(tc, test_dedup_hash_separates_source_from_id);
     tcase_add_test(tc, test_dedup_a_hash_match_is_only_a_candidate);
     tcase_add_test(tc, test_dedup_out_of_retention_is_forgotten);
     tcase_add_test(tc, test_dedup_lookups_that_remove_stale_entries_keep_the_rest_reachable);
     tcase_add_test(tc, test_dedup_every_entry_stays_found_while_the_table_grows);
+    tcase_add_test(tc, test_dedup_table_bytes_count_both_tables_while_one_moves);
     tcase_add_test(tc, test_dedup_expiry_is_dropped_as_the_table_moves_on);
     tcase_add_test(tc, test_dedup_forgetting_after_a_seq_in_the_middle_of_a_move);
     tcase_add_test(tc, test_dedup_a_run_round_the_end_is_found_while_its_start_has_moved);
