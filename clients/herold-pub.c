@@ -45,7 +45,7 @@
 #include "zap.h"
 
 #define PUB_DEFAULT_INGEST "tcp://127.0.0.1:5560"
-#define PUB_WINDOW 4096                  /* events sent but not yet answered */
+#define PUB_WINDOW 8192                  /* events sent but not yet answered */
 #define PUB_HWM (2 * PUB_WINDOW)         /* the window fits in the queues in both directions */
 #define PUB_REPLY_TIMEOUT_MS 10000       /* without any reply while events are unanswered */
 #define PUB_MAX_LINE_BYTES (1024 * 1024) /* one stdin line, without its newline */
