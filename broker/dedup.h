@@ -5,17 +5,17 @@
  * Publisher deduplication: which sequence number did (source, id) get, if any, within
  * the journal's retention?
  *
- * The table maps a 64-bit hash of (source, id) to the seq of the event that carried it.
- * It stores no strings: a hash match is only a candidate, which the caller confirms by
- * comparing the event itself (from the batch in flight or from the journal). So a hash
- * collision costs one journal read, never a wrongly deduplicated event. A slot is 8
- * bytes (32 bits of the hash and the seq's distance from the table's base); a table starts
- * at most half full and moves on at three quarters, expired entries included, so a
- * retained event takes 11 to 22 bytes, or up to 32 for a moment while a move is under way
- * (bench/dedup: 64 MiB at 3 M events retained). Entries older than the journal's first
- * seq are dropped as lookups meet them and as the table moves. A slot's seq spans 32 bits:
- * a journal retaining more than 2^31 events may have the repeats of its older ones missed
- * (the table then keeps the last 2^31 to 2^32 seqs).
+ * The table maps a hash of (source, id) to the seq of the event that carried it. It stores
+ * no strings: a hash match is only a candidate, which the caller confirms by comparing the
+ * event itself (from the batch in flight or from the journal). So a hash collision costs
+ * one journal read, never a wrongly deduplicated event. A slot is 8 bytes (32 bits of the
+ * hash and the seq's distance from the table's base); a table starts at most half full and
+ * moves on at three quarters, expired entries included, so a retained event takes 11 to 22
+ * bytes, or up to 32 for a moment while a move is under way (bench/dedup with 3 M events
+ * retained: a table of 64 MiB, 128 MiB at the peak of a move). Entries older than the
+ * journal's first seq are dropped as lookups meet them and as the table moves. A slot's
+ * seq spans 32 bits: a journal retaining more than 2^31 events may have the repeats of its
+ * older ones missed (the table then keeps the last 2^31 to 2^32 seqs).
  *
  * Open addressing with linear probing; deletions shift back the entries that follow. No
  * call takes time that grows with the table: growing, and dropping expired entries, move
