@@ -201,9 +201,8 @@ static void text_put_view(struct text *t, hstr_t view)
  * array the next block is known without touching it, and is fetched for writing while the
  * text is composed (notif_pool_prefetch). */
 struct notif_pool {
-    bool is_on;
     size_t count;
-    void **blocks; /* NOTIF_POOL_MAX of them; the last released on top */
+    void **blocks; /* NOTIF_POOL_MAX of them, the last released on top; NULL: no pool */
 };
 
 static _Thread_local struct notif_pool pool;
@@ -212,7 +211,6 @@ void notif_pool_begin(void)
 {
     pool.blocks = xmalloc(NOTIF_POOL_MAX * sizeof(*pool.blocks));
     pool.count = 0;
-    pool.is_on = true;
 }
 
 void notif_pool_end(void)
@@ -224,7 +222,6 @@ void notif_pool_end(void)
     }
     free(pool.blocks);
     pool.blocks = NULL;
-    pool.is_on = false;
 }
 
 /* The lines of the next block that a notification of a 200-byte event fills. */
@@ -242,7 +239,7 @@ static void notif_pool_prefetch(void)
 
 static notif_t *notif_alloc(size_t size)
 {
-    if (!pool.is_on || size > NOTIF_POOL_BLOCK_BYTES) {
+    if (pool.blocks == NULL || size > NOTIF_POOL_BLOCK_BYTES) {
         notif_t *notif = xmalloc(size);
         notif->is_pooled = false;
         return notif;
@@ -260,7 +257,7 @@ static notif_t *notif_alloc(size_t size)
 
 static void notif_dealloc(notif_t *notif)
 {
-    if (notif->is_pooled && pool.is_on && pool.count < NOTIF_POOL_MAX) {
+    if (notif->is_pooled && pool.blocks != NULL && pool.count < NOTIF_POOL_MAX) {
         pool.blocks[pool.count++] = notif;
         MEM_POISON(notif, NOTIF_POOL_BLOCK_BYTES);
         return;

@@ -11,10 +11,10 @@
 /*
  * Interned principals are records (hash, id, references, text) in a ptable keyed by their
  * text ("user:x", "group:g"); ids index the records through chunks (by_id, below; freed
- * ids on a free list). Owner sets are in a ptable keyed by their id arrays. Both tables double over
- * a while (ptable.h), as the index's do: a session's first subscription interns its user's
- * principals on the service thread, and doubling a table of millions at once held that
- * thread, and every delivery, for as long as rehashing them all took.
+ * ids on a free list). Owner sets are in a ptable keyed by their id arrays. Both tables
+ * double over a while (ptable.h), as the index's do: a session's first subscription
+ * interns its user's principals on the service thread, and doubling a table of millions at
+ * once held that thread, and every delivery, for as long as rehashing them all took.
  */
 
 struct interned {
