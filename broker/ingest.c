@@ -28,6 +28,11 @@
 #define INGEST_FREE_BATCH 256 /* events given back, freed per chan_take_back */
 /* Batches with fewer events appended commit on the ingest thread (ingest.h). */
 #define INGEST_SPLIT_MIN_EVENTS 64
+/* Events read ahead of the one deduplicated and appended. Decoding an event fetches its
+ * dedup slot; appended this far behind, the slot has arrived, and has not yet been pushed
+ * out of the cache and the TLB again, as it was when a whole batch of thousands was read
+ * first. */
+#define INGEST_APPEND_BEHIND 16
 
 /* A reply being packed. An ok reply is under 200 bytes and fits inline; only a long error
  * message goes to the heap (a msgpack_sbuffer would malloc 8 KiB for every reply). */
@@ -424,16 +429,22 @@ static void append_one(ingest_t *ingest, struct pending *p)
     p->seq = event->seq;
 }
 
-/* Dedup and append, in arrival order, for what the open batch read since the last call. */
-static void append_batch(ingest_t *ingest)
+/* Dedup and append, in arrival order, what the open batch read since the last call, up to
+ * (not including) item end. */
+static void append_until(ingest_t *ingest, size_t end)
 {
     struct batch *batch = ingest->open;
-    for (; batch->appended_count < batch->count; batch->appended_count++) {
+    for (; batch->appended_count < end; batch->appended_count++) {
         struct pending *p = &batch->items[batch->appended_count];
         if (p->event != NULL) {
             append_one(ingest, p);
         }
     }
+}
+
+static void append_batch(ingest_t *ingest)
+{
+    append_until(ingest, ingest->open->count);
 }
 
 /* The store could not commit the batch: every ok reply naming a seq the store does not
@@ -674,6 +685,9 @@ static void *ingest_main(void *arg)
         while (ingest->open->count < INGEST_BATCH_MAX && !atomic_load(&ingest->is_stopping)) {
             if (!receive_one(ingest)) {
                 break;
+            }
+            if (ingest->open->count >= ingest->open->appended_count + 2 * INGEST_APPEND_BEHIND) {
+                append_until(ingest, ingest->open->count - INGEST_APPEND_BEHIND);
             }
         }
         append_batch(ingest);

@@ -7,7 +7,9 @@
  * One thread owns the socket. It reads the messages waiting (up to INGEST_BATCH_MAX),
  * keeping each envelope verbatim (the peer identity, and the empty delimiter a REQ peer
  * adds); decodes and validates each payload (event.h); appends every accepted event to the
- * store, which assigns its sequence number; then makes the whole batch durable with one
+ * store, which assigns its sequence number (16 events behind the decoding, so that the
+ * dedup slot each decode fetched has arrived and is still cached when dedup reads it);
+ * then makes the whole batch durable with one
  * commit (group commit), and only then sends the replies, in arrival order —
  * {"id","ok":true,"seq"} or {"id","ok":false,"error","message"} for a refused message,
  * which changes nothing — and hands the events to the dispatch channel. Publishers may
