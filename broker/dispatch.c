@@ -98,14 +98,19 @@ bool dispatch_pending(dispatch_t *dispatch)
 {
     void *items[DISPATCH_EVENTS_PER_TURN];
     size_t count = chan_drain(dispatch->events, items, DISPATCH_EVENTS_PER_TURN);
+    struct match_ctx ctxs[DISPATCH_EVENTS_PER_TURN];
+    void *ctx_of[DISPATCH_EVENTS_PER_TURN];
     for (size_t i = 0; i < count; i++) {
-        event_t *event = items[i];
-        struct match_ctx ctx = {.dispatch = dispatch, .event = event};
-        subs_match_event(dispatch->subs, event, deliver, &ctx);
+        ctxs[i] = (struct match_ctx){.dispatch = dispatch, .event = items[i]};
+        ctx_of[i] = &ctxs[i];
+    }
+    subs_match_events(dispatch->subs, (const event_t *const *)items, count, deliver, ctx_of);
+    for (size_t i = 0; i < count; i++) {
+        const event_t *event = items[i];
         if (event->seq > dispatch->dispatched_seq) {
             dispatch->dispatched_seq = event->seq;
         }
-        notif_release_local(ctx.notif);
+        notif_release_local(ctxs[i].notif);
     }
     /* Back to ingest, which allocated them, to be freed there (chan.h). */
     for (size_t i = chan_give_back(dispatch->events, items, count); i < count; i++) {

@@ -921,42 +921,71 @@ static bool visit_wild(struct match *m, const struct pattern *holder, const path
     return true;
 }
 
-static bool match_path(struct match *m, const path_t *path, const path_t *skip)
-{
-    /* Three passes over the prefixes, so that the cache misses of one pass overlap: hash
-     * them and fetch their home slots; find the slots whose tag matches and fetch those
-     * records; then compare texts and visit. */
-    const patterns_t *t = m->t;
-    size_t n = path->segment_count < t->literal_segments_max ? path->segment_count
-                                                             : t->literal_segments_max;
-    uint64_t hashes[PATH_MAX_SEGMENTS];
+/* A path's prefixes, hashed and probed ahead of its match (match_probed): the three passes
+ * of a match over the prefixes, so that the cache misses of one pass overlap (hash them and
+ * fetch their home slots; find the slots whose tag matches and fetch those records; then
+ * compare texts and visit), and when several events are matched in turn, the first two run
+ * for the events ahead while the one before them is visited. */
+struct probed {
+    size_t count; /* prefixes probed: the segments, up to the longest literal's */
     ptable_probe_t probes[PATH_MAX_SEGMENTS];
     const struct pattern *first[PATH_MAX_SEGMENTS];
+};
+
+/* Hashes path's prefixes and fetches their home slots. */
+static void probe_hash(const patterns_t *t, const path_t *path, struct probed *a)
+{
+    size_t n = path->segment_count < t->literal_segments_max ? path->segment_count
+                                                             : t->literal_segments_max;
+    a->count = n;
     uint64_t hash = t->seed;
     for (size_t k = 0; k < n; k++) {
         hash = hash_bytes(hash, path->segments[k].p, path->segments[k].len);
-        hashes[k] = hash;
+        a->probes[k] = ptable_probe(&t->literals, hash);
         if (t->literals_by_segments[k + 1] != 0) {
             ptable_prefetch(&t->literals, hash);
         }
     }
-    for (size_t k = 0; k < n; k++) {
-        first[k] = NULL;
+}
+
+/* Reads the home slots and fetches the first record with a matching tag for each. */
+static void probe_first(const patterns_t *t, struct probed *a)
+{
+    for (size_t k = 0; k < a->count; k++) {
+        a->first[k] = NULL;
         if (t->literals_by_segments[k + 1] != 0) {
-            probes[k] = ptable_probe(&t->literals, hashes[k]);
-            first[k] = ptable_next(&t->literals, &probes[k]);
+            a->first[k] = ptable_next(&t->literals, &a->probes[k]);
         }
-        if (first[k] != NULL) {
-            __builtin_prefetch(first[k]);
+        if (a->first[k] != NULL) {
+            __builtin_prefetch(a->first[k]);
         }
     }
+}
+
+/* Fetches what a visit reads first of each likely record: its block of members (or its one
+ * member). Run an event ahead of the visit, when the records have arrived. */
+static void probe_members(const struct probed *a)
+{
+    for (size_t k = 0; k < a->count; k++) {
+        const struct pattern *p = a->first[k];
+        if (p == NULL || p->segments != k + 1 || p->count == 0) {
+            continue;
+        }
+        __builtin_prefetch((p->flags & PATTERN_MORE) != 0 ? (const void *)p->u.more
+                                                          : (const void *)p->u.one);
+    }
+}
+
+static bool match_probed(struct match *m, const path_t *path, const path_t *skip, struct probed *a)
+{
+    const patterns_t *t = m->t;
     if (!visit_wild(m, t->root, path, skip)) {
         return false;
     }
-    for (size_t k = 0; k < n; k++) {
-        const struct pattern *p = first[k];
+    for (size_t k = 0; k < a->count; k++) {
+        const struct pattern *p = a->first[k];
         while (p != NULL && !pattern_is_prefix(p, path, k + 1)) {
-            p = ptable_next(&t->literals, &probes[k]);
+            p = ptable_next(&t->literals, &a->probes[k]);
         }
         if (p == NULL) {
             continue;
@@ -972,22 +1001,74 @@ static bool match_path(struct match *m, const path_t *path, const path_t *skip)
     return true;
 }
 
+static bool match_path(struct match *m, const path_t *path, const path_t *skip)
+{
+    struct probed a;
+    probe_hash(m->t, path, &a);
+    probe_first(m->t, &a);
+    return match_probed(m, path, skip, &a);
+}
+
+/* Field by field: an initializer would zero the 4 KiB of reader ids on every event. */
+static void match_start(struct match *m, const patterns_t *t, const event_t *event,
+                        patterns_match_fn fn, void *ctx)
+{
+    m->t = t;
+    m->event = event;
+    m->fn = fn;
+    m->ctx = ctx;
+    m->calls = 0;
+    m->is_stopped = false;
+    m->has_reader_ids = false;
+}
+
 size_t patterns_match(const patterns_t *t, const event_t *event, patterns_match_fn fn, void *ctx)
 {
     if (event->reader_count == 0) {
         return 0; /* nobody may read it */
     }
-    /* Field by field: an initializer would zero the 4 KiB of reader ids on every event. */
     struct match m;
-    m.t = t;
-    m.event = event;
-    m.fn = fn;
-    m.ctx = ctx;
-    m.calls = 0;
-    m.is_stopped = false;
-    m.has_reader_ids = false;
+    match_start(&m, t, event, fn, ctx);
     if (match_path(&m, &event->resource_path, NULL) && event->has_previous) {
         match_path(&m, &event->previous_path, &event->resource_path);
     }
     return m.calls;
+}
+
+#define PROBED_STEP 1
+#define PROBED_AHEAD (3 * PROBED_STEP)
+#define PROBED_RING (PROBED_AHEAD + 1)
+
+size_t patterns_match_many(const patterns_t *t, const event_t *const *events, size_t count,
+                           patterns_match_fn fn, void *const *ctxs)
+{
+    struct probed ring[PROBED_RING];
+    struct match m;
+    size_t calls = 0;
+    for (size_t i = 0; i < count + PROBED_AHEAD; i++) {
+        if (i < count) {
+            probe_hash(t, &events[i]->resource_path, &ring[i % PROBED_RING]);
+        }
+        if (i >= PROBED_STEP && i - PROBED_STEP < count) {
+            probe_first(t, &ring[(i - PROBED_STEP) % PROBED_RING]);
+        }
+        if (i >= 2 * PROBED_STEP && i - 2 * PROBED_STEP < count) {
+            probe_members(&ring[(i - 2 * PROBED_STEP) % PROBED_RING]);
+        }
+        if (i < PROBED_AHEAD || i - PROBED_AHEAD >= count) {
+            continue;
+        }
+        size_t e = i - PROBED_AHEAD;
+        const event_t *event = events[e];
+        if (event->reader_count == 0) {
+            continue; /* nobody may read it */
+        }
+        match_start(&m, t, event, fn, ctxs[e]);
+        if (match_probed(&m, &event->resource_path, NULL, &ring[e % PROBED_RING]) &&
+            event->has_previous) {
+            match_path(&m, &event->previous_path, &event->resource_path);
+        }
+        calls += m.calls;
+    }
+    return calls;
 }

@@ -90,6 +90,12 @@ size_t patterns_text_len(const pattern_t *pattern);
 size_t patterns_match(const patterns_t *patterns, const event_t *event, patterns_match_fn fn,
                       void *ctx);
 
+/* patterns_match for each of events in turn, with ctxs[i] for events[i]; returns the calls
+ * in all. The table's slots and records of the next few events are fetched while one is
+ * visited, so that the cache misses of consecutive events overlap. */
+size_t patterns_match_many(const patterns_t *patterns, const event_t *const *events, size_t count,
+                           patterns_match_fn fn, void *const *ctxs);
+
 /* The number of distinct patterns with members (for tests and benchmarks). */
 size_t patterns_count(const patterns_t *patterns);
 

@@ -783,6 +783,12 @@ size_t subs_match_event(subs_t *subs, const event_t *event, subs_match_fn fn, vo
     return patterns_match(subs->patterns, event, fn, ctx);
 }
 
+size_t subs_match_events(subs_t *subs, const event_t *const *events, size_t count, subs_match_fn fn,
+                         void *const *ctxs)
+{
+    return patterns_match_many(subs->patterns, events, count, fn, ctxs);
+}
+
 int subs_sub_pattern(const sub_t *sub, path_t *out)
 {
     return path_parse_pattern(patterns_text(sub->pattern), patterns_text_len(sub->pattern), out,

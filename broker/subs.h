@@ -213,6 +213,12 @@ void subs_rebind_owner(subs_t *subs, sub_t *sub, const auth_principal_t *owner);
  * several threads at once while no subscription changes. */
 size_t subs_match_event(subs_t *subs, const event_t *event, subs_match_fn fn, void *ctx);
 
+/* subs_match_event for each of events in turn, with ctxs[i] for events[i]; returns the
+ * calls in all. The index's memory for the next few events is fetched while one is
+ * matched. */
+size_t subs_match_events(subs_t *subs, const event_t *const *events, size_t count, subs_match_fn fn,
+                         void *const *ctxs);
+
 /* Does event concern sub (pattern on the resource or the previous path, change type,
  * reader check)? The single-subscription form of subs_match_event, for replays. */
 bool subs_sub_concerns(const sub_t *sub, const event_t *event);

@@ -142,61 +142,138 @@ static void prop_remove(struct prop *p)
     }
 }
 
-static void prop_check_event(struct prop *p)
-{
-    static const event_change_t types[] = {EVENT_CREATED, EVENT_UPDATED, EVENT_DELETED};
+/* A random event; its views point into pe, which must not move while it is used. */
+struct prop_event {
     char text[128];
     char previous[128];
-    random_path(text, sizeof(text));
+    hstr_t readers[6];
+    event_t event;
+};
+
+static void random_event(struct prop *p, struct prop_event *pe)
+{
+    static const event_change_t types[] = {EVENT_CREATED, EVENT_UPDATED, EVENT_DELETED};
+    random_path(pe->text, sizeof(pe->text));
     bool is_move = rnd(4) == 0;
     if (is_move) {
-        random_path(previous, sizeof(previous));
+        random_path(pe->previous, sizeof(pe->previous));
     }
-    hstr_t readers[6];
     size_t reader_count = rnd(7);
     for (size_t i = 0; i < reader_count; i++) {
         /* `*` rarely, as in life. */
         size_t r = rnd(READER_POOL);
         r = r == READER_POOL - 1 && rnd(4) != 0 ? 0 : r;
-        readers[i] = hstr_from_cstr(reader_pool[r]);
+        pe->readers[i] = hstr_from_cstr(reader_pool[r]);
     }
-    event_t event;
-    memset(&event, 0, sizeof(event));
-    event.type = types[rnd(3)];
-    event.seq = ++p->events;
-    ck_assert_int_eq(path_parse(text, strlen(text), &event.resource_path, NULL), 0);
+    event_t *event = &pe->event;
+    memset(event, 0, sizeof(*event));
+    event->type = types[rnd(3)];
+    event->seq = ++p->events;
+    ck_assert_int_eq(path_parse(pe->text, strlen(pe->text), &event->resource_path, NULL), 0);
     if (is_move) {
-        event.has_previous = true;
-        ck_assert_int_eq(path_parse(previous, strlen(previous), &event.previous_path, NULL), 0);
+        event->has_previous = true;
+        ck_assert_int_eq(
+            path_parse(pe->previous, strlen(pe->previous), &event->previous_path, NULL), 0);
     }
-    event.readers = readers;
-    event.reader_count = reader_count;
+    event->readers = pe->readers;
+    event->reader_count = reader_count;
+}
 
-    p->got.count = 0;
-    size_t calls = subs_match_event(p->subs, &event, collect, &p->got);
-    ck_assert_uint_eq(calls, p->got.count);
-
-    p->want.count = 0;
+/* What the brute-force oracle says the event concerns. */
+static void oracle(const struct prop *p, const event_t *event, struct found *want)
+{
+    want->count = 0;
     for (size_t k = 0; k < p->live_count; k++) {
-        struct live *l = &p->live[k];
-        bool covers = path_matches(&l->pattern, &event.resource_path) ||
-                      (is_move && path_matches(&l->pattern, &event.previous_path));
-        if (covers && (l->sub->change_mask & event.type) != 0 &&
-            auth_may_read(l->owner, readers, reader_count)) {
-            collect(l->sub, &p->want);
+        const struct live *l = &p->live[k];
+        bool covers = path_matches(&l->pattern, &event->resource_path) ||
+                      (event->has_previous && path_matches(&l->pattern, &event->previous_path));
+        if (covers && (l->sub->change_mask & event->type) != 0 &&
+            auth_may_read(l->owner, event->readers, event->reader_count)) {
+            collect(l->sub, want);
         }
     }
-    ck_assert_msg(p->got.count == p->want.count, "%s%s%s: %zu reported, %zu expected", text,
-                  is_move ? " from " : "", is_move ? previous : "", p->got.count, p->want.count);
-    if (p->got.count > 0) {
-        qsort(p->got.subs, p->got.count, sizeof(sub_t *), compare_ptr);
-        qsort(p->want.subs, p->want.count, sizeof(sub_t *), compare_ptr);
+}
+
+static void assert_same_subs(const struct prop_event *pe, struct found *got, struct found *want)
+{
+    const char *text = pe->text;
+    bool is_move = pe->event.has_previous;
+    ck_assert_msg(got->count == want->count, "%s%s%s: %zu reported, %zu expected", text,
+                  is_move ? " from " : "", is_move ? pe->previous : "", got->count, want->count);
+    if (got->count > 0) {
+        qsort(got->subs, got->count, sizeof(sub_t *), compare_ptr);
+        qsort(want->subs, want->count, sizeof(sub_t *), compare_ptr);
     }
-    for (size_t i = 0; i < p->got.count; i++) {
-        ck_assert_msg(i == 0 || p->got.subs[i] != p->got.subs[i - 1], "%s: reported twice", text);
-        ck_assert_msg(p->got.subs[i] == p->want.subs[i], "%s: the sets differ", text);
+    for (size_t i = 0; i < got->count; i++) {
+        ck_assert_msg(i == 0 || got->subs[i] != got->subs[i - 1], "%s: reported twice", text);
+        ck_assert_msg(got->subs[i] == want->subs[i], "%s: the sets differ", text);
     }
+}
+
+static void prop_check_event(struct prop *p)
+{
+    struct prop_event pe;
+    random_event(p, &pe);
+    p->got.count = 0;
+    size_t calls = subs_match_event(p->subs, &pe.event, collect, &p->got);
+    ck_assert_uint_eq(calls, p->got.count);
+    oracle(p, &pe.event, &p->want);
+    assert_same_subs(&pe, &p->got, &p->want);
     p->deliveries += p->got.count;
+}
+
+/* A collector that stops its event's match after limit subscriptions. */
+struct limited {
+    struct found found;
+    size_t limit;
+};
+
+static bool collect_limited(sub_t *sub, void *ctx)
+{
+    struct limited *l = ctx;
+    collect(sub, &l->found);
+    return l->found.count < l->limit;
+}
+
+#define PROP_BATCH_MAX 9
+
+/* A few events matched in one subs_match_events: each one's own subscriptions, as the
+ * oracle says; and a match stopped by its callback stops that event only. */
+static void prop_check_batch(struct prop *p)
+{
+    static struct prop_event pes[PROP_BATCH_MAX];
+    const event_t *events[PROP_BATCH_MAX];
+    struct limited got[PROP_BATCH_MAX];
+    void *ctxs[PROP_BATCH_MAX];
+    size_t n = 1 + rnd(PROP_BATCH_MAX);
+    bool is_limited = rnd(3) == 0;
+    for (size_t i = 0; i < n; i++) {
+        random_event(p, &pes[i]);
+        events[i] = &pes[i].event;
+        got[i] = (struct limited){.limit = is_limited ? 1 + rnd(2) : SIZE_MAX};
+        ctxs[i] = &got[i];
+    }
+    size_t calls = subs_match_events(p->subs, events, n, collect_limited, ctxs);
+    size_t reported = 0;
+    for (size_t i = 0; i < n; i++) {
+        oracle(p, events[i], &p->want);
+        if (got[i].found.count < p->want.count) {
+            /* Stopped: what it reported is some of what it should have. */
+            ck_assert_uint_eq(got[i].found.count, got[i].limit);
+            qsort(p->want.subs, p->want.count, sizeof(sub_t *), compare_ptr);
+            for (size_t k = 0; k < got[i].found.count; k++) {
+                ck_assert_msg(bsearch(&got[i].found.subs[k], p->want.subs, p->want.count,
+                                      sizeof(sub_t *), compare_ptr) != NULL,
+                              "%s: a subscription it does not concern", pes[i].text);
+            }
+        } else {
+            assert_same_subs(&pes[i], &got[i].found, &p->want);
+        }
+        reported += got[i].found.count;
+        p->deliveries += got[i].found.count;
+        free(got[i].found.subs);
+    }
+    ck_assert_uint_eq(calls, reported);
 }
 
 static void prop_run(uint64_t seed)
@@ -227,6 +304,9 @@ static void prop_run(uint64_t seed)
         if (step % 25 == 0) {
             prop_check_event(p);
         }
+        if (step % 25 == 12) {
+            prop_check_batch(p);
+        }
     }
     size_t filed = 0;
     for (size_t k = 0; k < p->live_count; k++) {
@@ -235,11 +315,17 @@ static void prop_run(uint64_t seed)
     ck_assert_uint_gt(filed, 0); /* the large-pattern path was exercised */
     for (int e = 0; e < 1500; e++) {
         prop_check_event(p);
+        if (e % 3 == 0) {
+            prop_check_batch(p);
+        }
     }
     while (p->live_count > 0) {
         prop_remove(p);
         if (p->live_count % 10 == 0) {
             prop_check_event(p);
+        }
+        if (p->live_count % 10 == 5) {
+            prop_check_batch(p);
         }
     }
     ck_assert_uint_eq(subs_count(p->subs), 0);
