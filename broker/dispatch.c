@@ -98,15 +98,19 @@ bool dispatch_pending(dispatch_t *dispatch)
 {
     void *items[DISPATCH_EVENTS_PER_TURN];
     size_t count = chan_drain(dispatch->events, items, DISPATCH_EVENTS_PER_TURN);
+    /* The turn's events in one match: the index's memory for the next few is fetched while
+     * one is matched (subs_match_events). */
+    const event_t *events[DISPATCH_EVENTS_PER_TURN];
     struct match_ctx ctxs[DISPATCH_EVENTS_PER_TURN];
     void *ctx_of[DISPATCH_EVENTS_PER_TURN];
     for (size_t i = 0; i < count; i++) {
-        ctxs[i] = (struct match_ctx){.dispatch = dispatch, .event = items[i]};
+        events[i] = items[i];
+        ctxs[i] = (struct match_ctx){.dispatch = dispatch, .event = events[i]};
         ctx_of[i] = &ctxs[i];
     }
-    subs_match_events(dispatch->subs, (const event_t *const *)items, count, deliver, ctx_of);
+    subs_match_events(dispatch->subs, events, count, deliver, ctx_of);
     for (size_t i = 0; i < count; i++) {
-        const event_t *event = items[i];
+        const event_t *event = events[i];
         if (event->seq > dispatch->dispatched_seq) {
             dispatch->dispatched_seq = event->seq;
         }
