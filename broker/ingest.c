@@ -30,8 +30,7 @@
 #define INGEST_SPLIT_MIN_EVENTS 64
 /* Events read ahead of the one deduplicated and appended. Decoding an event fetches its
  * dedup slot; appended this far behind, the slot has arrived, and has not yet been pushed
- * out of the cache and the TLB again, as it was when a whole batch of thousands was read
- * first. */
+ * out of the cache again, as it was when a whole batch of thousands was read first. */
 #define INGEST_APPEND_BEHIND 16
 
 /* A reply being packed. An ok reply is under 200 bytes and fits inline; only a long error

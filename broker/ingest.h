@@ -9,11 +9,11 @@
  * adds); decodes and validates each payload (event.h); appends every accepted event to the
  * store, which assigns its sequence number (16 events behind the decoding, so that the
  * dedup slot each decode fetched has arrived and is still cached when dedup reads it);
- * then makes the whole batch durable with one
- * commit (group commit), and only then sends the replies, in arrival order —
- * {"id","ok":true,"seq"} or {"id","ok":false,"error","message"} for a refused message,
- * which changes nothing — and hands the events to the dispatch channel. Publishers may
- * pipeline: the more they have in flight, the more one commit covers.
+ * then makes the whole batch durable with one commit (group commit), and only then sends
+ * the replies, in arrival order — {"id","ok":true,"seq"} or
+ * {"id","ok":false,"error","message"} for a refused message, which changes nothing — and
+ * hands the events to the dispatch channel. Publishers may pipeline: the more they have in
+ * flight, the more one commit covers.
  *
  * With the embedded store the commit runs in two halves (store_commit_splits): this thread
  * starts it, a commit thread of ingest's own does the fdatasync, and meanwhile this thread

@@ -921,11 +921,11 @@ static bool visit_wild(struct match *m, const struct pattern *holder, const path
     return true;
 }
 
-/* A path's prefixes, hashed and probed ahead of its match (match_probed): the three passes
- * of a match over the prefixes, so that the cache misses of one pass overlap (hash them and
+/* A path's prefixes, hashed and probed ahead of its match (match_probed). A match passes
+ * over the prefixes in steps, so that the cache misses of one step overlap: hash them and
  * fetch their home slots; find the slots whose tag matches and fetch those records; then
- * compare texts and visit), and when several events are matched in turn, the first two run
- * for the events ahead while the one before them is visited. */
+ * compare texts and visit. When several events are matched in turn (patterns_match_many),
+ * the steps before the visit run for the events ahead while an earlier one is visited. */
 struct probed {
     size_t count; /* prefixes probed: the segments, up to the longest literal's */
     ptable_probe_t probes[PATH_MAX_SEGMENTS];
@@ -1035,8 +1035,10 @@ size_t patterns_match(const patterns_t *t, const event_t *event, patterns_match_
     return m.calls;
 }
 
-#define PROBED_STEP 1
-#define PROBED_AHEAD (3 * PROBED_STEP)
+/* Events ahead of the one visited: the members' blocks are fetched for the next event, the
+ * records for the one after it, the home slots for the one after that. A fourth step,
+ * fetching the members' records, did not pay in W1 (bench/RESULTS.md). */
+#define PROBED_AHEAD 3
 #define PROBED_RING (PROBED_AHEAD + 1)
 
 size_t patterns_match_many(const patterns_t *t, const event_t *const *events, size_t count,
@@ -1049,11 +1051,11 @@ size_t patterns_match_many(const patterns_t *t, const event_t *const *events, si
         if (i < count) {
             probe_hash(t, &events[i]->resource_path, &ring[i % PROBED_RING]);
         }
-        if (i >= PROBED_STEP && i - PROBED_STEP < count) {
-            probe_first(t, &ring[(i - PROBED_STEP) % PROBED_RING]);
+        if (i >= 1 && i - 1 < count) {
+            probe_first(t, &ring[(i - 1) % PROBED_RING]);
         }
-        if (i >= 2 * PROBED_STEP && i - 2 * PROBED_STEP < count) {
-            probe_members(&ring[(i - 2 * PROBED_STEP) % PROBED_RING]);
+        if (i >= 2 && i - 2 < count) {
+            probe_members(&ring[(i - 2) % PROBED_RING]);
         }
         if (i < PROBED_AHEAD || i - PROBED_AHEAD >= count) {
             continue;

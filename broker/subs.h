@@ -215,7 +215,7 @@ size_t subs_match_event(subs_t *subs, const event_t *event, subs_match_fn fn, vo
 
 /* subs_match_event for each of events in turn, with ctxs[i] for events[i]; returns the
  * calls in all. The index's memory for the next few events is fetched while one is
- * matched. */
+ * matched. Like subs_match_event, it allocates and writes nothing. */
 size_t subs_match_events(subs_t *subs, const event_t *const *events, size_t count, subs_match_fn fn,
                          void *const *ctxs);
 
