@@ -60,11 +60,12 @@ struct table {
 
 struct dedup {
     struct table current;
-    struct table moving;   /* slots NULL when no move is under way */
-    size_t move_next;      /* the moving table's next slot to move */
-    size_t released_bytes; /* of the moving table, given back */
-    uint64_t oldest_seq;   /* entries below are out of retention */
-    uint64_t newest_seq;   /* the highest seq added */
+    struct table moving;    /* slots NULL when no move is under way */
+    size_t move_next;       /* the moving table's next slot to move */
+    size_t released_bytes;  /* of the moving table, given back */
+    size_t populated_bytes; /* of the current table, faulted in (mem_populate_step) */
+    uint64_t oldest_seq;    /* entries below are out of retention */
+    uint64_t newest_seq;    /* the highest seq added */
 };
 
 static struct table table_new(size_t capacity, uint64_t base)
@@ -189,6 +190,14 @@ static void start_move(dedup_t *dedup)
     dedup->current = table_new(capacity, dedup->oldest_seq - 1);
     dedup->move_next = 0;
     dedup->released_bytes = 0;
+    dedup->populated_bytes = 0;
+}
+
+/* A step of the current table's pages, ahead of the slots the move and the adds write. */
+static void populate_step(dedup_t *dedup)
+{
+    mem_populate_step(dedup->current.slots, dedup->current.capacity * sizeof(struct slot),
+                      &dedup->populated_bytes);
 }
 
 void dedup_expire(dedup_t *dedup, uint64_t oldest_seq)
@@ -224,6 +233,7 @@ void dedup_forget_after(dedup_t *dedup, uint64_t last_seq)
     /* Rare (the store refused a commit), so done at once. */
     move_slots(dedup, SIZE_MAX);
     keep_range(&dedup->current, dedup->oldest_seq, last_seq);
+    dedup->populated_bytes = 0;
     if (dedup->newest_seq > last_seq) {
         dedup->newest_seq = last_seq;
     }
@@ -231,6 +241,7 @@ void dedup_forget_after(dedup_t *dedup, uint64_t last_seq)
 
 void dedup_add(dedup_t *dedup, uint64_t hash, uint64_t seq)
 {
+    populate_step(dedup);
     move_slots(dedup, MOVE_PER_CALL);
     if (seq - dedup->current.base > UINT32_MAX) {
         /* Only for a table that did not move over 2^32 seqs (retention moves it long
@@ -261,6 +272,7 @@ void dedup_prefetch(const dedup_t *dedup, uint64_t hash)
 uint64_t dedup_find(dedup_t *dedup, uint64_t hash, uint64_t oldest_seq, dedup_confirm_fn confirm,
                     void *ctx)
 {
+    populate_step(dedup);
     move_slots(dedup, MOVE_PER_CALL);
     /* The caller knows the store's oldest seq; moves leave behind what lies below it. */
     if (oldest_seq > dedup->oldest_seq) {

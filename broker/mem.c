@@ -77,3 +77,17 @@ void mem_release_below(void *p, size_t bytes, size_t *released)
         *released = whole;
     }
 }
+
+void mem_populate_step(void *p, size_t bytes, size_t *populated)
+{
+    if (*populated >= bytes) {
+        return;
+    }
+    size_t step =
+        bytes - *populated < MEM_POPULATE_STEP_BYTES ? bytes - *populated : MEM_POPULATE_STEP_BYTES;
+    if (madvise((char *)p + *populated, step, MADV_POPULATE_WRITE) != 0) {
+        *populated = bytes; /* not supported here: the pages come in as they are touched */
+        return;
+    }
+    *populated += step;
+}

@@ -81,4 +81,16 @@ void mem_unmap(void *p, size_t bytes);
  * moved is caught though it often still holds what was there. */
 void mem_release_below(void *p, size_t bytes, size_t *released);
 
+/* A fresh mapping's pages come in this many bytes at a time (mem_populate_step). */
+#define MEM_POPULATE_STEP_BYTES ((size_t)128 * 1024)
+
+/* Faults in the next MEM_POPULATE_STEP_BYTES of p[0..bytes) not yet faulted in, *populated
+ * (0 at first) recording how far that went; the contents do not change. A table read and
+ * written at random slots otherwise faults its pages in one at a time as it is first
+ * touched, 11 µs each here, where one madvise(MADV_POPULATE_WRITE) of many pages took
+ * about 1 µs a page (bench/RESULTS.md). Called once per operation on a fresh table, a step
+ * at a time, so that no one call holds its caller for long. On a kernel without
+ * MADV_POPULATE_WRITE (before 5.14) the pages come in as they are touched. */
+void mem_populate_step(void *p, size_t bytes, size_t *populated);
+
 #endif

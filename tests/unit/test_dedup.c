@@ -4,8 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "dedup.h"
+#include "mem.h"
 #include "unit.h"
 
 /* The "journal" of these tests: seq -> (source, id), and a lookup that confirms. */
@@ -317,6 +320,42 @@ START_TEST(test_dedup_forgetting_after_a_seq_in_the_middle_of_a_move)
 }
 END_TEST
 
+/* The pages a fresh table's operations fault in ahead, a step per call: every page of the
+ * mapping is resident once the steps reach its end, and what was written stays. */
+START_TEST(test_mem_populate_step_faults_in_every_page_and_keeps_the_contents)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t bytes = 3 * MEM_POPULATE_STEP_BYTES + 5 * page;
+    unsigned char *p = xmap_zeroed(bytes);
+    p[0] = 0x5a;
+    p[bytes - 1] = 0xa5;
+    size_t populated = 0;
+    size_t calls = 0;
+    while (populated < bytes) {
+        size_t before = populated;
+        mem_populate_step(p, bytes, &populated);
+        ck_assert_uint_gt(populated, before);
+        calls++;
+    }
+    ck_assert_uint_eq(populated, bytes);
+    ck_assert_uint_eq(calls, 4);
+    mem_populate_step(p, bytes, &populated); /* done: nothing more */
+    ck_assert_uint_eq(populated, bytes);
+    unsigned char *resident = malloc(bytes / page);
+    ck_assert_int_eq(mincore(p, bytes, resident), 0);
+    size_t in_memory = 0;
+    for (size_t i = 0; i < bytes / page; i++) {
+        in_memory += resident[i] & 1;
+    }
+    ck_assert_uint_eq(in_memory, bytes / page);
+    ck_assert_uint_eq(p[0], 0x5a);
+    ck_assert_uint_eq(p[bytes - 1], 0xa5);
+    ck_assert_uint_eq(p[MEM_POPULATE_STEP_BYTES + 17], 0);
+    free(resident);
+    mem_unmap(p, bytes);
+}
+END_TEST
+
 START_TEST(test_dedup_a_run_round_the_end_is_found_while_its_start_has_moved)
 {
     /* 300 entries on the last slot of the first table fill it and wrap round to slots
@@ -362,6 +401,7 @@ int main(void)
     tcase_add_test(tc, test_dedup_expiry_is_dropped_as_the_table_moves_on);
     tcase_add_test(tc, test_dedup_forgetting_after_a_seq_in_the_middle_of_a_move);
     tcase_add_test(tc, test_dedup_a_run_round_the_end_is_found_while_its_start_has_moved);
+    tcase_add_test(tc, test_mem_populate_step_faults_in_every_page_and_keeps_the_contents);
     suite_add_tcase(suite, tc);
     return unit_run(suite);
 }
