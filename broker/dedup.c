@@ -23,7 +23,7 @@
  * What expiry costs is then spread too: dedup_expire only records the new oldest seq;
  * lookups drop expired entries on their probe runs, and moves leave them behind.
  *
- * So is taking it: every lookup and add faults in the next 128 KiB of a fresh table's
+ * Taking memory is spread too: every lookup and add faults in the next 128 KiB of a fresh table's
  * pages (mem_populate_step) until all are in, about 1 µs a page, where each page touched
  * first by a random slot took a fault of about 11 µs.
  *
