@@ -23,9 +23,9 @@
  * What expiry costs is then spread too: dedup_expire only records the new oldest seq;
  * lookups drop expired entries on their probe runs, and moves leave them behind.
  *
- * Taking memory is spread too: every lookup and add faults in the next 128 KiB of a fresh table's
- * pages (mem_populate_step) until all are in, about 1 µs a page, where each page touched
- * first by a random slot took a fault of about 11 µs.
+ * Taking memory is spread too: every lookup and add faults in the next 128 KiB of a
+ * fresh table's pages (mem_populate_step) until all are in, about 1 µs a page, where each
+ * page touched first by a random slot took a fault of about 11 µs.
  *
  * Giving the memory back is spread as well: unmapping a table of 64 MiB at once took 8
  * ms. Tables are mappings of their own, and the part of the moving table already moved
