@@ -197,11 +197,13 @@ static void start_move(dedup_t *dedup)
     dedup->populated_bytes = 0;
 }
 
-/* A step of the current table's pages, ahead of the slots the move and the adds write. */
-static void populate_step(dedup_t *dedup)
+/* What every lookup and add moves on: the current table's pages faulted in a step ahead of
+ * the slots the move and the adds write, then the move itself. */
+static void advance(dedup_t *dedup)
 {
     mem_populate_step(dedup->current.slots, dedup->current.capacity * sizeof(struct slot),
                       &dedup->populated_bytes);
+    move_slots(dedup, MOVE_PER_CALL);
 }
 
 void dedup_expire(dedup_t *dedup, uint64_t oldest_seq)
@@ -245,8 +247,7 @@ void dedup_forget_after(dedup_t *dedup, uint64_t last_seq)
 
 void dedup_add(dedup_t *dedup, uint64_t hash, uint64_t seq)
 {
-    populate_step(dedup);
-    move_slots(dedup, MOVE_PER_CALL);
+    advance(dedup);
     if (seq - dedup->current.base > UINT32_MAX) {
         /* Only for a table that did not move over 2^32 seqs (retention moves it long
          * before), and then not again for 2^31 more. */
@@ -276,8 +277,7 @@ void dedup_prefetch(const dedup_t *dedup, uint64_t hash)
 uint64_t dedup_find(dedup_t *dedup, uint64_t hash, uint64_t oldest_seq, dedup_confirm_fn confirm,
                     void *ctx)
 {
-    populate_step(dedup);
-    move_slots(dedup, MOVE_PER_CALL);
+    advance(dedup);
     /* The caller knows the store's oldest seq; moves leave behind what lies below it. */
     if (oldest_seq > dedup->oldest_seq) {
         dedup->oldest_seq = oldest_seq;
