@@ -25,6 +25,7 @@ struct dispatch {
     ws_t *ws;
     webhook_t *webhook;
     store_t *store;
+    store_writer_t *writer;
     chan_t *events;
     uint64_t dispatched_seq; /* the last event handed out */
     struct want *wants;      /* FIFO */
@@ -41,10 +42,12 @@ struct match_ctx {
     notif_t *notif; /* encoded on the first match */
 };
 
-dispatch_t *dispatch_new(subs_t *subs, ws_t *ws, webhook_t *webhook, store_t *store, chan_t *events)
+dispatch_t *dispatch_new(subs_t *subs, ws_t *ws, webhook_t *webhook, store_t *store,
+                         store_writer_t *writer, chan_t *events)
 {
     dispatch_t *dispatch = xcalloc(1, sizeof(*dispatch));
     dispatch->store = store;
+    dispatch->writer = writer;
     dispatch->subs = subs;
     dispatch->ws = ws;
     dispatch->webhook = webhook;
@@ -167,38 +170,9 @@ void dispatch_lifecycle(dispatch_t *dispatch, const sub_t *sub, const char *life
     }
 }
 
-/* The embedded store failing a write is a disk failing: nothing more may be confirmed.
- * A PostgreSQL store that went away only refuses this change (HEROLD_E_UNAVAILABLE). */
-static int store_result(int rc, const struct herr *err)
+uint64_t dispatch_dispatched_seq(const dispatch_t *dispatch)
 {
-    if (rc != 0 && rc != HEROLD_E_UNAVAILABLE && rc != HEROLD_E_TOO_LARGE) {
-        log_msg(LOG_LEVEL_ERROR, "dispatch: %s; stopping", err->message);
-        _exit(EXIT_FAILURE);
-    }
-    return rc;
-}
-
-int dispatch_persist(dispatch_t *dispatch, sub_t *sub, struct herr *err)
-{
-    int rc = 0;
-    if (sub->kind == SUB_WEBHOOK && sub->rest->cursor == 0 && !sub->rest->is_replaying) {
-        /* A new webhook subscription hears what is dispatched from now on; its cursor is
-         * stored before anyone learns of it, so a crash cannot skip its first events. The
-         * cursor goes first: a document stored without one would come back after a
-         * restart as a subscription no one was told of. */
-        store_cursor_t cursor = {SUBS_ID_TEXT(sub), dispatch->dispatched_seq};
-        rc = store_result(store_cursors_put(dispatch->store, &cursor, 1, err), err);
-        if (rc == 0) {
-            sub->rest->cursor = dispatch->dispatched_seq;
-        }
-    }
-    if (rc == 0) {
-        char *doc = subs_to_json(sub);
-        rc =
-            store_result(store_subscription_put(dispatch->store, SUBS_ID_TEXT(sub), doc, err), err);
-        free(doc);
-    }
-    return rc;
+    return dispatch->dispatched_seq;
 }
 
 void dispatch_restore_targets(dispatch_t *dispatch)
@@ -231,16 +205,8 @@ void dispatch_restore_cursor(subs_t *subs, ws_t *ws, const char *key, uint64_t s
     }
 }
 
-void dispatch_remove_subscription(dispatch_t *dispatch, sub_t *sub)
+void dispatch_forget_subscription(dispatch_t *dispatch, sub_t *sub)
 {
-    struct herr err;
-    if (sub->kind != SUB_CONNECTION &&
-        store_result(store_subscription_delete(dispatch->store, SUBS_ID_TEXT(sub), &err), &err) !=
-            0) {
-        /* Back after a restart, where it expires or is removed again. */
-        log_msg(LOG_LEVEL_WARN, "dispatch: subscription %s stays in the store: %s",
-                SUBS_ID_TEXT(sub), err.message);
-    }
     for (struct want *w = dispatch->wants; w != NULL; w = w->next) {
         if (subs_id_is(sub, w->subscription_id)) {
             w->subscription_id[0] = '\0'; /* skipped when its turn comes */
@@ -254,17 +220,46 @@ void dispatch_remove_subscription(dispatch_t *dispatch, sub_t *sub)
     subs_remove(dispatch->subs, sub);
 }
 
-int dispatch_delete_subscription(dispatch_t *dispatch, sub_t *sub, struct herr *err)
+void dispatch_remove_subscription(dispatch_t *dispatch, sub_t *sub)
 {
     if (sub->kind != SUB_CONNECTION) {
-        int rc =
-            store_result(store_subscription_delete(dispatch->store, SUBS_ID_TEXT(sub), err), err);
-        if (rc != 0) {
-            return rc;
+        if (store_writer_has_room(dispatch->writer)) {
+            store_write_t *write = store_write_new(STORE_WRITE_DELETE);
+            write->id = xstrdup(SUBS_ID_TEXT(sub));
+            store_writer_send(dispatch->writer, &write);
+        } else {
+            log_msg(LOG_LEVEL_WARN,
+                    "dispatch: subscription %s stays in the store: too many writes under way",
+                    SUBS_ID_TEXT(sub));
         }
     }
-    dispatch_remove_subscription(dispatch, sub);
-    return 0;
+    dispatch_forget_subscription(dispatch, sub);
+}
+
+void dispatch_store_written(dispatch_t *dispatch, const store_write_t *write)
+{
+    if (write->rc == 0) {
+        return;
+    }
+    switch (write->kind) {
+    case STORE_WRITE_DELETE:
+        /* Back after a restart, where it expires or is removed again. */
+        log_msg(LOG_LEVEL_WARN, "dispatch: subscription %s stays in the store: %s", write->id,
+                write->err.message);
+        break;
+    case STORE_WRITE_CURSORS:
+        log_msg(LOG_LEVEL_WARN, "dispatch: cursors not stored: %s", write->err.message);
+        for (size_t i = 0; i < write->cursor_count; i++) {
+            /* Stored with the next ones; a user's key finds no subscription. */
+            sub_t *sub = subs_find(dispatch->subs, write->cursors[i].key);
+            if (sub != NULL && !sub->rest->is_deleting) {
+                subs_cursor_moved(dispatch->subs, sub);
+            }
+        }
+        break;
+    case STORE_WRITE_PUT:
+        break; /* dispatch sends none: documents are rest's */
+    }
 }
 
 /* ---- cursors ---- */
@@ -281,75 +276,42 @@ void dispatch_webhook_positions(dispatch_t *dispatch, const webhook_result_t *re
     }
 }
 
-struct cursor_batch {
-    store_cursor_t *items;
-    char **keys; /* owned copies for user cursors */
-    size_t count;
-    size_t capacity;
-};
-
-static void batch_add(struct cursor_batch *batch, const char *key, char *owned_key, uint64_t seq)
-{
-    if (batch->count == batch->capacity) {
-        batch->capacity = batch->capacity == 0 ? 16 : batch->capacity * 2;
-        batch->items = xrealloc(batch->items, batch->capacity * sizeof(*batch->items));
-        batch->keys = xrealloc(batch->keys, batch->capacity * sizeof(*batch->keys));
-    }
-    batch->items[batch->count].key = owned_key != NULL ? owned_key : key;
-    batch->items[batch->count].seq = seq;
-    batch->keys[batch->count] = owned_key;
-    batch->count++;
-}
-
 static void add_user_cursor(const char *user, uint64_t seq, void *ctx)
 {
-    size_t len = strlen(user) + 6;
-    char *key = xmalloc(len);
-    snprintf(key, len, "user:%s", user);
-    batch_add(ctx, NULL, key, seq);
+    char key[STORE_MAX_KEY_BYTES + 1];
+    /* Keys are at most STORE_MAX_KEY_BYTES; a longer user id is not stored. */
+    if ((size_t)snprintf(key, sizeof(key), "user:%s", user) < sizeof(key)) {
+        store_write_add_cursor(ctx, key, seq);
+    }
 }
 
-/* Stores every cursor that moved, in one write; with sync false it does not wait for the
- * disk (store_cursors_note). A cursor stored a little late only means a few deliveries
- * repeat after a crash (at least once). */
+/* Sends every cursor that moved to the store in one write; with sync false the write does
+ * not wait for the disk (store_cursors_note). A cursor stored a little late only means a
+ * few deliveries repeat after a crash (at least once). Without room for the write, the
+ * cursors wait for the next flush. */
 static void cursors_flush(dispatch_t *dispatch, bool sync)
 {
-    struct cursor_batch batch = {0};
+    if (!store_writer_has_room(dispatch->writer)) {
+        return;
+    }
+    store_write_t *write = store_write_new(STORE_WRITE_CURSORS);
+    write->is_sync = sync;
     size_t moved_count;
     sub_t **moved = subs_take_moved_cursors(dispatch->subs, &moved_count);
     for (size_t i = 0; i < moved_count; i++) {
-        /* Marked again below if the store refuses. */
-        batch_add(&batch, NULL, xstrdup(SUBS_ID_TEXT(moved[i])), moved[i]->rest->cursor);
+        /* A subscription whose delete is under way keeps no cursor: the delete removed it
+         * from the store, or comes back with the cursor marked again. */
+        if (!moved[i]->rest->is_deleting) {
+            store_write_add_cursor(write, SUBS_ID_TEXT(moved[i]), moved[i]->rest->cursor);
+        }
     }
     free(moved);
-    size_t sub_cursors = batch.count; /* the batch starts with them */
-    ws_cursors_take_dirty(dispatch->ws, add_user_cursor, &batch);
-    if (batch.count > 0) {
-        struct herr err;
-        /* Keys are at most STORE_MAX_KEY_BYTES; a longer user id is not stored. */
-        size_t kept = 0;
-        for (size_t i = 0; i < batch.count; i++) {
-            if (strlen(batch.items[i].key) <= STORE_MAX_KEY_BYTES) {
-                batch.items[kept++] = batch.items[i];
-            }
-        }
-        int rc = sync ? store_cursors_put(dispatch->store, batch.items, kept, &err)
-                      : store_cursors_note(dispatch->store, batch.items, kept, &err);
-        if (store_result(rc, &err) != 0) {
-            log_msg(LOG_LEVEL_WARN, "dispatch: cursors not stored: %s", err.message);
-            for (size_t i = 0; i < sub_cursors; i++) {
-                sub_t *sub = subs_find(dispatch->subs, batch.items[i].key);
-                if (sub != NULL) {
-                    subs_cursor_moved(dispatch->subs, sub);
-                }
-            }
-        }
+    ws_cursors_take_dirty(dispatch->ws, add_user_cursor, write);
+    if (write->cursor_count == 0) {
+        store_write_free(write);
+        return;
     }
-    for (size_t i = 0; i < batch.count; i++) {
-        free(batch.keys[i]);
-    }
-    free(batch.items);
-    free(batch.keys);
+    store_writer_send(dispatch->writer, &write);
 }
 
 /* ---- replays ---- */
@@ -645,6 +607,9 @@ void dispatch_sweep(dispatch_t *dispatch, int64_t now, int64_t reauthorization_l
     for (size_t i = 0; i < due_count; i++) {
         sub_t *sub = due[i];
         if (now >= subs_expires_at(sub)) {
+            if (!store_writer_has_room(dispatch->writer)) {
+                continue; /* due again at the next sweep */
+            }
             log_msg(LOG_LEVEL_INFO, "dispatch: subscription %s of %s expired", SUBS_ID_TEXT(sub),
                     sub->owner->user);
             dispatch_lifecycle(dispatch, sub, "subscriptionRemoved");

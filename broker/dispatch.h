@@ -20,11 +20,11 @@
  * Cursors and replays (DESIGN 1, 3.4, 4). Every event handed out raises dispatched_seq.
  * Webhook subscriptions keep a cursor (sub->cursor, in the store): the webhook thread
  * reports delivered positions after each MARK that dispatch_sweep sends once a second, and
- * the sweep stores every cursor that moved, with the users' websocket cursors, in one
- * write. A webhook target that falls behind (its queue overflowed, or it was restored
- * after a restart with a cursor before the store's end) asks for a replay: dispatch marks
- * the subscription replaying (live items are no longer sent to it), reads the store from
- * the target's position in chunks of DISPATCH_REPLAY_RECORDS records, and sends the
+ * the sweep sends every cursor that moved, with the users' websocket cursors, in one
+ * write to the store writer (store_writer.h). A webhook target that falls behind (its queue
+ * overflowed, or it was restored after a restart with a cursor before the store's end) asks for a
+ * replay: dispatch marks the subscription replaying (live items are no longer sent to it), reads
+ * the store from the target's position in chunks of DISPATCH_REPLAY_RECORDS records, and sends the
  * matching items; the chunk that reaches what was committed when it began ends the replay,
  * and live items up to that seq are skipped since the chunk carried them. Sessions that
  * resume are served the same way, in chunks that fit their queues. A position before
@@ -41,6 +41,7 @@
 #include "chan.h"
 #include "notif.h"
 #include "store.h"
+#include "store_writer.h"
 #include "subs.h"
 #include "webhook.h"
 #include "ws.h"
@@ -61,10 +62,11 @@
 
 typedef struct dispatch dispatch_t;
 
-/* A dispatcher over subs, ws, webhook and store (borrowed), fed by events (borrowed; its
- * items are event_t *, freed after dispatch). */
+/* A dispatcher over subs, ws, webhook and store (borrowed; it reads events there and writes
+ * through writer), fed by events (borrowed; its items are event_t *, freed after
+ * dispatch). */
 dispatch_t *dispatch_new(subs_t *subs, ws_t *ws, webhook_t *webhook, store_t *store,
-                         chan_t *events);
+                         store_writer_t *writer, chan_t *events);
 
 void dispatch_free(dispatch_t *dispatch);
 
@@ -79,7 +81,8 @@ void dispatch_sweep(dispatch_t *dispatch, int64_t now, int64_t reauthorization_l
 /* Tells the webhook thread that every item up to the last dispatched seq was sent (MARK). */
 void dispatch_mark(dispatch_t *dispatch);
 
-/* Stores every cursor that moved (as dispatch_sweep does once a second). */
+/* Sends every cursor that moved to the store, to be stored durably (dispatch_sweep does the
+ * same once a second without waiting for the disk). */
 void dispatch_flush_cursors(dispatch_t *dispatch);
 
 /* Sends a lifecycle notification about a persistent subscription to its subscriber. */
@@ -89,20 +92,21 @@ void dispatch_lifecycle(dispatch_t *dispatch, const sub_t *sub, const char *life
  * or a change of URL, expiration or secret). */
 void dispatch_webhook_target_put(dispatch_t *dispatch, const sub_t *sub);
 
-/* Removes a subscription and everything queued for it elsewhere, and from the store (a
- * store that cannot delete it is logged: it comes back after a restart, to expire or be
- * removed again). */
+/* Removes a subscription and everything queued for it elsewhere, and sends its delete to
+ * the store (a delete the store refuses, or that finds no room, is logged: the
+ * subscription comes back after a restart, to expire or be removed again). */
 void dispatch_remove_subscription(dispatch_t *dispatch, sub_t *sub);
 
-/* Writes a persistent subscription to the store; a new webhook subscription gets its
- * cursor (the last seq dispatched) stored with it. Returns 0, or HEROLD_E_UNAVAILABLE /
- * HEROLD_E_TOO_LARGE with err set (refuse the change). An embedded store that cannot
- * write ends the process (the change was not confirmed to anyone yet). */
-int dispatch_persist(dispatch_t *dispatch, sub_t *sub, struct herr *err);
+/* dispatch_remove_subscription without the store: for a subscription whose delete the
+ * store has already done. */
+void dispatch_forget_subscription(dispatch_t *dispatch, sub_t *sub);
 
-/* Deletes a subscription from the store, then everywhere else (dispatch_remove_
- * subscription). Returns 0, or HEROLD_E_UNAVAILABLE with nothing changed. */
-int dispatch_delete_subscription(dispatch_t *dispatch, sub_t *sub, struct herr *err);
+/* The outcome of a write dispatch sent (tag 0): a delete the store refused is logged,
+ * cursors it refused are marked to be stored with the next ones. */
+void dispatch_store_written(dispatch_t *dispatch, const store_write_t *write);
+
+/* The seq of the last event handed out: where a new webhook subscription's cursor starts. */
+uint64_t dispatch_dispatched_seq(const dispatch_t *dispatch);
 
 /* At start, as the store loads (after the subscriptions, before dispatch exists): a cursor
  * it kept, "user:<id>" for ws or a subscription id for subs (dispatch writes both). */

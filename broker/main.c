@@ -59,6 +59,7 @@ struct herold {
     int restore_failures;
     chan_t *events;
     chan_t *webhook_results;
+    store_writer_t *writer;
     ws_t *ws;
     webhook_t *webhook;
     dispatch_t *dispatch;
@@ -88,7 +89,9 @@ static void on_reload_signal(int signo)
 static void wake_dispatch(void *ctx)
 {
     struct herold *h = ctx;
-    http_wake(h->http);
+    if (h->http != NULL) { /* not yet, or no longer: the loop drains when it runs */
+        http_wake(h->http);
+    }
 }
 
 /* mkdir -p with mode 0700 for what it creates. */
@@ -307,7 +310,9 @@ static void shutdown_broker(struct herold *h)
         webhook_stop(h->webhook, HEROLD_WEBHOOK_STOP_MS);
     }
     if (h->dispatch != NULL && h->rest != NULL) {
-        /* Store where delivery stands, so that a restart repeats nothing it need not. */
+        /* Every change sent is written and applied; then, on this thread, where delivery
+         * stands, so that a restart repeats nothing it need not. */
+        store_writer_stop(h->writer);
         rest_drain_results(h->rest);
         webhook_result_t *final = webhook_take_final_positions(h->webhook);
         if (final != NULL) {
@@ -315,6 +320,7 @@ static void shutdown_broker(struct herold *h)
             webhook_result_free(final);
         }
         dispatch_flush_cursors(h->dispatch);
+        rest_drain_results(h->rest);
     }
     http_free(h->http);
     ingest_free(h->ingest);
@@ -324,6 +330,7 @@ static void shutdown_broker(struct herold *h)
     ws_free(h->ws);
     subs_free(h->subs);
     webhook_free(h->webhook);
+    store_writer_free(h->writer);
     store_close(h->store);
     chan_free(h->events);
     chan_free(h->webhook_results);
@@ -531,7 +538,13 @@ static int run_broker(int argc, char **argv)
         shutdown_broker(&h);
         return 1;
     }
-    h.dispatch = dispatch_new(h.subs, h.ws, h.webhook, h.store, h.events);
+    h.writer = store_writer_new(h.store, wake_dispatch, &h, &err);
+    if (h.writer == NULL) {
+        log_msg(LOG_LEVEL_ERROR, "herold: %s", err.message);
+        shutdown_broker(&h);
+        return 1;
+    }
+    h.dispatch = dispatch_new(h.subs, h.ws, h.webhook, h.store, h.writer, h.events);
     rest_config_t rest_config = {
         .allow_private = h.config.webhook_allow_private,
         .min_expiration_seconds = h.config.subscription_min_seconds,
@@ -541,7 +554,8 @@ static int run_broker(int argc, char **argv)
         .creations = h.creations,
         .creations_per_minute = h.config.max_subscriptions_per_minute,
     };
-    h.rest = rest_new(&rest_config, h.auth, h.subs, h.dispatch, h.webhook, h.webhook_results);
+    h.rest =
+        rest_new(&rest_config, h.auth, h.subs, h.dispatch, h.webhook, h.webhook_results, h.writer);
     http_routes_t routes = {
         .ws = h.ws,
         .rest = h.rest,

@@ -21,6 +21,8 @@
 #define REST_PREFIX "/v1.0/subscriptions"
 #define REST_WEBSOCKET_URL "websocket:"
 #define REST_MAX_PENDING 1024
+#define REST_MAX_WRITES 1024 /* changes whose store write is under way */
+#define REST_MAX_PARKED 1024 /* changes waiting for another change of their subscription */
 
 enum method {
     METHOD_OTHER,
@@ -30,9 +32,16 @@ enum method {
     METHOD_DELETE,
 };
 
-/* What a create or PATCH needs once its URLs are validated. */
+enum change_op {
+    CHANGE_CREATE,
+    CHANGE_PATCH,
+    CHANGE_REAUTHORIZE,
+    CHANGE_DELETE,
+};
+
+/* What a change needs once its URLs are validated, and until its store write is done. */
 struct change {
-    bool is_create;
+    enum change_op op;
     sub_kind_t kind;
     char *resource; /* expanded pattern (create) */
     unsigned change_mask;
@@ -42,6 +51,10 @@ struct change {
     char *new_url;             /* PATCH: the new notificationUrl, or NULL */
     char *urls_to_validate[2]; /* in order; NULL entries are skipped */
     int next_validation;
+    /* Set when the change is sent to the store. */
+    char id[SUBS_ID_BYTES + 1]; /* the subscription's */
+    auth_principal_t *owner;    /* create, PATCH, reauthorize: the requester's, owned */
+    char secret_text[80];       /* create of a webhook subscription: the answer's */
 };
 
 struct rest_request {
@@ -58,6 +71,7 @@ struct rest_request {
     char *body;
     size_t body_len;
     bool is_body_too_large;
+    bool is_handled; /* handle() ran: a POST without a body is handled at its headers */
     bool is_answered;
     bool are_headers_sent;
     int status;
@@ -66,12 +80,22 @@ struct rest_request {
     bool is_close_after;
     int64_t retry_after_s; /* > 0: a Retry-After header goes with the answer */
     uint64_t pending_id;   /* non-zero while a validation runs */
-    struct change *change;
+    bool is_parked;        /* waiting for another change of its subscription */
+    bool is_writing;       /* its change is with the store writer (rest->writes) */
+    struct change *change; /* owned by the request until it is sent to the store */
 };
 
 struct pending {
     uint64_t id;
     rest_request_t *request;
+};
+
+/* A change whose store write is under way. It is applied when the write is done, whether
+ * or not its client is still there to hear of it. */
+struct writing {
+    uint64_t tag;            /* the store write's */
+    rest_request_t *request; /* NULL once the client went away */
+    struct change *change;
 };
 
 struct rest {
@@ -81,13 +105,21 @@ struct rest {
     dispatch_t *dispatch;
     webhook_t *webhook;
     chan_t *results;
+    store_writer_t *writer;
     struct pending pending[REST_MAX_PENDING];
     size_t pending_count;
-    uint64_t next_pending_id;
+    uint64_t next_pending_id; /* also the tags of store writes */
+    struct writing writes[REST_MAX_WRITES];
+    size_t write_count;
+    rest_request_t *parked[REST_MAX_PARKED];
+    size_t parked_count;
 };
 
+static void change_free(struct change *change);
+
 rest_t *rest_new(const rest_config_t *config, const auth_t *auth, subs_t *subs,
-                 dispatch_t *dispatch, webhook_t *webhook, chan_t *webhook_results)
+                 dispatch_t *dispatch, webhook_t *webhook, chan_t *webhook_results,
+                 store_writer_t *writer)
 {
     rest_t *rest = xcalloc(1, sizeof(*rest));
     rest->config = *config;
@@ -96,12 +128,19 @@ rest_t *rest_new(const rest_config_t *config, const auth_t *auth, subs_t *subs,
     rest->dispatch = dispatch;
     rest->webhook = webhook;
     rest->results = webhook_results;
+    rest->writer = writer;
     rest->next_pending_id = 1;
     return rest;
 }
 
 void rest_free(rest_t *rest)
 {
+    if (rest == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < rest->write_count; i++) {
+        change_free(rest->writes[i].change);
+    }
     free(rest);
 }
 
@@ -123,6 +162,7 @@ static void change_free(struct change *change)
     free(change->urls_to_validate[0]);
     free(change->urls_to_validate[1]);
     subs_rest_clear(&change->rest);
+    auth_principal_free(change->owner);
     free(change);
 }
 
@@ -428,32 +468,43 @@ static int continue_change(rest_request_t *req)
     return 0;
 }
 
-static const sub_t *find_identical(rest_t *rest, const char *user, const char *resource,
-                                   unsigned mask, const char *url)
+static bool is_identical(const struct change *change, const char *resource, unsigned mask,
+                         const char *url)
 {
-    for (const sub_t *s = subs_first_owned(rest->subs, user); s != NULL; s = subs_next_owned(s)) {
-        if (strcmp(subs_resource(s), resource) == 0 && s->change_mask == mask &&
-            strcmp(s->rest->notification_url, url) == 0) {
-            return s;
-        }
-    }
-    return NULL;
+    return change->op == CHANGE_CREATE && strcmp(change->resource, resource) == 0 &&
+           change->change_mask == mask && strcmp(change->rest.notification_url, url) == 0;
 }
 
-/* Checks the limits that can change while a validation runs; 0 or an answered error. */
+/* Checks the limits that can change while a validation runs, counting the creations whose
+ * store write is under way; 0 or an answered error. */
 static int check_create_limits(rest_request_t *req, struct change *change)
 {
     rest_t *rest = req->rest;
-    if (subs_count_owned(rest->subs, req->principal->user) >=
-        (size_t)rest->config.max_subscriptions_per_user) {
+    const char *user = req->principal->user;
+    size_t count = subs_count_owned(rest->subs, user);
+    bool is_duplicate = false;
+    for (size_t i = 0; i < rest->write_count; i++) {
+        const struct change *other = rest->writes[i].change;
+        if (other->op == CHANGE_CREATE && strcmp(other->owner->user, user) == 0) {
+            count++;
+            is_duplicate |= is_identical(other, change->resource, change->change_mask,
+                                         change->rest.notification_url);
+        }
+    }
+    if (count >= (size_t)rest->config.max_subscriptions_per_user) {
         char text[128];
         snprintf(text, sizeof(text), "subscriptions: at most %d per user",
                  rest->config.max_subscriptions_per_user);
         respond_error(req, HEROLD_E_LIMIT, text);
         return -1;
     }
-    if (find_identical(rest, req->principal->user, change->resource, change->change_mask,
-                       change->rest.notification_url) != NULL) {
+    for (const sub_t *s = subs_first_owned(rest->subs, user); s != NULL && !is_duplicate;
+         s = subs_next_owned(s)) {
+        is_duplicate = strcmp(subs_resource(s), change->resource) == 0 &&
+                       s->change_mask == change->change_mask &&
+                       strcmp(s->rest->notification_url, change->rest.notification_url) == 0;
+    }
+    if (is_duplicate) {
         respond_error(req, HEROLD_E_CONFLICT,
                       "an identical subscription (resource, changeType, notificationUrl) exists");
         return -1;
@@ -461,80 +512,236 @@ static int check_create_limits(rest_request_t *req, struct change *change)
     return 0;
 }
 
+/* Whether a change of subscription id is with the store writer. */
+static bool is_being_written(const rest_t *rest, const char *id)
+{
+    for (size_t i = 0; i < rest->write_count; i++) {
+        const struct change *change = rest->writes[i].change;
+        if (change->op != CHANGE_CREATE && strcmp(change->id, id) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The store write of a change to sub (NULL for a create), with what the change needs kept
+ * in it. Each write holds the whole document as it will be: the change's own fields over
+ * the subscription's current ones. */
+static store_write_t *change_write(rest_request_t *req, struct change *change, sub_t *sub)
+{
+    rest_t *rest = req->rest;
+    change->owner = auth_principal_dup(req->principal);
+    if (change->op == CHANGE_DELETE) {
+        store_write_t *write = store_write_new(STORE_WRITE_DELETE);
+        write->id = xstrdup(change->id);
+        sub->rest->is_deleting = true; /* its cursor is not stored after the delete */
+        return write;
+    }
+    store_write_t *write = store_write_new(STORE_WRITE_PUT);
+    if (change->op == CHANGE_CREATE) {
+        subs_new_id(change->id);
+        if (change->kind == SUB_WEBHOOK) {
+            webhook_secret_new(change->rest.secret, change->secret_text,
+                               sizeof(change->secret_text));
+            /* It hears what is dispatched from now on; the cursor is stored before anyone
+             * learns of the subscription, so a crash cannot skip its first events. */
+            write->has_first_cursor = true;
+            write->first_cursor = dispatch_dispatched_seq(rest->dispatch);
+        }
+        change->rest.expires_at = change->expires_at;
+        change->rest.created_order = subs_take_created_order(rest->subs);
+        write->document = subs_document(change->kind, change->resource, change->change_mask,
+                                        change->owner, &change->rest);
+    } else {
+        sub_rest_t changed = *sub->rest;
+        if (change->new_url != NULL) {
+            changed.notification_url = change->new_url;
+        }
+        if (change->has_expiration) {
+            changed.expires_at = change->expires_at;
+        }
+        write->document =
+            subs_document(sub->kind, subs_resource(sub), sub->change_mask, change->owner, &changed);
+    }
+    write->id = xstrdup(change->id);
+    return write;
+}
+
+/* Sends the change to the store; it is applied when the write is done (store_answered). A
+ * change of a subscription that another change is still writing waits for it, so that
+ * each write holds the one before. */
 static int finish_change(rest_request_t *req)
 {
     rest_t *rest = req->rest;
     struct change *change = req->change;
-    struct herr err;
-
-    if (!change->is_create) {
-        sub_t *sub = subs_find(rest->subs, req->id);
+    sub_t *sub = NULL;
+    if (change->op == CHANGE_CREATE) {
+        if (check_create_limits(req, change) != 0) {
+            return 0;
+        }
+    } else {
+        sub = subs_find(rest->subs, req->id);
         if (sub == NULL || strcmp(sub->owner->user, req->principal->user) != 0) {
             return respond_error(req, HEROLD_E_NOT_FOUND, "no such subscription");
         }
-        /* Applied, stored, and undone when the store refuses: a change answered with an
-         * error changes nothing. */
-        char *old_url = sub->rest->notification_url;
-        int64_t old_expires_at = subs_expires_at(sub);
-        bool old_reauthorization_sent = sub->rest->is_reauthorization_sent;
-        auth_principal_t *old_owner = auth_principal_dup(sub->owner);
-        if (change->new_url != NULL) {
-            sub->rest->notification_url = change->new_url;
-            change->new_url = NULL;
-        }
-        if (change->has_expiration) {
-            subs_set_expiration(rest->subs, sub, change->expires_at);
-        }
-        auth_principal_t *owner = auth_principal_dup(req->principal);
-        subs_set_owner(rest->subs, sub, &owner);
-        if (dispatch_persist(rest->dispatch, sub, &err) != 0) {
-            if (sub->rest->notification_url != old_url) {
-                free(sub->rest->notification_url);
-                sub->rest->notification_url = old_url;
+        if (is_being_written(rest, req->id)) {
+            if (rest->parked_count == REST_MAX_PARKED) {
+                req->retry_after_s = 1;
+                return respond_error(req, HEROLD_E_UNAVAILABLE,
+                                     "too many subscription changes under way");
             }
-            subs_set_expiration(rest->subs, sub, old_expires_at);
-            sub->rest->is_reauthorization_sent = old_reauthorization_sent;
-            subs_set_owner(rest->subs, sub, &old_owner);
-            return respond_error(req, err.code, err.message);
+            req->is_parked = true;
+            rest->parked[rest->parked_count++] = req;
+            return 0;
         }
-        if (sub->rest->notification_url != old_url) {
-            free(old_url);
+        memcpy(change->id, req->id, sizeof(change->id));
+    }
+    if (rest->write_count == REST_MAX_WRITES || !store_writer_has_room(rest->writer)) {
+        req->retry_after_s = 1;
+        return respond_error(req, HEROLD_E_UNAVAILABLE, "too many subscription changes under way");
+    }
+    store_write_t *write = change_write(req, change, sub);
+    write->tag = rest->next_pending_id++;
+    rest->writes[rest->write_count++] = (struct writing){write->tag, req, change};
+    req->change = NULL;
+    req->is_writing = true;
+    store_writer_send(rest->writer, &write);
+    return 0;
+}
+
+/* A PATCH or reauthorize whose subscription went (expired, or its endpoint answered 410)
+ * while its document was being written: the write brought it back into the store. */
+static void delete_again(rest_t *rest, const char *id)
+{
+    if (store_writer_has_room(rest->writer)) {
+        store_write_t *write = store_write_new(STORE_WRITE_DELETE);
+        write->id = xstrdup(id);
+        store_writer_send(rest->writer, &write);
+    } else {
+        log_msg(LOG_LEVEL_WARN, "rest: subscription %s stays in the store until it expires", id);
+    }
+}
+
+/* Applies a change the store has: the index follows the store. Answers req unless NULL. */
+static void apply_change(rest_t *rest, rest_request_t *req, struct change *change,
+                         const store_write_t *write)
+{
+    struct herr err;
+    if (change->op == CHANGE_CREATE) {
+        sub_t *sub;
+        if (subs_restore(rest->subs, change->id, write->document, &sub, &err) != 0) {
+            /* What parse_create accepted is restored; a failure here is herold's own. */
+            log_msg(LOG_LEVEL_ERROR, "rest: subscription %s stored but not indexed: %s", change->id,
+                    err.message);
+            delete_again(rest, change->id);
+            if (req != NULL) {
+                respond_error(req, HEROLD_E_SYSTEM, "the subscription could not be created");
+            }
+            return;
         }
-        auth_principal_free(old_owner);
         if (sub->kind == SUB_WEBHOOK) {
+            /* Live from here on; the cursor stored with it, a little earlier, only repeats
+             * the events between the two after a crash. */
+            sub->rest->cursor = dispatch_dispatched_seq(rest->dispatch);
+            subs_cursor_moved(rest->subs, sub);
             dispatch_webhook_target_put(rest->dispatch, sub);
         }
-        return respond(req, 200, subscription_json(req, sub, false, NULL));
+        log_msg(LOG_LEVEL_INFO, "rest: %s created subscription %s", sub->owner->user, change->id);
+        if (req != NULL) {
+            respond(req, 201,
+                    subscription_json(req, sub, false,
+                                      sub->kind == SUB_WEBHOOK ? change->secret_text : NULL));
+        }
+        return;
     }
-
-    if (check_create_limits(req, change) != 0) {
-        return 0;
+    sub_t *sub = subs_find(rest->subs, change->id);
+    if (change->op == CHANGE_DELETE) {
+        if (sub != NULL) {
+            dispatch_forget_subscription(rest->dispatch, sub);
+        }
+        log_msg(LOG_LEVEL_INFO, "rest: %s deleted subscription %s", change->owner->user,
+                change->id);
+        if (req != NULL) {
+            respond(req, 204, NULL);
+        }
+        return;
     }
-    char secret_text[80] = "";
-    if (change->kind == SUB_WEBHOOK) {
-        webhook_secret_new(change->rest.secret, secret_text, sizeof(secret_text));
+    if (sub == NULL) {
+        delete_again(rest, change->id);
+        if (req != NULL) {
+            respond_error(req, HEROLD_E_NOT_FOUND, "no such subscription");
+        }
+        return;
     }
-    auth_principal_t *owner = auth_principal_dup(req->principal);
-    sub_t *sub;
-    int rc = subs_add_persistent(rest->subs, change->kind, change->resource,
-                                 strlen(change->resource), change->change_mask, &owner,
-                                 &change->rest, change->expires_at, &sub, &err);
-    if (rc != 0) {
-        auth_principal_free(owner);
-        return respond_error(req, rc, err.message);
+    if (change->new_url != NULL) {
+        free(sub->rest->notification_url);
+        sub->rest->notification_url = change->new_url;
+        change->new_url = NULL;
     }
-    if (dispatch_persist(rest->dispatch, sub, &err) != 0) {
-        subs_remove(rest->subs, sub);
-        return respond_error(req, err.code, err.message);
+    if (change->has_expiration) {
+        subs_set_expiration(rest->subs, sub, change->expires_at);
     }
-    if (sub->kind == SUB_WEBHOOK) {
+    if (change->op == CHANGE_REAUTHORIZE) {
+        sub->rest->is_reauthorization_sent = false;
+    }
+    subs_set_owner(rest->subs, sub, &change->owner);
+    if (sub->kind == SUB_WEBHOOK && change->op == CHANGE_PATCH) {
         dispatch_webhook_target_put(rest->dispatch, sub);
     }
-    log_msg(LOG_LEVEL_INFO, "rest: %s created subscription %s", sub->owner->user,
-            SUBS_ID_TEXT(sub));
-    return respond(
-        req, 201,
-        subscription_json(req, sub, false, sub->kind == SUB_WEBHOOK ? secret_text : NULL));
+    if (req != NULL) {
+        if (change->op == CHANGE_REAUTHORIZE) {
+            respond(req, 204, NULL);
+        } else {
+            respond(req, 200, subscription_json(req, sub, false, NULL));
+        }
+    }
+}
+
+/* A store write of a change is done: applies or refuses the change, then lets the changes
+ * that waited for it go on. */
+static void store_answered(rest_t *rest, const store_write_t *write)
+{
+    struct writing done = {0};
+    for (size_t i = 0; i < rest->write_count; i++) {
+        if (rest->writes[i].tag == write->tag) {
+            done = rest->writes[i];
+            rest->writes[i] = rest->writes[--rest->write_count];
+            break;
+        }
+    }
+    if (done.change == NULL) {
+        return;
+    }
+    rest_request_t *req = done.request;
+    if (req != NULL) {
+        req->is_writing = false;
+    }
+    if (write->rc == 0) {
+        apply_change(rest, req, done.change, write);
+    } else {
+        log_msg(LOG_LEVEL_WARN, "rest: a subscription change was not stored: %s",
+                write->err.message);
+        sub_t *sub =
+            done.change->op == CHANGE_DELETE ? subs_find(rest->subs, done.change->id) : NULL;
+        if (sub != NULL) {
+            sub->rest->is_deleting = false;
+            subs_cursor_moved(rest->subs, sub); /* the flushes skipped it meanwhile */
+        }
+        if (req != NULL) {
+            respond_error(req, write->rc, write->err.message);
+        }
+    }
+    change_free(done.change);
+
+    /* In the order they came; one may park again behind a change sent just before it. */
+    size_t count = rest->parked_count;
+    rest_request_t *parked[REST_MAX_PARKED];
+    memcpy(parked, rest->parked, count * sizeof(*parked));
+    rest->parked_count = 0;
+    for (size_t i = 0; i < count; i++) {
+        parked[i]->is_parked = false;
+        finish_change(parked[i]);
+    }
 }
 
 /* Reads and checks expirationDateTime; 0 with *expires_at, or an answered error. */
@@ -711,7 +918,7 @@ int rest_check_create_body(const rest_config_t *config, const char *text, size_t
         return herr_set(err, HEROLD_E_BAD_JSON, "the body is not a JSON object");
     }
     struct change *change = xcalloc(1, sizeof(*change));
-    change->is_create = true;
+    change->op = CHANGE_CREATE;
     int rc = parse_create(config, body, principal, now, change, err);
     change_free(change);
     json_decref(body);
@@ -722,7 +929,7 @@ static int handle_create(rest_request_t *req, json_t *body)
 {
     struct herr err;
     struct change *change = xcalloc(1, sizeof(*change));
-    change->is_create = true;
+    change->op = CHANGE_CREATE;
     req->change = change;
 
     int64_t retry_after_ms = 0;
@@ -766,6 +973,7 @@ static int handle_patch(rest_request_t *req, sub_t *sub, json_t *body)
 {
     char types[32];
     struct change *change = xcalloc(1, sizeof(*change));
+    change->op = CHANGE_PATCH;
     req->change = change;
     event_change_mask_format(sub->change_mask, types, sizeof(types));
 
@@ -956,6 +1164,7 @@ static int handle_notifications(rest_request_t *req, sub_t *sub)
 static int handle(rest_request_t *req)
 {
     rest_t *rest = req->rest;
+    req->is_handled = true;
     int rc = authenticate(req);
     if (rc != 0) {
         return respond_error(req, rc, "a valid bearer token is required");
@@ -1015,32 +1224,18 @@ static int handle(rest_request_t *req)
         if (req->method != METHOD_POST) {
             return respond_error(req, HEROLD_E_METHOD_NOT_ALLOWED, "reauthorize takes POST");
         }
-        struct herr err;
-        auth_principal_t *old_owner = auth_principal_dup(sub->owner);
-        bool old_reauthorization_sent = sub->rest->is_reauthorization_sent;
-        auth_principal_t *owner = auth_principal_dup(req->principal);
-        subs_set_owner(rest->subs, sub, &owner);
-        sub->rest->is_reauthorization_sent = false;
-        if (dispatch_persist(rest->dispatch, sub, &err) != 0) {
-            subs_set_owner(rest->subs, sub, &old_owner); /* refused: nothing changes */
-            sub->rest->is_reauthorization_sent = old_reauthorization_sent;
-            return respond_error(req, err.code, err.message);
-        }
-        auth_principal_free(old_owner);
-        return respond(req, 204, NULL);
+        req->change = xcalloc(1, sizeof(*req->change));
+        req->change->op = CHANGE_REAUTHORIZE;
+        return finish_change(req);
     }
-    struct herr err;
     switch (req->method) {
     case METHOD_GET:
         rc = respond(req, 200, subscription_json(req, sub, false, NULL));
         break;
     case METHOD_DELETE:
-        if (dispatch_delete_subscription(rest->dispatch, sub, &err) != 0) {
-            rc = respond_error(req, err.code, err.message);
-            break;
-        }
-        log_msg(LOG_LEVEL_INFO, "rest: %s deleted subscription %s", req->principal->user, req->id);
-        rc = respond(req, 204, NULL);
+        req->change = xcalloc(1, sizeof(*req->change));
+        req->change->op = CHANGE_DELETE;
+        rc = finish_change(req);
         break;
     case METHOD_PATCH:
         rc = handle_patch(req, sub, body);
@@ -1133,7 +1328,7 @@ rest_request_t *rest_request_begin(rest_t *rest, struct lws *wsi, const char *ur
 
 int rest_request_body(rest_request_t *req, const void *data, size_t len)
 {
-    if (req->is_answered || req->is_body_too_large) {
+    if (req->is_answered || req->is_body_too_large || len == 0) {
         return 0;
     }
     if (req->body_len + len > REST_MAX_BODY_BYTES) {
@@ -1151,7 +1346,7 @@ int rest_request_body(rest_request_t *req, const void *data, size_t len)
 
 int rest_request_body_complete(rest_request_t *req)
 {
-    if (req->is_answered) {
+    if (req->is_answered || req->is_handled) {
         return 0;
     }
     return handle(req);
@@ -1195,6 +1390,18 @@ void rest_request_closed(rest_request_t *req)
             break;
         }
     }
+    for (size_t i = 0; req->is_writing && i < rest->write_count; i++) {
+        if (rest->writes[i].request == req) {
+            rest->writes[i].request = NULL; /* the change is applied all the same */
+        }
+    }
+    for (size_t i = 0; req->is_parked && i < rest->parked_count; i++) {
+        if (rest->parked[i] == req) {
+            memmove(&rest->parked[i], &rest->parked[i + 1],
+                    (--rest->parked_count - i) * sizeof(*rest->parked));
+            break;
+        }
+    }
     auth_principal_free(req->principal);
     change_free(req->change);
     free(req->body);
@@ -1227,6 +1434,18 @@ static void validation_answered(rest_t *rest, const webhook_result_t *result)
 
 void rest_drain_results(rest_t *rest)
 {
+    store_write_t *writes[64];
+    size_t write_count;
+    while ((write_count = store_writer_take_done(rest->writer, writes, 64)) > 0) {
+        for (size_t i = 0; i < write_count; i++) {
+            if (writes[i]->tag != 0) {
+                store_answered(rest, writes[i]);
+            } else {
+                dispatch_store_written(rest->dispatch, writes[i]);
+            }
+            store_write_free(writes[i]);
+        }
+    }
     void *items[64];
     size_t count;
     while ((count = chan_drain(rest->results, items, 64)) > 0) {

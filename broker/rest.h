@@ -8,8 +8,9 @@
  *   GET    /v1.0/subscriptions[?$top=&$skiptoken=]  list the caller's own, oldest first
  *   GET    /v1.0/subscriptions/{id}                 one (404 unless the caller owns it)
  *   PATCH  /v1.0/subscriptions/{id}                 renew expirationDateTime, change
- * notificationUrl DELETE /v1.0/subscriptions/{id}                 204 POST
- * /v1.0/subscriptions/{id}/reauthorize     204, refreshes the owner's groups
+ *                                                   notificationUrl
+ *   DELETE /v1.0/subscriptions/{id}                 204
+ *   POST   /v1.0/subscriptions/{id}/reauthorize     204, refreshes the owner's groups
  *
  * Every request carries a bearer token, checked before anything else. Bodies are JSON
  * objects of at most REST_MAX_BODY_BYTES; unknown members are ignored, as Graph clients
@@ -18,6 +19,16 @@
  * while the handshake runs, so the service loop never waits for it, and the answer
  * resumes the request (or is dropped if the client has gone). Errors use Graph's body
  * with a request-id.
+ *
+ * A change (create, PATCH, reauthorize, DELETE) is written to the store by the store
+ * writer's thread (store_writer.h) and applied to the index only once the store has it;
+ * then the answer goes out. Matching and every WebSocket meanwhile go on: they used to
+ * wait for each change's fdatasync or COMMIT. Until then the change is invisible: a
+ * GET shows the subscription as it was, and a create is counted against the user's limit
+ * and checked for duplicates among the creations under way. A change of a subscription
+ * whose last change is still being written waits for it, so that each document written
+ * holds the one before. A change whose client went away is applied all the same: the
+ * store has it.
  *
  * Runs on the service thread; http.c calls the rest_request_* functions from its
  * callbacks.
@@ -31,6 +42,7 @@
 #include "chan.h"
 #include "dispatch.h"
 #include "ratelimit.h"
+#include "store_writer.h"
 #include "subs.h"
 #include "webhook.h"
 
@@ -56,10 +68,12 @@ typedef struct rest_config {
     int creations_per_minute; /* the rate behind creations, for messages */
 } rest_config_t;
 
-/* The API over subs, dispatch and webhook (borrowed); validation answers arrive on
- * webhook_results (borrowed), drained by rest_drain_results. */
+/* The API over subs, dispatch, webhook and writer (borrowed); validation answers arrive on
+ * webhook_results (borrowed), and they and the store writer's done writes are handled by
+ * rest_drain_results. */
 rest_t *rest_new(const rest_config_t *config, const auth_t *auth, subs_t *subs,
-                 dispatch_t *dispatch, webhook_t *webhook, chan_t *webhook_results);
+                 dispatch_t *dispatch, webhook_t *webhook, chan_t *webhook_results,
+                 store_writer_t *writer);
 
 /* Checks a creation body (POST /v1.0/subscriptions) as the API does before it looks at
  * the caller's existing subscriptions or validates URLs: for tests and fuzzing. Returns 0
@@ -91,11 +105,13 @@ enum rest_write_result {
 /* The connection is writeable: sends the response, one write per call. */
 enum rest_write_result rest_request_writeable(rest_request_t *request);
 
-/* The connection is gone: frees the request; a validation still running is ignored. */
+/* The connection is gone: frees the request; a validation still running is ignored, a
+ * change with the store writer is applied without an answer. */
 void rest_request_closed(rest_request_t *request);
 
-/* Handles webhook results: validation answers resume their requests; 410 Gone removes a
- * subscription. */
+/* Handles the store writer's done writes (a change's write applies it and answers its
+ * request; dispatch's go to dispatch_store_written) and webhook results: validation
+ * answers resume their requests; 410 Gone removes a subscription. */
 void rest_drain_results(rest_t *rest);
 
 #endif

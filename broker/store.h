@@ -37,7 +37,8 @@
  *
  * Threads. One thread appends, commits and trims events (ingest's); event reads and the
  * seq queries may run on any thread concurrently with it and see only committed events;
- * subscriptions and cursors are written by the service thread only.
+ * subscriptions and cursors are written by one thread only, the store writer's
+ * (store_writer.h; once it has stopped, the thread that stopped it).
  *
  * Why a table of functions: the two backends share no code below this line, and the
  * callers (ingest, dispatch, rest, main) should not know which one runs. store_conformance

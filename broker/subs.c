@@ -531,38 +531,42 @@ static json_t *string_or_null(const char *s)
     return s != NULL ? json_string(s) : json_null();
 }
 
-char *subs_to_json(const sub_t *sub)
+uint64_t subs_take_created_order(subs_t *subs)
 {
-    char secret[2 * sizeof(sub->rest->secret) + 1];
-    for (size_t i = 0; i < sizeof(sub->rest->secret); i++) {
-        snprintf(secret + 2 * i, 3, "%02x", sub->rest->secret[i]);
+    return subs->next_created_order++;
+}
+
+char *subs_document(sub_kind_t kind, const char *resource, unsigned change_mask,
+                    const auth_principal_t *owner, const sub_rest_t *rest)
+{
+    char secret[2 * sizeof(rest->secret) + 1];
+    for (size_t i = 0; i < sizeof(rest->secret); i++) {
+        snprintf(secret + 2 * i, 3, "%02x", rest->secret[i]);
     }
     json_t *groups = json_array();
-    for (size_t i = 0; i < sub->owner->group_count; i++) {
-        json_array_append_new(groups, json_string(sub->owner->groups[i]));
+    for (size_t i = 0; i < owner->group_count; i++) {
+        json_array_append_new(groups, json_string(owner->groups[i]));
     }
     json_t *doc = json_object();
     json_object_set_new(doc, "version", json_integer(1));
-    json_object_set_new(doc, "kind",
-                        json_string(sub->kind == SUB_WEBHOOK ? "webhook" : "websocket"));
-    json_object_set_new(doc, "resource", json_string(subs_resource(sub)));
-    json_object_set_new(doc, "changeMask", json_integer(sub->change_mask));
-    json_object_set_new(doc, "expiresAt", json_integer(sub->rest->expires_at));
-    json_object_set_new(doc, "createdOrder", json_integer((json_int_t)sub->rest->created_order));
+    json_object_set_new(doc, "kind", json_string(kind == SUB_WEBHOOK ? "webhook" : "websocket"));
+    json_object_set_new(doc, "resource", json_string(resource));
+    json_object_set_new(doc, "changeMask", json_integer(change_mask));
+    json_object_set_new(doc, "expiresAt", json_integer(rest->expires_at));
+    json_object_set_new(doc, "createdOrder", json_integer((json_int_t)rest->created_order));
     json_object_set_new(doc, "owner",
-                        json_pack("{s:s, s:o, s:o, s:I}", "user", sub->owner->user, "groups",
-                                  groups, "application", string_or_null(sub->owner->application),
-                                  "expiresAt", (json_int_t)sub->owner->expires_at));
-    json_object_set_new(doc, "resourceGiven", json_string(sub->rest->resource_given));
-    json_object_set_new(doc, "notificationUrl", json_string(sub->rest->notification_url));
-    json_object_set_new(doc, "lifecycleUrl", string_or_null(sub->rest->lifecycle_url));
-    json_object_set_new(doc, "clientState", string_or_null(sub->rest->client_state));
-    json_object_set_new(doc, "applicationId", string_or_null(sub->rest->application_id));
-    json_object_set_new(doc, "encryptionCertificate",
-                        string_or_null(sub->rest->encryption_certificate));
+                        json_pack("{s:s, s:o, s:o, s:I}", "user", owner->user, "groups", groups,
+                                  "application", string_or_null(owner->application), "expiresAt",
+                                  (json_int_t)owner->expires_at));
+    json_object_set_new(doc, "resourceGiven", json_string(rest->resource_given));
+    json_object_set_new(doc, "notificationUrl", json_string(rest->notification_url));
+    json_object_set_new(doc, "lifecycleUrl", string_or_null(rest->lifecycle_url));
+    json_object_set_new(doc, "clientState", string_or_null(rest->client_state));
+    json_object_set_new(doc, "applicationId", string_or_null(rest->application_id));
+    json_object_set_new(doc, "encryptionCertificate", string_or_null(rest->encryption_certificate));
     json_object_set_new(doc, "encryptionCertificateId",
-                        string_or_null(sub->rest->encryption_certificate_id));
-    json_object_set_new(doc, "includeResourceData", json_boolean(sub->rest->include_resource_data));
+                        string_or_null(rest->encryption_certificate_id));
+    json_object_set_new(doc, "includeResourceData", json_boolean(rest->include_resource_data));
     json_object_set_new(doc, "secret", json_string(secret));
     char *text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(doc);
@@ -571,6 +575,11 @@ char *subs_to_json(const sub_t *sub)
         abort();
     }
     return text;
+}
+
+char *subs_to_json(const sub_t *sub)
+{
+    return subs_document(sub->kind, subs_resource(sub), sub->change_mask, sub->owner, sub->rest);
 }
 
 static char *dup_string(json_t *value)

@@ -86,6 +86,7 @@ typedef struct sub_rest {
     bool is_cursor_dirty; /* moved since it was last stored (subs_cursor_moved) */
     sub_link_t moved;     /* the list of those, while is_cursor_dirty */
     bool is_replaying;    /* catching up from the store: live items are not sent */
+    bool is_deleting;     /* its delete is on the way to the store (rest.c): no cursor */
     uint64_t replay_upto; /* live items up to this seq were sent from the store */
 } sub_rest_t;
 
@@ -162,6 +163,16 @@ sub_t *subs_next_owned(const sub_t *sub);
 /* The persistent subscription as a JSON document for the store (store.h), secret
  * included. Caller frees the result. */
 char *subs_to_json(const sub_t *sub);
+
+/* The document of a persistent subscription that is not in the index (yet, or not in this
+ * form yet): a REST change is stored before it is applied. rest supplies expires_at,
+ * created_order and the strings; resource is the pattern's final form. Caller frees. */
+char *subs_document(sub_kind_t kind, const char *resource, unsigned change_mask,
+                    const auth_principal_t *owner, const sub_rest_t *rest);
+
+/* Hands out the next creation order, for a subscription stored before it is restored into
+ * the index (subs_restore keeps it). */
+uint64_t subs_take_created_order(subs_t *subs);
 
 /* Recreates a persistent subscription from a document subs_to_json wrote, keeping its id
  * and creation order. Documents may come in any order: the lists are in creation order

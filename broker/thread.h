@@ -3,9 +3,10 @@
 
 /*
  * Threads carry their role's name (`top -H`, `perf top`, gdb): ingest, ingest-commit,
- * journal-worker, webhook and zap; the service thread keeps the process's name. The thread
- * that creates one names it right after pthread_create, so every name is set before the
- * broker says it is ready (a thread naming itself may not have run yet by then).
+ * journal-worker, store-writer, webhook and zap; the service thread keeps the process's
+ * name. The thread that creates one names it right after pthread_create, so every name is
+ * set before the broker says it is ready (a thread naming itself may not have run yet by
+ * then).
  */
 
 #include <pthread.h>

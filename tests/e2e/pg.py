@@ -11,8 +11,10 @@ Everything goes through /usr/bin/psql (no Python driver is installed), one proce
 statement, which is fast enough for the few statements a test makes.
 """
 
+import contextlib
 import os
 import re
+import select
 import subprocess
 import time
 import urllib.parse
@@ -141,6 +143,35 @@ class Database:
     def query(self, sql):
         """Rows of sql run in this database (lists of strings)."""
         return psql(sql, dbname=self.name)
+
+    @contextlib.contextmanager
+    def locked(self, table):
+        """Holds an ACCESS EXCLUSIVE lock on table, in a session of its own, for the with
+        block: every statement of the broker's on the table waits until the block ends."""
+        fields = server_conninfo()
+        session = subprocess.Popen(
+            [PSQL, _conninfo_text(fields, self.name), "-X", "-q", "-A", "-t",
+             "-v", "ON_ERROR_STOP=1"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            session.stdin.write("BEGIN;\nLOCK TABLE %s IN ACCESS EXCLUSIVE MODE;\n"
+                                "\\echo locked\n" % table)
+            session.stdin.flush()
+            ready, _, _ = select.select([session.stdout], [], [], TIMEOUT)
+            assert ready and session.stdout.readline().strip() == "locked", \
+                "psql did not take the lock on %s: %s" % (table, session.stderr.read())
+            yield
+        finally:
+            if session.poll() is None:
+                session.stdin.write("COMMIT;\n")
+                session.stdin.close()
+                session.wait(timeout=TIMEOUT)
+
+    def waiting_for_locks(self):
+        """The number of sessions in this database waiting for a lock."""
+        return int(self.query("SELECT count(*) FROM pg_stat_activity "
+                              "WHERE datname = current_database() "
+                              "AND wait_event_type = 'Lock'")[0][0])
 
     def drop(self):
         """Drops the database (ending any session still in it). Safe to call twice."""
