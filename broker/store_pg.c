@@ -3,12 +3,14 @@
 /*
  * The PostgreSQL store: store.h's contract kept in the tables of schemas/sql/.
  *
- * Two connections. The writer belongs to the thread that appends, commits and trims
+ * Three connections. The writer belongs to the thread that appends, commits and trims
  * (ingest's). It holds the advisory lock that makes this broker the database's only
  * writer, which is what lets the broker assign seqs itself, and nobody else ever waits for
- * it. The state connection serves event reads from any thread and the subscription and
- * cursor writes, one call at a time under a mutex; a read holds the mutex only while it
- * fetches a page, never while fn runs, so fn may call the store again.
+ * it. The state connection serves the subscription and cursor writes (the store writer's
+ * thread), the reader connection the event reads from any thread, each one call at a time
+ * under a mutex of its own: a read on the service thread (a replay, the pull endpoint)
+ * never waits behind a subscription's COMMIT. A read holds its mutex only while it fetches
+ * a page, never while fn runs, so fn may call the store again.
  *
  * Events. An append only copies the payload into memory and hands out the next seq; the
  * commit sends the whole batch as one INSERT … SELECT FROM unnest() of binary arrays (in
@@ -134,9 +136,12 @@ static const struct statement writer_statements[] = {
                     "SELECT count(*), coalesce(sum(bytes), 0)::bigint FROM gone"},
 };
 
-static const struct statement state_statements[] = {
+static const struct statement reader_statements[] = {
     {"read", "SELECT seq, time_ms, payload FROM herold_broker.events "
              "WHERE seq >= $1::bigint AND seq <= $2::bigint ORDER BY seq LIMIT $3::bigint"},
+};
+
+static const struct statement state_statements[] = {
     {"subscription_put", "INSERT INTO herold_broker.subscriptions (id, document) "
                          "VALUES ($1::text, $2::text) "
                          "ON CONFLICT (id) DO UPDATE SET document = EXCLUDED.document"},
@@ -153,7 +158,7 @@ static const struct statement state_statements[] = {
 
 /* One connection and how to get it back. */
 struct link {
-    const char *role; /* "writer" or "state", for the log */
+    const char *role; /* "writer", "state" or "reader", for the log */
     PGconn *conn;     /* NULL while lost */
     int64_t retry_at_ms;
     int64_t backoff_ms;
@@ -202,6 +207,8 @@ struct pg_store {
 
     pthread_mutex_t state_lock;
     struct link state; /* under state_lock */
+    pthread_mutex_t reader_lock;
+    struct link reader; /* under reader_lock */
 };
 
 static struct pg_store *as_pg(store_t *store)
@@ -672,9 +679,14 @@ static int writer_setup(struct pg_store *s, bool is_open, struct herr *err)
     return 0;
 }
 
-static int state_setup(struct pg_store *s, struct herr *err)
+/* Prepares the statements of the state or the reader connection. */
+static int statements_setup(struct pg_store *s, struct link *link, struct herr *err)
 {
-    return prepare_all(&s->state, state_statements,
+    if (link == &s->reader) {
+        return prepare_all(link, reader_statements,
+                           sizeof(reader_statements) / sizeof(reader_statements[0]), err);
+    }
+    return prepare_all(link, state_statements,
                        sizeof(state_statements) / sizeof(state_statements[0]), err);
 }
 
@@ -692,7 +704,7 @@ static int link_ready(struct pg_store *s, struct link *link, struct herr *err)
     struct herr why = {0};
     int rc = link_connect(s, link, &why);
     if (rc == 0) {
-        rc = link == &s->writer ? writer_setup(s, false, &why) : state_setup(s, &why);
+        rc = link == &s->writer ? writer_setup(s, false, &why) : statements_setup(s, link, &why);
     }
     link->is_connecting = false;
     if (rc != 0) {
@@ -844,7 +856,7 @@ static int pg_event_commit(store_t *store, struct herr *err)
     return 0;
 }
 
-/* Fetches one page of committed events under the state lock. */
+/* Fetches one page of committed events on the reader connection. */
 static int read_page(struct pg_store *s, uint64_t from, uint64_t end, size_t limit, PGresult **res,
                      struct herr *err)
 {
@@ -855,21 +867,21 @@ static int read_page(struct pg_store *s, uint64_t from, uint64_t end, size_t lim
     snprintf(end_text, sizeof(end_text), "%" PRIu64, end);
     snprintf(limit_text, sizeof(limit_text), "%zu", limit);
     const char *values[] = {from_text, end_text, limit_text};
-    pthread_mutex_lock(&s->state_lock);
-    bool was_connected = s->state.conn != NULL;
-    int rc = link_ready(s, &s->state, err);
+    pthread_mutex_lock(&s->reader_lock);
+    bool was_connected = s->reader.conn != NULL;
+    int rc = link_ready(s, &s->reader, err);
     if (rc == 0) {
-        rc = run_prepared(&s->state, "read", 3, values, NULL, NULL, 1, PGRES_TUPLES_OK, res, err);
+        rc = run_prepared(&s->reader, "read", 3, values, NULL, NULL, 1, PGRES_TUPLES_OK, res, err);
     }
-    if (rc != 0 && was_connected && s->state.conn == NULL && link_ready(s, &s->state, err) == 0) {
+    if (rc != 0 && was_connected && s->reader.conn == NULL && link_ready(s, &s->reader, err) == 0) {
         /* Found dead on first use (the server restarted while it idled): a read is safe to
          * repeat on the fresh connection. */
-        rc = run_prepared(&s->state, "read", 3, values, NULL, NULL, 1, PGRES_TUPLES_OK, res, err);
+        rc = run_prepared(&s->reader, "read", 3, values, NULL, NULL, 1, PGRES_TUPLES_OK, res, err);
     }
     if (rc == 0) {
-        link_succeeded(&s->state);
+        link_succeeded(&s->reader);
     }
-    pthread_mutex_unlock(&s->state_lock);
+    pthread_mutex_unlock(&s->reader_lock);
     return rc;
 }
 
@@ -1197,7 +1209,9 @@ static void pg_close(store_t *store)
     }
     PQfinish(s->writer.conn);
     PQfinish(s->state.conn);
+    PQfinish(s->reader.conn);
     pthread_mutex_destroy(&s->state_lock);
+    pthread_mutex_destroy(&s->reader_lock);
     for (size_t i = 0; s->keywords[i] != NULL; i++) {
         if (strcmp(s->keywords[i], "dbname") == 0) {
             free((char *)s->values[i]); /* the only copy: the rest are literals */
@@ -1282,9 +1296,11 @@ store_t *store_pg_open(const store_config_t *config, const store_loader_t *loade
         config->retention_bytes != 0 ? config->retention_bytes : JOURNAL_DEFAULT_RETENTION_BYTES;
     link_init(&s->writer, "writer");
     link_init(&s->state, "state");
+    link_init(&s->reader, "reader");
     atomic_init(&s->first_seq, 0);
     atomic_init(&s->last_seq, 0);
     pthread_mutex_init(&s->state_lock, NULL);
+    pthread_mutex_init(&s->reader_lock, NULL);
 
     int rc = connection_params(s, config->conninfo, err);
     if (rc == 0) {
@@ -1297,16 +1313,24 @@ store_t *store_pg_open(const store_config_t *config, const store_loader_t *loade
         rc = link_connect(s, &s->state, err);
     }
     if (rc == 0) {
-        rc = state_setup(s, err);
+        rc = statements_setup(s, &s->state, err);
+    }
+    if (rc == 0) {
+        rc = link_connect(s, &s->reader, err);
+    }
+    if (rc == 0) {
+        rc = statements_setup(s, &s->reader, err);
     }
     if (rc == 0 && loader != NULL) {
         rc = load(s, loader, err);
     }
     s->writer.is_connecting = false;
     s->state.is_connecting = false;
+    s->reader.is_connecting = false;
     if (rc != 0) {
         if (s->keywords == NULL) {
             pthread_mutex_destroy(&s->state_lock);
+            pthread_mutex_destroy(&s->reader_lock);
             free(s);
             return NULL;
         }

@@ -144,3 +144,22 @@ def test_a_change_whose_client_went_away_is_applied_all_the_same(durable_broker,
     assert b.stop() == 0
     b.restart()
     assert [s["resource"] for s in b.list_all()[0]["value"]] == ["/held/gone"]
+
+
+def test_a_read_of_retained_notifications_does_not_wait_for_a_held_write(
+        durable_broker, store):
+    """Event reads have a connection of their own: the pull endpoint, and replays, read on
+    the service thread."""
+    b = durable_broker
+    sub = b.create(sub_body("websocket:", resource="/held/n")).json()
+    b.publish_ok(resource="/held/n/doc", actor="kept")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        with store.database.locked(SUBSCRIPTIONS_TABLE):
+            creating = pool.submit(b.create, sub_body("websocket:", resource="/held/other"))
+            wait_for_held_writes(store, 1)
+            page = b.rest("GET", SUBSCRIPTIONS + "/" + sub["id"] + "/notifications",
+                          timeout=TIMEOUT)
+            assert page.status == 200, page
+            assert [it["actor"] for it in page.json()["value"]] == ["kept"], page
+            assert not creating.done()
+        assert creating.result(REST_TIMEOUT).status == 201

@@ -913,12 +913,13 @@ START_TEST(test_store_conformance_pg_second_open_is_refused)
     ck_assert_ptr_null(second);
     ck_assert_int_eq(err.code, HEROLD_E_UNAVAILABLE);
     ck_assert_ptr_nonnull(strstr(err.message, "another herold uses this database"));
-    /* Both connections name herold, unless the conninfo names something else. */
+    /* The three connections (writer, state, reader) name herold, unless the conninfo
+     * names something else. */
     PGconn *conn = pg_connect();
     PGresult *res = PQexec(conn, "SELECT count(*) FROM pg_stat_activity "
                                  "WHERE application_name = 'herold'");
     ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
-    ck_assert_str_eq(PQgetvalue(res, 0, 0), "2");
+    ck_assert_str_eq(PQgetvalue(res, 0, 0), "3");
     PQclear(res);
     PQfinish(conn);
     store_close(first);
