@@ -378,7 +378,7 @@ static bool chunk_record(const journal_record_t *record, void *opaque)
             chunk->count++;
         }
         notif_release_local(notif);
-        event_free(event);
+        event_recycle(chunk->decoder, event);
     }
     chunk->scanned = record->seq;
     return true;

@@ -510,7 +510,14 @@ static int take_readers(event_t *event, const msgpack_object *o, struct herr *er
             return rc;
         }
     }
-    event->readers = count > 0 ? xcalloc(count, sizeof(*event->readers)) : NULL;
+    /* In a pooled block, after the message when they fit (aligned for hstr_t). */
+    size_t offset =
+        (sizeof(event_t) + event->raw_len + _Alignof(hstr_t) - 1) & ~(_Alignof(hstr_t) - 1);
+    event->is_readers_inline =
+        count > 0 && event->is_pooled && offset + count * sizeof(hstr_t) <= EVENT_POOL_BLOCK_BYTES;
+    event->readers = event->is_readers_inline ? (hstr_t *)((char *)event + offset)
+                     : count > 0              ? xcalloc(count, sizeof(*event->readers))
+                                              : NULL;
     for (size_t i = 0; i < count; i++) {
         event->readers[i] = str_view(event, &o->via.array.ptr[i]);
     }
@@ -710,11 +717,16 @@ static int unpack_at(msgpack_zone *zone, msgpack_object *result, const event_t *
 
 struct event_decoder {
     msgpack_zone zone;
+    void *blocks[EVENT_POOL_MAX_BLOCKS]; /* taken back: a ring, oldest at block_head */
+    size_t block_head;
+    size_t block_count;
 };
 
 event_decoder_t *event_decoder_new(void)
 {
     event_decoder_t *decoder = xmalloc(sizeof(*decoder));
+    decoder->block_head = 0;
+    decoder->block_count = 0;
     if (!msgpack_zone_init(&decoder->zone, EVENT_UNPACK_ZONE_BYTES)) {
         fprintf(stderr, "herold: out of memory making an event decoder\n");
         abort();
@@ -726,6 +738,9 @@ void event_decoder_free(event_decoder_t *decoder)
 {
     if (decoder != NULL) {
         msgpack_zone_destroy(&decoder->zone);
+        for (size_t i = 0; i < decoder->block_count; i++) {
+            free(decoder->blocks[(decoder->block_head + i) % EVENT_POOL_MAX_BLOCKS]);
+        }
         free(decoder);
     }
 }
@@ -805,14 +820,20 @@ static int decode_fields(event_t *event, msgpack_zone *zone, struct herr *err)
 
 int event_decode(const void *message, size_t len, event_t **out, struct herr *err)
 {
-    event_decoder_t decoder;
-    if (!msgpack_zone_init(&decoder.zone, EVENT_UNPACK_ZONE_BYTES)) {
-        *out = NULL;
-        return herr_set(err, HEROLD_E_MALFORMED, "message: out of memory unpacking it");
-    }
-    int rc = event_decode_with(&decoder, message, len, out, err);
-    msgpack_zone_destroy(&decoder.zone);
+    event_decoder_t *decoder = event_decoder_new();
+    int rc = event_decode_with(decoder, message, len, out, err);
+    event_decoder_free(decoder);
     return rc;
+}
+
+/* The oldest block taken back: blocks go out in the order they came back, which keeps
+ * consecutive events in the order malloc first laid them out. */
+static void *take_block(event_decoder_t *decoder)
+{
+    void *block = decoder->blocks[decoder->block_head];
+    decoder->block_head = (decoder->block_head + 1) % EVENT_POOL_MAX_BLOCKS;
+    decoder->block_count--;
+    return block;
 }
 
 int event_decode_with(event_decoder_t *decoder, const void *message, size_t len, event_t **out,
@@ -827,15 +848,20 @@ int event_decode_with(event_decoder_t *decoder, const void *message, size_t len,
     if (len == 0) {
         return herr_set(err, HEROLD_E_MALFORMED, "message: empty; an event is one msgpack map");
     }
-    /* One block: the event, then its copy of the message. */
-    event_t *event = xmalloc(sizeof(*event) + len);
+    /* One block: the event, then its copy of the message (then, in a pooled block, its
+     * readers when they fit). */
+    bool is_pooled = sizeof(event_t) + len <= EVENT_POOL_BLOCK_BYTES;
+    event_t *event = !is_pooled                 ? xmalloc(sizeof(*event) + len)
+                     : decoder->block_count > 0 ? take_block(decoder)
+                                                : xmalloc(EVENT_POOL_BLOCK_BYTES);
     memset(event, 0, sizeof(*event));
+    event->is_pooled = is_pooled;
     event->raw = (char *)(event + 1);
     memcpy(event->raw, message, len);
     event->raw_len = len;
     int rc = decode_fields(event, &decoder->zone, err);
     if (rc != 0) {
-        event_free(event);
+        event_recycle(decoder, event);
         return rc;
     }
     *out = event;
@@ -847,8 +873,22 @@ void event_free(event_t *event)
     if (event == NULL) {
         return;
     }
-    free(event->readers);
+    if (!event->is_readers_inline) {
+        free(event->readers);
+    }
     free(event);
+}
+
+void event_recycle(event_decoder_t *decoder, event_t *event)
+{
+    if (event == NULL || !event->is_pooled || decoder->block_count == EVENT_POOL_MAX_BLOCKS) {
+        event_free(event);
+        return;
+    }
+    if (!event->is_readers_inline) {
+        free(event->readers);
+    }
+    decoder->blocks[(decoder->block_head + decoder->block_count++) % EVENT_POOL_MAX_BLOCKS] = event;
 }
 
 /* Walks the entries of a message's top-level map for the peek functions without reading

@@ -170,7 +170,7 @@ static bool compare_record(const journal_record_t *record, void *opaque)
     if (event_decode_with(ctx->ingest->decoder, record->payload, record->len, &earlier, NULL) ==
         0) {
         ctx->is_same = same_origin(earlier, ctx->event);
-        event_free(earlier);
+        event_recycle(ctx->ingest->decoder, earlier);
     }
     return false; /* one record is all we need */
 }
@@ -415,7 +415,7 @@ static void append_one(ingest_t *ingest, struct pending *p)
                                 &event->seq, &err);
     if (rc == HEROLD_E_UNAVAILABLE || rc == HEROLD_E_TOO_LARGE) {
         pack_error(p, event->raw, event->raw_len, &err);
-        event_free(event);
+        event_recycle(ingest->decoder, event);
         p->event = NULL;
         return;
     }
@@ -457,7 +457,7 @@ static void refuse_uncommitted(ingest_t *ingest, struct batch *batch, const stru
         if (p->event != NULL && p->seq > last) {
             reply_destroy(&p->reply);
             pack_error_id(p, p->event->id, err);
-            event_free(p->event);
+            event_recycle(ingest->decoder, p->event);
             p->event = NULL;
             p->seq = 0;
         }
@@ -482,7 +482,7 @@ static void answer_batch(ingest_t *ingest, struct batch *batch)
         if (p->event != NULL && !p->is_duplicate) {
             accepted[accepted_count++] = p->event;
         } else {
-            event_free(p->event);
+            event_recycle(ingest->decoder, p->event);
         }
         p->event = NULL;
     }
@@ -490,7 +490,7 @@ static void answer_batch(ingest_t *ingest, struct batch *batch)
     if (accepted_count > 0) {
         for (size_t i = chan_push_many(ingest->out, accepted, accepted_count); i < accepted_count;
              i++) {
-            event_free(accepted[i]);
+            event_recycle(ingest->decoder, accepted[i]);
         }
     }
     batch->count = 0;
@@ -628,7 +628,8 @@ static bool receive_one(ingest_t *ingest)
     return true;
 }
 
-/* Frees the events dispatch is done with: they were allocated here (chan.h). */
+/* Takes back the events dispatch is done with: they were allocated here (chan.h), and
+ * their blocks serve the next ones (event_recycle). */
 static void free_given_back(ingest_t *ingest)
 {
     void *done[INGEST_FREE_BATCH];
@@ -636,7 +637,7 @@ static void free_given_back(ingest_t *ingest)
     do {
         count = chan_take_back(ingest->out, done, INGEST_FREE_BATCH);
         for (size_t i = 0; i < count; i++) {
-            event_free(done[i]);
+            event_recycle(ingest->decoder, done[i]);
         }
     } while (count == INGEST_FREE_BATCH);
 }

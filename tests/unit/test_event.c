@@ -380,6 +380,67 @@ START_TEST(test_event_decoder_reuse_matches_fresh_decoding)
 }
 END_TEST
 
+START_TEST(test_event_decoder_hands_out_blocks_in_the_order_taken_back)
+{
+    static char names[200][16];
+    static const char *readers[200];
+    for (size_t i = 0; i < 200; i++) {
+        snprintf(names[i], sizeof(names[i]), "user:u%zu", i);
+        readers[i] = names[i];
+    }
+    static const char *const bert[] = {"user:bert"};
+    msgpack_sbuffer plain;
+    pack_event(&plain, NULL, 0);
+    msgpack_sbuffer other;
+    pack_event(&other, CHANGES({"id", S("evt-2")}, {"readers", STRS(bert, 1)}));
+    msgpack_sbuffer crowded; /* fits a block, its readers do not */
+    pack_event(&crowded, CHANGES({"readers", STRS(readers, 40)}));
+    ck_assert_uint_le(sizeof(event_t) + crowded.size, EVENT_POOL_BLOCK_BYTES);
+    ck_assert_uint_gt(sizeof(event_t) + crowded.size + 40 * sizeof(hstr_t), EVENT_POOL_BLOCK_BYTES);
+    msgpack_sbuffer large; /* larger than a block */
+    pack_event(&large, CHANGES({"readers", STRS(readers, 200)}));
+    ck_assert_uint_gt(sizeof(event_t) + large.size, EVENT_POOL_BLOCK_BYTES);
+
+    event_decoder_t *decoder = event_decoder_new();
+    event_t *first;
+    event_t *second;
+    event_t *event;
+    ck_assert_int_eq(event_decode_with(decoder, plain.data, plain.size, &first, NULL), 0);
+    ck_assert_int_eq(event_decode_with(decoder, plain.data, plain.size, &second, NULL), 0);
+    ck_assert(first->is_pooled && first->is_readers_inline);
+    assert_view(first, first->readers[1], "group:bau");
+    event_recycle(decoder, first);
+    event_recycle(decoder, second);
+
+    /* The first block taken back comes out first, holding nothing of its last event. */
+    ck_assert_int_eq(event_decode_with(decoder, other.data, other.size, &event, NULL), 0);
+    ck_assert_ptr_eq(event, first);
+    assert_view(event, event->id, "evt-2");
+    ck_assert_uint_eq(event->reader_count, 1);
+    assert_view(event, event->readers[0], "user:bert");
+    event_t *crowded_event;
+    ck_assert_int_eq(event_decode_with(decoder, crowded.data, crowded.size, &crowded_event, NULL),
+                     0);
+    ck_assert_ptr_eq(crowded_event, second);
+    ck_assert(crowded_event->is_pooled && !crowded_event->is_readers_inline);
+    assert_view(crowded_event, crowded_event->readers[39], "user:u39");
+    event_t *large_event;
+    ck_assert_int_eq(event_decode_with(decoder, large.data, large.size, &large_event, NULL), 0);
+    ck_assert(!large_event->is_pooled);
+
+    /* Each goes back or is freed as it must (AddressSanitizer checks the frees). */
+    event_recycle(decoder, large_event);
+    event_recycle(decoder, crowded_event);
+    event_free(event);
+    event_recycle(decoder, NULL);
+    event_decoder_free(decoder);
+    msgpack_sbuffer_destroy(&plain);
+    msgpack_sbuffer_destroy(&other);
+    msgpack_sbuffer_destroy(&crowded);
+    msgpack_sbuffer_destroy(&large);
+}
+END_TEST
+
 START_TEST(test_event_decodes_minimal_event)
 {
     event_t *event = DECODE_OK({"id", S("e")}, {"source", S("s")}, {"resource", S("/a")},
@@ -1397,6 +1458,7 @@ static Suite *event_suite(void)
     tcase_add_test(tc, test_event_decodes_full_event);
     tcase_add_test(tc, test_event_decodes_minimal_event);
     tcase_add_test(tc, test_event_decoder_reuse_matches_fresh_decoding);
+    tcase_add_test(tc, test_event_decoder_hands_out_blocks_in_the_order_taken_back);
     tcase_add_test(tc, test_event_accepts_any_key_order_and_encoding);
     tcase_add_test(tc, test_event_message_size_limit);
     tcase_add_test(tc, test_event_refuses_every_truncation);
