@@ -826,8 +826,7 @@ int event_decode(const void *message, size_t len, event_t **out, struct herr *er
     return rc;
 }
 
-/* The oldest block taken back: blocks go out in the order they came back, which keeps
- * consecutive events in the order malloc first laid them out. */
+/* The oldest block taken back (event.h says why not the newest). */
 static void *take_block(event_decoder_t *decoder)
 {
     void *block = decoder->blocks[decoder->block_head];

@@ -98,8 +98,10 @@ int event_decode(const void *message, size_t len, event_t **out, struct herr *er
  * block of that size, which the decoder's thread hands out again once the event comes back
  * (up to EVENT_POOL_MAX_BLOCKS kept). In W1, malloc and free of those blocks were 15 % of
  * the ingest thread's samples, a third of it the arena growing again (sysmalloc and its
- * page faults) after batches of frees had shrunk it; a block taken back is reused while
- * still in the cache. */
+ * page faults) after batches of frees had shrunk it. Blocks go out in the order they came
+ * back, which keeps consecutive events at addresses in the order malloc first laid them
+ * out: handed out last-in-first-out, they cost the service thread more than they saved
+ * ingest (bench/RESULTS.md). */
 #define EVENT_POOL_BLOCK_BYTES 2048
 #define EVENT_POOL_MAX_BLOCKS 4096
 typedef struct event_decoder event_decoder_t;
