@@ -468,11 +468,12 @@ static int continue_change(rest_request_t *req)
     return 0;
 }
 
-static bool is_identical(const struct change *change, const char *resource, unsigned mask,
+/* Whether a creation asks for a subscription with these fields (Graph's 409 rule). */
+static bool is_identical(const struct change *create, const char *resource, unsigned mask,
                          const char *url)
 {
-    return change->op == CHANGE_CREATE && strcmp(change->resource, resource) == 0 &&
-           change->change_mask == mask && strcmp(change->rest.notification_url, url) == 0;
+    return strcmp(create->resource, resource) == 0 && create->change_mask == mask &&
+           strcmp(create->rest.notification_url, url) == 0;
 }
 
 /* Checks the limits that can change while a validation runs, counting the creations whose
@@ -487,8 +488,8 @@ static int check_create_limits(rest_request_t *req, struct change *change)
         const struct change *other = rest->writes[i].change;
         if (other->op == CHANGE_CREATE && strcmp(other->owner->user, user) == 0) {
             count++;
-            is_duplicate |= is_identical(other, change->resource, change->change_mask,
-                                         change->rest.notification_url);
+            is_duplicate |= is_identical(change, other->resource, other->change_mask,
+                                         other->rest.notification_url);
         }
     }
     if (count >= (size_t)rest->config.max_subscriptions_per_user) {
@@ -500,9 +501,8 @@ static int check_create_limits(rest_request_t *req, struct change *change)
     }
     for (const sub_t *s = subs_first_owned(rest->subs, user); s != NULL && !is_duplicate;
          s = subs_next_owned(s)) {
-        is_duplicate = strcmp(subs_resource(s), change->resource) == 0 &&
-                       s->change_mask == change->change_mask &&
-                       strcmp(s->rest->notification_url, change->rest.notification_url) == 0;
+        is_duplicate =
+            is_identical(change, subs_resource(s), s->change_mask, s->rest->notification_url);
     }
     if (is_duplicate) {
         respond_error(req, HEROLD_E_CONFLICT,

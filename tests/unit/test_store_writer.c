@@ -151,14 +151,30 @@ START_TEST(test_store_writer_does_the_writes_in_order_and_a_restart_reads_them)
 }
 END_TEST
 
-START_TEST(test_store_writer_hands_back_a_refusal_with_the_write)
+/* A writer on a store in memory, and its end. */
+static store_writer_t *writer_on_memory(store_t **store)
 {
     store_config_t config = {0};
     struct herr err;
-    store_t *store = store_mem_open(&config, NULL, &err);
-    ck_assert_ptr_nonnull(store);
+    *store = store_mem_open(&config, NULL, &err);
+    ck_assert_ptr_nonnull(*store);
     sem_init(&woken, 0, 0);
-    store_writer_t *writer = store_writer_new(store, count_wake, NULL, &err);
+    store_writer_t *writer = store_writer_new(*store, count_wake, NULL, &err);
+    ck_assert_ptr_nonnull(writer);
+    return writer;
+}
+
+static void writer_end(store_writer_t *writer, store_t *store)
+{
+    store_writer_free(writer);
+    store_close(store);
+    sem_destroy(&woken);
+}
+
+START_TEST(test_store_writer_hands_back_a_refusal_with_the_write)
+{
+    store_t *store;
+    store_writer_t *writer = writer_on_memory(&store);
     size_t len = STORE_MAX_DOCUMENT_BYTES + 1;
     char *large = malloc(len + 1);
     memset(large, 'x', len);
@@ -171,19 +187,14 @@ START_TEST(test_store_writer_hands_back_a_refusal_with_the_write)
     ck_assert_int_eq(done->rc, HEROLD_E_TOO_LARGE);
     ck_assert_ptr_nonnull(strstr(done->err.message, "too large"));
     store_write_free(done);
-    store_writer_free(writer);
-    store_close(store);
-    sem_destroy(&woken);
+    writer_end(writer, store);
 }
 END_TEST
 
 START_TEST(test_store_writer_has_room_for_its_capacity_outstanding)
 {
-    store_config_t config = {0};
-    struct herr err;
-    store_t *store = store_mem_open(&config, NULL, &err);
-    sem_init(&woken, 0, 0);
-    store_writer_t *writer = store_writer_new(store, count_wake, NULL, &err);
+    store_t *store;
+    store_writer_t *writer = writer_on_memory(&store);
     for (size_t i = 0; i < STORE_WRITER_CAPACITY; i++) {
         ck_assert(store_writer_has_room(writer));
         store_write_t *write = delete_of("never", i + 1);
@@ -201,19 +212,14 @@ START_TEST(test_store_writer_has_room_for_its_capacity_outstanding)
         store_write_free(done[i]);
     }
     free(done);
-    store_writer_free(writer);
-    store_close(store);
-    sem_destroy(&woken);
+    writer_end(writer, store);
 }
 END_TEST
 
 START_TEST(test_store_writer_after_stop_writes_on_the_callers_thread)
 {
-    store_config_t config = {0};
-    struct herr err;
-    store_t *store = store_mem_open(&config, NULL, &err);
-    sem_init(&woken, 0, 0);
-    store_writer_t *writer = store_writer_new(store, count_wake, NULL, &err);
+    store_t *store;
+    store_writer_t *writer = writer_on_memory(&store);
     store_write_t *write = put("a", "{}", 1);
     store_writer_send(writer, &write);
     store_writer_stop(writer); /* does what was sent first */
@@ -228,9 +234,7 @@ START_TEST(test_store_writer_after_stop_writes_on_the_callers_thread)
     ck_assert_int_eq(done[1]->rc, 0);
     store_write_free(done[0]);
     store_write_free(done[1]);
-    store_writer_free(writer);
-    store_close(store);
-    sem_destroy(&woken);
+    writer_end(writer, store);
 }
 END_TEST
 
