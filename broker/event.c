@@ -717,7 +717,8 @@ static int unpack_at(msgpack_zone *zone, msgpack_object *result, const event_t *
 
 struct event_decoder {
     msgpack_zone zone;
-    void *blocks[EVENT_POOL_MAX_BLOCKS]; /* taken back: a ring, oldest at block_head */
+    void **blocks; /* taken back: a ring of EVENT_POOL_MAX_BLOCKS, oldest at block_head;
+                    * made at the first, so that a one-off decoder (event_decode) costs none */
     size_t block_head;
     size_t block_count;
 };
@@ -725,6 +726,7 @@ struct event_decoder {
 event_decoder_t *event_decoder_new(void)
 {
     event_decoder_t *decoder = xmalloc(sizeof(*decoder));
+    decoder->blocks = NULL;
     decoder->block_head = 0;
     decoder->block_count = 0;
     if (!msgpack_zone_init(&decoder->zone, EVENT_UNPACK_ZONE_BYTES)) {
@@ -741,6 +743,7 @@ void event_decoder_free(event_decoder_t *decoder)
         for (size_t i = 0; i < decoder->block_count; i++) {
             free(decoder->blocks[(decoder->block_head + i) % EVENT_POOL_MAX_BLOCKS]);
         }
+        free(decoder->blocks);
         free(decoder);
     }
 }
@@ -886,6 +889,9 @@ void event_recycle(event_decoder_t *decoder, event_t *event)
     }
     if (!event->is_readers_inline) {
         free(event->readers);
+    }
+    if (decoder->blocks == NULL) {
+        decoder->blocks = xmalloc(EVENT_POOL_MAX_BLOCKS * sizeof(*decoder->blocks));
     }
     decoder->blocks[(decoder->block_head + decoder->block_count++) % EVENT_POOL_MAX_BLOCKS] = event;
 }
