@@ -697,8 +697,30 @@ static void apply_change(rest_t *rest, rest_request_t *req, struct change *chang
     }
 }
 
+/* The changes that waited for a write of subscription id go on, in the order they came:
+ * the first sends its own write, and the others wait for that one. */
+static void resume_parked(rest_t *rest, const char *id)
+{
+    rest_request_t *resumed[REST_MAX_PARKED];
+    size_t count = 0;
+    size_t kept = 0;
+    for (size_t i = 0; i < rest->parked_count; i++) {
+        rest_request_t *req = rest->parked[i];
+        if (strcmp(req->id, id) == 0) {
+            resumed[count++] = req;
+        } else {
+            rest->parked[kept++] = req;
+        }
+    }
+    rest->parked_count = kept;
+    for (size_t i = 0; i < count; i++) {
+        resumed[i]->is_parked = false;
+        finish_change(resumed[i]);
+    }
+}
+
 /* A store write of a change is done: applies or refuses the change, then lets the changes
- * that waited for it go on. */
+ * of the same subscription that waited for it go on. */
 static void store_answered(rest_t *rest, const store_write_t *write)
 {
     struct writing done = {0};
@@ -731,20 +753,12 @@ static void store_answered(rest_t *rest, const store_write_t *write)
             respond_error(req, write->rc, write->err.message);
         }
     }
-    change_free(done.change);
-
-    /* In the order they came; one may park again behind a change sent just before it. */
-    size_t count = rest->parked_count;
-    rest_request_t *parked[REST_MAX_PARKED];
-    memcpy(parked, rest->parked, count * sizeof(*parked));
-    rest->parked_count = 0;
-    for (size_t i = 0; i < count; i++) {
-        parked[i]->is_parked = false;
-        finish_change(parked[i]);
+    if (done.change->op != CHANGE_CREATE) {
+        resume_parked(rest, done.change->id);
     }
+    change_free(done.change);
 }
 
-/* Reads and checks expirationDateTime; 0 with *expires_at, or an answered error. */
 /* expirationDateTime against the configured bounds at now. */
 static int parse_expiration(const rest_config_t *config, json_t *value, int64_t now,
                             int64_t *expires_at, struct herr *err)
@@ -770,6 +784,7 @@ static int parse_expiration(const rest_config_t *config, json_t *value, int64_t 
     return 0;
 }
 
+/* Reads and checks expirationDateTime; 0 with *expires_at, or an answered error. */
 static int read_expiration(rest_request_t *req, json_t *value, int64_t *expires_at)
 {
     struct herr err;

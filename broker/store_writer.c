@@ -97,6 +97,16 @@ static void perform(store_t *store, store_write_t *write)
     }
 }
 
+/* Does the write and puts it among the done ones, on the writer's thread or, after stop,
+ * the sender's. The done channel has room for every write outstanding: it never waits. */
+static void write_and_hand_back(store_writer_t *writer, store_write_t *write)
+{
+    perform(writer->store, write);
+    bool is_pushed = chan_push(writer->done, write);
+    assert(is_pushed);
+    (void)is_pushed;
+}
+
 static void wake_writer(void *ctx)
 {
     store_writer_t *writer = ctx;
@@ -113,10 +123,7 @@ static void *writer_main(void *arg)
         void *items[DRAIN_BATCH];
         size_t count = chan_drain(writer->commands, items, DRAIN_BATCH);
         for (size_t i = 0; i < count; i++) {
-            perform(writer->store, items[i]);
-            bool is_pushed = chan_push(writer->done, items[i]);
-            assert(is_pushed); /* room for every outstanding write: never waits */
-            (void)is_pushed;
+            write_and_hand_back(writer, items[i]);
         }
         if (count > 0) {
             continue;
@@ -173,10 +180,7 @@ void store_writer_send(store_writer_t *writer, store_write_t **write)
         (void)is_pushed;
         return;
     }
-    perform(writer->store, item);
-    bool is_pushed = chan_push(writer->done, item);
-    assert(is_pushed);
-    (void)is_pushed;
+    write_and_hand_back(writer, item);
 }
 
 size_t store_writer_take_done(store_writer_t *writer, store_write_t **out, size_t max)
