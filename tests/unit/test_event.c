@@ -6,6 +6,7 @@
  * tests/unit/fixtures/event, since tests run from the repository root. */
 
 #include <check.h>
+#include <inttypes.h>
 #include <math.h>
 #include <msgpack.h>
 #include <stdint.h>
@@ -500,6 +501,77 @@ START_TEST(test_event_accepts_any_key_order_and_encoding)
     event_free(event);
     free(wide);
     msgpack_sbuffer_destroy(&sb);
+}
+END_TEST
+
+/* Every encoding of what decoding reads without msgpack-c (str, unsigned int, an array of
+ * str) reads as the same value, and the encodings next to them (signed ints, an array
+ * holding something else) still read as msgpack-c reads them. */
+START_TEST(test_event_reads_every_encoding_of_str_uint_and_reader_arrays)
+{
+    static const struct {
+        struct value time;
+        int64_t expected;
+    } times[] = {
+        {RAW("\x05"), 5},                                             /* positive fixint */
+        {RAW("\x7f"), 127},                                           /* the largest */
+        {RAW("\xcc\xc8"), 200},                                       /* uint8 */
+        {RAW("\xcd\x12\x34"), 0x1234},                                /* uint16 */
+        {RAW("\xce\x12\x34\x56\x78"), 0x12345678},                    /* uint32 */
+        {RAW("\xcf\x00\x00\x01\xa2\x5e\x7c\x2e\x7b"), 1796881526395}, /* uint64 */
+        {RAW("\xd1\x01\x00"), 256},                                   /* int16, by msgpack-c */
+    };
+    for (size_t i = 0; i < sizeof(times) / sizeof(times[0]); i++) {
+        event_t *event = DECODE_OK({"time", times[i].time});
+        ck_assert_msg(event->time_ms == times[i].expected, "time %zu: %" PRId64, i, event->time_ms);
+        event_free(event);
+    }
+
+    /* The resource as fixstr, str8, str16 and str32. */
+    static const struct value resources[] = {
+        RAW("\xa4/a/b"),
+        RAW("\xd9\x04/a/b"),
+        RAW("\xda\x00\x04/a/b"),
+        RAW("\xdb\x00\x00\x00\x04/a/b"),
+    };
+    for (size_t i = 0; i < sizeof(resources) / sizeof(resources[0]); i++) {
+        event_t *event = DECODE_OK({"resource", resources[i]});
+        assert_view(event, event->resource, "/a/b");
+        event_free(event);
+    }
+
+    /* Readers as fixarray, array16 and array32, their entries in mixed str encodings. */
+    static const struct value readers[] = {
+        RAW("\x92\xa6user:a\xd9\x07group:g"),
+        RAW("\xdc\x00\x02\xda\x00\x06user:a\xa7group:g"),
+        RAW("\xdd\x00\x00\x00\x02\xdb\x00\x00\x00\x06user:a\xd9\x07group:g"),
+    };
+    for (size_t i = 0; i < sizeof(readers) / sizeof(readers[0]); i++) {
+        event_t *event = DECODE_OK({"readers", readers[i]});
+        ck_assert_uint_eq(event->reader_count, 2);
+        assert_view(event, event->readers[0], "user:a");
+        assert_view(event, event->readers[1], "group:g");
+        event_free(event);
+    }
+    event_t *event = DECODE_OK({"readers", RAW("\xdc\x00\x00")});
+    ck_assert_uint_eq(event->reader_count, 0);
+    event_free(event);
+
+    /* An empty str, a key in str8, and an array that holds a non-str after a str. */
+    EXPECT_REFUSED(HEROLD_E_FIELD_TYPE, "id: must not be empty", {"id", RAW("\xd9\x00")});
+    const char keyed[] = "\x81\xd9\x02id\xa1x";
+    EXPECT_REFUSED_BYTES(keyed, HEROLD_E_MISSING_FIELD, "source: required field is missing");
+    EXPECT_REFUSED(HEROLD_E_FIELD_TYPE, "readers[1]: must be a str, got nil",
+                   {"readers", RAW("\x92\xa6user:a\xc0")});
+    EXPECT_REFUSED(HEROLD_E_FIELD_TYPE, "readers[0]: must be a str, got int",
+                   {"readers", RAW("\x91\xd0\x05")});
+    EXPECT_REFUSED(HEROLD_E_FIELD_TYPE,
+                   "time: must be an int (milliseconds since the epoch), "
+                   "got str",
+                   {"time", RAW("\xd9\x01"
+                                "5")});
+    EXPECT_REFUSED(HEROLD_E_FIELD_TYPE, "source: must be a str, got array",
+                   {"source", RAW("\x91\xa1x")});
 }
 END_TEST
 
@@ -1460,6 +1532,7 @@ static Suite *event_suite(void)
     tcase_add_test(tc, test_event_decoder_reuse_matches_fresh_decoding);
     tcase_add_test(tc, test_event_decoder_hands_out_blocks_in_the_order_taken_back);
     tcase_add_test(tc, test_event_accepts_any_key_order_and_encoding);
+    tcase_add_test(tc, test_event_reads_every_encoding_of_str_uint_and_reader_arrays);
     tcase_add_test(tc, test_event_message_size_limit);
     tcase_add_test(tc, test_event_refuses_every_truncation);
     tcase_add_test(tc, test_event_refuses_malformed_structure);
