@@ -19,10 +19,10 @@
  *   (journal.h: CRC-checked segments, group commit, torn tails cut at start); subscriptions
  *   and cursors in DIR/subscriptions.log, one line per change — `P <id> <json>` (put),
  *   `D <id>` (delete), `C <key> <seq>` (cursor) — appended and fdatasync'ed before the call
- *   returns. At open the log is read (a torn last line, from a crash in the middle of an
- *   append, is cut and logged; damage before it is refused) and rewritten compactly through
- *   subscriptions.log.new, fsync, rename and a directory fsync; it is compacted again
- *   whenever it holds more than twice as many lines as live entries.
+ *   returns, or once for a batch (store_state_begin). At open the log is read (a torn last line,
+ * from a crash in the middle of an append, is cut and logged; damage before it is refused) and
+ * rewritten compactly through subscriptions.log.new, fsync, rename and a directory fsync; it is
+ * compacted again whenever it holds more than twice as many lines as live entries.
  * - PostgreSQL (store_pg_open, --store postgresql://...; store_pg.c): the same three in
  *   tables created or migrated at open from schemas/sql/. A commit is one multi-row INSERT
  *   acknowledged by the server's COMMIT. When the server goes away, commits and reads
@@ -103,6 +103,11 @@ struct store_ops {
     int (*subscription_delete)(store_t *store, const char *id, struct herr *err);
     int (*cursors_put)(store_t *store, const store_cursor_t *cursors, size_t count, bool sync,
                        struct herr *err);
+    /* Optional: batches of the three writes above (store_state_begin); NULL in a backend
+     * whose writes cost nothing to make durable. */
+    int (*state_begin)(store_t *store, struct herr *err);
+    int (*state_commit)(store_t *store, struct herr *err);
+    void (*state_abort)(store_t *store);
 };
 
 /* Every backend's struct starts with this. */
@@ -267,6 +272,49 @@ static inline int store_cursors_note(store_t *store, const store_cursor_t *curso
                                      struct herr *err)
 {
     return store->ops->cursors_put(store, cursors, count, false, err);
+}
+
+/*
+ * Batches. Between store_state_begin and store_state_commit, store_subscription_put,
+ * store_subscription_delete and store_cursors_put return once their write is made, not
+ * once it is durable; the commit makes the whole batch durable at once: one fdatasync of
+ * subscriptions.log, one PostgreSQL transaction. The store writer batches the writes
+ * that wait in its queue, so that concurrent changes share a sync instead of queueing for
+ * one each.
+ *
+ * A write refused on its own (HEROLD_E_TOO_LARGE, HEROLD_E_BAD_REQUEST) is not written and
+ * leaves the batch going. HEROLD_E_UNAVAILABLE, from a write or from the commit, means that
+ * nothing of the batch is stored (PostgreSQL rolls it back; the embedded store never
+ * returns it); after a write's, end the batch with store_state_abort. A batch is never left
+ * open: the same thread begins and ends it, with nothing but these writes between.
+ */
+
+/* Whether the backend batches at all: when not, every write is durable on its return
+ * (memory), and store_state_begin and store_state_commit only return 0. */
+static inline bool store_state_batches(const store_t *store)
+{
+    return store->ops->state_begin != NULL;
+}
+
+/* Begins a batch. Returns 0, HEROLD_E_UNAVAILABLE or HEROLD_E_SYSTEM. */
+static inline int store_state_begin(store_t *store, struct herr *err)
+{
+    return store->ops->state_begin != NULL ? store->ops->state_begin(store, err) : 0;
+}
+
+/* Makes the batch's writes durable and ends it. Returns 0, HEROLD_E_UNAVAILABLE (none of
+ * the batch is stored) or HEROLD_E_SYSTEM. */
+static inline int store_state_commit(store_t *store, struct herr *err)
+{
+    return store->ops->state_commit != NULL ? store->ops->state_commit(store, err) : 0;
+}
+
+/* Ends a batch in which a write failed with HEROLD_E_UNAVAILABLE. */
+static inline void store_state_abort(store_t *store)
+{
+    if (store->ops->state_abort != NULL) {
+        store->ops->state_abort(store);
+    }
 }
 
 #endif

@@ -26,6 +26,8 @@ typedef struct store_file {
     json_t *live;     /* id -> document (string), for compaction */
     json_t *cursors;  /* key -> seq (integer) */
     size_t log_lines; /* lines in the log now */
+    bool is_batching; /* between store_state_begin and its end: appends are not synced */
+    bool is_unsynced; /* a batch appended what must be synced at its commit */
 } store_file_t;
 
 static store_file_t *as_file(store_t *store)
@@ -60,14 +62,27 @@ static int write_all(int fd, const char *p, size_t len)
     return 0;
 }
 
-static int append_line(store_file_t *store, const char *line, size_t len, struct herr *err)
+/* Appends text (lines) to the log: durable on return when sync and not in a batch; in a
+ * batch, at its commit. */
+static int append_text(store_file_t *store, const char *text, size_t len, bool sync,
+                       struct herr *err)
 {
-    if (write_all(store->fd, line, len) != 0 || fdatasync(store->fd) != 0) {
+    bool is_syncing = sync && !store->is_batching;
+    if (write_all(store->fd, text, len) != 0 || (is_syncing && fdatasync(store->fd) != 0)) {
         return herr_set(err, HEROLD_E_SYSTEM, "store: writing %s failed: %s", store->path,
                         strerror(errno));
     }
-    store->log_lines++;
+    store->is_unsynced |= sync && store->is_batching;
     return 0;
+}
+
+static int append_line(store_file_t *store, const char *line, size_t len, struct herr *err)
+{
+    int rc = append_text(store, line, len, true, err);
+    if (rc == 0) {
+        store->log_lines++;
+    }
+    return rc;
 }
 
 /* Rewrites the log with one put line per live subscription: .new, fsync, rename, fsync
@@ -304,10 +319,7 @@ static int file_cursors_put(store_t *base, const store_cursor_t *cursors, size_t
         used += (size_t)snprintf(text + used, text_len + 1 - used, "C %s %" PRIu64 "\n",
                                  cursors[i].key, cursors[i].seq);
     }
-    rc = write_all(store->fd, text, used) != 0 || (sync && fdatasync(store->fd) != 0)
-             ? herr_set(err, HEROLD_E_SYSTEM, "store: writing %s failed: %s", store->path,
-                        strerror(errno))
-             : 0;
+    rc = append_text(store, text, used, sync, err);
     free(text);
     if (rc != 0) {
         return rc;
@@ -320,6 +332,33 @@ static int file_cursors_put(store_t *base, const store_cursor_t *cursors, size_t
         return compact(store, err);
     }
     return 0;
+}
+
+static int file_state_begin(store_t *base, struct herr *err)
+{
+    (void)err;
+    as_file(base)->is_batching = true;
+    return 0;
+}
+
+static int file_state_commit(store_t *base, struct herr *err)
+{
+    store_file_t *store = as_file(base);
+    store->is_batching = false;
+    if (store->is_unsynced && fdatasync(store->fd) != 0) {
+        return herr_set(err, HEROLD_E_SYSTEM, "store: syncing %s failed: %s", store->path,
+                        strerror(errno));
+    }
+    store->is_unsynced = false;
+    return 0;
+}
+
+/* Never needed (no write here fails with HEROLD_E_UNAVAILABLE); what the batch appended
+ * is made durable all the same rather than left to the kernel. */
+static void file_state_abort(store_t *base)
+{
+    struct herr ignored;
+    file_state_commit(base, &ignored);
 }
 
 static int file_event_append(store_t *base, const void *payload, size_t len, int64_t time_ms,
@@ -398,6 +437,9 @@ static const struct store_ops file_ops = {
     .subscription_put = file_subscription_put,
     .subscription_delete = file_subscription_delete,
     .cursors_put = file_cursors_put,
+    .state_begin = file_state_begin,
+    .state_commit = file_state_commit,
+    .state_abort = file_state_abort,
 };
 
 store_t *store_file_open(const store_config_t *config, const store_loader_t *loader,

@@ -207,6 +207,7 @@ struct pg_store {
 
     pthread_mutex_t state_lock;
     struct link state; /* under state_lock */
+    bool is_batching;  /* the state connection is in a batch's transaction; under state_lock */
     pthread_mutex_t reader_lock;
     struct link reader; /* under reader_lock */
 };
@@ -415,6 +416,21 @@ static int run(struct link *link, const char *sql, ExecStatusType want, const ch
     int rc = 0;
     if (res == NULL || PQresultStatus(res) != want) {
         rc = link_failed(link, res, what, err);
+    }
+    PQclear(res);
+    return rc;
+}
+
+/* Commits the transaction open on link. A transaction that failed answers COMMIT with
+ * ROLLBACK: then nothing of it was stored (HEROLD_E_UNAVAILABLE). */
+static int commit_transaction(struct link *link, const char *what, struct herr *err)
+{
+    PGresult *res = PQexec(link->conn, "COMMIT");
+    int rc = 0;
+    if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
+        rc = link_failed(link, res, what, err);
+    } else if (strcmp(PQcmdStatus(res), "COMMIT") != 0) {
+        rc = herr_set(err, HEROLD_E_UNAVAILABLE, "store_pg: %s: rolled back", what);
     }
     PQclear(res);
     return rc;
@@ -821,13 +837,7 @@ static int pg_event_commit(store_t *store, struct herr *err)
         rc = insert_chunk(s, start, chunk, err);
     }
     if (rc == 0 && is_chunked) {
-        PGresult *res = PQexec(s->writer.conn, "COMMIT");
-        if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
-            rc = link_failed(&s->writer, res, "COMMIT", err);
-        } else if (strcmp(PQcmdStatus(res), "COMMIT") != 0) {
-            rc = herr_set(err, HEROLD_E_UNAVAILABLE, "store_pg: the commit was rolled back");
-        }
-        PQclear(res);
+        rc = commit_transaction(&s->writer, "COMMIT", err);
     }
     if (rc != 0) {
         /* On a healthy connection nothing was stored; leave no transaction open. */
@@ -1056,6 +1066,20 @@ static int state_command(struct pg_store *s, const char *name, int param_count,
                          struct herr *err)
 {
     pthread_mutex_lock(&s->state_lock);
+    if (s->is_batching) {
+        /* In a batch's transaction: no reconnect and no second try, which would store
+         * this write without the batch's earlier ones (the caller aborts and tries the
+         * writes one by one). */
+        PGresult *res = NULL;
+        int rc = s->state.conn == NULL
+                     ? herr_set(err, HEROLD_E_UNAVAILABLE,
+                                "store unavailable: the connection was lost in a batch")
+                     : run_prepared(&s->state, name, param_count, values, lengths, formats, 0,
+                                    PGRES_COMMAND_OK, &res, err);
+        PQclear(res);
+        pthread_mutex_unlock(&s->state_lock);
+        return rc;
+    }
     bool was_connected = s->state.conn != NULL;
     int rc = link_ready(s, &s->state, err);
     PGresult *res = NULL;
@@ -1133,6 +1157,51 @@ static int pg_cursors_put(store_t *store, const store_cursor_t *cursors, size_t 
     free(keys.data);
     free(seqs.data);
     return rc;
+}
+
+/* A batch is one transaction on the state connection. */
+static int pg_state_begin(store_t *store, struct herr *err)
+{
+    struct pg_store *s = as_pg(store);
+    pthread_mutex_lock(&s->state_lock);
+    int rc = link_ready(s, &s->state, err);
+    if (rc == 0) {
+        rc = run(&s->state, "BEGIN", PGRES_COMMAND_OK, "beginning a batch", err);
+    }
+    s->is_batching = rc == 0;
+    pthread_mutex_unlock(&s->state_lock);
+    return rc;
+}
+
+static int pg_state_commit(store_t *store, struct herr *err)
+{
+    struct pg_store *s = as_pg(store);
+    pthread_mutex_lock(&s->state_lock);
+    s->is_batching = false;
+    int rc = s->state.conn == NULL
+                 ? herr_set(err, HEROLD_E_UNAVAILABLE,
+                            "store unavailable: the connection was lost in a batch")
+                 : 0;
+    if (rc == 0) {
+        rc = commit_transaction(&s->state, "committing a batch", err);
+    }
+    if (rc == 0) {
+        link_succeeded(&s->state);
+    }
+    pthread_mutex_unlock(&s->state_lock);
+    return rc;
+}
+
+static void pg_state_abort(store_t *store)
+{
+    struct pg_store *s = as_pg(store);
+    pthread_mutex_lock(&s->state_lock);
+    s->is_batching = false;
+    if (s->state.conn != NULL && PQtransactionStatus(s->state.conn) != PQTRANS_IDLE) {
+        struct herr ignored;
+        run(&s->state, "ROLLBACK", PGRES_COMMAND_OK, "ending a failed batch", &ignored);
+    }
+    pthread_mutex_unlock(&s->state_lock);
 }
 
 /* ---- lifecycle ---- */
@@ -1239,6 +1308,9 @@ static const struct store_ops pg_ops = {
     .subscription_put = pg_subscription_put,
     .subscription_delete = pg_subscription_delete,
     .cursors_put = pg_cursors_put,
+    .state_begin = pg_state_begin,
+    .state_commit = pg_state_commit,
+    .state_abort = pg_state_abort,
 };
 
 /* The connection parameters: defaults before the conninfo, so that its own values win,

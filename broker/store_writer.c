@@ -10,7 +10,10 @@
 #include "mem.h"
 #include "thread.h"
 
-#define DRAIN_BATCH 64
+/* The most writes made durable together. Under a burst of changes from many clients a
+ * batch of 64 shares one sync; a burst is rarely larger, and each write in it waits for
+ * all the others. */
+#define BATCH_MAX 64
 
 struct store_writer {
     store_t *store;
@@ -97,16 +100,6 @@ static void perform(store_t *store, store_write_t *write)
     }
 }
 
-/* Does the write and puts it among the done ones, on the writer's thread or, after stop,
- * the sender's. The done channel has room for every write outstanding: it never waits. */
-static void write_and_hand_back(store_writer_t *writer, store_write_t *write)
-{
-    perform(writer->store, write);
-    bool is_pushed = chan_push(writer->done, write);
-    assert(is_pushed);
-    (void)is_pushed;
-}
-
 static void wake_writer(void *ctx)
 {
     store_writer_t *writer = ctx;
@@ -116,15 +109,68 @@ static void wake_writer(void *ctx)
     pthread_mutex_unlock(&writer->lock);
 }
 
+/* Does the writes as one batch of the store (store_state_begin): one sync for them all.
+ * Returns false, with each write's outcome cleared, when the batch was not stored
+ * (HEROLD_E_UNAVAILABLE): then they must be done again one by one. */
+static bool perform_batch(store_t *store, store_write_t **writes, size_t count)
+{
+    struct herr err;
+    if (store_state_begin(store, &err) != 0) {
+        return false;
+    }
+    size_t done = 0;
+    while (done < count) {
+        perform(store, writes[done]);
+        if (writes[done++]->rc == HEROLD_E_UNAVAILABLE) {
+            break;
+        }
+    }
+    bool is_stored = false;
+    if (writes[done - 1]->rc == HEROLD_E_UNAVAILABLE) {
+        store_state_abort(store);
+    } else {
+        int rc = store_state_commit(store, &err);
+        if (rc != 0 && rc != HEROLD_E_UNAVAILABLE) {
+            log_msg(LOG_LEVEL_ERROR, "store writer: %s; stopping", err.message);
+            _exit(EXIT_FAILURE);
+        }
+        is_stored = rc == 0;
+    }
+    if (!is_stored) {
+        for (size_t i = 0; i < done; i++) {
+            writes[i]->rc = 0;
+            herr_clear(&writes[i]->err);
+        }
+    }
+    return is_stored;
+}
+
+/* Does the writes drained at once, in order, and hands them back once all are durable:
+ * as one batch when there are several and the store batches, else one at a time (also
+ * after a batch the store lost, where a PostgreSQL store reconnects for each write). On
+ * the writer's thread or, after stop, the sender's. The done channel has room for every
+ * write outstanding: it never waits. */
+static void write_drained(store_writer_t *writer, store_write_t **writes, size_t count)
+{
+    bool is_done = count > 1 && store_state_batches(writer->store) &&
+                   perform_batch(writer->store, writes, count);
+    for (size_t i = 0; i < count; i++) {
+        if (!is_done) {
+            perform(writer->store, writes[i]);
+        }
+        bool is_pushed = chan_push(writer->done, writes[i]);
+        assert(is_pushed);
+        (void)is_pushed;
+    }
+}
+
 static void *writer_main(void *arg)
 {
     store_writer_t *writer = arg;
     for (;;) {
-        void *items[DRAIN_BATCH];
-        size_t count = chan_drain(writer->commands, items, DRAIN_BATCH);
-        for (size_t i = 0; i < count; i++) {
-            write_and_hand_back(writer, items[i]);
-        }
+        void *items[BATCH_MAX];
+        size_t count = chan_drain(writer->commands, items, BATCH_MAX);
+        write_drained(writer, (store_write_t **)items, count);
         if (count > 0) {
             continue;
         }
@@ -180,7 +226,7 @@ void store_writer_send(store_writer_t *writer, store_write_t **write)
         (void)is_pushed;
         return;
     }
-    write_and_hand_back(writer, item);
+    write_drained(writer, &item, 1);
 }
 
 size_t store_writer_take_done(store_writer_t *writer, store_write_t **out, size_t max)

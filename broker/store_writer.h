@@ -8,8 +8,11 @@
  *
  * The service thread sends writes (store_writer_send) and takes them back done, with their
  * outcome, from store_writer_take_done; a wake-up (the service loop's) follows each batch
- * that became ready. Writes are done one at a time in the order sent, so a subscription's
- * put, a later put of the same subscription and its delete reach the store in that order.
+ * that became ready. Writes are done in the order sent, so a subscription's put, a later
+ * put of the same subscription and its delete reach the store in that order. The writes
+ * waiting when the thread turns to its queue (at most 64) are made durable together, as
+ * one batch of the store (store_state_begin: one fdatasync, one transaction), and handed
+ * back once it is: concurrent changes share a sync instead of queueing for one each.
  *
  * A change to a subscription is applied to the index when its write is done, not before
  * (rest.c): matching never sees what the store may refuse, and a change answered with an

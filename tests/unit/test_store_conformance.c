@@ -710,6 +710,45 @@ START_TEST(test_store_conformance_subscriptions_survive_reopen_in_first_put_orde
 }
 END_TEST
 
+/* A batch's writes, a refusal among them, are all there after the commit and a reopen. */
+START_TEST(test_store_conformance_a_batch_is_stored_at_its_commit)
+{
+    struct env env;
+    env_init(&env, _i);
+    struct seen seen = {0};
+    store_t *store = env_open(&env, NULL);
+    put(store, "old", "{\"v\":0}");
+    struct herr err = {0};
+    ck_assert(store_state_batches(store));
+    ck_assert_int_eq(store_state_begin(store, &err), 0);
+    put(store, "a", "{\"v\":1}");
+    put(store, "b", "{\"v\":2}");
+    char *large = malloc(STORE_MAX_DOCUMENT_BYTES + 2);
+    memset(large, 'x', STORE_MAX_DOCUMENT_BYTES + 1);
+    large[STORE_MAX_DOCUMENT_BYTES + 1] = '\0';
+    ck_assert_int_eq(store_subscription_put(store, "big", large, &err), HEROLD_E_TOO_LARGE);
+    free(large);
+    ck_assert_int_eq(store_subscription_delete(store, "old", &err), 0);
+    const store_cursor_t cursors[] = {{"a", 7}, {"user:ana", 3}};
+    put_cursors(store, cursors, 2);
+    put(store, "a", "{\"v\":3}");
+    ck_assert_msg(store_state_commit(store, &err) == 0, "commit: %s", err.message);
+    put(store, "c", "{\"v\":4}"); /* after the batch: on its own again */
+    store = reopen(&env, store, &seen);
+    ck_assert_int_eq(seen.count, 3);
+    ck_assert_str_eq(seen.ids[0], "a");
+    ck_assert_str_eq(seen.docs[0], "{\"v\":3}");
+    ck_assert_str_eq(seen.ids[1], "b");
+    ck_assert_str_eq(seen.ids[2], "c");
+    ck_assert_int_eq(seen.cursor_count, 2);
+    ck_assert_int_eq(seen_seq(&seen, "a"), 7);
+    ck_assert_int_eq(seen_seq(&seen, "user:ana"), 3);
+    store_close(store);
+    seen_clear(&seen);
+    env_clear(&env);
+}
+END_TEST
+
 START_TEST(test_store_conformance_subscription_document_limit)
 {
     struct env env;
@@ -1036,6 +1075,60 @@ START_TEST(test_store_conformance_pg_server_gone_and_back)
 }
 END_TEST
 
+/* Whether another session sees the subscription id. */
+static bool pg_has_subscription(PGconn *conn, const char *id)
+{
+    const char *values[] = {id};
+    PGresult *res = PQexecParams(conn, "SELECT 1 FROM herold_broker.subscriptions WHERE id = $1", 1,
+                                 NULL, values, NULL, NULL, 0);
+    ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
+    bool has = PQntuples(res) == 1;
+    PQclear(res);
+    return has;
+}
+
+/* A batch is one transaction: nothing of it is visible before the commit, and a batch
+ * whose server went away stores nothing, not even the writes made before. */
+START_TEST(test_store_conformance_pg_a_batch_is_one_transaction)
+{
+    struct env env;
+    env_init(&env, BACKEND_PG);
+    store_t *store = env_open(&env, NULL);
+    PGconn *conn = pg_connect();
+    struct herr err = {0};
+    ck_assert_int_eq(store_state_begin(store, &err), 0);
+    put(store, "a", "{}");
+    put(store, "b", "{}");
+    ck_assert(!pg_has_subscription(conn, "a"));
+    ck_assert_int_eq(store_state_commit(store, &err), 0);
+    ck_assert(pg_has_subscription(conn, "a"));
+    ck_assert(pg_has_subscription(conn, "b"));
+    PQfinish(conn);
+
+    ck_assert_int_eq(store_state_begin(store, &err), 0);
+    put(store, "lost", "{}");
+    pg_server("stop");
+    ck_assert_int_eq(store_subscription_put(store, "also-lost", "{}", &err), HEROLD_E_UNAVAILABLE);
+    store_state_abort(store);
+    pg_server("restart");
+    int64_t deadline = monotonic_ms() + RECONNECT_DEADLINE_MS;
+    int rc;
+    while ((rc = store_subscription_put(store, "after", "{}", &err)) == HEROLD_E_UNAVAILABLE &&
+           monotonic_ms() < deadline) {
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    }
+    ck_assert_msg(rc == 0, "no reconnect within %d ms: %s", RECONNECT_DEADLINE_MS, err.message);
+    conn = pg_connect();
+    ck_assert(!pg_has_subscription(conn, "lost"));
+    ck_assert(!pg_has_subscription(conn, "also-lost"));
+    ck_assert(pg_has_subscription(conn, "after"));
+    ck_assert(pg_has_subscription(conn, "a"));
+    PQfinish(conn);
+    store_close(store);
+    env_clear(&env);
+}
+END_TEST
+
 /* ---- the suite ---- */
 
 static void add_common(TCase *tc, int backend)
@@ -1061,6 +1154,8 @@ static void add_common(TCase *tc, int backend)
     tcase_add_loop_test(tc, test_store_conformance_reads_run_beside_commits, backend, backend + 1);
     tcase_add_loop_test(tc, test_store_conformance_subscriptions_survive_reopen_in_first_put_order,
                         backend, backend + 1);
+    tcase_add_loop_test(tc, test_store_conformance_a_batch_is_stored_at_its_commit, backend,
+                        backend + 1);
     tcase_add_loop_test(tc, test_store_conformance_subscription_document_limit, backend,
                         backend + 1);
     tcase_add_loop_test(tc, test_store_conformance_delete_of_an_unknown_id_is_a_no_op, backend,
@@ -1114,6 +1209,7 @@ static Suite *store_conformance_suite(void)
     tcase_add_test(pg_only, test_store_conformance_pg_second_open_is_refused);
     tcase_add_test(pg_only, test_store_conformance_pg_schema_file_matches_the_binary);
     tcase_add_test(pg_only, test_store_conformance_pg_server_gone_and_back);
+    tcase_add_test(pg_only, test_store_conformance_pg_a_batch_is_one_transaction);
     suite_add_tcase(suite, pg_only);
     return suite;
 }
