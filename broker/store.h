@@ -265,9 +265,12 @@ static inline int store_cursors_put(store_t *store, const store_cursor_t *cursor
 /* Like store_cursors_put, but returns without waiting for the disk: the embedded store
  * writes the lines and leaves them to the kernel, so a crash of the process keeps them and
  * only a crash of the machine may lose the last ones, which repeats deliveries (at least
- * once). For the periodic cursor flush on the service thread, where an fdatasync behind
- * the journal's writes stalled every WebSocket delivery for up to a few hundred ms.
- * PostgreSQL and memory store them as store_cursors_put does. */
+ * once). For the once-a-second cursor flush: it used to run on the service thread, where
+ * an fdatasync behind the journal's writes stalled every WebSocket delivery for up to a few
+ * hundred ms; on the store writer's thread it still would hold the subscription changes
+ * queued behind it, and every sync adds to what stalls this machine (bench/RESULTS.md,
+ * "what the syncs do to the whole machine"). PostgreSQL and memory store them as
+ * store_cursors_put does. */
 static inline int store_cursors_note(store_t *store, const store_cursor_t *cursors, size_t count,
                                      struct herr *err)
 {

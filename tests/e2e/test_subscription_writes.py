@@ -6,7 +6,8 @@ write waiting for as long as the test wants, with nothing else of the broker's h
 events go through another connection and another table. While a write waits:
 - events go on being matched and delivered (they used to wait for every change's COMMIT);
 - the change is not visible yet, and counts against the user's limits;
-- a second change of the same subscription waits for the first, and both end as sent.
+- a second change of the same subscription waits for the first, and both end as sent;
+- changes of other subscriptions sent meanwhile are stored together, in one transaction.
 """
 
 import concurrent.futures
@@ -15,7 +16,8 @@ import time
 
 import pytest
 
-from helpers import REST_TIMEOUT, SUBSCRIPTIONS, TIMEOUT, expect_error, iso_z, run, sub_body
+from helpers import (REST_TIMEOUT, SUBSCRIPTIONS, TIME_SCALE, TIMEOUT, expect_error, iso_z, run,
+                     sub_body)
 from receiver import wait_for
 
 pytestmark = pytest.mark.parametrize("store", ["postgresql"], indirect=True)
@@ -163,3 +165,34 @@ def test_a_read_of_retained_notifications_does_not_wait_for_a_held_write(
             assert [it["actor"] for it in page.json()["value"]] == ["kept"], page
             assert not creating.done()
         assert creating.result(REST_TIMEOUT).status == 201
+
+
+def test_changes_that_wait_together_are_stored_in_one_transaction(durable_broker, store):
+    """The store writer makes the writes waiting in its queue durable together: changes sent
+    while one is written share the next COMMIT (rows of one transaction share its xmin)."""
+    b = durable_broker
+    queued = ["/held/batch/%d" % i for i in range(5)]
+    with concurrent.futures.ThreadPoolExecutor(len(queued) + 1) as pool:
+        with store.database.locked(SUBSCRIPTIONS_TABLE):
+            first = pool.submit(b.create, sub_body("websocket:", resource="/held/first"))
+            wait_for_held_writes(store, 1)
+            creating = [pool.submit(b.create, sub_body("websocket:", resource=r))
+                        for r in queued]
+            # Time for the creates to reach the broker, where they wait behind the first.
+            time.sleep(1.0 * TIME_SCALE)
+            assert not first.done() and not any(c.done() for c in creating)
+        ids = {}
+        for resource, answer in zip(["/held/first"] + queued, [first] + creating):
+            created = answer.result(REST_TIMEOUT)
+            assert created.status == 201, created
+            ids[created.json()["id"]] = resource
+    rows = store.database.query("SELECT id, xmin FROM %s" % SUBSCRIPTIONS_TABLE)
+    transactions = {}
+    for sub_id, xmin in rows:
+        transactions.setdefault(xmin, []).append(ids[sub_id])
+    assert sorted(sorted(t) for t in transactions.values()) == \
+        sorted([["/held/first"], sorted(queued)]), transactions
+    assert b.stop() == 0
+    b.restart()
+    assert sorted(s["resource"] for s in b.list_all()[0]["value"]) == \
+        sorted(["/held/first"] + queued)
