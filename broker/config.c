@@ -105,6 +105,11 @@ static const struct option_def option_defs[] = {
      "subscriptions one user may create per minute, REST and WebSocket together; more get "
      "429 with Retry-After (default 600)",
      false},
+    {"max-pages-per-second", "HEROLD_MAX_PAGES_PER_SECOND",
+     offsetof(config_t, max_pages_per_second_text),
+     "pages of retained notifications (GET .../notifications) one user may read per second, "
+     "in bursts of as many; more get 429 with Retry-After (default 20)",
+     false},
     {"allowed-origins", "HEROLD_ALLOWED_ORIGINS", offsetof(config_t, allowed_origins),
      "comma-separated Origin values a browser's WebSocket may come from (default: any)", false},
     {"max-subscriptions-per-user", "HEROLD_MAX_SUBSCRIPTIONS_PER_USER",
@@ -320,6 +325,11 @@ static int finish(config_t *cfg, struct herr *err)
         return HEROLD_E_CONFIG;
     }
     cfg->max_subscriptions_per_minute = (int)value;
+    if (parse_number("max-pages-per-second", cfg->max_pages_per_second_text, 20, 1, 1000000, &value,
+                     err) != 0) {
+        return HEROLD_E_CONFIG;
+    }
+    cfg->max_pages_per_second = (int)value;
     if (parse_number("jwt-leeway", cfg->jwt_leeway_text, AUTH_CLOCK_LEEWAY_SECONDS, 0,
                      AUTH_MAX_LEEWAY_SECONDS, &cfg->jwt_leeway, err) != 0) {
         return HEROLD_E_CONFIG;

@@ -60,10 +60,12 @@ typedef struct config {
     char *max_connections_per_user_text;
     char *max_ops_per_second_text;
     char *max_subscriptions_per_minute_text;
+    char *max_pages_per_second_text;
     char *allowed_origins; /* comma-separated; NULL: any */
     int max_connections_per_user;
     int max_ops_per_second;
     int max_subscriptions_per_minute;
+    int max_pages_per_second;
     bool webhook_allow_private;
     int webhook_batch_items;
     int webhook_first_retry_ms;

@@ -300,6 +300,7 @@ static void tick(lws_sorted_usec_list_t *sul)
         http->last_sweep = now;
         dispatch_sweep(http->routes.dispatch, now, http->routes.reauthorization_lead);
         ws_sweep(http->routes.ws, now, http->routes.reauthorization_lead);
+        rest_sweep(http->routes.rest);
     }
     /* Replays paused for a full queue or an unavailable store resume here at the latest. */
     if (dispatch_replay(http->routes.dispatch)) {

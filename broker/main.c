@@ -69,6 +69,7 @@ struct herold {
     ingest_t *ingest;
     zap_t *zap;             /* NULL: plaintext ingest */
     ratelimit_t *creations; /* subscriptions created per user (REST and ws) */
+    ratelimit_t *pages;     /* pages of retained notifications read per user */
     char **allowed_origins;
     size_t allowed_origin_count;
     uint64_t highest_cursor; /* of the cursors the store kept */
@@ -339,6 +340,7 @@ static void shutdown_broker(struct herold *h)
     }
     auth_free(h->auth);
     ratelimit_free(h->creations);
+    ratelimit_free(h->pages);
     for (size_t i = 0; i < h->allowed_origin_count; i++) {
         free(h->allowed_origins[i]);
     }
@@ -480,6 +482,7 @@ static int run_broker(int argc, char **argv)
     h.ws = ws_new(h.auth, h.subs); /* before the store: it hands over users' cursors */
     h.creations = ratelimit_new(h.config.max_subscriptions_per_minute / 60.0,
                                 h.config.max_subscriptions_per_minute);
+    h.pages = ratelimit_new(h.config.max_pages_per_second, h.config.max_pages_per_second);
     parse_origins(&h);
     ws_limits_t limits = {
         .max_connections_per_user = h.config.max_connections_per_user,
@@ -553,6 +556,8 @@ static int run_broker(int argc, char **argv)
         .is_tls = h.config.tls_cert != NULL,
         .creations = h.creations,
         .creations_per_minute = h.config.max_subscriptions_per_minute,
+        .pages = h.pages,
+        .pages_per_second = h.config.max_pages_per_second,
     };
     h.rest =
         rest_new(&rest_config, h.auth, h.subs, h.dispatch, h.webhook, h.webhook_results, h.writer);

@@ -1137,6 +1137,16 @@ static int handle_notifications(rest_request_t *req, sub_t *sub)
                                  "since: must be a cursor from an earlier page or notification");
         }
     }
+    int64_t retry_after_ms = 0;
+    if (req->rest->config.pages != NULL &&
+        !ratelimit_take(req->rest->config.pages, req->principal->user, clock_monotonic_ms(),
+                        &retry_after_ms)) {
+        char text[96];
+        snprintf(text, sizeof(text), "notifications: at most %d pages per second",
+                 req->rest->config.pages_per_second);
+        req->retry_after_s = (retry_after_ms + 999) / 1000;
+        return respond_error(req, HEROLD_E_LIMIT, text);
+    }
     struct herr err;
     dispatch_page_t page;
     if (dispatch_page_read(req->rest->dispatch, sub, since, (size_t)top, &page, &err) != 0) {
@@ -1445,6 +1455,13 @@ static void validation_answered(rest_t *rest, const webhook_result_t *result)
     }
     req->change->next_validation++;
     continue_change(req);
+}
+
+void rest_sweep(rest_t *rest)
+{
+    if (rest->config.pages != NULL) {
+        ratelimit_sweep(rest->config.pages, clock_monotonic_ms());
+    }
 }
 
 void rest_drain_results(rest_t *rest)

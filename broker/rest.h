@@ -66,6 +66,11 @@ typedef struct rest_config {
     bool is_tls;              /* links we emit say https */
     ratelimit_t *creations;   /* subscriptions created per user, shared with ws; or NULL */
     int creations_per_minute; /* the rate behind creations, for messages */
+    /* Pages of retained notifications read per user (GET .../notifications), or NULL: each
+     * page reads and matches up to DISPATCH_REPLAY_RECORDS stored events on the service
+     * thread, which every live delivery waits for meanwhile. */
+    ratelimit_t *pages;
+    int pages_per_second; /* the rate behind pages, for messages */
 } rest_config_t;
 
 /* The API over subs, dispatch, webhook and writer (borrowed); validation answers arrive on
@@ -113,5 +118,8 @@ void rest_request_closed(rest_request_t *request);
  * request; dispatch's go to dispatch_store_written) and webhook results: validation
  * answers resume their requests; 410 Gone removes a subscription. */
 void rest_drain_results(rest_t *rest);
+
+/* Drops the per-user page buckets that are full again (the once-a-second sweep). */
+void rest_sweep(rest_t *rest);
 
 #endif

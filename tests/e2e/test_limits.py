@@ -1,7 +1,8 @@
 """Limits on what one user or one connection may do, each with a clear error: connections
 per user (429 at the handshake), ops per second on a connection (limit_exceeded answers),
 subscriptions created per minute per user across REST and WebSocket (429 with
-Retry-After; limit_exceeded), the Origin a browser's WebSocket may come from (403), and
+Retry-After; limit_exceeded), pages of retained notifications read per second per user
+(429 with Retry-After), the Origin a browser's WebSocket may come from (403), and
 handshakes that never finish (closed by the broker)."""
 
 import asyncio
@@ -12,6 +13,7 @@ import pytest
 import websockets
 
 from helpers import SUBSCRIPTIONS, TIMEOUT, run, sub_body
+from receiver import wait_for
 
 
 async def handshake_status(url, headers):
@@ -89,6 +91,26 @@ def test_subscriptions_created_per_minute_across_rest_and_websocket(broker):
     assert resp.json()["error"]["code"] == "limit_exceeded"
     # Another user has a budget of their own.
     broker.create(sub_body(resource="/dms/b1"), user="bob")
+
+
+@pytest.mark.broker_args("--max-pages-per-second", "1")
+def test_pages_of_retained_notifications_per_second(broker):
+    """Each page reads and matches stored events on the service thread, which every live
+    delivery waits for meanwhile: one user may not keep it busy."""
+    own = broker.create(sub_body("websocket:", resource="/dms/p")).json()
+    path = "%s/%s/notifications" % (SUBSCRIPTIONS, own["id"])
+    assert broker.rest("GET", path).status == 200
+    resp = broker.rest("GET", path)
+    assert resp.status == 429, resp
+    assert 1 <= int(resp.header("retry-after")) <= 2, resp  # a token a second, rounded up
+    assert resp.json()["error"]["code"] == "limit_exceeded"
+    assert "at most 1 pages per second" in resp.json()["error"]["message"], resp
+    # Another user has a budget of their own.
+    other = broker.create(sub_body("websocket:", resource="/dms/q"), user="bob").json()
+    assert broker.rest("GET", "%s/%s/notifications" % (SUBSCRIPTIONS, other["id"]),
+                       user="bob").status == 200
+    # And the first user's comes back.
+    wait_for(lambda: broker.rest("GET", path).status == 200, what="a page after the wait")
 
 
 @pytest.mark.broker_args("--allowed-origins", "https://staff.stadt.example, https://b.example")
