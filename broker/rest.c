@@ -940,6 +940,19 @@ int rest_check_create_body(const rest_config_t *config, const char *text, size_t
     return rc;
 }
 
+/* Takes one of the caller's tokens from limit (NULL: no limit). Without one, sets the
+ * request's Retry-After to the wait for the next and returns false. */
+static bool is_within_rate(rest_request_t *req, ratelimit_t *limit)
+{
+    int64_t retry_after_ms = 0;
+    if (limit == NULL ||
+        ratelimit_take(limit, req->principal->user, clock_monotonic_ms(), &retry_after_ms)) {
+        return true;
+    }
+    req->retry_after_s = (retry_after_ms + 999) / 1000;
+    return false;
+}
+
 static int handle_create(rest_request_t *req, json_t *body)
 {
     struct herr err;
@@ -947,14 +960,10 @@ static int handle_create(rest_request_t *req, json_t *body)
     change->op = CHANGE_CREATE;
     req->change = change;
 
-    int64_t retry_after_ms = 0;
-    if (req->rest->config.creations != NULL &&
-        !ratelimit_take(req->rest->config.creations, req->principal->user, clock_monotonic_ms(),
-                        &retry_after_ms)) {
+    if (!is_within_rate(req, req->rest->config.creations)) {
         char text[96];
         snprintf(text, sizeof(text), "subscriptions: at most %d created per minute",
                  req->rest->config.creations_per_minute);
-        req->retry_after_s = (retry_after_ms + 999) / 1000;
         return respond_error(req, HEROLD_E_LIMIT, text);
     }
 
@@ -1137,14 +1146,10 @@ static int handle_notifications(rest_request_t *req, sub_t *sub)
                                  "since: must be a cursor from an earlier page or notification");
         }
     }
-    int64_t retry_after_ms = 0;
-    if (req->rest->config.pages != NULL &&
-        !ratelimit_take(req->rest->config.pages, req->principal->user, clock_monotonic_ms(),
-                        &retry_after_ms)) {
+    if (!is_within_rate(req, req->rest->config.pages)) {
         char text[96];
         snprintf(text, sizeof(text), "notifications: at most %d pages per second",
                  req->rest->config.pages_per_second);
-        req->retry_after_s = (retry_after_ms + 999) / 1000;
         return respond_error(req, HEROLD_E_LIMIT, text);
     }
     struct herr err;
