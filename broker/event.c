@@ -702,19 +702,13 @@ static int field_lookup(const char *p, size_t len)
     return -1;
 }
 
-/* A str object at pos as msgpack-c would unpack it; false for any other object. */
-static bool read_str(const unsigned char *p, size_t len, size_t pos, msgpack_object *out,
-                     size_t *size)
+/* The str object at pos, whose header is h, as msgpack-c would unpack it. */
+static void str_object(const unsigned char *p, size_t pos, const struct wire_head *h,
+                       msgpack_object *out)
 {
-    struct wire_head h;
-    if (wire_head_read(p, len, pos, &h) != WIRE_OK || h.kind != WIRE_STR) {
-        return false;
-    }
     out->type = MSGPACK_OBJECT_STR;
-    out->via.str.ptr = (const char *)p + pos + h.size - h.body;
-    out->via.str.size = (uint32_t)h.body;
-    *size = h.size;
-    return true;
+    out->via.str.ptr = (const char *)p + pos + h->size - h->body;
+    out->via.str.size = (uint32_t)h->body;
 }
 
 /* Reads the objects a valid event is made of straight from the message: a str, an int in
@@ -729,21 +723,22 @@ static bool read_plain(msgpack_zone *zone, msgpack_object *result, const event_t
     const unsigned char *p = (const unsigned char *)event->raw;
     size_t len = event->raw_len;
     unsigned char b = p[*pos];
-    size_t size;
-    if (read_str(p, len, *pos, result, &size)) {
-        *pos += size;
+    struct wire_head h;
+    if (wire_head_read(p, len, *pos, &h) != WIRE_OK) {
+        return false;
+    }
+    if (h.kind == WIRE_STR) {
+        str_object(p, *pos, &h, result);
+        *pos += h.size;
         return true;
     }
     if (b <= 0x7f || (b >= 0xcc && b <= 0xcf)) {
-        size_t width = b <= 0x7f ? 0 : (size_t)1 << (b - 0xcc);
         result->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
-        result->via.u64 = b <= 0x7f ? b : read_be(p + *pos + 1, width);
-        *pos += 1 + width;
+        result->via.u64 = b <= 0x7f ? b : read_be(p + *pos + 1, h.size - 1);
+        *pos += h.size;
         return true;
     }
-    struct wire_head h;
-    if (wire_head_read(p, len, *pos, &h) != WIRE_OK || h.kind != WIRE_ARRAY ||
-        h.count > EVENT_MAX_READERS) {
+    if (h.kind != WIRE_ARRAY || h.count > EVENT_MAX_READERS) {
         return false;
     }
     msgpack_object *entries = NULL;
@@ -755,10 +750,12 @@ static bool read_plain(msgpack_zone *zone, msgpack_object *result, const event_t
     }
     size_t at = *pos + h.size;
     for (uint64_t i = 0; i < h.count; i++) {
-        if (!read_str(p, len, at, &entries[i], &size)) {
+        struct wire_head entry;
+        if (wire_head_read(p, len, at, &entry) != WIRE_OK || entry.kind != WIRE_STR) {
             return false;
         }
-        at += size;
+        str_object(p, at, &entry, &entries[i]);
+        at += entry.size;
     }
     result->type = MSGPACK_OBJECT_ARRAY;
     result->via.array.size = (uint32_t)h.count;

@@ -19,10 +19,11 @@
  *   (journal.h: CRC-checked segments, group commit, torn tails cut at start); subscriptions
  *   and cursors in DIR/subscriptions.log, one line per change — `P <id> <json>` (put),
  *   `D <id>` (delete), `C <key> <seq>` (cursor) — appended and fdatasync'ed before the call
- *   returns, or once for a batch (store_state_begin). At open the log is read (a torn last line,
- * from a crash in the middle of an append, is cut and logged; damage before it is refused) and
- * rewritten compactly through subscriptions.log.new, fsync, rename and a directory fsync; it is
- * compacted again whenever it holds more than twice as many lines as live entries.
+ *   returns, or once for a batch (store_state_begin). At open the log is read (a torn
+ *   last line, from a crash in the middle of an append, is cut and logged; damage before
+ *   it is refused) and rewritten compactly through subscriptions.log.new, fsync, rename
+ *   and a directory fsync; it is compacted again whenever it holds more than twice as many
+ *   lines as live entries.
  * - PostgreSQL (store_pg_open, --store postgresql://...; store_pg.c): the same three in
  *   tables created or migrated at open from schemas/sql/. A commit is one multi-row INSERT
  *   acknowledged by the server's COMMIT. When the server goes away, commits and reads

@@ -436,6 +436,19 @@ static int commit_transaction(struct link *link, const char *what, struct herr *
     return rc;
 }
 
+/* Ends a transaction that failed on link, so that nothing of it is stored and the next
+ * statement does not run inside it; a connection that cannot roll back is dropped. */
+static void rollback_transaction(struct link *link)
+{
+    if (link->conn != NULL && PQtransactionStatus(link->conn) != PQTRANS_IDLE) {
+        struct herr ignored;
+        run(link, "ROLLBACK", PGRES_COMMAND_OK, "ROLLBACK", &ignored);
+        if (link->conn != NULL && PQtransactionStatus(link->conn) != PQTRANS_IDLE) {
+            link_lost(link, "no ROLLBACK possible after a failed transaction");
+        }
+    }
+}
+
 /* Runs a prepared statement; on success *out holds the result (caller PQclears it). */
 static int run_prepared(struct link *link, const char *name, int param_count,
                         const char *const *values, const int *lengths, const int *formats,
@@ -841,13 +854,7 @@ static int pg_event_commit(store_t *store, struct herr *err)
     }
     if (rc != 0) {
         /* On a healthy connection nothing was stored; leave no transaction open. */
-        if (s->writer.conn != NULL && PQtransactionStatus(s->writer.conn) != PQTRANS_IDLE) {
-            struct herr ignored;
-            run(&s->writer, "ROLLBACK", PGRES_COMMAND_OK, "ROLLBACK", &ignored);
-            if (s->writer.conn != NULL && PQtransactionStatus(s->writer.conn) != PQTRANS_IDLE) {
-                link_lost(&s->writer, "no ROLLBACK possible after a failed commit");
-            }
-        }
+        rollback_transaction(&s->writer);
         pending_drop(s);
         if (err != NULL) {
             err->code = HEROLD_E_UNAVAILABLE;
@@ -1060,6 +1067,16 @@ static size_t pg_event_trim(store_t *store, int64_t now_ms)
 
 /* ---- subscriptions and cursors ---- */
 
+/* In a batch, the state connection is not made again: a batch whose connection was lost
+ * stores nothing. Returns 0 or HEROLD_E_UNAVAILABLE. Under state_lock. */
+static int batch_link_check(struct pg_store *s, struct herr *err)
+{
+    return s->state.conn != NULL
+               ? 0
+               : herr_set(err, HEROLD_E_UNAVAILABLE,
+                          "store unavailable: the connection was lost in a batch");
+}
+
 /* Runs one prepared statement on the state connection. */
 static int state_command(struct pg_store *s, const char *name, int param_count,
                          const char *const *values, const int *lengths, const int *formats,
@@ -1071,11 +1088,11 @@ static int state_command(struct pg_store *s, const char *name, int param_count,
          * this write without the batch's earlier ones (the caller aborts and tries the
          * writes one by one). */
         PGresult *res = NULL;
-        int rc = s->state.conn == NULL
-                     ? herr_set(err, HEROLD_E_UNAVAILABLE,
-                                "store unavailable: the connection was lost in a batch")
-                     : run_prepared(&s->state, name, param_count, values, lengths, formats, 0,
-                                    PGRES_COMMAND_OK, &res, err);
+        int rc = batch_link_check(s, err);
+        if (rc == 0) {
+            rc = run_prepared(&s->state, name, param_count, values, lengths, formats, 0,
+                              PGRES_COMMAND_OK, &res, err);
+        }
         PQclear(res);
         pthread_mutex_unlock(&s->state_lock);
         return rc;
@@ -1178,10 +1195,7 @@ static int pg_state_commit(store_t *store, struct herr *err)
     struct pg_store *s = as_pg(store);
     pthread_mutex_lock(&s->state_lock);
     s->is_batching = false;
-    int rc = s->state.conn == NULL
-                 ? herr_set(err, HEROLD_E_UNAVAILABLE,
-                            "store unavailable: the connection was lost in a batch")
-                 : 0;
+    int rc = batch_link_check(s, err);
     if (rc == 0) {
         rc = commit_transaction(&s->state, "committing a batch", err);
     }
@@ -1197,10 +1211,7 @@ static void pg_state_abort(store_t *store)
     struct pg_store *s = as_pg(store);
     pthread_mutex_lock(&s->state_lock);
     s->is_batching = false;
-    if (s->state.conn != NULL && PQtransactionStatus(s->state.conn) != PQTRANS_IDLE) {
-        struct herr ignored;
-        run(&s->state, "ROLLBACK", PGRES_COMMAND_OK, "ending a failed batch", &ignored);
-    }
+    rollback_transaction(&s->state);
     pthread_mutex_unlock(&s->state_lock);
 }
 
